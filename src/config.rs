@@ -1,0 +1,479 @@
+//! The YAML configuration: schema, defaults in one place, and validation.
+//!
+//! Every check that can name a place in the file happens while deserialising, so
+//! serde attaches the line and column; errors read `file:line:column: what was expected`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::units::{parse_duration, parse_size};
+
+/// A configuration that could not be loaded, with the place in the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        /// The file that was asked for.
+        path: String,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The YAML did not match the schema; `line`/`column` are 1-based.
+    #[error("{origin}:{line}:{column}: {message}")]
+    Invalid {
+        /// File name (or label) of the text.
+        origin: String,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// 1-based column of the offending value.
+        column: usize,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+}
+
+/// The whole wsgate configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listeners (plain `ws` or TLS `wss`); at least one.
+    #[serde(deserialize_with = "non_empty_listeners")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Admin listener for metrics and health checks (optional; off when absent).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// Per-connection settings that routes inherit unless they override them.
+    #[serde(default)]
+    pub defaults: Tuning,
+    /// Routes, matched by host and longest path prefix.
+    #[serde(deserialize_with = "unique_routes")]
+    pub routes: Vec<RouteConfig>,
+    /// Logging format and level.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Graceful shutdown settings.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+/// One client-facing listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to bind, e.g. `0.0.0.0:8443` (port 0 picks a free port).
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+    /// TLS settings; plain WebSocket (`ws://`) when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS for a listener: certificate files, or a certificate generated in memory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawTls")]
+pub enum TlsConfig {
+    /// PEM certificate chain and private key files (paths relative to the working directory).
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// A throw-away certificate for `localhost` generated at start (local use only).
+    SelfSigned,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    key: Option<PathBuf>,
+    #[serde(default)]
+    self_signed: bool,
+}
+
+impl TryFrom<RawTls> for TlsConfig {
+    type Error = String;
+    fn try_from(raw: RawTls) -> Result<Self, String> {
+        match (raw.cert, raw.key, raw.self_signed) {
+            (None, None, true) => Ok(TlsConfig::SelfSigned),
+            (Some(cert), Some(key), false) => {
+                readable_file(&cert, "tls.cert")?;
+                readable_file(&key, "tls.key")?;
+                let files = TlsConfig::Files { cert, key };
+                // Load the pair now so a bad PEM or a key that does not match fails here, with a location.
+                crate::tls::server_config(&files).map_err(|e| format!("tls: {e}"))?;
+                Ok(files)
+            }
+            (_, _, true) => {
+                Err("tls: expected either `self_signed: true` or `cert` and `key`, not both".into())
+            }
+            _ => Err(
+                "tls: expected both `cert` and `key` file paths (or `self_signed: true`)".into(),
+            ),
+        }
+    }
+}
+
+fn readable_file(path: &Path, what: &str) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| format!("{what}: cannot open `{}`: {e}", path.display()))
+}
+
+/// The admin listener (metrics and health checks).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to bind, e.g. `127.0.0.1:9090`.
+    #[serde(deserialize_with = "socket_addr")]
+    pub bind: SocketAddr,
+}
+
+/// Per-connection timeouts and limits; every field has a default and every route may override it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tuning {
+    /// Keepalive ping after this long without a frame from a peer; 0 disables. Default 20s.
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    /// A peer that does not answer our ping within this is dead. Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub ping_timeout: Duration,
+    /// Close after this long without a data frame either way; 0 disables. Default 0s.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// How long to wait for the Close reply before dropping the sockets. Default 5s.
+    #[serde(deserialize_with = "duration")]
+    pub close_timeout: Duration,
+    /// Backend connect plus backend upgrade must finish within this (else 504). Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub handshake_timeout: Duration,
+    /// Largest frame payload accepted from either peer (else close 1009). Default 16MiB.
+    #[serde(deserialize_with = "size")]
+    pub max_frame_bytes: u64,
+    /// Largest message across its fragments (else close 1009). Default 64MiB.
+    #[serde(deserialize_with = "size")]
+    pub max_message_bytes: u64,
+    /// Check that text messages are UTF-8 (else close 1007). Default true.
+    pub validate_utf8: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::ZERO,
+            close_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
+            max_frame_bytes: 16 << 20,
+            max_message_bytes: 64 << 20,
+            validate_utf8: true,
+        }
+    }
+}
+
+/// The optional per-route overrides of [`Tuning`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuningOverrides {
+    #[serde(default, deserialize_with = "opt_duration")]
+    ping_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    ping_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    close_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_size")]
+    max_frame_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    max_message_bytes: Option<u64>,
+    #[serde(default)]
+    validate_utf8: Option<bool>,
+}
+
+impl TuningOverrides {
+    /// The defaults with this route's overrides applied.
+    pub fn apply(&self, base: &Tuning) -> Tuning {
+        Tuning {
+            ping_interval: self.ping_interval.unwrap_or(base.ping_interval),
+            ping_timeout: self.ping_timeout.unwrap_or(base.ping_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(base.idle_timeout),
+            close_timeout: self.close_timeout.unwrap_or(base.close_timeout),
+            handshake_timeout: self.handshake_timeout.unwrap_or(base.handshake_timeout),
+            max_frame_bytes: self.max_frame_bytes.unwrap_or(base.max_frame_bytes),
+            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
+            validate_utf8: self.validate_utf8.unwrap_or(base.validate_utf8),
+        }
+    }
+}
+
+/// One route: which requests it takes and where it sends them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawRoute")]
+pub struct RouteConfig {
+    /// Unique name, used in logs and metric labels.
+    pub name: String,
+    /// Path prefix (segment boundary) or exact path, normalised.
+    pub path: String,
+    /// Match `path` exactly instead of as a prefix. Default false.
+    pub exact: bool,
+    /// Only requests for this host (case-insensitive, port ignored). Default any host.
+    pub host: Option<String>,
+    /// Where the connections go.
+    pub target: Target,
+    /// Allowed `Origin` values; any origin when empty.
+    pub origins: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for `wss://` backends, besides the public roots.
+    pub tls_ca: Option<PathBuf>,
+    /// This route's overrides of `defaults`.
+    pub tuning: TuningOverrides,
+}
+
+/// Where a route sends its connections.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// The built-in echo endpoint.
+    Echo,
+    /// One or more backend WebSocket servers (tried in order for now).
+    Backends(Vec<crate::backend::BackendUrl>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: String,
+    path: String,
+    #[serde(default)]
+    exact: bool,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    echo: bool,
+    #[serde(default)]
+    backends: Vec<crate::backend::BackendUrl>,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    tls_ca: Option<PathBuf>,
+    #[serde(flatten)]
+    tuning: TuningOverrides,
+}
+
+impl TryFrom<RawRoute> for RouteConfig {
+    type Error = String;
+    fn try_from(raw: RawRoute) -> Result<Self, String> {
+        let name = raw.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(format!(
+                "route name `{name}`: expected letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        if !raw.path.starts_with('/') {
+            return Err(format!(
+                "route `{name}`: path `{}` must start with `/`",
+                raw.path
+            ));
+        }
+        let path = crate::route::normalize_path(&raw.path)
+            .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
+        let target = match (raw.echo, raw.backends.is_empty()) {
+            (true, true) => Target::Echo,
+            (false, false) => Target::Backends(raw.backends),
+            (true, false) => {
+                return Err(format!(
+                    "route `{name}`: expected `echo: true` or `backends`, not both"
+                ));
+            }
+            (false, true) => {
+                return Err(format!(
+                    "route `{name}`: expected `backends: [ws://…]` or `echo: true`"
+                ));
+            }
+        };
+        if let Some(ca) = &raw.tls_ca {
+            readable_file(ca, "tls_ca")?;
+        }
+        Ok(RouteConfig {
+            name,
+            path,
+            exact: raw.exact,
+            host: raw.host.map(|h| h.to_ascii_lowercase()),
+            target,
+            origins: raw.origins,
+            tls_ca: raw.tls_ca,
+            tuning: raw.tuning,
+        })
+    }
+}
+
+/// Log output settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`. Default text.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax, e.g. `info` or `wsgate=debug`. Default `info`.
+    pub level: String,
+    /// Also log a line when a connection opens. Default false.
+    pub connection_open: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            connection_open: false,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable key=value lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Graceful shutdown settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long open connections get to finish their close handshakes. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Parses YAML text; `origin` names the text in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            let mut message = e.to_string();
+            if let Some(at) = message.rfind(" at line ") {
+                message.truncate(at);
+            }
+            ConfigError::Invalid {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }
+        })
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+}
+
+fn non_empty_listeners<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenerConfig>, D::Error> {
+    let listeners = Vec::<ListenerConfig>::deserialize(d)?;
+    if listeners.is_empty() {
+        return Err(de::Error::custom(
+            "listeners: expected at least one listener",
+        ));
+    }
+    Ok(listeners)
+}
+
+/// Deserialises the route list, failing at the first repeated name (so the error points there).
+fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D::Error> {
+    struct Routes;
+    impl<'de> Visitor<'de> for Routes {
+        type Value = Vec<RouteConfig>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of routes")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut names = HashSet::new();
+            let mut routes = Vec::new();
+            while let Some(route) = seq.next_element::<RouteConfig>()? {
+                if !names.insert(route.name.clone()) {
+                    return Err(de::Error::custom(format!(
+                        "duplicate route name `{}`: expected every route name to be unique",
+                        route.name
+                    )));
+                }
+                routes.push(route);
+            }
+            if routes.is_empty() {
+                return Err(de::Error::custom("routes: expected at least one route"));
+            }
+            Ok(routes)
+        }
+    }
+    d.deserialize_seq(Routes)
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        de::Error::custom(format!(
+            "invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"
+        ))
+    })
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Number(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Number(n) => Ok(n),
+        Size::Text(text) => parse_size(&text).map_err(de::Error::custom),
+    }
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    size(d).map(Some)
+}

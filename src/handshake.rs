@@ -1,0 +1,609 @@
+//! The upgrade: validate the client's request, route it, do the backend handshake first,
+//! and only then answer the client with 101 and start the relay.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::BytesMut;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tracing::Instrument;
+
+use crate::backend::{self, BackendUrl};
+use crate::config::Target;
+use crate::route::{Route, normalize_path};
+use crate::server::Gateway;
+use crate::stream::Stream;
+
+/// The body of any response wsgate sends on the client hop.
+pub type Body = Either<Full<Bytes>, Incoming>;
+
+/// The GUID of RFC 6455 §1.3, appended to the key to compute `Sec-WebSocket-Accept`.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why an upgrade was refused; each maps to an HTTP status and a metric reason.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Not an upgrade to WebSocket at all (or an upgrade to something else).
+    #[error("expected an upgrade to websocket")]
+    NotWebSocket,
+    /// Upgrade requested with a method other than GET.
+    #[error("method must be GET")]
+    Method,
+    /// HTTP/1.0 or another version.
+    #[error("HTTP/1.1 required")]
+    HttpVersion,
+    /// `Connection` lacks the `upgrade` token.
+    #[error("Connection header must contain `upgrade`")]
+    ConnectionHeader,
+    /// Missing, repeated or malformed `Sec-WebSocket-Key`.
+    #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
+    Key,
+    /// `Sec-WebSocket-Version` other than 13.
+    #[error("unsupported Sec-WebSocket-Version (13 required)")]
+    WsVersion,
+    /// No `Host` header.
+    #[error("Host header required")]
+    Host,
+    /// The path could not be normalised.
+    #[error("bad path: {0}")]
+    Path(#[from] crate::route::PathError),
+    /// No route matches.
+    #[error("no route")]
+    NoRoute,
+    /// `Origin` not on the route's allowlist.
+    #[error("origin not allowed")]
+    Origin,
+    /// The backend could not be reached.
+    #[error("backend unreachable: {0}")]
+    BackendConnect(#[from] backend::ConnectError),
+    /// The backend did not finish its handshake in time.
+    #[error("backend handshake timed out")]
+    BackendTimeout,
+    /// The backend's answer was not a valid WebSocket upgrade.
+    #[error("invalid backend handshake: {0}")]
+    BackendInvalid(String),
+    /// wsgate is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl HandshakeError {
+    /// The HTTP status sent to the client.
+    pub fn status(&self) -> StatusCode {
+        use HandshakeError::*;
+        match self {
+            NotWebSocket | WsVersion => StatusCode::UPGRADE_REQUIRED,
+            Method => StatusCode::METHOD_NOT_ALLOWED,
+            HttpVersion | ConnectionHeader | Key | Host | Path(_) => StatusCode::BAD_REQUEST,
+            NoRoute => StatusCode::NOT_FOUND,
+            Origin => StatusCode::FORBIDDEN,
+            BackendConnect(_) | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
+            BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Short label for the `handshake_failures_total` metric.
+    pub fn reason(&self) -> &'static str {
+        use HandshakeError::*;
+        match self {
+            NotWebSocket => "not_websocket",
+            Method => "method",
+            HttpVersion => "http_version",
+            ConnectionHeader => "connection_header",
+            Key => "key",
+            WsVersion => "ws_version",
+            Host => "host",
+            Path(_) => "path",
+            NoRoute => "no_route",
+            Origin => "origin",
+            BackendConnect(_) => "backend_connect",
+            BackendTimeout => "backend_timeout",
+            BackendInvalid(_) => "backend_invalid",
+            ShuttingDown => "shutting_down",
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        let mut res = Response::new(Either::Left(Full::new(Bytes::from(format!("{}\n", self)))));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        match self {
+            HandshakeError::NotWebSocket | HandshakeError::WsVersion => {
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                h.insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            HandshakeError::Method => {
+                h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// Who is on the client hop of this HTTP connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// Connection id.
+    pub id: u64,
+    /// Client socket address.
+    pub peer: SocketAddr,
+    /// Whether the client hop is TLS.
+    pub tls: bool,
+}
+
+/// What the client asked for, once validated.
+struct Hello {
+    key: HeaderValue,
+    protocols: Vec<String>,
+}
+
+/// A backend that answered the upgrade.
+enum BackendAnswer {
+    /// 101 checked: the stream, bytes it sent after the 101, and the headers to pass on.
+    Upgraded {
+        stream: Stream,
+        leftover: Bytes,
+        headers: HeaderMap,
+    },
+    /// Any other status: relayed to the client as is.
+    Refused(Response<Incoming>),
+}
+
+/// hyper service entry: answers one request on the client hop.
+pub async fn serve(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    gw: Arc<Gateway>,
+) -> Result<Response<Body>, Infallible> {
+    match upgrade(req, client, &gw).await {
+        Ok(res) => Ok(res),
+        Err((route, e)) => {
+            tracing::info!(status = e.status().as_u16(), route = route.as_deref().unwrap_or(""), error = %e, "upgrade refused");
+            gw.metrics
+                .handshake_failure(route.as_deref().unwrap_or(""), e.reason());
+            Ok(e.response())
+        }
+    }
+}
+
+type Refusal = (Option<String>, HandshakeError);
+
+async fn upgrade(
+    mut req: Request<Incoming>,
+    client: ClientInfo,
+    gw: &Arc<Gateway>,
+) -> Result<Response<Body>, Refusal> {
+    let hello = validate(&req).map_err(|e| (None, e))?;
+    if gw.shutdown.is_cancelled() {
+        return Err((None, HandshakeError::ShuttingDown));
+    }
+    let path = normalize_path(req.uri().path()).map_err(|e| (None, e.into()))?;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string);
+    let route = gw
+        .routes
+        .find(host.as_deref(), &path)
+        .ok_or((None, HandshakeError::NoRoute))?;
+    let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
+    check_origin(&route, req.headers()).map_err(fail)?;
+
+    let started = tokio::time::Instant::now();
+    let (backend_label, answer) = tokio::time::timeout(
+        route.tuning.handshake_timeout,
+        open_backend(&route, &req, client, host.as_deref(), &path, &hello, gw),
+    )
+    .await
+    .map_err(|_| fail(HandshakeError::BackendTimeout))?
+    .map_err(fail)?;
+    gw.metrics
+        .handshake_duration(route.name(), started.elapsed());
+
+    let (backend_stream, leftover, backend_headers) = match answer {
+        BackendAnswer::Upgraded {
+            stream,
+            leftover,
+            headers,
+        } => (stream, leftover, headers),
+        BackendAnswer::Refused(res) => {
+            tracing::info!(
+                route = route.name(),
+                status = res.status().as_u16(),
+                "backend refused the upgrade"
+            );
+            gw.metrics
+                .handshake_failure(route.name(), "backend_refused");
+            return Ok(relay_refusal(res));
+        }
+    };
+
+    let subprotocol = backend_headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let on_client_upgrade = hyper::upgrade::on(&mut req);
+    let session = crate::relay::Session {
+        id: client.id,
+        route: route.clone(),
+        backend: backend_label,
+        client_addr: client.peer,
+        tls: client.tls,
+        subprotocol,
+    };
+    let gw2 = gw.clone();
+    let backend_leftover = BytesMut::from(&leftover[..]);
+    gw.tracker.spawn(
+        async move {
+            match on_client_upgrade
+                .await
+                .map(|u| u.downcast::<TokioIo<Stream>>())
+            {
+                Ok(Ok(parts)) => {
+                    let client_hop = (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]));
+                    crate::relay::run(
+                        session,
+                        client_hop,
+                        (backend_stream, backend_leftover),
+                        &gw2,
+                    )
+                    .await;
+                }
+                Ok(Err(_)) => tracing::error!("client upgrade produced an unexpected stream type"),
+                Err(e) => tracing::info!(error = %e, "client upgrade failed after 101"),
+            }
+        }
+        .in_current_span(),
+    );
+    Ok(switching_protocols(&hello.key, backend_headers))
+}
+
+fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
+    let h = req.headers();
+    if !has_token(h, &header::UPGRADE, "websocket") {
+        return Err(HandshakeError::NotWebSocket);
+    }
+    if req.method() != Method::GET {
+        return Err(HandshakeError::Method);
+    }
+    if req.version() != Version::HTTP_11 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if !has_token(h, &header::CONNECTION, "upgrade") {
+        return Err(HandshakeError::ConnectionHeader);
+    }
+    if h.get(header::HOST).is_none() {
+        return Err(HandshakeError::Host);
+    }
+    let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => k,
+        _ => return Err(HandshakeError::Key),
+    };
+    match base64::engine::general_purpose::STANDARD.decode(key.as_bytes()) {
+        Ok(raw) if raw.len() == 16 => {}
+        _ => return Err(HandshakeError::Key),
+    }
+    let versions: Vec<_> = h.get_all(header::SEC_WEBSOCKET_VERSION).iter().collect();
+    if versions.len() != 1 || versions[0].as_bytes().trim_ascii() != b"13" {
+        return Err(HandshakeError::WsVersion);
+    }
+    Ok(Hello {
+        key: key.clone(),
+        protocols: tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect(),
+    })
+}
+
+fn check_origin(route: &Route, headers: &HeaderMap) -> Result<(), HandshakeError> {
+    let allowed = &route.config.origins;
+    if allowed.is_empty() {
+        return Ok(());
+    }
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("");
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        Ok(())
+    } else {
+        Err(HandshakeError::Origin)
+    }
+}
+
+/// Comma-separated tokens of every instance of a header, trimmed.
+fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+/// Headers that describe one hop only and are never forwarded (RFC 9110 §7.6.1), plus
+/// the WebSocket and forwarding headers wsgate sets itself on each hop.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "sec-websocket-key",
+    "sec-websocket-accept",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+];
+
+/// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
+/// without the ones wsgate sets itself; done before wsgate adds its own.
+fn forwardable(from: &HeaderMap) -> HeaderMap {
+    let listed: Vec<String> = tokens(from, &header::CONNECTION)
+        .map(|t| t.to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(from.len() + 8);
+    for (name, value) in from {
+        let n = name.as_str();
+        if NOT_FORWARDED.contains(&n) || listed.iter().any(|l| l == n) {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+async fn open_backend(
+    route: &Arc<Route>,
+    req: &Request<Incoming>,
+    client: ClientInfo,
+    host: Option<&str>,
+    path: &str,
+    hello: &Hello,
+    gw: &Gateway,
+) -> Result<(String, BackendAnswer), HandshakeError> {
+    let (label, stream, url) = match route.target() {
+        Target::Echo => ("echo".to_string(), crate::echo::connect(), None),
+        Target::Backends(urls) => {
+            let mut last = None;
+            let mut found = None;
+            for url in urls {
+                match backend::connect(url, &gw.backend_tls(route.name())).await {
+                    Ok(s) => {
+                        found = Some((url.to_string(), s, Some(url)));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(route = route.name(), backend = %url, error = %e, "backend connect failed");
+                        gw.metrics.backend_connect_error(route.name(), &url.url);
+                        last = Some(e);
+                    }
+                }
+            }
+            match (found, last) {
+                (Some(f), _) => f,
+                (None, Some(e)) => return Err(e.into()),
+                (None, None) => return Err(HandshakeError::NoRoute),
+            }
+        }
+    };
+    let request = backend_request(req, client, host, path, route, url, hello);
+    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let answer = backend_handshake(stream, request, key, &hello.protocols).await?;
+    Ok((label, answer))
+}
+
+fn backend_request(
+    req: &Request<Incoming>,
+    client: ClientInfo,
+    host: Option<&str>,
+    path: &str,
+    route: &Route,
+    url: Option<&BackendUrl>,
+    hello: &Hello,
+) -> Request<Empty<Bytes>> {
+    let query = req.uri().query();
+    let target = match url {
+        Some(u) => u.request_target(route.remainder(path), path, query),
+        None => query.map_or_else(|| path.to_string(), |q| format!("{path}?{q}")),
+    };
+    let mut out = Request::new(Empty::new());
+    *out.uri_mut() = target
+        .parse()
+        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    let mut h = forwardable(req.headers());
+    let mut nonce = [0u8; 16];
+    crate::random_bytes(&mut nonce);
+    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+    let ip = client.peer.ip().to_string();
+    let proto = if client.tls { "https" } else { "http" };
+    let backend_host = url.map_or_else(|| "echo".to_string(), |u| u.host_header());
+    let set = |h: &mut HeaderMap, name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            h.insert(n, v);
+        }
+    };
+    set(&mut h, "host", &backend_host);
+    set(&mut h, "upgrade", "websocket");
+    set(&mut h, "connection", "Upgrade");
+    set(&mut h, "sec-websocket-key", &key);
+    set(&mut h, "sec-websocket-version", "13");
+    set(&mut h, "x-forwarded-for", &ip);
+    set(&mut h, "x-real-ip", &ip);
+    set(&mut h, "x-forwarded-proto", proto);
+    let for_ip = if client.peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.clone()
+    };
+    match host {
+        Some(host) => {
+            set(&mut h, "x-forwarded-host", host);
+            set(
+                &mut h,
+                "forwarded",
+                &format!("for={for_ip};host=\"{host}\";proto={proto}"),
+            );
+        }
+        None => set(&mut h, "forwarded", &format!("for={for_ip};proto={proto}")),
+    }
+    if !hello.protocols.is_empty() {
+        set(
+            &mut h,
+            "sec-websocket-protocol",
+            &hello.protocols.join(", "),
+        );
+    }
+    *out.headers_mut() = h;
+    out
+}
+
+async fn backend_handshake(
+    stream: Stream,
+    request: Request<Empty<Bytes>>,
+    key: Option<HeaderValue>,
+    offered: &[String],
+) -> Result<BackendAnswer, HandshakeError> {
+    let invalid = |why: &str| HandshakeError::BackendInvalid(why.to_string());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| invalid(&e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "backend HTTP connection ended");
+        }
+    });
+    let res = sender
+        .send_request(request)
+        .await
+        .map_err(|e| invalid(&e.to_string()))?;
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(BackendAnswer::Refused(res));
+    }
+    let h = res.headers();
+    if !has_token(h, &header::UPGRADE, "websocket") {
+        return Err(invalid("101 without Upgrade: websocket"));
+    }
+    if !has_token(h, &header::CONNECTION, "upgrade") {
+        return Err(invalid("101 without Connection: upgrade"));
+    }
+    let expected = key.map(|k| accept_key(k.as_bytes())).unwrap_or_default();
+    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
+        return Err(invalid("wrong Sec-WebSocket-Accept"));
+    }
+    if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(invalid("extension that was not offered"));
+    }
+    let chosen: Vec<String> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
+    match chosen.as_slice() {
+        [] => {}
+        [p] if offered.contains(p) => {}
+        _ => return Err(invalid("subprotocol that was not offered")),
+    }
+    let headers = forwardable(h);
+    let upgraded = hyper::upgrade::on(res)
+        .await
+        .map_err(|e| invalid(&e.to_string()))?;
+    let parts = upgraded
+        .downcast::<TokioIo<Stream>>()
+        .map_err(|_| invalid("unexpected stream type after upgrade"))?;
+    Ok(BackendAnswer::Upgraded {
+        stream: parts.io.into_inner(),
+        leftover: parts.read_buf,
+        headers,
+    })
+}
+
+fn relay_refusal(res: Response<Incoming>) -> Response<Body> {
+    let (parts, body) = res.into_parts();
+    let mut out = Response::new(Either::Right(body));
+    *out.status_mut() = parts.status;
+    let mut h = forwardable(&parts.headers);
+    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+        h.insert(header::CONTENT_LENGTH, len.clone());
+    }
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    *out.headers_mut() = h;
+    out
+}
+
+fn switching_protocols(client_key: &HeaderValue, backend_headers: HeaderMap) -> Response<Body> {
+    let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let mut h = backend_headers;
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::try_from(accept_key(client_key.as_bytes())) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    *res.headers_mut() = h;
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_matches_rfc_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_listed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert(
+            "sec-websocket-extensions",
+            HeaderValue::from_static("permessage-deflate"),
+        );
+        h.insert("cookie", HeaderValue::from_static("a=b"));
+        let out = forwardable(&h);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out["cookie"], "a=b");
+    }
+}

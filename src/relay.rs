@@ -1,0 +1,433 @@
+//! The tunnel after 101: two per-direction frame pumps with per-hop checks, and the close handshake.
+//!
+//! Each pump reads a frame from one peer, checks it, and writes it to the other; nothing
+//! more is read from a peer until its previous frame was written, so backpressure is the
+//! loop itself. The two write halves are shared behind async locks so a pump can send a
+//! Close to either peer; a Close is sent at most once per peer and nothing follows it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::close::{self, CloseReport, ClosedBy, Outcome, code};
+use crate::frame::{Frame, FrameError, FrameReader, FrameWriter, OpCode};
+use crate::route::Route;
+use crate::server::Gateway;
+use crate::stream::Stream;
+use crate::utf8::Utf8Validator;
+
+/// The facts about a connection known when the relay starts.
+pub struct Session {
+    /// Connection id.
+    pub id: u64,
+    /// The route it matched.
+    pub route: Arc<Route>,
+    /// Backend URL (or `echo`).
+    pub backend: String,
+    /// Client socket address.
+    pub client_addr: SocketAddr,
+    /// Whether the client hop is TLS.
+    pub tls: bool,
+    /// Subprotocol chosen by the backend.
+    pub subprotocol: Option<String>,
+}
+
+/// One of the two hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Backend,
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Backend,
+            Side::Backend => Side::Client,
+        }
+    }
+
+    /// What the other hop is told when this side vanishes or misbehaves.
+    fn gone_code(self) -> (u16, &'static str) {
+        match self {
+            Side::Client => (code::GOING_AWAY, "client went away"),
+            Side::Backend => (code::BAD_GATEWAY, "backend failed"),
+        }
+    }
+
+    fn closed_by(self) -> ClosedBy {
+        match self {
+            Side::Client => ClosedBy::Client,
+            Side::Backend => ClosedBy::Backend,
+        }
+    }
+}
+
+/// The write half of one peer, and whether it has been sent its Close.
+struct Peer {
+    writer: FrameWriter<WriteHalf<Stream>>,
+    close_sent: bool,
+}
+
+/// How the connection started to end (the first event wins).
+struct FirstClose {
+    closed_by: ClosedBy,
+    code: Option<u16>,
+    reason: String,
+    outcome: Outcome,
+}
+
+/// Messages and payload bytes in one direction.
+#[derive(Default)]
+struct Counters {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// State both pumps share.
+struct Shared {
+    client: Mutex<Peer>,
+    backend: Mutex<Peer>,
+    first: StdMutex<Option<FirstClose>>,
+    /// Cancelled when the first Close is sent: the close timeout starts.
+    closing: CancellationToken,
+    counts: [Counters; 2],
+}
+
+impl Shared {
+    fn peer(&self, side: Side) -> &Mutex<Peer> {
+        match side {
+            Side::Client => &self.client,
+            Side::Backend => &self.backend,
+        }
+    }
+
+    fn record(&self, closed_by: ClosedBy, code: Option<u16>, reason: &str, outcome: Outcome) {
+        // A poisoned lock only means another pump panicked; the record is still usable.
+        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(FirstClose {
+                closed_by,
+                code,
+                reason: reason.to_string(),
+                outcome,
+            });
+        }
+    }
+
+    /// Sends a Close to `side` unless it already got one; returns whether it was sent.
+    async fn send_close(&self, side: Side, payload: &[u8]) -> bool {
+        let mut peer = self.peer(side).lock().await;
+        if std::mem::replace(&mut peer.close_sent, true) {
+            return false;
+        }
+        self.closing.cancel();
+        let mut payload = payload.to_vec();
+        if let Err(e) = peer
+            .writer
+            .write_frame(true, OpCode::Close, &mut payload)
+            .await
+        {
+            tracing::debug!(?side, error = %e, "could not send close");
+        }
+        true
+    }
+
+    /// Forwards a frame to `side`; frames after its Close are dropped. Err means `side` is gone.
+    async fn forward(&self, side: Side, frame: &mut Frame) -> std::io::Result<()> {
+        let mut peer = self.peer(side).lock().await;
+        if peer.close_sent {
+            return Ok(());
+        }
+        if frame.opcode == OpCode::Close {
+            peer.close_sent = true;
+            self.closing.cancel();
+        }
+        let result = peer
+            .writer
+            .write_frame(frame.fin, frame.opcode, &mut frame.payload)
+            .await;
+        if result.is_err() {
+            peer.close_sent = true;
+        }
+        result
+    }
+
+    /// `from` vanished or its socket failed: tell the other side.
+    async fn peer_gone(&self, from: Side) {
+        let outcome = if from == Side::Client {
+            Outcome::ClientGone
+        } else {
+            Outcome::BackendError
+        };
+        self.record(from.closed_by(), Some(code::ABNORMAL), "", outcome);
+        self.peer(from).lock().await.close_sent = true;
+        let (code, reason) = from.gone_code();
+        self.send_close(from.other(), &close::close_payload(code, reason))
+            .await;
+    }
+
+    /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
+    async fn violation(&self, from: Side, code: u16, reason: &str) {
+        let outcome = if code == code::TOO_BIG {
+            Outcome::Limit
+        } else {
+            Outcome::ProtocolError
+        };
+        tracing::info!(?from, code, reason, "closing on violation");
+        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
+        self.send_close(from, &close::close_payload(code, reason))
+            .await;
+        let (other_code, other_reason) = from.gone_code();
+        self.send_close(
+            from.other(),
+            &close::close_payload(other_code, other_reason),
+        )
+        .await;
+    }
+
+    /// wsgate itself ends the connection (shutdown, reload): Close to both peers.
+    async fn initiate(&self, code: u16, reason: &str, outcome: Outcome) {
+        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
+        let payload = close::close_payload(code, reason);
+        self.send_close(Side::Client, &payload).await;
+        self.send_close(Side::Backend, &payload).await;
+    }
+}
+
+/// Per-direction message state: fragments in flight, size so far, UTF-8 progress.
+struct MessageState {
+    open: Option<OpCode>,
+    size: u64,
+    utf8: Utf8Validator,
+}
+
+/// Runs the relay until both close handshakes are done (or timed out), then logs the report.
+pub async fn run(
+    session: Session,
+    client: (Stream, BytesMut),
+    backend: (Stream, BytesMut),
+    gw: &Gateway,
+) {
+    let started = tokio::time::Instant::now();
+    let tuning = session.route.tuning.clone();
+    let _active = gw.metrics.connection_opened(session.route.name());
+    if gw.log_open {
+        tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
+            client_addr = %session.client_addr, "connection opened");
+    }
+    let (client_r, client_w) = tokio::io::split(client.0);
+    let (backend_r, backend_w) = tokio::io::split(backend.0);
+    let shared = Arc::new(Shared {
+        client: Mutex::new(Peer {
+            writer: FrameWriter::new(client_w, false, 0),
+            close_sent: false,
+        }),
+        backend: Mutex::new(Peer {
+            writer: FrameWriter::new(backend_w, true, crate::random_u64()),
+            close_sent: false,
+        }),
+        first: StdMutex::new(None),
+        closing: CancellationToken::new(),
+        counts: Default::default(),
+    });
+    let client_reader = FrameReader::new(client_r, client.1, true, tuning.max_frame_bytes);
+    let backend_reader = FrameReader::new(backend_r, backend.1, false, tuning.max_frame_bytes);
+    let pumps = async {
+        tokio::join!(
+            pump(Side::Client, client_reader, &shared, &tuning),
+            pump(Side::Backend, backend_reader, &shared, &tuning)
+        )
+    };
+    tokio::pin!(pumps);
+    let mut shutting_down = false;
+    loop {
+        tokio::select! {
+            _ = &mut pumps => break,
+            _ = async { shared.closing.cancelled().await; tokio::time::sleep(tuning.close_timeout).await } => {
+                tracing::debug!("close handshake timed out");
+                break;
+            }
+            _ = gw.shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                shared.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown).await;
+            }
+        }
+    }
+    for side in [Side::Client, Side::Backend] {
+        let mut peer = shared.peer(side).lock().await;
+        // Bounded: a peer that stopped reading must not hold the task forever.
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(1), peer.writer.shutdown()).await;
+    }
+    let first = shared
+        .first
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let first = first.unwrap_or(FirstClose {
+        closed_by: ClosedBy::Proxy,
+        code: None,
+        reason: String::new(),
+        outcome: Outcome::Normal,
+    });
+    let count = |i: usize| {
+        (
+            shared.counts[i].messages.load(Ordering::Relaxed),
+            shared.counts[i].bytes.load(Ordering::Relaxed),
+        )
+    };
+    let ((msgs_in, bytes_in), (msgs_out, bytes_out)) = (count(0), count(1));
+    let report = CloseReport {
+        id: session.id,
+        route: session.route.name().to_string(),
+        backend: session.backend,
+        client_addr: session.client_addr,
+        tls: session.tls,
+        subprotocol: session.subprotocol,
+        duration: started.elapsed(),
+        msgs_in,
+        msgs_out,
+        bytes_in,
+        bytes_out,
+        close_code: first.code,
+        close_reason: first.reason,
+        closed_by: first.closed_by,
+        outcome: first.outcome,
+    };
+    gw.metrics.connection_closed(&report);
+    report.log();
+    // No subscriber is the normal case outside tests.
+    let _ = gw.reports.send(report);
+}
+
+/// Moves frames from `from` to the other side until `from` is finished.
+async fn pump(
+    from: Side,
+    mut reader: FrameReader<ReadHalf<Stream>>,
+    shared: &Shared,
+    tuning: &crate::config::Tuning,
+) {
+    let to = from.other();
+    let counts = &shared.counts[from as usize];
+    let mut msg = MessageState {
+        open: None,
+        size: 0,
+        utf8: Utf8Validator::default(),
+    };
+    loop {
+        let mut frame = match reader.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
+                shared.peer_gone(from).await;
+                return;
+            }
+            Err(e) => {
+                let code = if matches!(e, FrameError::TooLarge(_)) {
+                    code::TOO_BIG
+                } else {
+                    code::PROTOCOL_ERROR
+                };
+                shared.violation(from, code, &e.to_string()).await;
+                return drain(reader).await;
+            }
+        };
+        if let Err((code, reason)) = check(&frame, &mut msg, tuning) {
+            shared.violation(from, code, reason).await;
+            return drain(reader).await;
+        }
+        if frame.opcode == OpCode::Close {
+            let parsed = close::parse_close(&frame.payload).ok().flatten();
+            let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
+            shared.record(from.closed_by(), code, reason, Outcome::Normal);
+            let _ = shared.forward(to, &mut frame).await;
+            // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
+            return;
+        }
+        let is_data = !frame.opcode.is_control();
+        let len = frame.payload.len() as u64;
+        if shared.forward(to, &mut frame).await.is_err() {
+            shared.peer_gone(to).await;
+            continue;
+        }
+        if is_data {
+            counts.bytes.fetch_add(len, Ordering::Relaxed);
+            if frame.fin {
+                counts.messages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Checks one frame against the message in progress; Err carries the close code and reason.
+fn check(
+    frame: &Frame,
+    msg: &mut MessageState,
+    tuning: &crate::config::Tuning,
+) -> Result<(), (u16, &'static str)> {
+    let len = frame.payload.len() as u64;
+    match frame.opcode {
+        OpCode::Close => {
+            close::parse_close(&frame.payload)
+                .map_err(|_| (code::PROTOCOL_ERROR, "invalid close frame"))?;
+            return Ok(());
+        }
+        OpCode::Ping | OpCode::Pong => return Ok(()),
+        OpCode::Text | OpCode::Binary => {
+            if msg.open.is_some() {
+                return Err((code::PROTOCOL_ERROR, "new message inside a fragmented one"));
+            }
+            msg.size = len;
+            msg.open = Some(frame.opcode);
+        }
+        OpCode::Continuation => {
+            if msg.open.is_none() {
+                return Err((code::PROTOCOL_ERROR, "continuation without a message"));
+            }
+            msg.size += len;
+        }
+    }
+    if msg.size > tuning.max_message_bytes {
+        return Err((code::TOO_BIG, "message too big"));
+    }
+    if msg.open == Some(OpCode::Text)
+        && tuning.validate_utf8
+        && msg.utf8.feed(&frame.payload, frame.fin).is_err()
+    {
+        return Err((code::INVALID_DATA, "invalid UTF-8 in text message"));
+    }
+    if frame.fin {
+        msg.open = None;
+        msg.utf8 = Utf8Validator::default();
+    }
+    Ok(())
+}
+
+/// How long `drain` waits for more bytes once frames can no longer be parsed.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// After a violation: read and discard until the peer's Close arrives or it goes quiet, so
+/// the socket is not closed with unread data (which would turn our Close into a reset).
+async fn drain(mut reader: FrameReader<ReadHalf<Stream>>) {
+    loop {
+        match reader.read_frame().await {
+            Ok(Some(f)) if f.opcode == OpCode::Close => return,
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(_) => break,
+        }
+    }
+    // The stream cannot be parsed any more: discard raw bytes until the peer pauses.
+    let mut io = reader.into_inner();
+    let mut scratch = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_QUIET, io.read(&mut scratch)).await {
+        if n == 0 {
+            break;
+        }
+    }
+}

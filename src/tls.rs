@@ -1,0 +1,102 @@
+//! TLS: the listeners' rustls server configs (files or a self-signed certificate made at
+//! start) and the client config used for `wss://` backends.
+//!
+//! Crypto provider: `ring` (see the README for the measurement behind the choice).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::config::TlsConfig;
+
+/// A certificate or key that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or held nothing usable.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// rustls refused the certificate/key pair.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Generating the self-signed certificate failed.
+    #[error("self-signed certificate: {0}")]
+    SelfSigned(#[from] rcgen::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the server config for a TLS listener.
+pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = match tls {
+        TlsConfig::Files { cert, key } => (load_certs(cert)?, load_key(key)?),
+        TlsConfig::SelfSigned => {
+            let cert = rcgen::generate_simple_self_signed(vec![
+                "localhost".into(),
+                "127.0.0.1".into(),
+                "::1".into(),
+            ])?;
+            tracing::warn!(
+                "TLS listener uses a self-signed certificate generated in memory (for local use only)"
+            );
+            let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+            (vec![cert.cert.der().clone()], key)
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Builds the client config for `wss://` backends: public roots plus an optional extra CA file.
+pub fn backend_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        for cert in load_certs(path)? {
+            roots.add(cert)?;
+        }
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_err = |what: String| TlsError::Pem {
+        path: path.display().to_string(),
+        what,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err(
+            "expected at least one PEM CERTIFICATE block".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.display().to_string(),
+        what: format!("expected a PEM private key: {e}"),
+    })
+}
