@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use serde::de::{self, Deserialize, Deserializer};
+
 use tokio::net::TcpStream;
 
 use crate::stream::Stream;
@@ -117,8 +118,18 @@ impl fmt::Display for BackendUrl {
 
 impl<'de> Deserialize<'de> for BackendUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        BackendUrl::parse(&text).map_err(de::Error::custom)
+        struct Url;
+        impl de::Visitor<'_> for Url {
+            type Value = BackendUrl;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a ws:// or wss:// URL")
+            }
+            // Parsed inside the visitor so an error carries the URL's own line and column.
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendUrl, E> {
+                BackendUrl::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Url)
     }
 }
 

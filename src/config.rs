@@ -183,25 +183,19 @@ impl Default for Tuning {
     }
 }
 
-/// The optional per-route overrides of [`Tuning`].
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The optional per-route overrides of [`Tuning`] (same names, same units).
+///
+/// Its fields sit directly in the route's mapping; serde's `flatten` is avoided because it
+/// buffers the input and loses the line and column of errors.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TuningOverrides {
-    #[serde(default, deserialize_with = "opt_duration")]
     ping_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
     ping_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
     idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
     close_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
     handshake_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_size")]
     max_frame_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "opt_size")]
     max_message_bytes: Option<u64>,
-    #[serde(default)]
     validate_utf8: Option<bool>,
 }
 
@@ -269,8 +263,22 @@ struct RawRoute {
     origins: Vec<String>,
     #[serde(default)]
     tls_ca: Option<PathBuf>,
-    #[serde(flatten)]
-    tuning: TuningOverrides,
+    #[serde(default, deserialize_with = "opt_duration")]
+    ping_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    ping_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    close_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_size")]
+    max_frame_bytes: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    max_message_bytes: Option<u64>,
+    #[serde(default)]
+    validate_utf8: Option<bool>,
 }
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -319,7 +327,16 @@ impl TryFrom<RawRoute> for RouteConfig {
             target,
             origins: raw.origins,
             tls_ca: raw.tls_ca,
-            tuning: raw.tuning,
+            tuning: TuningOverrides {
+                ping_interval: raw.ping_interval,
+                ping_timeout: raw.ping_timeout,
+                idle_timeout: raw.idle_timeout,
+                close_timeout: raw.close_timeout,
+                handshake_timeout: raw.handshake_timeout,
+                max_frame_bytes: raw.max_frame_bytes,
+                max_message_bytes: raw.max_message_bytes,
+                validate_utf8: raw.validate_utf8,
+            },
         })
     }
 }
@@ -443,18 +460,44 @@ fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D:
     d.deserialize_seq(Routes)
 }
 
+/// Parses a scalar with `parse` inside serde's visitor, so a failure carries the scalar's own
+/// line and column (an error raised after deserialising would only get the enclosing mapping's).
+fn scalar<'de, D, T>(
+    d: D,
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Scalar<T> {
+        expecting: &'static str,
+        parse: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for Scalar<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.parse)(v).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            (self.parse)(&v.to_string()).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(Scalar { expecting, parse })
+}
+
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(|_| {
-        de::Error::custom(format!(
-            "invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"
-        ))
+    scalar(d, "an address like 127.0.0.1:8443", |text| {
+        text.parse()
+            .map_err(|_| format!("invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"))
     })
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    parse_duration(&text).map_err(de::Error::custom)
+    scalar(d, "a duration like 20s", parse_duration)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -462,16 +505,7 @@ fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Number(u64),
-        Text(String),
-    }
-    match Size::deserialize(d)? {
-        Size::Number(n) => Ok(n),
-        Size::Text(text) => parse_size(&text).map_err(de::Error::custom),
-    }
+    scalar(d, "a size like 1MiB", parse_size)
 }
 
 fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
