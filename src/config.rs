@@ -155,6 +155,10 @@ pub struct Tuning {
     /// How long to wait for the Close reply before dropping the sockets. Default 5s.
     #[serde(deserialize_with = "duration")]
     pub close_timeout: Duration,
+    /// A frame that cannot be written to a peer within this closes the connection (the peer
+    /// stopped reading); 0 disables. Default 30s.
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
     /// Backend connect plus backend upgrade must finish within this (else 504). Default 10s.
     #[serde(deserialize_with = "duration")]
     pub handshake_timeout: Duration,
@@ -175,6 +179,7 @@ impl Default for Tuning {
             ping_timeout: Duration::from_secs(10),
             idle_timeout: Duration::ZERO,
             close_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             max_frame_bytes: 16 << 20,
             max_message_bytes: 64 << 20,
@@ -193,6 +198,7 @@ pub struct TuningOverrides {
     ping_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     close_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
     max_frame_bytes: Option<u64>,
     max_message_bytes: Option<u64>,
@@ -207,6 +213,7 @@ impl TuningOverrides {
             ping_timeout: self.ping_timeout.unwrap_or(base.ping_timeout),
             idle_timeout: self.idle_timeout.unwrap_or(base.idle_timeout),
             close_timeout: self.close_timeout.unwrap_or(base.close_timeout),
+            write_timeout: self.write_timeout.unwrap_or(base.write_timeout),
             handshake_timeout: self.handshake_timeout.unwrap_or(base.handshake_timeout),
             max_frame_bytes: self.max_frame_bytes.unwrap_or(base.max_frame_bytes),
             max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
@@ -272,6 +279,8 @@ struct RawRoute {
     #[serde(default, deserialize_with = "opt_duration")]
     close_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
+    write_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
     handshake_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "opt_size")]
     max_frame_bytes: Option<u64>,
@@ -332,6 +341,7 @@ impl TryFrom<RawRoute> for RouteConfig {
                 ping_timeout: raw.ping_timeout,
                 idle_timeout: raw.idle_timeout,
                 close_timeout: raw.close_timeout,
+                write_timeout: raw.write_timeout,
                 handshake_timeout: raw.handshake_timeout,
                 max_frame_bytes: raw.max_frame_bytes,
                 max_message_bytes: raw.max_message_bytes,

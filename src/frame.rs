@@ -229,16 +229,20 @@ pub struct FrameWriter<W> {
     mask: bool,
     rng: u64,
     closed: bool,
+    timeout: std::time::Duration,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    /// `mask` is true when the peer is a server (we are its client).
-    pub fn new(io: W, mask: bool, seed: u64) -> Self {
+    /// `mask` is true when the peer is a server (we are its client); a frame that cannot be
+    /// written within `timeout` (zero: no limit) fails with `TimedOut`, so a peer that
+    /// stopped reading cannot hold the connection forever.
+    pub fn new(io: W, mask: bool, seed: u64, timeout: std::time::Duration) -> Self {
         FrameWriter {
             io,
             mask,
             rng: seed | 1,
             closed: false,
+            timeout,
         }
     }
 
@@ -272,8 +276,20 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             apply_mask(payload, key);
         }
         let mut out = Buf::chain(&head[..n], &payload[..]);
-        self.io.write_all_buf(&mut out).await?;
-        self.io.flush().await
+        let write = async {
+            self.io.write_all_buf(&mut out).await?;
+            self.io.flush().await
+        };
+        if self.timeout.is_zero() {
+            return write.await;
+        }
+        match tokio::time::timeout(self.timeout, write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "peer did not read within write_timeout",
+            )),
+        }
     }
 
     /// Sends FIN (and TLS close_notify) once; later calls do nothing.
@@ -337,7 +353,7 @@ mod tests {
     #[tokio::test]
     async fn round_trip_masked_and_checks() {
         let mut out = Vec::new();
-        let mut w = FrameWriter::new(&mut out, true, 42);
+        let mut w = FrameWriter::new(&mut out, true, 42, std::time::Duration::ZERO);
         let mut payload = vec![7u8; 70_000];
         w.write_frame(true, OpCode::Binary, &mut payload)
             .await
@@ -361,7 +377,8 @@ mod tests {
 
     #[tokio::test]
     async fn header_violations() {
-        let cases: &[(&[u8], fn(&FrameError) -> bool)] = &[
+        type Expect = fn(&FrameError) -> bool;
+        let cases: &[(&[u8], Expect)] = &[
             (&[0xC1, 0x00], |e| matches!(e, FrameError::ReservedBits)),
             (&[0x83, 0x00], |e| matches!(e, FrameError::UnknownOpcode(3))),
             (&[0x09, 0x00], |e| {

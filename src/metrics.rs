@@ -20,6 +20,7 @@ pub struct Metrics {
     closes_total: IntCounterVec,
     connection_duration_seconds: HistogramVec,
     backend_connect_errors_total: IntCounterVec,
+    ping_rtt_seconds: HistogramVec,
 }
 
 /// Decrements `connections_active` when the connection ends, however it ends.
@@ -118,6 +119,24 @@ impl Metrics {
                 "Failed backend connects",
                 &["route", "backend"],
             ),
+            ping_rtt_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "ping_rtt_seconds",
+                        "Round trip of wsgate's keepalive pings, per hop",
+                    )
+                    .buckets(
+                        prometheus::exponential_buckets(0.0001, 2.0, 16)
+                            .expect("static bucket layout"),
+                    ),
+                    &["route", "hop"],
+                )
+                .expect("metric definitions are static and valid");
+                registry
+                    .register(Box::new(h.clone()))
+                    .expect("each metric name is registered once");
+                h
+            },
             registry,
         }
     }
@@ -170,6 +189,13 @@ impl Metrics {
         self.handshake_duration_seconds
             .with_label_values(&[route])
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a keepalive round trip on one hop (`client` or `backend`).
+    pub fn ping_rtt(&self, route: &str, hop: &str, rtt: Duration) {
+        self.ping_rtt_seconds
+            .with_label_values(&[route, hop])
+            .observe(rtt.as_secs_f64());
     }
 
     /// Counts a failed backend connect.

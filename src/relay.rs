@@ -6,8 +6,9 @@
 //! Close to either peer; a Close is sent at most once per peer and nothing follows it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
@@ -16,10 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::close::{self, CloseReport, ClosedBy, Outcome, code};
 use crate::frame::{Frame, FrameError, FrameReader, FrameWriter, OpCode};
+use crate::keepalive::{Due, Keepalive};
+use crate::message::Message;
 use crate::route::Route;
 use crate::server::Gateway;
 use crate::stream::Stream;
-use crate::utf8::Utf8Validator;
+
+/// How long the final FIN / TLS close_notify may take to write before the socket is just dropped.
+const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The facts about a connection known when the relay starts.
 pub struct Session {
@@ -60,6 +65,14 @@ impl Side {
         }
     }
 
+    /// Label for logs and the `hop` metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        }
+    }
+
     fn closed_by(self) -> ClosedBy {
         match self {
             Side::Client => ClosedBy::Client,
@@ -68,10 +81,13 @@ impl Side {
     }
 }
 
-/// The write half of one peer, and whether it has been sent its Close.
+/// The write half of one peer, and whether it has been sent its Close (or is unreachable).
+///
+/// The flag is outside the lock so a dead peer can be marked without waiting for a
+/// write that is stuck on it; it is re-checked under the lock before every write.
 struct Peer {
-    writer: FrameWriter<WriteHalf<Stream>>,
-    close_sent: bool,
+    writer: Mutex<FrameWriter<WriteHalf<Stream>>>,
+    close_sent: AtomicBool,
 }
 
 /// How the connection started to end (the first event wins).
@@ -91,20 +107,29 @@ struct Counters {
 
 /// State both pumps share.
 struct Shared {
-    client: Mutex<Peer>,
-    backend: Mutex<Peer>,
+    client: Peer,
+    backend: Peer,
     first: StdMutex<Option<FirstClose>>,
     /// Cancelled when the first Close is sent: the close timeout starts.
     closing: CancellationToken,
     counts: [Counters; 2],
+    /// Milliseconds from the relay's start to the last data frame either way (idle timeout).
+    last_data: AtomicU64,
+    started: tokio::time::Instant,
 }
 
 impl Shared {
-    fn peer(&self, side: Side) -> &Mutex<Peer> {
+    fn peer(&self, side: Side) -> &Peer {
         match side {
             Side::Client => &self.client,
             Side::Backend => &self.backend,
         }
+    }
+
+    /// Notes that a data frame moved, for the idle timeout.
+    fn touch(&self) {
+        self.last_data
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn record(&self, closed_by: ClosedBy, code: Option<u16>, reason: &str, outcome: Outcome) {
@@ -122,17 +147,14 @@ impl Shared {
 
     /// Sends a Close to `side` unless it already got one; returns whether it was sent.
     async fn send_close(&self, side: Side, payload: &[u8]) -> bool {
-        let mut peer = self.peer(side).lock().await;
-        if std::mem::replace(&mut peer.close_sent, true) {
+        let peer = self.peer(side);
+        let mut writer = peer.writer.lock().await;
+        if peer.close_sent.swap(true, Ordering::AcqRel) {
             return false;
         }
         self.closing.cancel();
         let mut payload = payload.to_vec();
-        if let Err(e) = peer
-            .writer
-            .write_frame(true, OpCode::Close, &mut payload)
-            .await
-        {
+        if let Err(e) = writer.write_frame(true, OpCode::Close, &mut payload).await {
             tracing::debug!(?side, error = %e, "could not send close");
         }
         true
@@ -140,22 +162,36 @@ impl Shared {
 
     /// Forwards a frame to `side`; frames after its Close are dropped. Err means `side` is gone.
     async fn forward(&self, side: Side, frame: &mut Frame) -> std::io::Result<()> {
-        let mut peer = self.peer(side).lock().await;
-        if peer.close_sent {
+        let peer = self.peer(side);
+        let mut writer = peer.writer.lock().await;
+        if peer.close_sent.load(Ordering::Acquire) {
             return Ok(());
         }
         if frame.opcode == OpCode::Close {
-            peer.close_sent = true;
+            peer.close_sent.store(true, Ordering::Release);
             self.closing.cancel();
         }
-        let result = peer
-            .writer
+        let result = writer
             .write_frame(frame.fin, frame.opcode, &mut frame.payload)
             .await;
         if result.is_err() {
-            peer.close_sent = true;
+            peer.close_sent.store(true, Ordering::Release);
         }
         result
+    }
+
+    /// Sends one of wsgate's own pings to `side` (not after its Close).
+    async fn ping(&self, side: Side, payload: &mut [u8]) {
+        let peer = self.peer(side);
+        let mut writer = peer.writer.lock().await;
+        if !peer.close_sent.load(Ordering::Acquire)
+            && writer
+                .write_frame(true, OpCode::Ping, payload)
+                .await
+                .is_err()
+        {
+            peer.close_sent.store(true, Ordering::Release);
+        }
     }
 
     /// `from` vanished or its socket failed: tell the other side.
@@ -166,9 +202,19 @@ impl Shared {
             Outcome::BackendError
         };
         self.record(from.closed_by(), Some(code::ABNORMAL), "", outcome);
-        self.peer(from).lock().await.close_sent = true;
-        let (code, reason) = from.gone_code();
-        self.send_close(from.other(), &close::close_payload(code, reason))
+        self.dead(from, "").await;
+    }
+
+    /// `side` cannot be reached any more: never write to it again, and close the other hop.
+    async fn dead(&self, side: Side, why: &str) {
+        self.peer(side).close_sent.store(true, Ordering::Release);
+        let (code, reason) = side.gone_code();
+        let reason = if why.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{reason}: {why}")
+        };
+        self.send_close(side.other(), &close::close_payload(code, &reason))
             .await;
     }
 
@@ -200,13 +246,6 @@ impl Shared {
     }
 }
 
-/// Per-direction message state: fragments in flight, size so far, UTF-8 progress.
-struct MessageState {
-    open: Option<OpCode>,
-    size: u64,
-    utf8: Utf8Validator,
-}
-
 /// Runs the relay until both close handshakes are done (or timed out), then logs the report.
 pub async fn run(
     session: Session,
@@ -224,14 +263,21 @@ pub async fn run(
     let (client_r, client_w) = tokio::io::split(client.0);
     let (backend_r, backend_w) = tokio::io::split(backend.0);
     let shared = Arc::new(Shared {
-        client: Mutex::new(Peer {
-            writer: FrameWriter::new(client_w, false, 0),
-            close_sent: false,
-        }),
-        backend: Mutex::new(Peer {
-            writer: FrameWriter::new(backend_w, true, crate::random_u64()),
-            close_sent: false,
-        }),
+        client: Peer {
+            writer: Mutex::new(FrameWriter::new(client_w, false, 0, tuning.write_timeout)),
+            close_sent: AtomicBool::new(false),
+        },
+        backend: Peer {
+            writer: Mutex::new(FrameWriter::new(
+                backend_w,
+                true,
+                crate::random_u64(),
+                tuning.write_timeout,
+            )),
+            close_sent: AtomicBool::new(false),
+        },
+        last_data: AtomicU64::new(0),
+        started,
         first: StdMutex::new(None),
         closing: CancellationToken::new(),
         counts: Default::default(),
@@ -240,16 +286,24 @@ pub async fn run(
     let backend_reader = FrameReader::new(backend_r, backend.1, false, tuning.max_frame_bytes);
     let pumps = async {
         tokio::join!(
-            pump(Side::Client, client_reader, &shared, &tuning),
-            pump(Side::Backend, backend_reader, &shared, &tuning)
+            pump(Side::Client, client_reader, &shared, &session.route, gw),
+            pump(Side::Backend, backend_reader, &shared, &session.route, gw)
         )
     };
     tokio::pin!(pumps);
+    let close_deadline = async {
+        shared.closing.cancelled().await;
+        tokio::time::sleep(tuning.close_timeout).await
+    };
+    tokio::pin!(close_deadline);
     let mut shutting_down = false;
+    let mut idle_closed = tuning.idle_timeout.is_zero();
     loop {
+        let last_data = Duration::from_millis(shared.last_data.load(Ordering::Relaxed));
+        let idle_at = started + last_data + tuning.idle_timeout;
         tokio::select! {
             _ = &mut pumps => break,
-            _ = async { shared.closing.cancelled().await; tokio::time::sleep(tuning.close_timeout).await } => {
+            _ = &mut close_deadline => {
                 tracing::debug!("close handshake timed out");
                 break;
             }
@@ -257,13 +311,19 @@ pub async fn run(
                 shutting_down = true;
                 shared.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown).await;
             }
+            _ = tokio::time::sleep_until(idle_at), if !idle_closed => {
+                // Data may have moved while we slept; only a full quiet period closes.
+                if shared.last_data.load(Ordering::Relaxed) == last_data.as_millis() as u64 {
+                    idle_closed = true;
+                    shared.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout).await;
+                }
+            }
         }
     }
     for side in [Side::Client, Side::Backend] {
-        let mut peer = shared.peer(side).lock().await;
+        let mut writer = shared.peer(side).writer.lock().await;
         // Bounded: a peer that stopped reading must not hold the task forever.
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(1), peer.writer.shutdown()).await;
+        let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, writer.shutdown()).await;
     }
     let first = shared
         .first
@@ -306,22 +366,38 @@ pub async fn run(
     let _ = gw.reports.send(report);
 }
 
-/// Moves frames from `from` to the other side until `from` is finished.
+/// Moves frames from `from` to the other side until `from` is finished; also keeps
+/// `from` alive with wsgate's own pings.
 async fn pump(
     from: Side,
     mut reader: FrameReader<ReadHalf<Stream>>,
     shared: &Shared,
-    tuning: &crate::config::Tuning,
+    route: &Route,
+    gw: &Gateway,
 ) {
+    let tuning = &route.tuning;
     let to = from.other();
     let counts = &shared.counts[from as usize];
-    let mut msg = MessageState {
-        open: None,
-        size: 0,
-        utf8: Utf8Validator::default(),
-    };
+    let mut message = Message::new(tuning);
+    let mut keepalive = Keepalive::new(tuning.ping_interval, tuning.ping_timeout);
     loop {
-        let mut frame = match reader.read_frame().await {
+        // read_frame is cancel-safe, so losing the race to the keepalive timer loses nothing.
+        let read = tokio::select! {
+            read = reader.read_frame() => read,
+            _ = keepalive.wait() => {
+                match keepalive.due() {
+                    Due::Ping(mut payload) => shared.ping(from, &mut payload).await,
+                    Due::Dead => {
+                        tracing::info!(peer = ?from, "no pong within ping_timeout");
+                        shared.record(ClosedBy::Proxy, Some(code::ABNORMAL), "ping timeout", Outcome::PingTimeout);
+                        shared.dead(from, "ping timeout").await;
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let mut frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
                 shared.peer_gone(from).await;
@@ -337,17 +413,29 @@ async fn pump(
                 return drain(reader).await;
             }
         };
-        if let Err((code, reason)) = check(&frame, &mut msg, tuning) {
+        keepalive.on_frame();
+        if let Err((code, reason)) = message.check(&frame) {
             shared.violation(from, code, reason).await;
             return drain(reader).await;
         }
-        if frame.opcode == OpCode::Close {
-            let parsed = close::parse_close(&frame.payload).ok().flatten();
-            let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
-            shared.record(from.closed_by(), code, reason, Outcome::Normal);
-            let _ = shared.forward(to, &mut frame).await;
-            // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
-            return;
+        match frame.opcode {
+            OpCode::Close => {
+                let parsed = close::parse_close(&frame.payload).ok().flatten();
+                let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
+                shared.record(from.closed_by(), code, reason, Outcome::Normal);
+                let _ = shared.forward(to, &mut frame).await;
+                // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
+                return;
+            }
+            OpCode::Pong => {
+                if let Some(rtt) = keepalive.on_pong(&frame.payload) {
+                    if let Some(rtt) = rtt {
+                        gw.metrics.ping_rtt(route.name(), from.label(), rtt);
+                    }
+                    continue;
+                }
+            }
+            _ => {}
         }
         let is_data = !frame.opcode.is_control();
         let len = frame.payload.len() as u64;
@@ -360,52 +448,9 @@ async fn pump(
             if frame.fin {
                 counts.messages.fetch_add(1, Ordering::Relaxed);
             }
+            shared.touch();
         }
     }
-}
-
-/// Checks one frame against the message in progress; Err carries the close code and reason.
-fn check(
-    frame: &Frame,
-    msg: &mut MessageState,
-    tuning: &crate::config::Tuning,
-) -> Result<(), (u16, &'static str)> {
-    let len = frame.payload.len() as u64;
-    match frame.opcode {
-        OpCode::Close => {
-            close::parse_close(&frame.payload)
-                .map_err(|_| (code::PROTOCOL_ERROR, "invalid close frame"))?;
-            return Ok(());
-        }
-        OpCode::Ping | OpCode::Pong => return Ok(()),
-        OpCode::Text | OpCode::Binary => {
-            if msg.open.is_some() {
-                return Err((code::PROTOCOL_ERROR, "new message inside a fragmented one"));
-            }
-            msg.size = len;
-            msg.open = Some(frame.opcode);
-        }
-        OpCode::Continuation => {
-            if msg.open.is_none() {
-                return Err((code::PROTOCOL_ERROR, "continuation without a message"));
-            }
-            msg.size += len;
-        }
-    }
-    if msg.size > tuning.max_message_bytes {
-        return Err((code::TOO_BIG, "message too big"));
-    }
-    if msg.open == Some(OpCode::Text)
-        && tuning.validate_utf8
-        && msg.utf8.feed(&frame.payload, frame.fin).is_err()
-    {
-        return Err((code::INVALID_DATA, "invalid UTF-8 in text message"));
-    }
-    if frame.fin {
-        msg.open = None;
-        msg.utf8 = Utf8Validator::default();
-    }
-    Ok(())
 }
 
 /// How long `drain` waits for more bytes once frames can no longer be parsed.

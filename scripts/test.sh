@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The one test command of wsgate:
+#
+#   bash scripts/test.sh
+#
+# On a fresh Debian 12 machine with the Rust toolchain it installs what the tests
+# need, then runs every check: formatting, clippy (warnings are errors), all test
+# targets and the doc tests. Every step runs even if an earlier one failed, so one
+# run shows everything that is wrong; the exit status is non-zero if any step failed.
+# Fast and silent about installing when everything is already there.
+#
+# Environment:
+#   PYTHON   interpreter for the interop tests (default: python3); the Rust tests
+#            read the same variable.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export PYTHON="${PYTHON:-python3}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+# The new asyncio client API (websockets.asyncio.client) used by
+# tests/interop/python_echo.py appeared in websockets 13.
+readonly WEBSOCKETS_SPEC='websockets>=13,<16'
+
+failed=()
+summary=()
+
+section() {
+    printf '\n==== %s ====\n' "$*"
+}
+
+# run_step NAME CMD...: run a step, record its result, never abort the script.
+run_step() {
+    local name="$1" start rc
+    shift
+    section "$name"
+    echo "+ $*"
+    start=$SECONDS
+    if "$@"; then rc=0; else rc=$?; fi
+    if [ "$rc" -eq 0 ]; then
+        summary+=("$(printf '%-28s ok      %4ds' "$name" $((SECONDS - start)))")
+    else
+        summary+=("$(printf '%-28s FAILED  %4ds  (exit %d)' "$name" $((SECONDS - start)) "$rc")")
+        failed+=("$name")
+    fi
+}
+
+websockets_ok() {
+    "$PYTHON" - <<'EOF' 2>/dev/null
+import sys
+import websockets
+from websockets.asyncio.client import connect  # noqa: F401  (the API the tests use)
+major, minor = (int(x) for x in websockets.__version__.split(".")[:2])
+sys.exit(0 if (major, minor) >= (13, 0) else 1)
+EOF
+}
+
+# Python `websockets` for the interop tests. pip only: Debian 12's
+# python3-websockets is 10.4 (too old, no websockets.asyncio) and would go into
+# /usr/bin/python3's dist-packages rather than into the python3 on PATH (pyenv's).
+ensure_python_websockets() {
+    if ! command -v "$PYTHON" >/dev/null 2>&1; then
+        echo "error: $PYTHON not found; the interop tests need Python 3 with pip" >&2
+        return 1
+    fi
+    if websockets_ok; then
+        echo "already installed: websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)')"
+        return 0
+    fi
+    echo "installing '$WEBSOCKETS_SPEC' with $("$PYTHON" -m pip --version)"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        "$WEBSOCKETS_SPEC" || {
+        echo "error: pip could not install '$WEBSOCKETS_SPEC' for $PYTHON" >&2
+        return 1
+    }
+    websockets_ok || {
+        echo "error: websockets still not importable by $PYTHON after pip install" >&2
+        return 1
+    }
+    echo "installed: websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)')"
+}
+
+# rustfmt and clippy are part of the CI toolchain; add them if a local one lacks them.
+ensure_rust_components() {
+    local missing=()
+    cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+    cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing rust components: ${missing[*]}"
+        rustup component add "${missing[@]}"
+    fi
+    cargo --version
+    cargo fmt --version
+    cargo clippy --version
+}
+
+run_step "python websockets" ensure_python_websockets
+run_step "rust toolchain" ensure_rust_components
+run_step "cargo fmt --check" cargo fmt --all --check
+run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
+run_step "cargo test --all-targets" cargo test --all-targets
+# --all-targets leaves out doc tests; run them too (a library is always present).
+run_step "cargo test --doc" cargo test --doc
+
+section "summary"
+printf '%s\n' "${summary[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+    printf '\nFAILED:'
+    printf ' [%s]' "${failed[@]}"
+    printf '\n'
+    exit 1
+fi
+printf '\nall checks passed\n'

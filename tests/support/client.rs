@@ -1,0 +1,85 @@
+//! Well-behaved clients: tokio-tungstenite over ws and wss.
+
+use std::net::SocketAddr;
+
+use futures_util::StreamExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::ca::TestCa;
+use super::within;
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Client limits above anything the tests send, so only wsgate's limits apply.
+fn config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_frame_size(Some(64 << 20))
+        .max_message_size(Some(64 << 20))
+}
+
+/// Connects to `request` (a URL or a built request), returning the error.
+pub async fn try_connect(
+    request: impl IntoClientRequest + Unpin,
+) -> Result<(Client, Response), Error> {
+    within(
+        "client connect",
+        tokio_tungstenite::connect_async_with_config(request, Some(config()), true),
+    )
+    .await
+}
+
+/// Connects to `request`, which must succeed.
+pub async fn connect(request: impl IntoClientRequest + Unpin) -> (Client, Response) {
+    try_connect(request)
+        .await
+        .unwrap_or_else(|e| panic!("client connect failed: {e}"))
+}
+
+/// Connects over TLS to `addr` as `wss://localhost:PORT{path}`, trusting `ca`.
+/// The TCP connection goes to `addr` itself (no name resolution); SNI is `localhost`.
+pub async fn connect_tls(addr: SocketAddr, path: &str, ca: &TestCa) -> (Client, Response) {
+    let url = format!("wss://localhost:{}{path}", addr.port());
+    within("wss connect", async {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        tokio_tungstenite::client_async_tls_with_config(
+            url,
+            tcp,
+            Some(config()),
+            Some(ca.connector()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("wss connect failed: {e}"))
+    })
+    .await
+}
+
+/// The next message, which must arrive within [`super::STEP`].
+pub async fn next(client: &mut Client) -> Message {
+    within("client message", client.next())
+        .await
+        .expect("client stream ended")
+        .unwrap_or_else(|e| panic!("client read error: {e}"))
+}
+
+/// Reads until the stream ends (bounded), returning what arrived.
+pub async fn drain(client: &mut Client) -> Vec<Result<Message, Error>> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        match within("client drain", client.next()).await {
+            Some(item) => {
+                let end = item.is_err();
+                out.push(item);
+                if end {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    out
+}
