@@ -1,12 +1,33 @@
 //! Prometheus metrics, owned by the gateway (never the global registry) so tests are isolated.
+//!
+//! Label values come only from finite sets: route names from the config, directions, hops,
+//! opcodes, `closed_by`, outcomes, close codes of the valid range and failure reasons.
+//! A connection resolves its label handles once ([`ConnMetrics`]), so relaying a frame
+//! costs a few atomic adds and no hashing.
 
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::close::CloseReport;
+use crate::frame::OpCode;
+
+/// `direction` label values: index 0 is client → backend, 1 is backend → client.
+pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+
+/// Opcodes in the order of [`ConnMetrics::frames`].
+const OPCODES: [OpCode; 6] = [
+    OpCode::Continuation,
+    OpCode::Text,
+    OpCode::Binary,
+    OpCode::Close,
+    OpCode::Ping,
+    OpCode::Pong,
+];
 
 /// The metrics of one running wsgate.
 pub struct Metrics {
@@ -16,136 +37,172 @@ pub struct Metrics {
     handshake_failures_total: IntCounterVec,
     handshake_duration_seconds: HistogramVec,
     messages_total: IntCounterVec,
+    frames_total: IntCounterVec,
     bytes_total: IntCounterVec,
     closes_total: IntCounterVec,
     connection_duration_seconds: HistogramVec,
-    backend_connect_errors_total: IntCounterVec,
     ping_rtt_seconds: HistogramVec,
+    backend_connect_errors_total: IntCounterVec,
+    config_reloads_total: IntCounterVec,
 }
 
-/// Decrements `connections_active` when the connection ends, however it ends.
-pub struct ActiveGuard(IntGauge);
+/// One connection's live counters, resolved once when it starts.
+pub struct ConnMetrics {
+    active: IntGauge,
+    /// Messages per direction.
+    pub messages: [IntCounter; 2],
+    /// Data payload bytes per direction.
+    pub bytes: [IntCounter; 2],
+    frames: [[IntCounter; 6]; 2],
+}
 
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.dec();
+impl ConnMetrics {
+    /// Counts one frame relayed in `direction` (0 or 1).
+    pub fn frame(&self, direction: usize, opcode: OpCode) {
+        let i = OPCODES.iter().position(|o| *o == opcode).unwrap_or(0);
+        self.frames[direction][i].inc();
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .expect("metric definitions are static and valid");
+impl Drop for ConnMetrics {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// Registers a collector; names are static and distinct, so registration cannot fail.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
         .register(Box::new(c.clone()))
-        .expect("each metric name is registered once");
+        .expect("each metric name is static, valid and registered once");
     c
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["route"])
-        .expect("metric definitions are static and valid");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("each metric name is registered once");
-    h
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
+    register(registry, c)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: (f64, f64, usize),
+) -> HistogramVec {
+    let buckets = prometheus::exponential_buckets(buckets.0, buckets.1, buckets.2)
+        .expect("static bucket layout");
+    let opts = HistogramOpts::new(name, help).buckets(buckets);
+    register(
+        registry,
+        HistogramVec::new(opts, labels).expect("static metric definition"),
+    )
 }
 
 impl Metrics {
     /// Creates the metrics in a registry of their own.
     pub fn new() -> Metrics {
-        let registry =
-            Registry::new_custom(Some("wsgate".into()), None).expect("the prefix is a valid name");
-        let connections_active = IntGaugeVec::new(
-            Opts::new("connections_active", "Relayed connections open now"),
-            &["route"],
-        )
-        .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(connections_active.clone()))
-            .expect("each metric name is registered once");
-        let build = IntGaugeVec::new(Opts::new("build_info", "Build information"), &["version"])
-            .expect("metric definitions are static and valid");
-        registry
-            .register(Box::new(build.clone()))
-            .expect("each metric name is registered once");
+        let registry = Registry::new_custom(Some("wsgate".into()), None).expect("valid prefix");
+        let r = &registry;
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            register(r, g)
+        };
+        let build = gauge("build_info", "Build information (always 1)", &["version"]);
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Metrics {
-            connections_active,
+            connections_active: gauge(
+                "connections_active",
+                "Relayed connections open now",
+                &["route"],
+            ),
             connections_total: counter(
-                &registry,
+                r,
                 "connections_total",
                 "Relayed connections ended, by outcome",
                 &["route", "outcome"],
             ),
             handshake_failures_total: counter(
-                &registry,
+                r,
                 "handshake_failures_total",
-                "Upgrades refused, by reason",
+                "Upgrades not completed, by reason",
                 &["route", "reason"],
             ),
             handshake_duration_seconds: histogram(
-                &registry,
+                r,
                 "handshake_duration_seconds",
-                "Upgrade time including the backend handshake",
-                prometheus::exponential_buckets(0.0005, 2.0, 16).expect("static bucket layout"),
+                "Time to complete an upgrade, backend handshake included",
+                &["route"],
+                (0.0005, 2.0, 16),
             ),
             messages_total: counter(
-                &registry,
+                r,
                 "messages_total",
                 "Messages relayed",
                 &["route", "direction"],
             ),
+            frames_total: counter(
+                r,
+                "frames_total",
+                "Frames relayed",
+                &["route", "direction", "opcode"],
+            ),
             bytes_total: counter(
-                &registry,
+                r,
                 "bytes_total",
-                "Data payload bytes relayed",
+                "Data frame payload bytes relayed",
                 &["route", "direction"],
             ),
             closes_total: counter(
-                &registry,
+                r,
                 "closes_total",
-                "Connections closed, by who closed and code",
+                "Connections closed, by who closed first and the close code",
                 &["route", "closed_by", "code"],
             ),
             connection_duration_seconds: histogram(
-                &registry,
+                r,
                 "connection_duration_seconds",
                 "Lifetime of relayed connections",
-                prometheus::exponential_buckets(0.01, 4.0, 12).expect("static bucket layout"),
+                &["route"],
+                (0.01, 4.0, 12),
+            ),
+            ping_rtt_seconds: histogram(
+                r,
+                "ping_rtt_seconds",
+                "Round trip of wsgate's keepalive pings, per hop",
+                &["route", "hop"],
+                (0.0001, 2.0, 16),
             ),
             backend_connect_errors_total: counter(
-                &registry,
+                r,
                 "backend_connect_errors_total",
                 "Failed backend connects",
                 &["route", "backend"],
             ),
-            ping_rtt_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "ping_rtt_seconds",
-                        "Round trip of wsgate's keepalive pings, per hop",
-                    )
-                    .buckets(
-                        prometheus::exponential_buckets(0.0001, 2.0, 16)
-                            .expect("static bucket layout"),
-                    ),
-                    &["route", "hop"],
-                )
-                .expect("metric definitions are static and valid");
-                registry
-                    .register(Box::new(h.clone()))
-                    .expect("each metric name is registered once");
-                h
-            },
+            config_reloads_total: counter(
+                r,
+                "config_reloads_total",
+                "Configuration reloads, by result",
+                &["result"],
+            ),
             registry,
         }
     }
 
-    /// Counts a new relayed connection; the guard uncounts it.
-    pub fn connection_opened(&self, route: &str) -> ActiveGuard {
-        let g = self.connections_active.with_label_values(&[route]);
-        g.inc();
-        ActiveGuard(g)
+    /// Counts a new relayed connection and resolves its live counters.
+    pub fn connection_opened(&self, route: &str) -> ConnMetrics {
+        let active = self.connections_active.with_label_values(&[route]);
+        active.inc();
+        let per_dir = |v: &IntCounterVec| DIRECTIONS.map(|d| v.with_label_values(&[route, d]));
+        ConnMetrics {
+            active,
+            messages: per_dir(&self.messages_total),
+            bytes: per_dir(&self.bytes_total),
+            frames: DIRECTIONS.map(|d| {
+                OPCODES.map(|o| self.frames_total.with_label_values(&[route, d, o.as_str()]))
+            }),
+        }
     }
 
     /// Records the end of a relayed connection.
@@ -163,21 +220,9 @@ impl Metrics {
         self.connection_duration_seconds
             .with_label_values(&[route])
             .observe(r.duration.as_secs_f64());
-        self.messages_total
-            .with_label_values(&[route, "in"])
-            .inc_by(r.msgs_in);
-        self.messages_total
-            .with_label_values(&[route, "out"])
-            .inc_by(r.msgs_out);
-        self.bytes_total
-            .with_label_values(&[route, "in"])
-            .inc_by(r.bytes_in);
-        self.bytes_total
-            .with_label_values(&[route, "out"])
-            .inc_by(r.bytes_out);
     }
 
-    /// Counts a refused upgrade.
+    /// Counts a refused or failed upgrade.
     pub fn handshake_failure(&self, route: &str, reason: &str) {
         self.handshake_failures_total
             .with_label_values(&[route, reason])
@@ -205,9 +250,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a configuration reload (`ok` or `error`).
+    pub fn config_reload(&self, result: &str) {
+        self.config_reloads_total.with_label_values(&[result]).inc();
+    }
+
     /// Relayed connections open now, over all routes.
     pub fn active_total(&self) -> usize {
-        use prometheus::core::Collector;
         self.connections_active
             .collect()
             .iter()
@@ -219,8 +268,9 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
-        // Encoding into a Vec cannot fail for the text format.
-        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
         String::from_utf8_lossy(&out).into_owned()
     }
 }

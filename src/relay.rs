@@ -19,6 +19,7 @@ use crate::close::{self, CloseReport, ClosedBy, Outcome, code};
 use crate::frame::{Frame, FrameError, FrameReader, FrameWriter, OpCode};
 use crate::keepalive::{Due, Keepalive};
 use crate::message::Message;
+use crate::metrics::ConnMetrics;
 use crate::route::Route;
 use crate::server::Gateway;
 use crate::stream::Stream;
@@ -255,7 +256,7 @@ pub async fn run(
 ) {
     let started = tokio::time::Instant::now();
     let tuning = session.route.tuning.clone();
-    let _active = gw.metrics.connection_opened(session.route.name());
+    let live = gw.metrics.connection_opened(session.route.name());
     if gw.log_open {
         tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
             client_addr = %session.client_addr, "connection opened");
@@ -286,8 +287,22 @@ pub async fn run(
     let backend_reader = FrameReader::new(backend_r, backend.1, false, tuning.max_frame_bytes);
     let pumps = async {
         tokio::join!(
-            pump(Side::Client, client_reader, &shared, &session.route, gw),
-            pump(Side::Backend, backend_reader, &shared, &session.route, gw)
+            pump(
+                Side::Client,
+                client_reader,
+                &shared,
+                &session.route,
+                gw,
+                &live
+            ),
+            pump(
+                Side::Backend,
+                backend_reader,
+                &shared,
+                &session.route,
+                gw,
+                &live
+            )
         )
     };
     tokio::pin!(pumps);
@@ -374,10 +389,12 @@ async fn pump(
     shared: &Shared,
     route: &Route,
     gw: &Gateway,
+    live: &ConnMetrics,
 ) {
     let tuning = &route.tuning;
     let to = from.other();
-    let counts = &shared.counts[from as usize];
+    let dir = from as usize;
+    let counts = &shared.counts[dir];
     let mut message = Message::new(tuning);
     let mut keepalive = Keepalive::new(tuning.ping_interval, tuning.ping_timeout);
     loop {
@@ -423,7 +440,9 @@ async fn pump(
                 let parsed = close::parse_close(&frame.payload).ok().flatten();
                 let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
                 shared.record(from.closed_by(), code, reason, Outcome::Normal);
-                let _ = shared.forward(to, &mut frame).await;
+                if shared.forward(to, &mut frame).await.is_ok() {
+                    live.frame(dir, OpCode::Close);
+                }
                 // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
                 return;
             }
@@ -443,10 +462,13 @@ async fn pump(
             shared.peer_gone(to).await;
             continue;
         }
+        live.frame(dir, frame.opcode);
         if is_data {
             counts.bytes.fetch_add(len, Ordering::Relaxed);
+            live.bytes[dir].inc_by(len);
             if frame.fin {
                 counts.messages.fetch_add(1, Ordering::Relaxed);
+                live.messages[dir].inc();
             }
             shared.touch();
         }

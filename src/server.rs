@@ -67,6 +67,7 @@ impl Gateway {
 /// A started proxy: its bound addresses and handles to observe and stop it.
 pub struct Running {
     addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     drain_timeout: std::time::Duration,
 }
@@ -75,6 +76,11 @@ impl Running {
     /// Bound listener addresses, in config order (port 0 resolved).
     pub fn listener_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// Bound admin listener address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Receives every close report from now on.
@@ -138,7 +144,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         tracing::info!(addr = %listener.local_addr(), tls = lc.tls.is_some(), "listening");
         tokio::spawn(listener.serve());
     }
+    let admin_addr = match &config.admin {
+        None => None,
+        Some(admin) => {
+            let listener = crate::admin::bind(admin.bind).await?;
+            let addr = listener.local_addr().ok();
+            tracing::info!(addr = ?addr, "admin listening");
+            tokio::spawn(crate::admin::serve(listener, gateway.clone()));
+            addr
+        }
+    };
     Ok(Running {
+        admin_addr,
         addrs,
         gateway,
         drain_timeout: config.shutdown.drain_timeout,
