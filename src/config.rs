@@ -3,6 +3,7 @@
 //! Every check that can name a place in the file happens while deserialising, so
 //! serde attaches the line and column; errors read `file:line:column: what was expected`.
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -93,9 +94,9 @@ pub enum TlsConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_file")]
     cert: Option<PathBuf>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_file")]
     key: Option<PathBuf>,
     #[serde(default)]
     self_signed: bool,
@@ -107,8 +108,6 @@ impl TryFrom<RawTls> for TlsConfig {
         match (raw.cert, raw.key, raw.self_signed) {
             (None, None, true) => Ok(TlsConfig::SelfSigned),
             (Some(cert), Some(key), false) => {
-                readable_file(&cert, "tls.cert")?;
-                readable_file(&key, "tls.key")?;
                 let files = TlsConfig::Files { cert, key };
                 // Load the pair now so a bad PEM or a key that does not match fails here, with a location.
                 crate::tls::server_config(&files).map_err(|e| format!("tls: {e}"))?;
@@ -256,6 +255,7 @@ pub enum Target {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
+    #[serde(deserialize_with = "route_name")]
     name: String,
     path: String,
     #[serde(default)]
@@ -268,7 +268,7 @@ struct RawRoute {
     backends: Vec<crate::backend::BackendUrl>,
     #[serde(default)]
     origins: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_file")]
     tls_ca: Option<PathBuf>,
     #[serde(default, deserialize_with = "opt_duration")]
     ping_interval: Option<Duration>,
@@ -294,15 +294,6 @@ impl TryFrom<RawRoute> for RouteConfig {
     type Error = String;
     fn try_from(raw: RawRoute) -> Result<Self, String> {
         let name = raw.name;
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(format!(
-                "route name `{name}`: expected letters, digits, `-`, `_` or `.`"
-            ));
-        }
         if !raw.path.starts_with('/') {
             return Err(format!(
                 "route `{name}`: path `{}` must start with `/`",
@@ -325,9 +316,6 @@ impl TryFrom<RawRoute> for RouteConfig {
                 ));
             }
         };
-        if let Some(ca) = &raw.tls_ca {
-            readable_file(ca, "tls_ca")?;
-        }
         Ok(RouteConfig {
             name,
             path,
@@ -441,7 +429,14 @@ fn non_empty_listeners<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenerCo
     Ok(listeners)
 }
 
-/// Deserialises the route list, failing at the first repeated name (so the error points there).
+thread_local! {
+    /// Names of the routes parsed so far in the list being deserialised. Parsing is
+    /// synchronous on one thread, and `unique_routes` clears it around each list, so a
+    /// repeated name is caught while its own scalar is read and the error points at it.
+    static ROUTE_NAMES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
+}
+
+/// Deserialises the route list (names are checked for uniqueness by [`route_name`]).
 fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D::Error> {
     struct Routes;
     impl<'de> Visitor<'de> for Routes {
@@ -449,16 +444,10 @@ fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D:
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("a list of routes")
         }
+        // Inside the visitor, so an empty list is reported at its own line and column.
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut names = HashSet::new();
             let mut routes = Vec::new();
-            while let Some(route) = seq.next_element::<RouteConfig>()? {
-                if !names.insert(route.name.clone()) {
-                    return Err(de::Error::custom(format!(
-                        "duplicate route name `{}`: expected every route name to be unique",
-                        route.name
-                    )));
-                }
+            while let Some(route) = seq.next_element()? {
                 routes.push(route);
             }
             if routes.is_empty() {
@@ -467,7 +456,36 @@ fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D:
             Ok(routes)
         }
     }
-    d.deserialize_seq(Routes)
+    ROUTE_NAMES.with(|names| names.borrow_mut().clear());
+    let routes = d.deserialize_seq(Routes);
+    ROUTE_NAMES.with(|names| names.borrow_mut().clear());
+    routes
+}
+
+fn route_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    scalar(d, "a route name", |name| {
+        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if name.is_empty() || !name.chars().all(valid) {
+            return Err(format!(
+                "route name `{name}`: expected letters, digits, `-`, `_` or `.`"
+            ));
+        }
+        if !ROUTE_NAMES.with(|names| names.borrow_mut().insert(name.to_string())) {
+            return Err(format!(
+                "duplicate route name `{name}`: expected every route name to be unique"
+            ));
+        }
+        Ok(name.to_string())
+    })
+}
+
+/// A file path that must be readable now (certificates, keys, CA files).
+fn opt_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    scalar(d, "a file path", |text| {
+        let path = PathBuf::from(text);
+        readable_file(&path, "file")?;
+        Ok(Some(path))
+    })
 }
 
 /// Parses a scalar with `parse` inside serde's visitor, so a failure carries the scalar's own
