@@ -13,6 +13,8 @@ pub mod code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// Only in reports: no Close frame was received (never sent on the wire).
     pub const ABNORMAL: u16 = 1006;
+    /// A client broke a policy (message rate).
+    pub const POLICY: u16 = 1008;
     /// A text message was not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
     /// A frame or message over the configured size.

@@ -62,6 +62,61 @@ pub struct Config {
     /// Graceful shutdown settings.
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Live reload settings.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    /// Process-wide connection limits and client-hop timeouts.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Process-wide limits and the timeouts of the client hop before the upgrade.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Relayed connections (and upgrades in progress) at most; beyond → 503. Default 10000.
+    pub max_connections: usize,
+    /// A client must finish its TLS handshake within this. Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub tls_handshake_timeout: Duration,
+    /// A client must send its complete request headers within this (slowloris). Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Request headers larger than this are answered 431 (at least 8KiB). Default 64KiB.
+    #[serde(deserialize_with = "size")]
+    pub max_header_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Live reload settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Connections of a removed or changed route are closed with 1012 spread evenly over
+    /// this window, so their clients do not all reconnect at once. Default 10s.
+    #[serde(deserialize_with = "duration")]
+    pub drain_window: Duration,
+    /// Reload when the config file or a certificate file changes on disk. Default true.
+    pub watch: bool,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            drain_window: Duration::from_secs(10),
+            watch: true,
+        }
+    }
 }
 
 /// One client-facing listener.
@@ -169,6 +224,9 @@ pub struct Tuning {
     pub max_message_bytes: u64,
     /// Check that text messages are UTF-8 (else close 1007). Default true.
     pub validate_utf8: bool,
+    /// Messages per second a client may send (bursts up to one second's worth); over it the
+    /// client gets close 1008. 0 disables. Default 0.
+    pub max_message_rate: u32,
 }
 
 impl Default for Tuning {
@@ -183,6 +241,7 @@ impl Default for Tuning {
             max_frame_bytes: 16 << 20,
             max_message_bytes: 64 << 20,
             validate_utf8: true,
+            max_message_rate: 0,
         }
     }
 }
@@ -202,6 +261,7 @@ pub struct TuningOverrides {
     max_frame_bytes: Option<u64>,
     max_message_bytes: Option<u64>,
     validate_utf8: Option<bool>,
+    max_message_rate: Option<u32>,
 }
 
 impl TuningOverrides {
@@ -217,6 +277,7 @@ impl TuningOverrides {
             max_frame_bytes: self.max_frame_bytes.unwrap_or(base.max_frame_bytes),
             max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
             validate_utf8: self.validate_utf8.unwrap_or(base.validate_utf8),
+            max_message_rate: self.max_message_rate.unwrap_or(base.max_message_rate),
         }
     }
 }
@@ -239,6 +300,8 @@ pub struct RouteConfig {
     pub origins: Vec<String>,
     /// Extra CA certificates (PEM) trusted for `wss://` backends, besides the public roots.
     pub tls_ca: Option<PathBuf>,
+    /// Connections on this route at most; beyond → 503. Default unlimited (only the global cap).
+    pub max_connections: Option<usize>,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
 }
@@ -270,6 +333,10 @@ struct RawRoute {
     origins: Vec<String>,
     #[serde(default, deserialize_with = "opt_file")]
     tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    max_message_rate: Option<u32>,
     #[serde(default, deserialize_with = "opt_duration")]
     ping_interval: Option<Duration>,
     #[serde(default, deserialize_with = "opt_duration")]
@@ -324,6 +391,7 @@ impl TryFrom<RawRoute> for RouteConfig {
             target,
             origins: raw.origins,
             tls_ca: raw.tls_ca,
+            max_connections: raw.max_connections,
             tuning: TuningOverrides {
                 ping_interval: raw.ping_interval,
                 ping_timeout: raw.ping_timeout,
@@ -334,6 +402,7 @@ impl TryFrom<RawRoute> for RouteConfig {
                 max_frame_bytes: raw.max_frame_bytes,
                 max_message_bytes: raw.max_message_bytes,
                 validate_utf8: raw.validate_utf8,
+                max_message_rate: raw.max_message_rate,
             },
         })
     }

@@ -72,6 +72,9 @@ pub enum HandshakeError {
     /// wsgate is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// `max_connections` (global or the route's) is reached.
+    #[error("too many {0}")]
+    Overloaded(&'static str),
 }
 
 impl HandshakeError {
@@ -86,7 +89,7 @@ impl HandshakeError {
             Origin => StatusCode::FORBIDDEN,
             BackendConnect(_) | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -108,6 +111,7 @@ impl HandshakeError {
             BackendTimeout => "backend_timeout",
             BackendInvalid(_) => "backend_invalid",
             ShuttingDown => "shutting_down",
+            Overloaded(_) => "max_connections",
         }
     }
 
@@ -202,10 +206,18 @@ async fn upgrade(
         .map(str::to_string);
     let route = gw
         .routes
+        .load()
         .find(host.as_deref(), &path)
         .ok_or((None, HandshakeError::NoRoute))?;
     let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
     check_origin(&route, req.headers()).map_err(fail)?;
+    // Both places are held from here until the relay ends (or the upgrade fails).
+    let global_slot = gw
+        .reserve()
+        .ok_or_else(|| fail(HandshakeError::Overloaded("connections")))?;
+    let route_slot = route
+        .reserve()
+        .ok_or_else(|| fail(HandshakeError::Overloaded("route connections")))?;
 
     let started = tokio::time::Instant::now();
     let (backend_label, answer) = tokio::time::timeout(
@@ -248,6 +260,7 @@ async fn upgrade(
         client_addr: client.peer,
         tls: client.tls,
         subprotocol,
+        slots: (global_slot, route_slot),
     };
     let gw2 = gw.clone();
     let backend_leftover = BytesMut::from(&leftover[..]);
@@ -409,7 +422,7 @@ async fn open_backend(
             let mut last = None;
             let mut found = None;
             for url in urls {
-                match backend::connect(url, &gw.backend_tls(route.name())).await {
+                match backend::connect(url, &route.backend_tls).await {
                     Ok(s) => {
                         found = Some((url.to_string(), s, Some(url)));
                         break;

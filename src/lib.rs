@@ -28,10 +28,12 @@ pub mod metrics;
 pub mod relay;
 pub mod route;
 pub mod server;
+pub mod shutdown;
 pub mod stream;
 pub mod tls;
 pub mod units;
 pub mod utf8;
+pub mod watch;
 
 pub use close::{CloseReport, ClosedBy, Outcome};
 pub use config::{Config, ConfigError};

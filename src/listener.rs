@@ -5,66 +5,100 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::ListenerConfig;
 use crate::handshake::{self, ClientInfo};
 use crate::server::{Gateway, StartError};
 use crate::stream::Stream;
 
-/// A client that has not finished its TLS handshake in this long is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client must send its complete request headers within this (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Request headers larger than this are answered 431 (hyper's minimum is 8 KiB).
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// After shutdown starts, an HTTP connection that has not upgraded gets this long to finish.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// hyper refuses a read buffer under 8 KiB.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The TLS config of a listener, swapped on reload (new handshakes use the new certificate;
+/// open connections keep theirs). Empty for a plain listener.
+#[derive(Default)]
+pub struct TlsSlot(ArcSwapOption<ServerConfig>);
+
+impl TlsSlot {
+    /// The config in force.
+    pub fn current(&self) -> Option<Arc<ServerConfig>> {
+        self.0.load_full()
+    }
+
+    /// Replaces the config.
+    pub fn set(&self, config: Option<Arc<ServerConfig>>) {
+        self.0.store(config);
+    }
+}
 
 /// One bound client-facing listener.
 pub struct Listener {
     tcp: TcpListener,
-    tls: Option<TlsAcceptor>,
+    bind: SocketAddr,
+    tls: Arc<TlsSlot>,
     gateway: Arc<Gateway>,
+    stop: CancellationToken,
 }
 
 impl Listener {
-    /// Binds the address and prepares TLS.
+    /// Binds the address; `tls` None means plain `ws`.
     pub async fn bind(
-        config: &ListenerConfig,
+        bind: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
         gateway: Arc<Gateway>,
     ) -> Result<Listener, StartError> {
-        let tls = match &config.tls {
-            Some(t) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
-            None => None,
-        };
-        let tcp = TcpListener::bind(config.bind)
+        let tcp = TcpListener::bind(bind)
             .await
-            .map_err(|source| StartError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        Ok(Listener { tcp, tls, gateway })
+            .map_err(|source| StartError::Bind { addr: bind, source })?;
+        let slot = Arc::new(TlsSlot::default());
+        slot.set(tls);
+        let stop = gateway.shutdown.child_token();
+        Ok(Listener {
+            tcp,
+            bind,
+            tls: slot,
+            gateway,
+            stop,
+        })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        // A bound listener always has a local address; fall back to unspecified defensively.
-        self.tcp
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        // A bound listener always has a local address; fall back to the configured one.
+        self.tcp.local_addr().unwrap_or(self.bind)
     }
 
-    /// Accepts until shutdown; one task per connection.
+    /// The address as configured (port 0 stays 0), which is how reload recognises it.
+    pub fn bind_config(&self) -> SocketAddr {
+        self.bind
+    }
+
+    /// The listener's swappable TLS config.
+    pub fn tls_slot(&self) -> Arc<TlsSlot> {
+        self.tls.clone()
+    }
+
+    /// Cancelling it stops accepting (shutdown cancels it too).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Accepts until stopped; one task per connection.
     pub async fn serve(self) {
-        let shutdown = self.gateway.shutdown.clone();
         loop {
             let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = self.stop.cancelled() => return,
                 accepted = self.tcp.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -76,7 +110,7 @@ impl Listener {
             };
             let id = self.gateway.next_id.fetch_add(1, Ordering::Relaxed);
             let span = tracing::info_span!("conn", id, %peer);
-            let (gw, tls) = (self.gateway.clone(), self.tls.clone());
+            let (gw, tls) = (self.gateway.clone(), self.tls.current());
             self.gateway
                 .tracker
                 .spawn(serve_connection(tcp, peer, id, tls, gw).instrument(span));
@@ -88,19 +122,24 @@ async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ServerConfig>>,
     gw: Arc<Gateway>,
 ) {
+    // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);
+    let limits = gw.settings.load().limits.clone();
     let stream = match tls {
         None => Stream::Tcp(tcp),
-        Some(acceptor) => {
-            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
-                Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!("TLS handshake timed out"),
-            }
-        }
+        Some(config) => match tokio::time::timeout(
+            limits.tls_handshake_timeout,
+            TlsAcceptor::from(config).accept(tcp),
+        )
+        .await
+        {
+            Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
+            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return tracing::debug!("TLS handshake timed out"),
+        },
     };
     let client = ClientInfo {
         id,
@@ -111,8 +150,8 @@ async fn serve_connection(
     let service = service_fn(move |req| handshake::serve(req, client, gw2.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES)
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size((limits.max_header_bytes as usize).max(MIN_HEADER_BYTES))
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
@@ -124,7 +163,7 @@ async fn serve_connection(
         }
         _ = gw.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            let _ = tokio::time::timeout(HTTP_GRACE, conn).await;
         }
     }
 }

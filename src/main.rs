@@ -1,6 +1,6 @@
 //! The wsgate binary: parse flags, set up logging, load the config, run until a signal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,6 +8,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use wsgate::config::LogFormat;
+use wsgate::shutdown::{Request, Signals};
+use wsgate::watch::{self, FileWatch};
 
 /// WebSocket reverse proxy: wss termination, routing, frame relay, close reports.
 #[derive(Parser)]
@@ -50,7 +52,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(serve(&cli.config, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -60,27 +62,50 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: wsgate::Config) -> anyhow::Result<()> {
+/// Runs until SIGTERM/SIGINT; SIGHUP and file changes reload.
+async fn serve(path: &Path, config: wsgate::Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("installing signal handlers")?;
     let shutdown = CancellationToken::new();
+    let mut watch = start_watch(path, &config, None);
     let running = wsgate::run(config, shutdown.clone())
         .await
         .context("starting wsgate")?;
-    wait_for_signal()
-        .await
-        .context("installing signal handlers")?;
-    tracing::info!("shutting down: closing connections with 1001");
+    loop {
+        let reason = tokio::select! {
+            request = signals.next() => match request {
+                Request::Shutdown => break,
+                Request::Reload => "SIGHUP",
+            },
+            _ = async { match watch.as_mut() { Some(w) => w.changed().await, None => std::future::pending().await } } => "file change",
+        };
+        tracing::info!(reason, "reloading configuration");
+        if running.reload_from(path).await.is_ok() {
+            let config = running.config().await;
+            watch = start_watch(path, &config, watch);
+        }
+    }
+    tracing::info!("shutting down: refusing new upgrades, closing connections with 1001");
     shutdown.cancel();
     running.wait().await;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r,
-        _ = term.recv() => Ok(()),
+/// Starts (or keeps) the file watch for `config`; a watch that cannot start is logged, not fatal.
+fn start_watch(path: &Path, config: &wsgate::Config, old: Option<FileWatch>) -> Option<FileWatch> {
+    if !config.reload.watch {
+        return None;
+    }
+    let dirs = watch::folders(path, config);
+    if let Some(old) = old.filter(|w| *w.dirs() == dirs) {
+        return Some(old);
+    }
+    match FileWatch::new(dirs) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");
+            None
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Session {
     pub tls: bool,
     /// Subprotocol chosen by the backend.
     pub subprotocol: Option<String>,
+    /// Places in the global and the route's connection counts, released when the relay ends.
+    pub slots: (crate::server::GlobalSlot, crate::route::RouteSlot),
 }
 
 /// One of the two hops.
@@ -221,7 +223,7 @@ impl Shared {
 
     /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
     async fn violation(&self, from: Side, code: u16, reason: &str) {
-        let outcome = if code == code::TOO_BIG {
+        let outcome = if code == code::TOO_BIG || code == code::POLICY {
             Outcome::Limit
         } else {
             Outcome::ProtocolError
@@ -257,7 +259,7 @@ pub async fn run(
     let started = tokio::time::Instant::now();
     let tuning = session.route.tuning.clone();
     let live = gw.metrics.connection_opened(session.route.name());
-    if gw.log_open {
+    if gw.settings.load().log_open {
         tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
             client_addr = %session.client_addr, "connection opened");
     }
@@ -311,6 +313,12 @@ pub async fn run(
         tokio::time::sleep(tuning.close_timeout).await
     };
     tokio::pin!(close_deadline);
+    let retire = async {
+        session.route.retired.cancelled().await;
+        tokio::time::sleep(session.route.retire_delay()).await
+    };
+    tokio::pin!(retire);
+    let mut reloading = false;
     let mut shutting_down = false;
     let mut idle_closed = tuning.idle_timeout.is_zero();
     loop {
@@ -321,6 +329,10 @@ pub async fn run(
             _ = &mut close_deadline => {
                 tracing::debug!("close handshake timed out");
                 break;
+            }
+            _ = &mut retire, if !reloading => {
+                reloading = true;
+                shared.initiate(code::SERVICE_RESTART, "route reloaded", Outcome::Reload).await;
             }
             _ = gw.shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
@@ -397,6 +409,9 @@ async fn pump(
     let counts = &shared.counts[dir];
     let mut message = Message::new(tuning);
     let mut keepalive = Keepalive::new(tuning.ping_interval, tuning.ping_timeout);
+    // Only clients are rate limited: the backend is the operator's own.
+    let mut rate = (from == Side::Client && tuning.max_message_rate > 0)
+        .then(|| RateLimit::new(tuning.max_message_rate));
     loop {
         // read_frame is cancel-safe, so losing the race to the keepalive timer loses nothing.
         let read = tokio::select! {
@@ -431,6 +446,14 @@ async fn pump(
             }
         };
         keepalive.on_frame();
+        let over_rate =
+            frame.fin && !frame.opcode.is_control() && rate.as_mut().is_some_and(|r| !r.allow());
+        if over_rate {
+            shared
+                .violation(from, code::POLICY, "message rate exceeded")
+                .await;
+            return drain(reader).await;
+        }
         if let Err((code, reason)) = message.check(&frame) {
             shared.violation(from, code, reason).await;
             return drain(reader).await;
@@ -496,5 +519,35 @@ async fn drain(mut reader: FrameReader<ReadHalf<Stream>>) {
         if n == 0 {
             break;
         }
+    }
+}
+
+/// A token bucket: `rate` messages per second, bursts up to one second's worth.
+struct RateLimit {
+    rate: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32) -> RateLimit {
+        RateLimit {
+            rate: rate as f64,
+            tokens: rate as f64,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes one message's token; false when the client is over its rate.
+    fn allow(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.rate);
+        self.last = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 }

@@ -1,6 +1,12 @@
 //! Routing: the request path is normalised once, and routes match on exactly that path.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::TlsError;
 
 use crate::config::{RouteConfig, Target, Tuning};
 
@@ -86,16 +92,59 @@ fn hex_val(b: u8) -> Result<u8, PathError> {
         .ok_or(PathError::BadEncoding)
 }
 
-/// A route ready for matching, with its effective tuning.
-#[derive(Debug)]
+/// A route ready for matching, with its effective tuning and its live state.
 pub struct Route {
     /// The route as configured.
     pub config: RouteConfig,
     /// `defaults` with this route's overrides applied.
     pub tuning: Tuning,
+    /// TLS client config for this route's `wss://` backends.
+    pub backend_tls: Arc<rustls::ClientConfig>,
+    /// Cancelled when a reload removed or changed this route: its connections close with 1012.
+    pub retired: CancellationToken,
+    /// Connections on this route now (including upgrades in progress).
+    active: AtomicUsize,
+    /// Spreading of the 1012 closes after retirement: window, connections to spread, next slot.
+    retire_window_ms: AtomicU64,
+    retire_total: AtomicUsize,
+    retire_next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("name", &self.config.name)
+            .field("path", &self.config.path)
+            .finish()
+    }
+}
+
+/// Holds one place on a route (and in the global count) until dropped.
+pub struct RouteSlot {
+    route: Arc<Route>,
+}
+
+impl Drop for RouteSlot {
+    fn drop(&mut self) {
+        self.route.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Route {
+    /// Builds a route from its config and the defaults.
+    pub fn new(config: &RouteConfig, defaults: &Tuning) -> Result<Route, TlsError> {
+        Ok(Route {
+            tuning: config.tuning.apply(defaults),
+            backend_tls: crate::tls::backend_client_config(config.tls_ca.as_deref())?,
+            config: config.clone(),
+            retired: CancellationToken::new(),
+            active: AtomicUsize::new(0),
+            retire_window_ms: AtomicU64::new(0),
+            retire_total: AtomicUsize::new(0),
+            retire_next: AtomicUsize::new(0),
+        })
+    }
+
     /// The route's name (metric label and log field).
     pub fn name(&self) -> &str {
         &self.config.name
@@ -104,6 +153,38 @@ impl Route {
     /// Where this route's connections go.
     pub fn target(&self) -> &Target {
         &self.config.target
+    }
+
+    /// Takes a place on this route, unless its `max_connections` is reached.
+    pub fn reserve(self: &Arc<Self>) -> Option<RouteSlot> {
+        let now = self.active.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = RouteSlot {
+            route: self.clone(),
+        };
+        match self.config.max_connections {
+            Some(max) if now > max => None,
+            _ => Some(slot),
+        }
+    }
+
+    /// Marks the route removed or changed: its connections close with 1012 spread over `window`.
+    pub fn retire(&self, window: Duration) {
+        self.retire_window_ms
+            .store(window.as_millis() as u64, Ordering::Release);
+        self.retire_total.store(
+            self.active.load(Ordering::Acquire).max(1),
+            Ordering::Release,
+        );
+        self.retired.cancel();
+    }
+
+    /// After retirement: how long this connection waits before its 1012, so that the
+    /// route's connections are closed evenly over the window, not all at once.
+    pub fn retire_delay(&self) -> Duration {
+        let slot = self.retire_next.fetch_add(1, Ordering::AcqRel) as u64;
+        let total = (self.retire_total.load(Ordering::Acquire) as u64).max(slot + 1);
+        let window = self.retire_window_ms.load(Ordering::Acquire);
+        Duration::from_millis(window * slot / total)
     }
 
     /// The part of `path` after this route's prefix (always empty or starting with `/`).
@@ -123,24 +204,33 @@ impl Route {
     }
 }
 
-/// All routes, in match order: routes with a host first, then longer prefixes first.
+/// All routes, in match order: routes with a host first, then exact ones, then longer prefixes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
 }
 
 impl RouteTable {
-    /// Builds the table from the configured routes and defaults.
-    pub fn new(routes: &[RouteConfig], defaults: &Tuning) -> RouteTable {
-        let mut routes: Vec<Arc<Route>> = routes
-            .iter()
-            .map(|r| {
-                Arc::new(Route {
-                    tuning: r.tuning.apply(defaults),
-                    config: r.clone(),
-                })
-            })
-            .collect();
+    /// Builds the table; a route whose definition is unchanged from `previous` is carried
+    /// over as is (its connections are untouched). Also returns the routes of `previous`
+    /// that were not carried over, which the caller retires.
+    pub fn build(
+        configs: &[RouteConfig],
+        defaults: &Tuning,
+        previous: Option<&RouteTable>,
+    ) -> Result<(RouteTable, Vec<Arc<Route>>), TlsError> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for config in configs {
+            let kept = previous.and_then(|p| {
+                p.routes
+                    .iter()
+                    .find(|r| r.config == *config && r.tuning == config.tuning.apply(defaults))
+            });
+            routes.push(match kept {
+                Some(route) => route.clone(),
+                None => Arc::new(Route::new(config, defaults)?),
+            });
+        }
         routes.sort_by_key(|r| {
             (
                 r.config.host.is_none(),
@@ -148,7 +238,16 @@ impl RouteTable {
                 std::cmp::Reverse(r.config.path.len()),
             )
         });
-        RouteTable { routes }
+        let dropped = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .filter(|old| !routes.iter().any(|r| Arc::ptr_eq(r, old)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((RouteTable { routes }, dropped))
     }
 
     /// The route for a normalised path and the request's host (port and case ignored).
@@ -202,7 +301,9 @@ mod tests {
     fn table(yaml: &str) -> RouteTable {
         let text = format!("listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n{yaml}");
         let cfg = crate::Config::parse(&text, "t").unwrap();
-        RouteTable::new(&cfg.routes, &cfg.defaults)
+        RouteTable::build(&cfg.routes, &cfg.defaults, None)
+            .unwrap()
+            .0
     }
 
     #[test]
@@ -223,5 +324,33 @@ mod tests {
             t.find(None, "/chat/room").unwrap().remainder("/chat/room"),
             "/room"
         );
+    }
+
+    #[test]
+    fn reload_keeps_unchanged_routes_and_spreads_retirement() {
+        let parse = |routes: &str| {
+            let text = format!("listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n{routes}");
+            crate::Config::parse(&text, "t").unwrap()
+        };
+        let a = parse("  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b, echo: true}\n");
+        let (old, dropped) = RouteTable::build(&a.routes, &a.defaults, None).unwrap();
+        assert!(dropped.is_empty());
+        let b = parse(
+            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b2, echo: true}\n  - {name: c, path: /c, echo: true}\n",
+        );
+        let (new, dropped) = RouteTable::build(&b.routes, &b.defaults, Some(&old)).unwrap();
+        let (old_a, new_a) = (old.find(None, "/a").unwrap(), new.find(None, "/a").unwrap());
+        assert!(
+            Arc::ptr_eq(&old_a, &new_a),
+            "unchanged route is carried over"
+        );
+        assert_eq!(dropped.iter().map(|r| r.name()).collect::<Vec<_>>(), ["b"]);
+
+        let b_route = old.find(None, "/b").unwrap();
+        let slots: Vec<_> = (0..4).map(|_| b_route.reserve().unwrap()).collect();
+        b_route.retire(Duration::from_secs(8));
+        let delays: Vec<_> = (0..4).map(|_| b_route.retire_delay().as_secs()).collect();
+        assert_eq!(delays, [0, 2, 4, 6]);
+        drop(slots);
     }
 }

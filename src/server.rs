@@ -1,24 +1,24 @@
-//! Wires the listeners, routes, metrics and shutdown together.
+//! Wires the listeners, routes, metrics, reload and shutdown together.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use tokio::sync::broadcast;
+use arc_swap::ArcSwap;
+use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::close::CloseReport;
-use crate::config::{Config, Target};
-use crate::listener::Listener;
+use crate::config::{Config, Limits, ListenerConfig, TlsConfig};
+use crate::listener::{Listener, TlsSlot};
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
 
 /// How many close reports a slow subscriber may lag behind before it misses some.
 const REPORT_BACKLOG: usize = 4096;
 
-/// wsgate could not start.
+/// wsgate could not start, or a reload was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener address could not be bound.
@@ -32,12 +32,26 @@ pub enum StartError {
     /// A certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The new configuration file is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// The settings a reload can change that are read per connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Connection limits and client-hop timeouts.
+    pub limits: Limits,
+    /// Log a line when a connection opens.
+    pub log_open: bool,
 }
 
 /// Everything a connection needs from the running proxy.
 pub struct Gateway {
-    /// The routes in force.
-    pub routes: RouteTable,
+    /// The routes in force (swapped whole on reload).
+    pub routes: ArcSwap<RouteTable>,
+    /// Settings in force (swapped whole on reload).
+    pub settings: ArcSwap<Settings>,
     /// Metrics of this proxy.
     pub metrics: Arc<Metrics>,
     /// Close reports for subscribers (tests, future admin API).
@@ -48,34 +62,50 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// Next connection id.
     pub next_id: AtomicU64,
-    /// Log a line when a connection opens.
-    pub log_open: bool,
-    backend_tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    /// Relayed connections and upgrades in progress, for `limits.max_connections`.
+    pub connections: AtomicUsize,
 }
 
-impl Gateway {
-    /// TLS client config for a route's `wss://` backends.
-    pub fn backend_tls(&self, route: &str) -> Arc<rustls::ClientConfig> {
-        // Built for every route with backends at start, so the route is always present.
-        self.backend_tls
-            .get(route)
-            .cloned()
-            .unwrap_or_else(|| self.backend_tls[""].clone())
+/// Holds one place in the global connection count until dropped.
+pub struct GlobalSlot(Arc<Gateway>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// A started proxy: its bound addresses and handles to observe and stop it.
+impl Gateway {
+    /// Takes a place in the global count, unless `limits.max_connections` is reached.
+    pub fn reserve(self: &Arc<Self>) -> Option<GlobalSlot> {
+        let now = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let slot = GlobalSlot(self.clone());
+        (now <= self.settings.load().limits.max_connections).then_some(slot)
+    }
+}
+
+/// A listener that is running: its stop switch and its swappable TLS config.
+struct ListenerHandle {
+    config: ListenerConfig,
+    addr: SocketAddr,
+    tls: Arc<TlsSlot>,
+    stop: CancellationToken,
+}
+
+/// A started proxy: its bound addresses and handles to observe, reload and stop it.
 pub struct Running {
-    addrs: Vec<SocketAddr>,
+    listeners: Mutex<Vec<ListenerHandle>>,
+    addrs: std::sync::Mutex<Vec<SocketAddr>>,
     admin_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
-    drain_timeout: std::time::Duration,
+    config: Mutex<Config>,
 }
 
 impl Running {
     /// Bound listener addresses, in config order (port 0 resolved).
-    pub fn listener_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        // A poisoned lock only means a reload panicked; the list itself is intact.
+        self.addrs.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Bound admin listener address, when one is configured.
@@ -98,12 +128,124 @@ impl Running {
         &self.gateway.metrics
     }
 
+    /// Applies a new configuration: everything is built and checked first, then swapped in
+    /// at once; on any error the running configuration stays in force untouched.
+    ///
+    /// Unchanged routes keep their connections; removed or changed routes close theirs with
+    /// 1012 spread over `reload.drain_window`; new listeners start, removed ones stop
+    /// accepting (their open connections go on); certificates are re-read.
+    pub async fn reload(&self, new: Config) -> Result<(), StartError> {
+        let result = self.apply(new).await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.gateway.metrics.config_reload(outcome);
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload rejected; the running configuration stays")
+            }
+        }
+        result
+    }
+
+    /// Reads `path` and applies it with [`Running::reload`]; a file that does not parse
+    /// is refused the same way (logged with file:line:column, counted as an error).
+    pub async fn reload_from(&self, path: &std::path::Path) -> Result<(), StartError> {
+        match Config::load(path) {
+            Ok(config) => self.reload(config).await,
+            Err(e) => {
+                self.gateway.metrics.config_reload("error");
+                tracing::error!(error = %e, "reload rejected; the running configuration stays");
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The configuration in force.
+    pub async fn config(&self) -> Config {
+        self.config.lock().await.clone()
+    }
+
+    async fn apply(&self, new: Config) -> Result<(), StartError> {
+        let mut listeners = self.listeners.lock().await;
+        let mut current = self.config.lock().await;
+        // 1. Build everything that can fail, touching nothing that is running.
+        let mut tls_configs = Vec::new();
+        for lc in &new.listeners {
+            let reuse = listeners
+                .iter()
+                .find(|h| h.config == *lc && lc.tls == Some(TlsConfig::SelfSigned));
+            tls_configs.push(match (&lc.tls, reuse) {
+                (None, _) => None,
+                // A self-signed certificate is kept: regenerating it would only break clients that pinned it.
+                (Some(_), Some(h)) => h.tls.current(),
+                (Some(t), None) => Some(crate::tls::server_config(t)?),
+            });
+        }
+        let (table, retired) = RouteTable::build(
+            &new.routes,
+            &new.defaults,
+            Some(&self.gateway.routes.load()),
+        )?;
+        let mut fresh = Vec::new();
+        for lc in &new.listeners {
+            if !listeners.iter().any(|h| h.config.bind == lc.bind) {
+                fresh.push(Listener::bind(lc.bind, None, self.gateway.clone()).await?);
+            }
+        }
+        // 2. Swap.
+        self.gateway.routes.store(Arc::new(table));
+        self.gateway.settings.store(Arc::new(settings(&new)));
+        for route in retired {
+            tracing::info!(route = route.name(), window = ?new.reload.drain_window, "route removed or changed: closing its connections with 1012");
+            route.retire(new.reload.drain_window);
+        }
+        let mut kept = Vec::new();
+        for handle in listeners.drain(..) {
+            match new
+                .listeners
+                .iter()
+                .position(|lc| lc.bind == handle.config.bind)
+            {
+                Some(i) => {
+                    handle.tls.set(tls_configs[i].clone());
+                    kept.push((
+                        i,
+                        ListenerHandle {
+                            config: new.listeners[i].clone(),
+                            ..handle
+                        },
+                    ));
+                }
+                None => {
+                    tracing::info!(addr = %handle.addr, "listener removed: no longer accepting");
+                    handle.stop.cancel();
+                }
+            }
+        }
+        for listener in fresh {
+            let i = new
+                .listeners
+                .iter()
+                .position(|lc| lc.bind == listener.bind_config())
+                .unwrap_or(0);
+            listener.tls_slot().set(tls_configs[i].clone());
+            kept.push((i, spawn_listener(listener, new.listeners[i].clone())));
+        }
+        kept.sort_by_key(|(i, _)| *i);
+        *listeners = kept.into_iter().map(|(_, h)| h).collect();
+        *self.addrs.lock().unwrap_or_else(|p| p.into_inner()) =
+            listeners.iter().map(|h| h.addr).collect();
+        *current = new;
+        Ok(())
+    }
+
     /// Waits for shutdown (the token passed to [`run`]) and for connections to drain,
     /// at most the configured drain timeout after shutdown began.
     pub async fn wait(self) {
         self.gateway.shutdown.cancelled().await;
         self.gateway.tracker.close();
-        if tokio::time::timeout(self.drain_timeout, self.gateway.tracker.wait())
+        let drain = self.config.lock().await.shutdown.drain_timeout;
+        if tokio::time::timeout(drain, self.gateway.tracker.wait())
             .await
             .is_err()
         {
@@ -115,34 +257,46 @@ impl Running {
     }
 }
 
+fn settings(config: &Config) -> Settings {
+    Settings {
+        limits: config.limits.clone(),
+        log_open: config.log.connection_open,
+    }
+}
+
+fn spawn_listener(listener: Listener, config: ListenerConfig) -> ListenerHandle {
+    let handle = ListenerHandle {
+        addr: listener.local_addr(),
+        tls: listener.tls_slot(),
+        stop: listener.stop_token(),
+        config,
+    };
+    tracing::info!(addr = %handle.addr, tls = handle.config.tls.is_some(), "listening");
+    tokio::spawn(listener.serve());
+    handle
+}
+
 /// Binds every listener and starts serving; returns once all are listening.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
-    let mut backend_tls = HashMap::new();
-    backend_tls.insert(String::new(), crate::tls::backend_client_config(None)?);
-    for route in &config.routes {
-        if let (Target::Backends(_), Some(ca)) = (&route.target, &route.tls_ca) {
-            backend_tls.insert(
-                route.name.clone(),
-                crate::tls::backend_client_config(Some(ca))?,
-            );
-        }
-    }
+    let (table, _) = RouteTable::build(&config.routes, &config.defaults, None)?;
     let gateway = Arc::new(Gateway {
-        routes: RouteTable::new(&config.routes, &config.defaults),
+        routes: ArcSwap::from_pointee(table),
+        settings: ArcSwap::from_pointee(settings(&config)),
         metrics: Arc::new(Metrics::new()),
         reports: broadcast::channel(REPORT_BACKLOG).0,
         tracker: TaskTracker::new(),
         shutdown,
         next_id: AtomicU64::new(1),
-        log_open: config.log.connection_open,
-        backend_tls,
+        connections: AtomicUsize::new(0),
     });
-    let mut addrs = Vec::new();
+    let mut listeners = Vec::new();
     for lc in &config.listeners {
-        let listener = Listener::bind(lc, gateway.clone()).await?;
-        addrs.push(listener.local_addr());
-        tracing::info!(addr = %listener.local_addr(), tls = lc.tls.is_some(), "listening");
-        tokio::spawn(listener.serve());
+        let tls = match &lc.tls {
+            Some(t) => Some(crate::tls::server_config(t)?),
+            None => None,
+        };
+        let listener = Listener::bind(lc.bind, tls, gateway.clone()).await?;
+        listeners.push(spawn_listener(listener, lc.clone()));
     }
     let admin_addr = match &config.admin {
         None => None,
@@ -154,10 +308,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
             addr
         }
     };
+    let addrs = std::sync::Mutex::new(listeners.iter().map(|h| h.addr).collect());
     Ok(Running {
-        admin_addr,
+        listeners: Mutex::new(listeners),
         addrs,
+        admin_addr,
         gateway,
-        drain_timeout: config.shutdown.drain_timeout,
+        config: Mutex::new(config),
     })
 }
