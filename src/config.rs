@@ -608,3 +608,23 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     size(d).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        for file in ["config/wsgate.yaml", "config/container.yaml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                config
+                    .routes
+                    .iter()
+                    .any(|r| r.name == "echo" && r.target == Target::Echo)
+            );
+            assert!(config.admin.is_some());
+        }
+    }
+}

@@ -96,11 +96,11 @@ fn start_watch(path: &Path, config: &wsgate::Config, old: Option<FileWatch>) -> 
     if !config.reload.watch {
         return None;
     }
-    let dirs = watch::folders(path, config);
-    if let Some(old) = old.filter(|w| *w.dirs() == dirs) {
+    let files = watch::files(path, config);
+    if let Some(old) = old.filter(|w| w.files() == files) {
         return Some(old);
     }
-    match FileWatch::new(dirs) {
+    match FileWatch::new(&files) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!(error = %e, "cannot watch the config files; reload with SIGHUP");

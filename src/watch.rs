@@ -1,6 +1,7 @@
 //! Watches the config file and certificate files, so that saving them triggers a reload.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,14 +17,11 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 pub struct FileWatch {
     _watcher: notify::RecommendedWatcher,
     events: mpsc::Receiver<()>,
-    dirs: BTreeSet<PathBuf>,
+    files: Vec<PathBuf>,
 }
 
-/// The folders to watch for a config: the config file's and every certificate file's.
-///
-/// Folders, not files: editors and Kubernetes replace files by renaming, which a watch on
-/// the old file would miss.
-pub fn folders(config_path: &Path, config: &Config) -> BTreeSet<PathBuf> {
+/// The files whose change triggers a reload: the config file and the certificate files.
+pub fn files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config_path.to_path_buf()];
     for l in &config.listeners {
         if let Some(TlsConfig::Files { cert, key }) = &l.tls {
@@ -32,22 +30,41 @@ pub fn folders(config_path: &Path, config: &Config) -> BTreeSet<PathBuf> {
     }
     files.extend(config.routes.iter().filter_map(|r| r.tls_ca.clone()));
     files
-        .iter()
-        .map(|f| match f.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        })
-        .collect()
+}
+
+fn folder(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether an event path is one of ours: a watched file's name, or a Kubernetes-style
+/// `..data` link swap (mounted ConfigMaps and Secrets change that way).
+fn relevant(path: &Path, names: &BTreeSet<OsString>) -> bool {
+    path.file_name()
+        .is_some_and(|n| names.contains(n) || n.to_string_lossy().starts_with(".."))
 }
 
 impl FileWatch {
-    /// Starts watching `dirs`.
-    pub fn new(dirs: BTreeSet<PathBuf>) -> notify::Result<FileWatch> {
+    /// Starts watching `files`.
+    ///
+    /// Their folders are watched, not the files: editors and Kubernetes replace files by
+    /// renaming, which a watch on the old file would miss. Other files there are ignored.
+    pub fn new(files: &[PathBuf]) -> notify::Result<FileWatch> {
+        let dirs: BTreeSet<PathBuf> = files.iter().map(|f| folder(f)).collect();
+        let names: BTreeSet<OsString> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(Into::into))
+            .collect();
         // Capacity 1: one pending "something changed" is all a debounced reload needs.
         let (tx, events) = mpsc::channel(1);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok_and(|e| !e.kind.is_access()) {
+                let ours = event.is_ok_and(|e| {
+                    !e.kind.is_access() && e.paths.iter().any(|p| relevant(p, &names))
+                });
+                if ours {
                     let _ = tx.try_send(());
                 }
             })?;
@@ -57,13 +74,13 @@ impl FileWatch {
         Ok(FileWatch {
             _watcher: watcher,
             events,
-            dirs,
+            files: files.to_vec(),
         })
     }
 
-    /// The folders being watched.
-    pub fn dirs(&self) -> &BTreeSet<PathBuf> {
-        &self.dirs
+    /// The files being watched.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
     }
 
     /// Waits for a change, then for a quiet [`DEBOUNCE`] period.
@@ -72,5 +89,19 @@ impl FileWatch {
             return std::future::pending().await;
         }
         while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, self.events.recv()).await {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_files_count() {
+        let names: BTreeSet<OsString> = ["wsgate.yaml", "server.pem"].map(OsString::from).into();
+        assert!(relevant(Path::new("/etc/wsgate/wsgate.yaml"), &names));
+        assert!(relevant(Path::new("/etc/wsgate/..data"), &names));
+        assert!(!relevant(Path::new("/etc/wsgate/wsgate.log"), &names));
+        assert_eq!(folder(Path::new("wsgate.yaml")), PathBuf::from("."));
     }
 }
