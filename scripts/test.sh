@@ -95,6 +95,24 @@ ensure_rust_components() {
     cargo clippy --version
 }
 
+# apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition.
+ensure_apt_packages() {
+    local missing=()
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    if [ ${#missing[@]} -eq 0 ]; then
+        echo "already installed: promtool"
+        return 0
+    fi
+    echo "installing with apt-get: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The package starts a Prometheus server; the tests only need the promtool binary.
+    systemctl stop prometheus >/dev/null 2>&1 || true
+    command -v promtool
+}
+
+run_step "apt packages" ensure_apt_packages
 run_step "python websockets" ensure_python_websockets
 run_step "rust toolchain" ensure_rust_components
 run_step "cargo fmt --check" cargo fmt --all --check
