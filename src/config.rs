@@ -68,6 +68,24 @@ pub struct Config {
     /// Process-wide connection limits and client-hop timeouts.
     #[serde(default)]
     pub limits: Limits,
+    /// What is measured.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// What is measured.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Count messages, frames and bytes per route and direction. Default true; turning it
+    /// off exists to measure what it costs (the benchmark does).
+    pub per_frame: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { per_frame: true }
+    }
 }
 
 /// Process-wide limits and the timeouts of the client hop before the upgrade.

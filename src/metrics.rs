@@ -49,18 +49,36 @@ pub struct Metrics {
 /// One connection's live counters, resolved once when it starts.
 pub struct ConnMetrics {
     active: IntGauge,
-    /// Messages per direction.
-    pub messages: [IntCounter; 2],
-    /// Data payload bytes per direction.
-    pub bytes: [IntCounter; 2],
+    /// None when per-frame metrics are off (`metrics.per_frame: false`).
+    counters: Option<Box<Counters>>,
+}
+
+/// The per-direction counters of one connection.
+struct Counters {
+    messages: [IntCounter; 2],
+    bytes: [IntCounter; 2],
     frames: [[IntCounter; 6]; 2],
 }
 
 impl ConnMetrics {
-    /// Counts one frame relayed in `direction` (0 or 1).
-    pub fn frame(&self, direction: usize, opcode: OpCode) {
+    /// Counts one frame relayed in `direction` (0 or 1); `data_len` is its payload length
+    /// when it is a data frame, and `ends_message` whether it completes a message.
+    pub fn frame(
+        &self,
+        direction: usize,
+        opcode: OpCode,
+        data_len: Option<u64>,
+        ends_message: bool,
+    ) {
+        let Some(c) = &self.counters else { return };
         let i = OPCODES.iter().position(|o| *o == opcode).unwrap_or(0);
-        self.frames[direction][i].inc();
+        c.frames[direction][i].inc();
+        if let Some(len) = data_len {
+            c.bytes[direction].inc_by(len);
+            if ends_message {
+                c.messages[direction].inc();
+            }
+        }
     }
 }
 
@@ -190,19 +208,21 @@ impl Metrics {
         }
     }
 
-    /// Counts a new relayed connection and resolves its live counters.
-    pub fn connection_opened(&self, route: &str) -> ConnMetrics {
+    /// Counts a new relayed connection and resolves its live counters (unless `per_frame` is off).
+    pub fn connection_opened(&self, route: &str, per_frame: bool) -> ConnMetrics {
         let active = self.connections_active.with_label_values(&[route]);
         active.inc();
         let per_dir = |v: &IntCounterVec| DIRECTIONS.map(|d| v.with_label_values(&[route, d]));
-        ConnMetrics {
-            active,
-            messages: per_dir(&self.messages_total),
-            bytes: per_dir(&self.bytes_total),
-            frames: DIRECTIONS.map(|d| {
-                OPCODES.map(|o| self.frames_total.with_label_values(&[route, d, o.as_str()]))
-            }),
-        }
+        let counters = per_frame.then(|| {
+            Box::new(Counters {
+                messages: per_dir(&self.messages_total),
+                bytes: per_dir(&self.bytes_total),
+                frames: DIRECTIONS.map(|d| {
+                    OPCODES.map(|o| self.frames_total.with_label_values(&[route, d, o.as_str()]))
+                }),
+            })
+        });
+        ConnMetrics { active, counters }
     }
 
     /// Records the end of a relayed connection.

@@ -258,8 +258,11 @@ pub async fn run(
 ) {
     let started = tokio::time::Instant::now();
     let tuning = session.route.tuning.clone();
-    let live = gw.metrics.connection_opened(session.route.name());
-    if gw.settings.load().log_open {
+    let settings = gw.settings.load();
+    let live = gw
+        .metrics
+        .connection_opened(session.route.name(), settings.per_frame_metrics);
+    if settings.log_open {
         tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
             client_addr = %session.client_addr, "connection opened");
     }
@@ -464,7 +467,7 @@ async fn pump(
                 let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
                 shared.record(from.closed_by(), code, reason, Outcome::Normal);
                 if shared.forward(to, &mut frame).await.is_ok() {
-                    live.frame(dir, OpCode::Close);
+                    live.frame(dir, OpCode::Close, None, false);
                 }
                 // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
                 return;
@@ -485,13 +488,11 @@ async fn pump(
             shared.peer_gone(to).await;
             continue;
         }
-        live.frame(dir, frame.opcode);
+        live.frame(dir, frame.opcode, is_data.then_some(len), frame.fin);
         if is_data {
             counts.bytes.fetch_add(len, Ordering::Relaxed);
-            live.bytes[dir].inc_by(len);
             if frame.fin {
                 counts.messages.fetch_add(1, Ordering::Relaxed);
-                live.messages[dir].inc();
             }
             shared.touch();
         }

@@ -44,6 +44,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Log a line when a connection opens.
     pub log_open: bool,
+    /// Count messages, frames and bytes per connection (off only to measure their cost).
+    pub per_frame_metrics: bool,
 }
 
 /// Everything a connection needs from the running proxy.
@@ -261,6 +263,7 @@ fn settings(config: &Config) -> Settings {
     Settings {
         limits: config.limits.clone(),
         log_open: config.log.connection_open,
+        per_frame_metrics: config.metrics.per_frame,
     }
 }
 
