@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
+use crate::pool_config::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
 use crate::units::{parse_duration, parse_size};
 
 /// A configuration that could not be loaded, with the place in the file it came from.
@@ -329,8 +330,8 @@ pub struct RouteConfig {
 pub enum Target {
     /// The built-in echo endpoint.
     Echo,
-    /// One or more backend WebSocket servers (tried in order for now).
-    Backends(Vec<crate::backend::BackendUrl>),
+    /// A pool of backend WebSocket servers.
+    Backends(crate::pool_config::PoolConfig),
 }
 
 #[derive(Deserialize)]
@@ -346,7 +347,23 @@ struct RawRoute {
     #[serde(default)]
     echo: bool,
     #[serde(default)]
-    backends: Vec<crate::backend::BackendUrl>,
+    backends: Vec<BackendConfig>,
+    #[serde(default)]
+    balance: Option<String>,
+    #[serde(default)]
+    hash_on: Option<String>,
+    #[serde(default)]
+    retries: Option<u32>,
+    #[serde(default)]
+    health_check: Option<HealthCheck>,
+    #[serde(default)]
+    max_fails: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    fail_timeout: Option<Duration>,
+    #[serde(default)]
+    close_on_unhealthy: bool,
+    #[serde(default)]
+    all_unhealthy: AllUnhealthy,
     #[serde(default)]
     origins: Vec<String>,
     #[serde(default, deserialize_with = "opt_file")]
@@ -389,7 +406,17 @@ impl TryFrom<RawRoute> for RouteConfig {
             .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
         let target = match (raw.echo, raw.backends.is_empty()) {
             (true, true) => Target::Echo,
-            (false, false) => Target::Backends(raw.backends),
+            (false, false) => Target::Backends(PoolConfig {
+                balance: pool_config::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
+                    .map_err(|e| format!("route `{name}`: {e}"))?,
+                backends: raw.backends,
+                retries: raw.retries.unwrap_or(2),
+                health_check: raw.health_check,
+                max_fails: raw.max_fails.unwrap_or(3),
+                fail_timeout: raw.fail_timeout.unwrap_or(Duration::from_secs(10)),
+                close_on_unhealthy: raw.close_on_unhealthy,
+                all_unhealthy: raw.all_unhealthy,
+            }),
             (true, false) => {
                 return Err(format!(
                     "route `{name}`: expected `echo: true` or `backends`, not both"
@@ -609,6 +636,11 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
         text.parse()
             .map_err(|_| format!("invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"))
     })
+}
+
+/// A duration field (`20s`) for config structs in other modules.
+pub fn duration_field<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    duration(d)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -16,7 +16,8 @@ use sha1::{Digest, Sha1};
 use tracing::Instrument;
 
 use crate::backend::{self, BackendUrl};
-use crate::config::Target;
+use crate::pool::BackendSlot;
+use crate::retire::RetireWatch;
 use crate::route::{Route, normalize_path};
 use crate::server::Gateway;
 use crate::stream::Stream;
@@ -72,6 +73,9 @@ pub enum HandshakeError {
     /// wsgate is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+    /// Every backend of the route is unhealthy (and `all_unhealthy: fail`).
+    #[error("no healthy backend")]
+    NoHealthyBackend,
     /// `max_connections` (global or the route's) is reached.
     #[error("too many {0}")]
     Overloaded(&'static str),
@@ -89,7 +93,7 @@ impl HandshakeError {
             Origin => StatusCode::FORBIDDEN,
             BackendConnect(_) | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
             BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | Overloaded(_) | NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -112,6 +116,7 @@ impl HandshakeError {
             BackendInvalid(_) => "backend_invalid",
             ShuttingDown => "shutting_down",
             Overloaded(_) => "max_connections",
+            NoHealthyBackend => "no_healthy_backend",
         }
     }
 
@@ -219,14 +224,15 @@ async fn upgrade(
         .reserve()
         .ok_or_else(|| fail(HandshakeError::Overloaded("route connections")))?;
 
+    let route_watch = route.retirement.watch();
     let started = tokio::time::Instant::now();
-    let (backend_label, answer) = tokio::time::timeout(
-        route.tuning.handshake_timeout,
-        open_backend(&route, &req, client, host.as_deref(), &path, &hello, gw),
-    )
-    .await
-    .map_err(|_| fail(HandshakeError::BackendTimeout))?
-    .map_err(fail)?;
+    let Opened {
+        label: backend_label,
+        answer,
+        backend,
+    } = open_backend(&route, &req, client, host.as_deref(), &path, &hello, gw)
+        .await
+        .map_err(fail)?;
     gw.metrics
         .handshake_duration(route.name(), started.elapsed());
 
@@ -261,6 +267,9 @@ async fn upgrade(
         tls: client.tls,
         subprotocol,
         slots: (global_slot, route_slot),
+        backend_slot: backend.as_ref().map(|(slot, _)| slot.clone()),
+        route_watch,
+        backend_watch: backend.map(|(_, w)| w),
     };
     let gw2 = gw.clone();
     let backend_leftover = BytesMut::from(&leftover[..]);
@@ -407,6 +416,16 @@ fn forwardable(from: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// A backend that answered, and (for pooled backends) its connection slot and retirement watch.
+struct Opened {
+    label: String,
+    answer: BackendAnswer,
+    backend: Option<(Arc<BackendSlot>, RetireWatch)>,
+}
+
+/// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
+/// within `handshake_timeout`; refused, timed out or 5xx → the next one (nothing was sent to
+/// the client yet), at most `retries` more.
 async fn open_backend(
     route: &Arc<Route>,
     req: &Request<Incoming>,
@@ -415,36 +434,68 @@ async fn open_backend(
     path: &str,
     hello: &Hello,
     gw: &Gateway,
-) -> Result<(String, BackendAnswer), HandshakeError> {
-    let (label, stream, url) = match route.target() {
-        Target::Echo => ("echo".to_string(), crate::echo::connect(), None),
-        Target::Backends(urls) => {
-            let mut last = None;
-            let mut found = None;
-            for url in urls {
-                match backend::connect(url, &route.backend_tls).await {
-                    Ok(s) => {
-                        found = Some((url.to_string(), s, Some(url)));
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(route = route.name(), backend = %url, error = %e, "backend connect failed");
-                        gw.metrics.backend_connect_error(route.name(), &url.url);
-                        last = Some(e);
-                    }
-                }
-            }
-            match (found, last) {
-                (Some(f), _) => f,
-                (None, Some(e)) => return Err(e.into()),
-                (None, None) => return Err(HandshakeError::NoRoute),
-            }
-        }
+) -> Result<Opened, HandshakeError> {
+    let timeout = route.tuning.handshake_timeout;
+    let Some(pool) = route.pool() else {
+        let request = backend_request(req, client, host, path, route, None, hello);
+        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+        let answer = tokio::time::timeout(
+            timeout,
+            backend_handshake(crate::echo::connect(), request, key, &hello.protocols),
+        )
+        .await
+        .map_err(|_| HandshakeError::BackendTimeout)??;
+        return Ok(Opened {
+            label: "echo".into(),
+            answer,
+            backend: None,
+        });
     };
-    let request = backend_request(req, client, host, path, route, url, hello);
-    let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-    let answer = backend_handshake(stream, request, key, &hello.protocols).await?;
-    Ok((label, answer))
+    let hash_key = pool.hash_key(req.headers(), req.uri().query(), client.peer.ip());
+    let candidates = pool.candidates(hash_key);
+    let mut last = HandshakeError::NoHealthyBackend;
+    let attempts = candidates.len();
+    for (n, backend) in candidates.into_iter().enumerate() {
+        let slot = Arc::new(backend.occupy());
+        let watch = backend.retirement.watch();
+        let request = backend_request(req, client, host, path, route, Some(&backend.url), hello);
+        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+        let attempt = tokio::time::timeout(timeout, async {
+            let stream = backend::connect(&backend.url, &route.backend_tls).await?;
+            backend_handshake(stream, request, key, &hello.protocols).await
+        })
+        .await
+        .unwrap_or(Err(HandshakeError::BackendTimeout));
+        let error = match attempt {
+            Ok(BackendAnswer::Refused(res))
+                if res.status().is_server_error() && n + 1 < attempts =>
+            {
+                HandshakeError::BackendInvalid(format!("upgrade answered {}", res.status()))
+            }
+            Ok(answer) => {
+                backend.connect_ok();
+                gw.metrics
+                    .backend_healthy(route.name(), &backend.url.url, backend.usable());
+                return Ok(Opened {
+                    label: backend.url.url.clone(),
+                    answer,
+                    backend: Some((slot, watch)),
+                });
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend attempt failed");
+        gw.metrics
+            .backend_connect_error(route.name(), &backend.url.url);
+        if backend.connect_failed(&pool.config) {
+            tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
+                "backend ejected after consecutive failures");
+            gw.metrics
+                .backend_healthy(route.name(), &backend.url.url, false);
+        }
+        last = error;
+    }
+    Err(last)
 }
 
 fn backend_request(

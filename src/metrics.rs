@@ -44,6 +44,7 @@ pub struct Metrics {
     ping_rtt_seconds: HistogramVec,
     backend_connect_errors_total: IntCounterVec,
     config_reloads_total: IntCounterVec,
+    backend_healthy: IntGaugeVec,
 }
 
 /// One connection's live counters, resolved once when it starts.
@@ -198,6 +199,11 @@ impl Metrics {
                 "Failed backend connects",
                 &["route", "backend"],
             ),
+            backend_healthy: gauge(
+                "backend_healthy",
+                "1 when a backend takes new connections (health checks, passive ejection)",
+                &["route", "backend"],
+            ),
             config_reloads_total: counter(
                 r,
                 "config_reloads_total",
@@ -268,6 +274,13 @@ impl Metrics {
         self.backend_connect_errors_total
             .with_label_values(&[route, backend])
             .inc();
+    }
+
+    /// Records whether a backend takes new connections.
+    pub fn backend_healthy(&self, route: &str, backend: &str, healthy: bool) {
+        self.backend_healthy
+            .with_label_values(&[route, backend])
+            .set(healthy as i64);
     }
 
     /// Counts a configuration reload (`ok` or `error`).

@@ -43,6 +43,12 @@ pub struct Session {
     pub subprotocol: Option<String>,
     /// Places in the global and the route's connection counts, released when the relay ends.
     pub slots: (crate::server::GlobalSlot, crate::route::RouteSlot),
+    /// The connection's place on its backend (least_connections counts it).
+    pub backend_slot: Option<Arc<crate::pool::BackendSlot>>,
+    /// Retirement of its route: closes it with 1012.
+    pub route_watch: crate::retire::RetireWatch,
+    /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).
+    pub backend_watch: Option<crate::retire::RetireWatch>,
 }
 
 /// One of the two hops.
@@ -317,8 +323,16 @@ pub async fn run(
     };
     tokio::pin!(close_deadline);
     let retire = async {
-        session.route.retired.cancelled().await;
-        tokio::time::sleep(session.route.retire_delay()).await
+        let backend_retired = async {
+            match &session.backend_watch {
+                Some(w) => w.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = session.route_watch.wait() => {}
+            _ = backend_retired => {}
+        }
     };
     tokio::pin!(retire);
     let mut reloading = false;

@@ -1,11 +1,12 @@
 //! Routing: the request path is normalised once, and routes match on exactly that path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio_util::sync::CancellationToken;
+use arc_swap::ArcSwapOption;
 
+use crate::pool::{Backend, Pool};
+use crate::retire::Retirement;
 use crate::tls::TlsError;
 
 use crate::config::{RouteConfig, Target, Tuning};
@@ -94,20 +95,18 @@ fn hex_val(b: u8) -> Result<u8, PathError> {
 
 /// A route ready for matching, with its effective tuning and its live state.
 pub struct Route {
-    /// The route as configured.
+    /// The route as configured (its pool part as first built; the live pool is [`Route::pool`]).
     pub config: RouteConfig,
     /// `defaults` with this route's overrides applied.
     pub tuning: Tuning,
     /// TLS client config for this route's `wss://` backends.
     pub backend_tls: Arc<rustls::ClientConfig>,
-    /// Cancelled when a reload removed or changed this route: its connections close with 1012.
-    pub retired: CancellationToken,
+    /// The backend pool (none for the built-in echo); replaced when a reload changes only it.
+    pool: ArcSwapOption<Pool>,
+    /// Its connections, closed with 1012 when a reload removes or changes the route.
+    pub retirement: Retirement,
     /// Connections on this route now (including upgrades in progress).
     active: AtomicUsize,
-    /// Spreading of the 1012 closes after retirement: window, connections to spread, next slot.
-    retire_window_ms: AtomicU64,
-    retire_total: AtomicUsize,
-    retire_next: AtomicUsize,
 }
 
 impl std::fmt::Debug for Route {
@@ -119,7 +118,7 @@ impl std::fmt::Debug for Route {
     }
 }
 
-/// Holds one place on a route (and in the global count) until dropped.
+/// Holds one place on a route until dropped.
 pub struct RouteSlot {
     route: Arc<Route>,
 }
@@ -130,18 +129,29 @@ impl Drop for RouteSlot {
     }
 }
 
+/// How a route of the running table compares with a route of a new configuration.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// Only the backend pool differs: the route is kept, its pool replaced.
+    PoolOnly,
+    Different,
+}
+
 impl Route {
     /// Builds a route from its config and the defaults.
     pub fn new(config: &RouteConfig, defaults: &Tuning) -> Result<Route, TlsError> {
+        let pool = match &config.target {
+            Target::Echo => None,
+            Target::Backends(p) => Some(Arc::new(Pool::new(p.clone(), None))),
+        };
         Ok(Route {
             tuning: config.tuning.apply(defaults),
             backend_tls: crate::tls::backend_client_config(config.tls_ca.as_deref())?,
             config: config.clone(),
-            retired: CancellationToken::new(),
+            pool: ArcSwapOption::new(pool),
+            retirement: Retirement::default(),
             active: AtomicUsize::new(0),
-            retire_window_ms: AtomicU64::new(0),
-            retire_total: AtomicUsize::new(0),
-            retire_next: AtomicUsize::new(0),
         })
     }
 
@@ -150,9 +160,14 @@ impl Route {
         &self.config.name
     }
 
-    /// Where this route's connections go.
-    pub fn target(&self) -> &Target {
-        &self.config.target
+    /// The backend pool in force; `None` for the built-in echo.
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.load_full()
+    }
+
+    /// Connections on this route now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
     }
 
     /// Takes a place on this route, unless its `max_connections` is reached.
@@ -165,26 +180,6 @@ impl Route {
             Some(max) if now > max => None,
             _ => Some(slot),
         }
-    }
-
-    /// Marks the route removed or changed: its connections close with 1012 spread over `window`.
-    pub fn retire(&self, window: Duration) {
-        self.retire_window_ms
-            .store(window.as_millis() as u64, Ordering::Release);
-        self.retire_total.store(
-            self.active.load(Ordering::Acquire).max(1),
-            Ordering::Release,
-        );
-        self.retired.cancel();
-    }
-
-    /// After retirement: how long this connection waits before its 1012, so that the
-    /// route's connections are closed evenly over the window, not all at once.
-    pub fn retire_delay(&self) -> Duration {
-        let slot = self.retire_next.fetch_add(1, Ordering::AcqRel) as u64;
-        let total = (self.retire_total.load(Ordering::Acquire) as u64).max(slot + 1);
-        let window = self.retire_window_ms.load(Ordering::Acquire);
-        Duration::from_millis(window * slot / total)
     }
 
     /// The part of `path` after this route's prefix (always empty or starting with `/`).
@@ -202,6 +197,55 @@ impl Route {
         path.starts_with(prefix)
             && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
     }
+
+    fn compare(&self, config: &RouteConfig, defaults: &Tuning) -> Change {
+        if self.config.name != config.name || self.tuning != config.tuning.apply(defaults) {
+            return Change::Different;
+        }
+        let live_pool = self.pool().map(|p| p.config.clone());
+        let (mut old, mut new) = (self.config.clone(), config.clone());
+        let new_pool = match (&mut old.target, &mut new.target) {
+            (Target::Echo, Target::Echo) => {
+                return if old == new {
+                    Change::Same
+                } else {
+                    Change::Different
+                };
+            }
+            (Target::Backends(_), Target::Backends(n)) => n.clone(),
+            _ => return Change::Different,
+        };
+        // Compare everything but the pool, then the pool against the live one.
+        old.target = Target::Echo;
+        new.target = Target::Echo;
+        match (old == new, live_pool == Some(new_pool)) {
+            (false, _) => Change::Different,
+            (true, true) => Change::Same,
+            (true, false) => Change::PoolOnly,
+        }
+    }
+}
+
+/// The outcome of building a route table against the running one.
+#[derive(Default)]
+pub struct Rebuilt {
+    /// Routes of the running table that are gone or changed: their connections get 1012.
+    pub retired_routes: Vec<Arc<Route>>,
+    /// Backends removed from kept routes: their connections get 1012.
+    pub retired_backends: Vec<Arc<Backend>>,
+    /// Pools replaced by new ones: their health checks must stop.
+    pub replaced_pools: Vec<Arc<Pool>>,
+    /// Routes whose pool changed, and the new pool to install when the table is swapped in.
+    pool_swaps: Vec<(Arc<Route>, Arc<Pool>)>,
+}
+
+impl Rebuilt {
+    /// Installs the new pools of kept routes (call when the new table goes live).
+    pub fn swap_pools(&self) {
+        for (route, pool) in &self.pool_swaps {
+            route.pool.store(Some(pool.clone()));
+        }
+    }
 }
 
 /// All routes, in match order: routes with a host first, then exact ones, then longer prefixes.
@@ -211,23 +255,40 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Builds the table; a route whose definition is unchanged from `previous` is carried
-    /// over as is (its connections are untouched). Also returns the routes of `previous`
-    /// that were not carried over, which the caller retires.
+    /// Builds the table. A route whose definition is unchanged from `previous` is carried
+    /// over as is (its connections are untouched); one whose backends alone changed is
+    /// carried over with a new pool (connections to kept backends are untouched).
     pub fn build(
         configs: &[RouteConfig],
         defaults: &Tuning,
         previous: Option<&RouteTable>,
-    ) -> Result<(RouteTable, Vec<Arc<Route>>), TlsError> {
+    ) -> Result<(RouteTable, Rebuilt), TlsError> {
         let mut routes = Vec::with_capacity(configs.len());
+        let mut rebuilt = Rebuilt::default();
         for config in configs {
-            let kept = previous.and_then(|p| {
+            let old = previous.and_then(|p| {
                 p.routes
                     .iter()
-                    .find(|r| r.config == *config && r.tuning == config.tuning.apply(defaults))
+                    .map(|r| (r, r.compare(config, defaults)))
+                    .find(|(_, c)| *c != Change::Different)
             });
-            routes.push(match kept {
-                Some(route) => route.clone(),
+            routes.push(match old {
+                Some((route, Change::Same)) => route.clone(),
+                Some((route, _)) => {
+                    let Target::Backends(pool_config) = &config.target else {
+                        unreachable!("PoolOnly implies backends")
+                    };
+                    let old_pool = route.pool();
+                    let pool = Arc::new(Pool::new(pool_config.clone(), old_pool.as_deref()));
+                    if let Some(old_pool) = old_pool {
+                        rebuilt
+                            .retired_backends
+                            .extend(pool.removed_from(&old_pool).into_iter().cloned());
+                        rebuilt.replaced_pools.push(old_pool);
+                    }
+                    rebuilt.pool_swaps.push((route.clone(), pool));
+                    route.clone()
+                }
                 None => Arc::new(Route::new(config, defaults)?),
             });
         }
@@ -238,16 +299,20 @@ impl RouteTable {
                 std::cmp::Reverse(r.config.path.len()),
             )
         });
-        let dropped = previous
-            .map(|p| {
-                p.routes
-                    .iter()
-                    .filter(|old| !routes.iter().any(|r| Arc::ptr_eq(r, old)))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok((RouteTable { routes }, dropped))
+        if let Some(p) = previous {
+            rebuilt.retired_routes = p
+                .routes
+                .iter()
+                .filter(|old| !routes.iter().any(|r| Arc::ptr_eq(r, old)))
+                .cloned()
+                .collect();
+        }
+        Ok((RouteTable { routes }, rebuilt))
+    }
+
+    /// Every route, in match order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 
     /// The route for a normalised path and the request's host (port and case ignored).
@@ -327,30 +392,52 @@ mod tests {
     }
 
     #[test]
-    fn reload_keeps_unchanged_routes_and_spreads_retirement() {
+    fn reload_keeps_unchanged_routes_and_swaps_pools() {
         let parse = |routes: &str| {
             let text = format!("listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n{routes}");
             crate::Config::parse(&text, "t").unwrap()
         };
-        let a = parse("  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b, echo: true}\n");
-        let (old, dropped) = RouteTable::build(&a.routes, &a.defaults, None).unwrap();
-        assert!(dropped.is_empty());
-        let b = parse(
-            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b2, echo: true}\n  - {name: c, path: /c, echo: true}\n",
+        let a = parse(
+            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b, echo: true}\n  - {name: p, path: /p, backends: ['ws://h1:1/', 'ws://h2:1/']}\n",
         );
-        let (new, dropped) = RouteTable::build(&b.routes, &b.defaults, Some(&old)).unwrap();
+        let (old, rebuilt) = RouteTable::build(&a.routes, &a.defaults, None).unwrap();
+        assert!(rebuilt.retired_routes.is_empty());
+        let b = parse(
+            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b2, echo: true}\n  - {name: p, path: /p, backends: ['ws://h2:1/', 'ws://h3:1/']}\n",
+        );
+        let (new, rebuilt) = RouteTable::build(&b.routes, &b.defaults, Some(&old)).unwrap();
         let (old_a, new_a) = (old.find(None, "/a").unwrap(), new.find(None, "/a").unwrap());
         assert!(
             Arc::ptr_eq(&old_a, &new_a),
             "unchanged route is carried over"
         );
-        assert_eq!(dropped.iter().map(|r| r.name()).collect::<Vec<_>>(), ["b"]);
-
-        let b_route = old.find(None, "/b").unwrap();
-        let slots: Vec<_> = (0..4).map(|_| b_route.reserve().unwrap()).collect();
-        b_route.retire(Duration::from_secs(8));
-        let delays: Vec<_> = (0..4).map(|_| b_route.retire_delay().as_secs()).collect();
-        assert_eq!(delays, [0, 2, 4, 6]);
-        drop(slots);
+        assert_eq!(
+            rebuilt
+                .retired_routes
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        let (old_p, new_p) = (old.find(None, "/p").unwrap(), new.find(None, "/p").unwrap());
+        assert!(
+            Arc::ptr_eq(&old_p, &new_p),
+            "a route whose backends changed is kept"
+        );
+        let h2_before = old_p.pool().unwrap().backends[1].0.clone();
+        rebuilt.swap_pools();
+        let pool = new_p.pool().unwrap();
+        assert!(
+            Arc::ptr_eq(&pool.backends[0].0, &h2_before),
+            "kept backend keeps its state"
+        );
+        assert_eq!(
+            rebuilt
+                .retired_backends
+                .iter()
+                .map(|b| b.url.host.as_str())
+                .collect::<Vec<_>>(),
+            ["h1"]
+        );
     }
 }

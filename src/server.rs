@@ -46,6 +46,8 @@ pub struct Settings {
     pub log_open: bool,
     /// Count messages, frames and bytes per connection (off only to measure their cost).
     pub per_frame_metrics: bool,
+    /// Window over which retired connections are closed with 1012.
+    pub drain_window: std::time::Duration,
 }
 
 /// Everything a connection needs from the running proxy.
@@ -171,70 +173,73 @@ impl Running {
         let mut listeners = self.listeners.lock().await;
         let mut current = self.config.lock().await;
         // 1. Build everything that can fail, touching nothing that is running.
+        let matched = match_listeners(&listeners, &new.listeners);
         let mut tls_configs = Vec::new();
-        for lc in &new.listeners {
-            let reuse = listeners
-                .iter()
-                .find(|h| h.config == *lc && lc.tls == Some(TlsConfig::SelfSigned));
-            tls_configs.push(match (&lc.tls, reuse) {
+        for (lc, old) in new.listeners.iter().zip(&matched) {
+            let old = old.map(|i| &listeners[i]);
+            tls_configs.push(match (&lc.tls, old) {
                 (None, _) => None,
                 // A self-signed certificate is kept: regenerating it would only break clients that pinned it.
-                (Some(_), Some(h)) => h.tls.current(),
-                (Some(t), None) => Some(crate::tls::server_config(t)?),
+                (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h.tls.current(),
+                (Some(t), _) => Some(crate::tls::server_config(t)?),
             });
         }
-        let (table, retired) = RouteTable::build(
+        let (table, rebuilt) = RouteTable::build(
             &new.routes,
             &new.defaults,
             Some(&self.gateway.routes.load()),
         )?;
         let mut fresh = Vec::new();
-        for lc in &new.listeners {
-            if !listeners.iter().any(|h| h.config.bind == lc.bind) {
-                fresh.push(Listener::bind(lc.bind, None, self.gateway.clone()).await?);
+        for (i, lc) in new.listeners.iter().enumerate() {
+            if matched[i].is_none() {
+                let listener =
+                    Listener::bind(lc.bind, tls_configs[i].clone(), self.gateway.clone()).await?;
+                fresh.push((i, listener));
             }
         }
         // 2. Swap.
+        let window = new.reload.drain_window;
+        rebuilt.swap_pools();
         self.gateway.routes.store(Arc::new(table));
         self.gateway.settings.store(Arc::new(settings(&new)));
-        for route in retired {
-            tracing::info!(route = route.name(), window = ?new.reload.drain_window, "route removed or changed: closing its connections with 1012");
-            route.retire(new.reload.drain_window);
+        start_health_checks(&self.gateway);
+        for pool in &rebuilt.replaced_pools {
+            pool.stop.cancel();
         }
-        let mut kept = Vec::new();
-        for handle in listeners.drain(..) {
-            match new
-                .listeners
-                .iter()
-                .position(|lc| lc.bind == handle.config.bind)
-            {
-                Some(i) => {
-                    handle.tls.set(tls_configs[i].clone());
-                    kept.push((
-                        i,
-                        ListenerHandle {
-                            config: new.listeners[i].clone(),
-                            ..handle
-                        },
-                    ));
-                }
-                None => {
-                    tracing::info!(addr = %handle.addr, "listener removed: no longer accepting");
-                    handle.stop.cancel();
-                }
+        for route in &rebuilt.retired_routes {
+            tracing::info!(
+                route = route.name(),
+                ?window,
+                "route removed or changed: closing its connections with 1012"
+            );
+            route.retirement.retire(route.active(), window);
+            if let Some(pool) = route.pool() {
+                pool.stop.cancel();
             }
         }
-        for listener in fresh {
-            let i = new
-                .listeners
-                .iter()
-                .position(|lc| lc.bind == listener.bind_config())
-                .unwrap_or(0);
-            listener.tls_slot().set(tls_configs[i].clone());
-            kept.push((i, spawn_listener(listener, new.listeners[i].clone())));
+        for backend in &rebuilt.retired_backends {
+            tracing::info!(backend = %backend.url, ?window, "backend removed: closing its connections with 1012");
+            backend.retirement.retire(backend.active(), window);
         }
-        kept.sort_by_key(|(i, _)| *i);
-        *listeners = kept.into_iter().map(|(_, h)| h).collect();
+        let mut old: Vec<Option<ListenerHandle>> = listeners.drain(..).map(Some).collect();
+        let mut next = Vec::with_capacity(new.listeners.len());
+        for (i, lc) in new.listeners.iter().enumerate() {
+            if let Some(handle) = matched[i].and_then(|j| old[j].take()) {
+                handle.tls.set(tls_configs[i].clone());
+                next.push(ListenerHandle {
+                    config: lc.clone(),
+                    ..handle
+                });
+            } else if let Some(pos) = fresh.iter().position(|(k, _)| *k == i) {
+                let (_, listener) = fresh.swap_remove(pos);
+                next.push(spawn_listener(listener, lc.clone()));
+            }
+        }
+        for handle in old.into_iter().flatten() {
+            tracing::info!(addr = %handle.addr, "listener removed: no longer accepting");
+            handle.stop.cancel();
+        }
+        *listeners = next;
         *self.addrs.lock().unwrap_or_else(|p| p.into_inner()) =
             listeners.iter().map(|h| h.addr).collect();
         *current = new;
@@ -259,11 +264,34 @@ impl Running {
     }
 }
 
+/// For each new listener config, the running listener it continues (same bind address;
+/// repeated addresses, such as port 0 in tests, pair up in order), or None for a new one.
+fn match_listeners(running: &[ListenerHandle], new: &[ListenerConfig]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; running.len()];
+    new.iter()
+        .map(|lc| {
+            let j = (0..running.len()).find(|&j| !taken[j] && running[j].config.bind == lc.bind)?;
+            taken[j] = true;
+            Some(j)
+        })
+        .collect()
+}
+
+/// Starts the health checks of every pool that has not started them yet.
+fn start_health_checks(gw: &Arc<Gateway>) {
+    for route in gw.routes.load().routes() {
+        if let Some(pool) = route.pool() {
+            crate::health::start(&pool, route.name(), &route.backend_tls, gw);
+        }
+    }
+}
+
 fn settings(config: &Config) -> Settings {
     Settings {
         limits: config.limits.clone(),
         log_open: config.log.connection_open,
         per_frame_metrics: config.metrics.per_frame,
+        drain_window: config.reload.drain_window,
     }
 }
 
@@ -292,6 +320,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         next_id: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
     });
+    start_health_checks(&gateway);
     let mut listeners = Vec::new();
     for lc in &config.listeners {
         let tls = match &lc.tls {

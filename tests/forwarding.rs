@@ -73,6 +73,7 @@ async fn spoofed_forwarding_headers_are_replaced_by_the_real_peer() {
             );
         }
     }
+    proxy.assert_drained().await;
 }
 
 #[tokio::test]
@@ -108,6 +109,7 @@ async fn headers_named_in_connection_are_stripped_before_proxy_headers_are_added
         connection.contains("upgrade") && !connection.contains("x-secret"),
         "{seen:?}"
     );
+    proxy.assert_drained().await;
 }
 
 #[tokio::test]
@@ -129,6 +131,7 @@ async fn backend_path_replaces_the_matched_prefix() {
     // With no path in the backend URL the client's path goes through unchanged.
     let seen = seen_by_backend(&proxy, &bare.log, "/bare/x", &[]).await;
     assert_eq!(seen.target(), "/bare/x", "{seen:?}");
+    proxy.assert_drained().await;
 }
 
 #[tokio::test]
@@ -137,6 +140,7 @@ async fn query_string_is_forwarded() {
     let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), "")).await;
     let seen = seen_by_backend(&proxy, &backend.log, "/app/x?room=7&u=a%20b", &[]).await;
     assert_eq!(seen.target(), "/ws/x?room=7&u=a%20b", "{seen:?}");
+    proxy.assert_drained().await;
 }
 
 #[tokio::test]
@@ -182,6 +186,7 @@ async fn longest_prefix_exact_and_host_routes_win() {
         1,
         "only /app/administrator went to general"
     );
+    proxy.assert_drained().await;
 }
 
 /// Decodes `%XX` escapes (for checking what a backend would make of a path).
@@ -252,4 +257,5 @@ async fn dot_segments_never_escape_a_route() {
         "/public/../admin should reach admin as /adm: {:?}",
         admin.log.requests()
     );
+    proxy.assert_drained().await;
 }

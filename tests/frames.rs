@@ -226,7 +226,7 @@ async fn absurd_length_header_then_stall_is_1009_at_once() {
         let close = client.recv_close().await;
         assert_eq!(close.close_code(), Some(1009), "{close:?}");
         let waited = started.elapsed();
-        assert!(waited < Duration::from_millis(500), "1009 after {waited:?}");
+        assert!(waited < Duration::from_secs(1), "1009 after {waited:?}");
         clients.push(client);
     }
     for client in &mut clients {

@@ -320,4 +320,6 @@ async fn client_gets_101_only_after_backend_did() {
         head.header("sec-websocket-accept"),
         Some(http::accept_key(KEY).as_str())
     );
+    drop(tcp);
+    proxy.assert_drained().await;
 }

@@ -66,6 +66,8 @@ async fn accepted(request: String) {
     let head = http::exchange(proxy.addr(), request.clone()).await;
     assert_eq!(head.status(), 101, "answer to\n{request}\nwas {head:?}");
     assert_eq!(backend.log.requests().len(), 1, "backend requests");
+    // exchange() dropped the client connection: wsgate lets go of both hops.
+    proxy.assert_drained().await;
 }
 
 #[tokio::test]
@@ -193,7 +195,7 @@ async fn huge_or_too_many_headers_are_431() {
 async fn upgrade_with_raw_client_gets_correct_accept() {
     // The 101 wsgate writes carries the accept for *our* key (RFC 6455 §4.2.2).
     let (proxy, _backend) = setup().await;
-    let (head, _stream) = raw::upgrade_with(proxy.addr(), "/app/chat", &[]).await;
+    let (head, stream) = raw::upgrade_with(proxy.addr(), "/app/chat", &[]).await;
     assert_eq!(head.status(), 101, "{head:?}");
     assert_eq!(
         head.header("sec-websocket-accept"),
@@ -204,4 +206,6 @@ async fn upgrade_with_raw_client_gets_correct_accept() {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket")),
         "{head:?}"
     );
+    drop(stream);
+    proxy.assert_drained().await;
 }

@@ -2,8 +2,13 @@
 
 mod support;
 
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
+use support::ca::TestCa;
 use support::frame::{self, BINARY, Frame, MASK};
-use support::http;
+use support::{client, http, raw};
 
 #[test]
 fn frame_codec_round_trips_every_length_format() {
@@ -52,4 +57,56 @@ fn wire_close_check_rejects_reserved_codes() {
         let result = std::panic::catch_unwind(|| frame::assert_wire_close(&Frame::close(code, "")));
         assert!(result.is_err(), "{code} accepted");
     }
+}
+
+// The backends and clients against each other, without wsgate: when a wsgate
+// test fails, these passing says the harness itself is sound.
+
+#[tokio::test]
+async fn raw_client_talks_to_backend_directly() {
+    let backend = Backend::echo().await;
+    let mut peer = raw::upgrade(backend.addr, "/direct").await;
+    peer.send(Frame::text("hi")).await;
+    let echo = peer.recv_frame().await;
+    assert_eq!(
+        (echo.opcode, echo.payload.as_slice(), echo.mask),
+        (1, &b"hi"[..], None)
+    );
+    peer.expect_close_after_sending(4000, "bye").await;
+    assert_eq!(backend.log.request().target(), "/direct");
+    assert_eq!(backend.log.close(), Some((4000, "bye".to_string())));
+}
+
+#[tokio::test]
+async fn refusing_backend_sends_status_and_body_directly() {
+    let backend = Backend::refuse(403, "go away").await;
+    let head = http::exchange(backend.addr, http::upgrade_request(backend.addr, "/", &[])).await;
+    assert_eq!((head.status(), head.body_text().as_str()), (403, "go away"));
+}
+
+#[tokio::test]
+async fn raw_backend_handshake_satisfies_tungstenite() {
+    let backend = RawBackend::start(|mut conn: RawConn| async move {
+        conn.accept(&[]).await;
+        conn.record_until_close().await;
+    })
+    .await;
+    let (mut ws, _) = client::connect(backend.url("/x")).await;
+    ws.send(Message::text("hello")).await.unwrap();
+    ws.close(None).await.unwrap();
+    client::drain(&mut ws).await;
+    let frames = backend.log.frames();
+    assert_eq!(frames[0].payload, b"hello");
+    assert!(frames[0].mask.is_some());
+    assert_eq!(frames[1].opcode, frame::CLOSE);
+}
+
+#[tokio::test]
+async fn tls_backend_and_client_trust_the_test_ca() {
+    let ca = TestCa::new();
+    let backend = Backend::start(Handshake::Accept, Some(ca.server_config()), echo).await;
+    let (mut ws, _) = client::connect_tls(backend.addr, "/tls", &ca).await;
+    ws.send(Message::text("secure")).await.unwrap();
+    assert_eq!(client::next(&mut ws).await, Message::text("secure"));
+    assert!(ca.cert_pem().exists() && ca.key_pem().exists() && ca.ca_pem().exists());
 }

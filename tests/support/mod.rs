@@ -19,6 +19,7 @@ pub mod ca;
 pub mod client;
 pub mod frame;
 pub mod http;
+pub mod lifecycle;
 pub mod proxy;
 pub mod raw;
 

@@ -93,6 +93,15 @@ impl Proxy {
         eventually("active_connections() == 0", STEP, || self.active() == 0).await;
     }
 
+    /// Parses `yaml` and applies it to the running proxy; the error as text.
+    pub async fn reload(&self, yaml: &str) -> Result<(), String> {
+        let config = Config::parse(yaml, "reload.yaml").map_err(|e| e.to_string())?;
+        let running = self.running.as_ref().expect("running");
+        within("reload", running.reload(config))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Cancels the shutdown token (starts the drain) without waiting.
     pub fn cancel(&self) {
         self.shutdown.cancel();

@@ -128,6 +128,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
         close
     }
 
+    /// Sends a Close, expects the peer's reply with the same code, then EOF.
+    pub async fn expect_close_after_sending(&mut self, code: u16, reason: &str) -> Frame {
+        self.send(Frame::close(code, reason)).await;
+        let reply = self.recv_close().await;
+        assert_eq!(reply.close_code(), Some(code), "close reply {reply:?}");
+        self.expect_eof().await;
+        reply
+    }
+
     /// Expects EOF within [`STEP`], with no frame before it.
     pub async fn expect_eof(&mut self) {
         match self.try_recv(STEP).await {

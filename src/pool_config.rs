@@ -1,0 +1,208 @@
+//! Configuration of a route's backend pool: backends with weights, balancing, retries,
+//! active health checks and passive ejection.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use crate::backend::BackendUrl;
+
+/// A route's backends and how connections are spread over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// The backends, at least one.
+    pub backends: Vec<BackendConfig>,
+    /// How a backend is chosen for a new connection. Default round_robin.
+    pub balance: Balance,
+    /// Further backends tried when one fails before any 101 (refused, timeout, 5xx). Default 2.
+    pub retries: u32,
+    /// Active health checks; none by default.
+    pub health_check: Option<HealthCheck>,
+    /// Consecutive connect failures that eject a backend (passive check); 0 = off. Default 3.
+    pub max_fails: u32,
+    /// How long an ejected backend gets no new connections. Default 10s.
+    pub fail_timeout: Duration,
+    /// Close the connections of a backend that turns unhealthy (1012, spread over
+    /// `reload.drain_window`). Default false.
+    pub close_on_unhealthy: bool,
+    /// With every backend unhealthy: `fail` (503) or `try` them anyway. Default fail.
+    pub all_unhealthy: AllUnhealthy,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Where it is.
+    pub url: BackendUrl,
+    /// Relative share of connections (1–1000). Default 1.
+    pub weight: u32,
+}
+
+/// Balancing strategies.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Balance {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest live connections per unit of weight.
+    LeastConnections,
+    /// Power of two choices: of two random backends, the one with fewer connections per weight.
+    RandomTwo,
+    /// Consistent hashing of a request key (sticky sessions; adding a backend moves few keys).
+    Hash(HashOn),
+}
+
+/// What a `hash` balance keys on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashOn {
+    /// A request header (case-insensitive name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+    /// A query parameter.
+    Query(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+/// Active health check: a real WebSocket upgrade to `path` on each backend.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path (and query) of the probe upgrade. Default `/`.
+    #[serde(default = "root")]
+    pub path: String,
+    /// Time between probes. Default 5s.
+    #[serde(default = "five_s", deserialize_with = "crate::config::duration_field")]
+    pub interval: Duration,
+    /// A probe not upgraded within this fails. Default 2s.
+    #[serde(default = "two_s", deserialize_with = "crate::config::duration_field")]
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy backend healthy. Default 2.
+    #[serde(default = "two")]
+    pub rise: u32,
+    /// Consecutive failures that make a healthy backend unhealthy. Default 3.
+    #[serde(default = "three")]
+    pub fall: u32,
+}
+
+fn root() -> String {
+    "/".into()
+}
+fn five_s() -> Duration {
+    Duration::from_secs(5)
+}
+fn two_s() -> Duration {
+    Duration::from_secs(2)
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+
+/// What to do when every backend of a pool is unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AllUnhealthy {
+    /// Answer 503.
+    #[default]
+    Fail,
+    /// Try the backends anyway, in the usual order.
+    Try,
+}
+
+/// Parses `balance` with `hash_on` (checked together, so the error names the route).
+pub fn balance(balance: Option<&str>, hash_on: Option<&str>) -> Result<Balance, String> {
+    let hash = |key: Option<&str>| -> Result<HashOn, String> {
+        let Some(key) = key else {
+            return Ok(HashOn::ClientIp);
+        };
+        let (kind, name) = key.split_once(':').unwrap_or((key, ""));
+        let name = name.trim();
+        match (kind.trim(), name.is_empty()) {
+            ("client_ip", true) => Ok(HashOn::ClientIp),
+            ("header", false) => Ok(HashOn::Header(name.to_ascii_lowercase())),
+            ("cookie", false) => Ok(HashOn::Cookie(name.to_string())),
+            ("query", false) => Ok(HashOn::Query(name.to_string())),
+            _ => Err(format!(
+                "hash_on `{key}`: expected `client_ip`, `header:NAME`, `cookie:NAME` or `query:NAME`"
+            )),
+        }
+    };
+    match (balance.unwrap_or("round_robin"), hash_on) {
+        ("hash", key) => Ok(Balance::Hash(hash(key)?)),
+        (_, Some(_)) => Err("hash_on is only used with `balance: hash`".into()),
+        ("round_robin", None) => Ok(Balance::RoundRobin),
+        ("least_connections", None) => Ok(Balance::LeastConnections),
+        ("random_two", None) => Ok(Balance::RandomTwo),
+        (other, None) => Err(format!(
+            "balance `{other}`: expected round_robin, least_connections, random_two or hash"
+        )),
+    }
+}
+
+impl<'de> Deserialize<'de> for BackendConfig {
+    /// Either a URL string or `{url: ws://…, weight: N}`.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BackendConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a backend URL, or {url: ws://…, weight: N}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendConfig, E> {
+                let url = BackendUrl::parse(v).map_err(E::custom)?;
+                Ok(BackendConfig { url, weight: 1 })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackendConfig, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Full {
+                    url: BackendUrl,
+                    #[serde(default = "one")]
+                    weight: u32,
+                }
+                fn one() -> u32 {
+                    1
+                }
+                let full = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if !(1..=1000).contains(&full.weight) {
+                    return Err(de::Error::custom("weight: expected 1 to 1000"));
+                }
+                Ok(BackendConfig {
+                    url: full.url,
+                    weight: full.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn balance_and_hash_keys() {
+        assert_eq!(balance(None, None), Ok(Balance::RoundRobin));
+        assert_eq!(
+            balance(Some("hash"), None),
+            Ok(Balance::Hash(HashOn::ClientIp))
+        );
+        assert_eq!(
+            balance(Some("hash"), Some("header:X-User")),
+            Ok(Balance::Hash(HashOn::Header("x-user".into())))
+        );
+        assert_eq!(
+            balance(Some("hash"), Some("cookie:sid")),
+            Ok(Balance::Hash(HashOn::Cookie("sid".into())))
+        );
+        assert!(balance(Some("hash"), Some("header:")).is_err());
+        assert!(balance(Some("round_robin"), Some("client_ip")).is_err());
+        assert!(balance(Some("fastest"), None).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A real browser through wsgate over wss: Debian's headless Chromium, driven by
+# playwright-core (tests/interop/browser/run.mjs), runs the page in
+# tests/interop/browser/page/ against wsgate's TLS listener.
+#
+#   bash tests/interop/browser.sh
+#
+# Generates a throw-away test CA and a leaf for 127.0.0.1/localhost (openssl), starts
+# the Python `websockets` backend (ws_backend.py) and a release build of wsgate with a
+# TLS listener on that leaf, and these routes:
+#   /           → the backend, path forwarded unchanged (echo, pingpong, close, record,
+#                 report), only for the page's Origin https://127.0.0.1:PAGE_PORT (run.mjs
+#                 serves the page there over https with the same leaf)
+#   /down       → a closed port (wsgate answers 502)
+#   /forbidden  → the backend's echo, but only for Origin https://elsewhere.example (403)
+# Chromium trusts the leaf only through --ignore-certificate-errors-spki-list=<its SPKI
+# sha256>. Prints the table of run.mjs; exits non-zero if any check failed or anything
+# it needs (chromium, node, openssl, Python websockets) is missing.
+#
+# Environment: CHROMIUM (default /usr/bin/chromium), PYTHON, WSGATE_BIN (as autobahn.sh).
+set -euo pipefail
+
+# shellcheck source=tests/interop/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+[ -x "$CHROMIUM" ] || die "$CHROMIUM not found: apt-get install -y chromium (scripts/test.sh does)"
+command -v openssl >/dev/null 2>&1 || die "openssl not found (it makes the test certificates)"
+ensure_npm browser
+build_wsgate
+make_workdir browser
+work="$WORK_DIR"
+
+# Test CA and leaf (P-256), valid two days, made fresh for every run.
+make_certs() {
+    local d="$1"
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 -subj "/CN=wsgate interop test CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$d/leaf.key" -out "$d/leaf.csr" -subj "/CN=localhost" 2>/dev/null
+    printf '%s\n' \
+        "basicConstraints=critical,CA:FALSE" \
+        "keyUsage=critical,digitalSignature" \
+        "extendedKeyUsage=serverAuth" \
+        "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$d/leaf.ext"
+    openssl x509 -req -in "$d/leaf.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/leaf.ext" -out "$d/leaf.pem" 2>/dev/null
+    cat "$d/leaf.pem" "$d/ca.pem" >"$d/chain.pem"
+    # What Chromium pins: base64(sha256(SubjectPublicKeyInfo DER)) of the leaf.
+    openssl x509 -in "$d/leaf.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+        openssl dgst -sha256 -binary | base64
+}
+SPKI="$(make_certs "$work")" || die "openssl could not make the test certificates"
+echo "test CA + leaf made in $work; leaf SPKI sha256: $SPKI"
+
+start_backend "$work"
+DEAD_PORT="$(closed_port)"
+PAGE_PORT="$(closed_port)"
+PAGE_ORIGIN="https://127.0.0.1:$PAGE_PORT"
+cat >"$work/wsgate.yaml" <<EOF
+listeners:
+  - bind: "127.0.0.1:0"
+    tls: { cert: "$work/chain.pem", key: "$work/leaf.key" }
+defaults:
+  ping_interval: 0s
+routes:
+  - name: app
+    path: /
+    backends: ["ws://$BACKEND_ADDR"]
+    origins: ["$PAGE_ORIGIN"]
+  - name: down
+    path: /down
+    backends: ["ws://127.0.0.1:$DEAD_PORT"]
+  - name: forbidden
+    path: /forbidden
+    backends: ["ws://$BACKEND_ADDR/echo"]
+    origins: ["https://elsewhere.example"]
+log: { format: text, level: info }
+EOF
+start_wsgate "$work" "$work/wsgate.yaml"
+echo "backend on $BACKEND_ADDR, wsgate (wss) on $WSGATE_ADDR, /down → closed port $DEAD_PORT"
+
+rc=0
+timeout --kill-after=10 120 node "$INTEROP_DIR/browser/run.mjs" --wss "wss://$WSGATE_ADDR" --spki "$SPKI" \
+    --page-port "$PAGE_PORT" --cert "$work/chain.pem" --key "$work/leaf.key" || rc=$?
+if [ "$rc" -ne 0 ]; then
+    echo "--- wsgate log (last 30 lines) ---"
+    tail -n 30 "$work/wsgate.log"
+    echo "--- backend log (last 30 lines) ---"
+    tail -n 30 "$work/backend.log"
+fi
+exit "$rc"

@@ -1,0 +1,213 @@
+#!/usr/bin/env node
+// Runs page/ in Debian's headless Chromium against wsgate over wss and checks what the
+// page's WebSocket objects saw. Started by tests/interop/browser.sh, which provides
+// wsgate, the backend and the certificate:
+//
+//   node run.mjs --wss wss://127.0.0.1:PORT --spki BASE64 --page-port N --cert CHAIN --key KEY
+//
+// The page is served over https by this script on 127.0.0.1:N with the same test
+// certificate as wsgate (a web app's page and its wss endpoint on loopback: Chromium's
+// Local Network Access checks block a public origin from reaching 127.0.0.1). The
+// certificate is trusted with --ignore-certificate-errors-spki-list for that one leaf
+// key, not with a blanket ignore. Prints a table; exits 0 only if every check passed.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join, dirname, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const RUN_MS = 90_000; // the whole run, browser start included
+
+function arg(name) {
+  const i = process.argv.indexOf(name);
+  if (i < 0 || i + 1 >= process.argv.length) {
+    console.error(`usage: node run.mjs --wss URL --spki B64 --page-port N --cert F --key F (missing ${name})`);
+    process.exit(2);
+  }
+  return process.argv[i + 1];
+}
+
+const wss = arg('--wss');
+const spki = arg('--spki');
+const pagePort = Number(arg('--page-port'));
+const PAGE_ORIGIN = `https://127.0.0.1:${pagePort}`;
+const tlsFiles = { cert: readFileSync(arg('--cert')), key: readFileSync(arg('--key')) };
+
+const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
+
+// Expected outcome per case: a list of [check name, predicate(result) -> true | string].
+const closeIs = (r, code, reason, wasClean) => {
+  const c = r.events.find((e) => e.type === 'close');
+  if (!c) return 'no close event';
+  if (c.code !== code || c.reason !== reason || c.wasClean !== wasClean) {
+    return `close ${c.code} "${c.reason}" wasClean=${c.wasClean}`;
+  }
+  return true;
+};
+const types = (r) => r.events.map((e) => e.type).join(',');
+// A refused upgrade: onerror then onclose 1006, and Chromium's console names the HTTP
+// status wsgate answered (proof that the request reached wsgate and what it said).
+const failedHandshake = (status) => (r, consoleErrors) => {
+  const t = types(r);
+  if (t !== 'error,close') return `events ${t}`;
+  const c = closeIs(r, 1006, '', false);
+  if (c !== true) return c;
+  const said = consoleErrors.find((m) => m.includes(r.url));
+  if (!said || !said.includes(`Unexpected response code: ${status}`)) {
+    return `console: ${said || '(nothing about this URL)'}`;
+  }
+  return true;
+};
+
+const CASES = [
+  ['echo', 'open, text + ArrayBuffer + Blob echo, close 1000', (r) => {
+    if (r.events[0]?.type !== 'open') return `events ${types(r)}`;
+    const rt = r.roundTrips || [];
+    if (rt.length !== 3 || !rt.every(Boolean)) return `round trips ${JSON.stringify(rt)}`;
+    return closeIs(r, 1000, 'done', true);
+  }],
+  ['pingpong', 'server ping x3 → page pong, then close 1000', (r) => {
+    if (r.pings !== 3) return `pings ${r.pings}`;
+    if (r.final !== '{"pongs": 3}') return `final ${r.final}`;
+    return closeIs(r, 1000, 'pingpong done', true);
+  }],
+  ['backendClose', 'backend closes 4001 "backend bye" → onclose', (r) => {
+    if (types(r) !== 'open,close') return `events ${types(r)}`;
+    return closeIs(r, 4001, 'backend bye', true);
+  }],
+  ['unreachable', 'backend port closed: 502 → onerror, onclose 1006', failedHandshake(502)],
+  ['forbiddenOrigin', 'Origin not allowed: 403 → onerror, onclose 1006', failedHandshake(403)],
+  ['pageClose', 'page close(4002, "page bye") reaches the backend', (r) => {
+    const c = closeIs(r, 4002, 'page bye', true);
+    if (c !== true) return c;
+    const rec = r.record;
+    if (!rec) return 'no report from the backend';
+    if (rec.code !== 4002 || rec.reason !== 'page bye') return `backend saw ${rec.code} "${rec.reason}"`;
+    if (rec.headers.origin !== PAGE_ORIGIN) return `backend saw Origin ${rec.headers.origin}`;
+    if (rec.headers['x-forwarded-proto'] !== 'https') {
+      return `backend saw X-Forwarded-Proto ${rec.headers['x-forwarded-proto']}`;
+    }
+    return true;
+  }],
+];
+
+// The page's web server: https on 127.0.0.1, files from page/ only.
+function servePage() {
+  const root = join(HERE, 'page');
+  const server = createServer(tlsFiles, (req, res) => {
+    const path = new URL(req.url, PAGE_ORIGIN).pathname;
+    const file = normalize(join(root, path === '/' ? 'index.html' : path));
+    let body;
+    try {
+      body = file.startsWith(root + '/') ? readFileSync(file) : null;
+    } catch {
+      body = null;
+    }
+    if (!body) {
+      res.writeHead(404).end();
+      return;
+    }
+    const type = CONTENT_TYPES[file.slice(file.lastIndexOf('.'))] || 'application/octet-stream';
+    res.writeHead(200, { 'content-type': type }).end(body);
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(pagePort, '127.0.0.1', () => resolve(server));
+  });
+}
+
+async function main() {
+  const userDataDir = mkdtempSync(join(tmpdir(), 'wsgate-chromium-'));
+  let context;
+  const rows = [];
+  const server = await servePage();
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        `--ignore-certificate-errors-spki-list=${spki}`,
+      ],
+      timeout: 30_000,
+    });
+    const version = context.browser()?.version() ?? '(persistent context)';
+    const page = context.pages()[0] || (await context.newPage());
+    const consoleErrors = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push(m.text());
+    });
+    page.on('pageerror', (e) => consoleErrors.push(String(e)));
+    if (process.env.BROWSER_DEBUG) page.on('console', (m) => console.log(`console.${m.type()}: ${m.text()}`));
+    await page.goto(`${PAGE_ORIGIN}/`, { timeout: 15_000 });
+    console.log(`browser: ${CHROMIUM} ${version}; page ${PAGE_ORIGIN}/ ; wsgate ${wss}`);
+
+    for (const [name, what, check] of CASES) {
+      const started = Date.now();
+      const result = await page.evaluate(([n, base]) => window.runCase(n, base), [name, wss]);
+      const verdict = result.timedOut ? 'timed out' : check(result, consoleErrors);
+      rows.push({
+        name,
+        what,
+        ok: verdict === true,
+        detail: verdict === true ? types(result) : verdict,
+        ms: Date.now() - started,
+        result,
+      });
+    }
+    // The failed handshakes log "WebSocket connection to ... failed" on purpose.
+    const unexpected = consoleErrors.filter((m) => !/WebSocket connection to .* failed/.test(m));
+    rows.push({
+      name: 'console',
+      what: 'no page errors besides the expected failed handshakes',
+      ok: unexpected.length === 0,
+      detail: unexpected.length ? unexpected.join(' | ').slice(0, 200) : `${consoleErrors.length} expected`,
+      ms: 0,
+    });
+  } finally {
+    if (context) await context.close().catch(() => {});
+    server.close();
+    rmSync(userDataDir, { recursive: true, force: true });
+  }
+
+  const w = Math.max(...rows.map((r) => r.name.length));
+  const ww = Math.max(...rows.map((r) => r.what.length));
+  console.log(`\n${'case'.padEnd(w)}  ${'checks'.padEnd(ww)}  result  ${'ms'.padStart(5)}  detail`);
+  for (const r of rows) {
+    console.log(
+      `${r.name.padEnd(w)}  ${r.what.padEnd(ww)}  ${(r.ok ? 'ok' : 'FAILED').padEnd(6)}  ${String(r.ms).padStart(5)}  ${r.detail}`,
+    );
+  }
+  const failed = rows.filter((r) => !r.ok);
+  for (const r of failed) {
+    if (r.result) console.log(`\n${r.name} saw: ${JSON.stringify(r.result)}`);
+  }
+  console.log(`\n${rows.length - failed.length} passed, ${failed.length} failed`);
+  return failed.length === 0 ? 0 : 1;
+}
+
+const timer = setTimeout(() => {
+  console.error(`error: browser run still going after ${RUN_MS / 1000}s, giving up`);
+  process.exit(1);
+}, RUN_MS);
+main().then(
+  (code) => {
+    clearTimeout(timer);
+    process.exitCode = code;
+  },
+  (err) => {
+    clearTimeout(timer);
+    console.error(`error: ${err.stack || err}`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Installs what the interop scripts in tests/interop need, on a fresh Debian 12 machine
+# (as root, as CI runs); quick and quiet when everything is already there:
+#   - Debian's chromium (apt-get; never a browser downloaded by a test tool),
+#   - Python `websockets` >= 14 for $PYTHON (pip),
+#   - the npm packages of tests/interop/node (ws) and tests/interop/browser
+#     (playwright-core), with `npm ci` from the committed package-lock.json files,
+#   - Autobahn|Testsuite for Python 2.7 (autobahn.sh --install-only).
+# Fails loudly on anything it cannot install (no Node.js >= 20, no Python 2.7, ...).
+set -euo pipefail
+
+# shellcheck source=tests/interop/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+readonly WEBSOCKETS_SPEC='websockets>=14,<16'
+
+ensure_chromium() {
+    local chromium="${CHROMIUM:-/usr/bin/chromium}"
+    if [ -x "$chromium" ]; then
+        echo "already installed: $("$chromium" --version 2>/dev/null | head -n1)"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || die "$chromium missing and not root: apt-get install -y chromium"
+    echo "installing Debian's chromium with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null ||
+        die "apt-get install chromium failed"
+    [ -x "$chromium" ] || die "chromium installed but $chromium is missing"
+    echo "installed: $("$chromium" --version 2>/dev/null | head -n1)"
+}
+
+ensure_python_websockets() {
+    if (require_python_websockets) 2>/dev/null; then
+        echo "already installed: websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)')"
+        return 0
+    fi
+    echo "installing '$WEBSOCKETS_SPEC' for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        "$WEBSOCKETS_SPEC" || die "pip could not install '$WEBSOCKETS_SPEC'"
+    require_python_websockets
+}
+
+ensure_node() {
+    command -v node >/dev/null 2>&1 || die "node not found: Node.js >= 20 is needed (playwright-core, ws)"
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$major" -ge 20 ] || die "Node.js $(node --version) is too old: >= 20 is needed"
+    echo "node $(node --version), npm $(npm --version)"
+}
+
+ensure_chromium
+ensure_python_websockets
+ensure_node
+ensure_npm node
+ensure_npm browser
+bash "$INTEROP_DIR/autobahn.sh" --install-only
