@@ -5,8 +5,10 @@
 #
 # On a fresh Debian 12 machine with the Rust toolchain it installs what the tests
 # need, then runs every check: formatting, clippy (warnings are errors), all test
-# targets and the doc tests. Every step runs even if an earlier one failed, so one
-# run shows everything that is wrong; the exit status is non-zero if any step failed.
+# targets and the doc tests, then the interop and conformance suites of
+# tests/interop (third-party clients, headless Chromium, Autobahn|Testsuite).
+# Every step runs even if an earlier one failed, so one run shows everything that
+# is wrong; the exit status is non-zero if any step failed.
 # Fast and silent about installing when everything is already there.
 #
 # Environment:
@@ -20,8 +22,8 @@ export PYTHON="${PYTHON:-python3}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 # The new asyncio client API (websockets.asyncio.client) used by
-# tests/interop/python_echo.py appeared in websockets 13.
-readonly WEBSOCKETS_SPEC='websockets>=13,<16'
+# tests/interop/python_echo.py appeared in websockets 13; the interop clients use send(text=True), new in 14.
+readonly WEBSOCKETS_SPEC='websockets>=14,<16'
 
 failed=()
 summary=()
@@ -52,7 +54,7 @@ import sys
 import websockets
 from websockets.asyncio.client import connect  # noqa: F401  (the API the tests use)
 major, minor = (int(x) for x in websockets.__version__.split(".")[:2])
-sys.exit(0 if (major, minor) >= (13, 0) else 1)
+sys.exit(0 if (major, minor) >= (14, 0) else 1)
 EOF
 }
 
@@ -120,6 +122,15 @@ run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
 run_step "cargo test --all-targets" cargo test --all-targets
 # --all-targets leaves out doc tests; run them too (a library is always present).
 run_step "cargo test --doc" cargo test --doc
+# Interop and conformance (tests/interop/): Python `websockets` and Node `ws` clients, a
+# real headless Chromium over wss, and Autobahn|Testsuite (direct vs through wsgate),
+# all against a release build of wsgate. install.sh brings Debian's chromium, the npm
+# packages (npm ci) and the Python 2.7 suite; each script prints its own table.
+run_step "interop install" bash tests/interop/install.sh
+run_step "cargo build --release" cargo build --release --bin wsgate
+run_step "interop: clients" bash tests/interop/clients.sh
+run_step "interop: browser (wss)" bash tests/interop/browser.sh
+run_step "interop: autobahn" bash tests/interop/autobahn.sh
 
 section "summary"
 printf '%s\n' "${summary[@]}"

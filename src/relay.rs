@@ -473,7 +473,12 @@ async fn pump(
         }
         if let Err((code, reason)) = message.check(&frame) {
             shared.violation(from, code, reason).await;
-            return drain(reader).await;
+            // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
+            // nothing more will come, so close now instead of waiting for another Close.
+            if frame.opcode != OpCode::Close {
+                drain(reader).await;
+            }
+            return;
         }
         match frame.opcode {
             OpCode::Close => {

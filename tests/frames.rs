@@ -299,3 +299,30 @@ async fn malformed_backend_frames_are_1002_to_backend_and_1014_to_client() {
     backend_violation("orphan continuation", Frame::cont("x").encode()).await;
     backend_violation("close code 1005", Frame::close(1005, "").encode()).await;
 }
+
+/// Regression: after answering an invalid Close with 1002, wsgate kept the TCP connection
+/// open for the whole close_timeout, waiting for a second Close that never comes (the
+/// invalid Close already ended the client's side of the handshake, RFC 6455 §7.1.1).
+#[tokio::test]
+async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
+    let backend = Backend::echo().await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/ws"),
+        "    close_timeout: 10s\n",
+    );
+    let proxy = Proxy::with_routes(&routes).await;
+    let mut client = raw::upgrade(proxy.addr(), "/app").await;
+    let started = tokio::time::Instant::now();
+    client.write_bytes(&masked(Frame::close(1005, ""))).await;
+    assert_eq!(client.recv_close().await.close_code(), Some(1002));
+    // Not answering: the proxy must close TCP by itself, long before the 10 s close_timeout.
+    client.expect_eof().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "TCP stayed open {:?}",
+        started.elapsed()
+    );
+    proxy.assert_drained().await;
+}
