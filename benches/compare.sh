@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# wsgate vs nginx vs HAProxy, all on loopback, one table.
+#
+#   bash benches/compare.sh
+#
+# Builds wsgate and the load generator (benches/loadgen) in release mode, installs
+# nginx-light and haproxy from Debian if missing, starts the echo backend and every
+# proxy (one worker each, configs rendered from benches/peers/), pins the load
+# generator to CPU $BENCH_LOADGEN_CPU and backend + proxy to CPU $BENCH_SERVER_CPU, and
+# measures for each target: 64 B msg/s, 64 KiB MB/s, p50/p99 at a fixed rate, new
+# connections/s (rates $BENCH_REPS times, targets interleaved), and RSS per idle
+# connection; then the same with TLS on the client hop. Prints one markdown report and
+# writes it to benches/results/latest.md (raw results beside it).
+#
+# Knobs (environment):
+#   BENCH_DURATION=4  BENCH_WARMUP=0.5  BENCH_REPS=3      seconds per measure, repeats
+#   BENCH_ECHO_CONNS=50  BENCH_BIG_CONNS=50  BENCH_BIG_SIZE=65536
+#   BENCH_LAT_CONNS=50  BENCH_LAT_RATE=5000  BENCH_CONN_CONCURRENCY=32
+#   BENCH_IDLE_CONNS=9000  BENCH_IDLE_HOLD=3
+#   BENCH_TARGETS="direct wsgate nginx haproxy"  (also: caddy; wsgate-nometrics =
+#                    wsgate with metrics.per_frame off, to see what counting costs)
+#   BENCH_TLS_TARGETS="wsgate nginx"  (haproxy too if wanted; "" skips the TLS suite)
+#   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used"
+#                    (idle: connections that never sent anything; idle_used: after one
+#                    64 B echo each, so per-connection buffers have been touched)
+#   BENCH_NICE=-10   scheduler priority of this run (autogroup + nice; "" leaves it)
+#   BENCH_PORT_BASE=18700  BENCH_LOADGEN_CPU=0  BENCH_SERVER_CPU=1
+#   BENCH_WSGATE_EXTRA=""  YAML lines appended to the wsgate configs
+#   BENCH_SKIP_BUILD=1     use the binaries already built
+#   BENCH_WSGATE_BIN=PATH  measure this wsgate binary instead of building the work tree
+#                          (e.g. a build of a clean commit while src/ is being edited)
+#   BENCH_KEEP=1           keep the scratch folder (configs, logs, raw results)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DUR=${BENCH_DURATION:-4}
+WARMUP=${BENCH_WARMUP:-0.5}
+REPS=${BENCH_REPS:-3}
+ECHO_CONNS=${BENCH_ECHO_CONNS:-50}
+BIG_CONNS=${BENCH_BIG_CONNS:-50}
+BIG_SIZE=${BENCH_BIG_SIZE:-65536}
+LAT_CONNS=${BENCH_LAT_CONNS:-50}
+LAT_RATE=${BENCH_LAT_RATE:-5000}
+CONN_CONC=${BENCH_CONN_CONCURRENCY:-32}
+IDLE_CONNS=${BENCH_IDLE_CONNS:-9000}
+IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
+TARGETS=${BENCH_TARGETS:-direct wsgate nginx haproxy}
+TLS_TARGETS=${BENCH_TLS_TARGETS-wsgate nginx}
+MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used}
+NICE=${BENCH_NICE--10}
+PORT_BASE=${BENCH_PORT_BASE:-18700}
+LG_CPU=${BENCH_LOADGEN_CPU:-0}
+SRV_CPU=${BENCH_SERVER_CPU:-1}
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- preparation
+ulimit -n 20000 2>/dev/null || die "cannot raise the open-file limit to 20000 (ulimit -Hn is $(ulimit -Hn))"
+command -v taskset >/dev/null || die "taskset (util-linux) is required"
+command -v openssl >/dev/null || die "openssl is required (TLS certificates)"
+command -v python3 >/dev/null || die "python3 is required (report)"
+[ "$(nproc)" -gt "$(( LG_CPU > SRV_CPU ? LG_CPU : SRV_CPU ))" ] || die "CPUs $LG_CPU and $SRV_CPU must exist (nproc=$(nproc))"
+
+want_pkgs=()
+need() { case " $TARGETS $TLS_TARGETS " in *" $1 "*) command -v "$2" >/dev/null || want_pkgs+=("$3") ;; esac; }
+need nginx nginx nginx-light
+need haproxy haproxy haproxy
+need caddy caddy caddy
+if [ ${#want_pkgs[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing ${want_pkgs[*]}; run as root or install them"
+    log "installing ${want_pkgs[*]} from Debian"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${want_pkgs[@]}" >/dev/null
+fi
+
+WSGATE_BIN=${BENCH_WSGATE_BIN:-$ROOT/target/release/wsgate}
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    if [ -z "${BENCH_WSGATE_BIN:-}" ]; then
+        log "building wsgate (release)"
+        (cd "$ROOT" && cargo build --release --bin wsgate 2>&1 | tail -n 3) >&2
+    fi
+    log "building the load generator and echo backend (release)"
+    (cd "$ROOT/benches/loadgen" && cargo build --release 2>&1 | tail -n 3) >&2
+fi
+
+RUN=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
+BIN=$RUN/bin
+mkdir -p "$BIN" "$ROOT/benches/results"
+# Copies, so a rebuild during the run does not swap a binary under us.
+cp "$WSGATE_BIN" "$ROOT/benches/loadgen/target/release/loadgen" \
+    "$ROOT/benches/loadgen/target/release/echo-backend" "$BIN/"
+RESULTS=$RUN/results.tsv
+: >"$RESULTS"
+
+declare -A PID=()      # target name -> PID whose CPU and RSS are measured
+declare -A PORT=()     # target name -> listening port
+declare -A MAIN=()     # target name -> PID we started (nginx: the master)
+STARTED=()             # every PID we started, to stop at exit
+OLD_AUTOGROUP=""
+
+cleanup() {
+    local p
+    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 30); do
+        local alive=0
+        for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ $alive = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    [ -n "$OLD_AUTOGROUP" ] && echo "$OLD_AUTOGROUP" >/proc/self/autogroup 2>/dev/null
+    if [ -n "${BENCH_KEEP:-}" ]; then log "scratch folder kept: $RUN"; else rm -rf "$RUN"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Other work on this machine competes for the two cores. Where the kernel groups tasks
+# by session (autogroup), only the group's weight counts, so raise that; else renice.
+if [ -n "$NICE" ] && [ "$(id -u)" = 0 ]; then
+    if [ -w /proc/self/autogroup ] && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+        OLD_AUTOGROUP=$(sed -n 's/.* nice //p' /proc/self/autogroup)
+        echo "$NICE" >/proc/self/autogroup
+    fi
+    renice -n "$NICE" -p $$ >/dev/null
+fi
+
+# ---------------------------------------------------------------- certificates
+TLSDIR=$RUN/tls
+mkdir -p "$TLSDIR"
+(
+    cd "$TLSDIR"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout ca.key -out ca.pem -subj "/CN=wsgate bench CA" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile ext.cnf -out server.pem 2>/dev/null
+    cat server.pem server.key >server-with-key.pem
+)
+
+# ---------------------------------------------------------------- processes
+BACKEND_PORT=$((PORT_BASE + 1))
+declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14)
+
+render() { # template out port [scratch dir for @RUN@]
+    sed -e "s|@RUN@|${4:-$RUN}|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+        -e "s|@CERT@|$TLSDIR/server.pem|g" -e "s|@KEY@|$TLSDIR/server.key|g" \
+        -e "s|@PEM@|$TLSDIR/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$RUN/$2"
+}
+
+port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
+
+wait_listening() { # name port pid
+    for _ in $(seq 200); do
+        kill -0 "$3" 2>/dev/null || { tail -n 20 "$RUN/$1.log" >&2; die "$1 exited during start"; }
+        ss -Hltn "sport = :$2" | grep -q . && return 0
+        sleep 0.05
+    done
+    die "$1 is not listening on $2 after 10 s"
+}
+
+start() { # name port command...
+    local name=$1 port=$2
+    shift 2
+    port_free "$port" || die "port $port (for $name) is in use; set BENCH_PORT_BASE"
+    taskset -c "$SRV_CPU" "$@" >"$RUN/$name.log" 2>&1 &
+    local pid=$!
+    STARTED+=("$pid")
+    MAIN[$name]=$pid
+    wait_listening "$name" "$port" "$pid"
+    PID[$name]=$pid
+    PORT[$name]=$port
+    # nginx: connections live in the (single) worker, a child of the master.
+    if [ "$name" = nginx ] || [ "$name" = nginx-tls ]; then
+        PID[$name]=""
+        for _ in $(seq 100); do
+            PID[$name]=$(pgrep -P "$pid" | head -n 1) && [ -n "${PID[$name]}" ] && break
+            sleep 0.05
+        done
+        [ -n "${PID[$name]}" ] || die "no nginx worker under $pid"
+    fi
+    log "started $name (pid ${PID[$name]}) on 127.0.0.1:$port"
+}
+
+stop_target() { # name: stops it and waits until its port is free
+    local name=$1 pid=${MAIN[$1]} p keep=()
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    STARTED=("${keep[@]}")
+    for _ in $(seq 100); do port_free "${PORT[$name]}" && break; sleep 0.05; done
+}
+
+start_target() { # name
+    local name=$1 port=$((PORT_BASE + ${PORT_OF[$1]}))
+    case $name in
+    direct) start direct "$port" "$BIN/echo-backend" --listen "127.0.0.1:$port" ;;
+    wsgate | wsgate-tls | wsgate-nometrics)
+        render "${name%-nometrics}.yaml" "$name.yaml" "$port"
+        [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
+        # The cost of per-frame counting: the same wsgate with it switched off.
+        [ "$name" = wsgate-nometrics ] && printf 'metrics:\n  per_frame: false\n' >>"$RUN/$name.yaml"
+        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
+            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
+        ;;
+    nginx | nginx-tls)
+        mkdir -p "$RUN/$name"
+        render "$name.conf" "$name/nginx.conf" "$port" "$RUN/$name"
+        start "$name" "$port" nginx -p "$RUN/$name/" -e "$RUN/$name/error.log" -c "$RUN/$name/nginx.conf"
+        ;;
+    haproxy | haproxy-tls)
+        render "$name.cfg" "$name.cfg" "$port"
+        start "$name" "$port" haproxy -db -f "$RUN/$name.cfg"
+        ;;
+    caddy)
+        mkdir -p "$RUN/caddy"
+        render Caddyfile caddy/Caddyfile "$port"
+        HOME=$RUN/caddy XDG_DATA_HOME=$RUN/caddy XDG_CONFIG_HOME=$RUN/caddy \
+            start caddy "$port" caddy run --adapter caddyfile --config "$RUN/caddy/Caddyfile"
+        ;;
+    *) die "unknown target $name" ;;
+    esac
+}
+
+start_target direct
+for t in $TARGETS; do [ "$t" = direct ] || start_target "$t"; done
+for t in $TLS_TARGETS; do start_target "$t-tls"; done
+
+# ---------------------------------------------------------------- measuring
+# lg SUITE TARGET MEASURE REP loadgen-args...  → one line in $RESULTS
+lg() {
+    local suite=$1 target=$2 measure=$3 rep=$4
+    shift 4
+    local watch=${PID[direct]} tls=() load out
+    [ "$target" = direct ] || watch="${PID[$target]},${PID[direct]}"
+    case $target in *-tls) tls=(--tls-ca "$TLSDIR/ca.pem" --sni localhost) ;; esac
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    if out=$(taskset -c "$LG_CPU" "$BIN/loadgen" "$@" --addr "127.0.0.1:${PORT[$target]}" \
+        "${tls[@]}" --watch "$watch" --warmup "$WARMUP" --duration "$DUR" 2>"$RUN/loadgen.err"); then
+        out=$(grep '^RESULT ' <<<"$out" | sed 's/^RESULT //')
+    else
+        out="FAILED $(tail -n 1 "$RUN/loadgen.err")"
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$target" "$measure" "$rep" "$load" "$out" >>"$RESULTS"
+    log "$(printf '%-5s %-11s %-8s #%s load %-5s %s' "$suite" "$target" "$measure" "$rep" "$load" \
+        "$(tr ' ' '\n' <<<"$out" | grep -E '^(msg_per_s|mb_per_s|p50_us|p99_us|conn_per_s|cpu_pct|watch_cpu_pct|FAILED)' | tr '\n' ' ')")"
+}
+
+measure_args() { # measure → loadgen mode and options
+    case $1 in
+    echo64) echo "echo --conns $ECHO_CONNS --inflight 1 --size 64" ;;
+    echo64k) echo "echo --conns $BIG_CONNS --inflight 1 --size $BIG_SIZE" ;;
+    latency) echo "latency --conns $LAT_CONNS --rate $LAT_RATE --size 64" ;;
+    connrate) echo "connrate --concurrency $CONN_CONC" ;;
+    esac
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# RSS of the target's process, freshly restarted, before and after opening
+# $IDLE_CONNS connections (with one echoed message each if ECHO_FIRST is true).
+idle() { # suite target measure echo_first
+    local suite=$1 target=$2 measure=$3 echo_first=$4 tls=() before after out load pid
+    stop_target "$target"
+    start_target "$target"
+    pid=${PID[$target]}
+    sleep 0.5
+    case $target in *-tls) tls=(--tls-ca "$TLSDIR/ca.pem" --sni localhost) ;; esac
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    before=$(rss_kb "$pid")
+    taskset -c "$LG_CPU" "$BIN/loadgen" idle --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --echo-first "$echo_first" \
+        --addr "127.0.0.1:${PORT[$target]}" "${tls[@]}" >"$RUN/idle.out" 2>"$RUN/idle.err" &
+    local lgpid=$!
+    for _ in $(seq 2400); do
+        grep -q '^ALL_OPEN' "$RUN/idle.out" && break
+        kill -0 "$lgpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1 # let the proxy finish the last handshakes' bookkeeping
+    after=$(rss_kb "$pid")
+    if wait "$lgpid"; then
+        out=$(awk -v b="$before" -v a="$after" -v n="$IDLE_CONNS" \
+            'END {printf "mode=idle echo_first='"$echo_first"' conns=%d rss_before_kb=%d rss_after_kb=%d kib_per_conn=%.2f", n, b, a, (a-b)/n}' </dev/null)
+    else
+        out="FAILED $(tail -n 1 "$RUN/idle.err")"
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$target" "$measure" 1 "$load" "$out" >>"$RESULTS"
+    log "$(printf '%-5s %-11s %-9s load %-5s %s' "$suite" "$target" "$measure" "$load" "$out")"
+    sleep 2 # resets drain through the proxy before the next measure
+}
+
+has_measure() { case " $MEASURES " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# rotate LIST K: the list started at its K-th element, so no target is always first.
+rotate() {
+    local -a l
+    read -r -a l <<<"$1"
+    local k=$(($2 % ${#l[@]}))
+    echo "${l[@]:k}" "${l[@]:0:k}"
+}
+
+{
+    echo "started=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1) x $(nproc)"
+    echo "kernel=$(uname -r)"
+    if [ -n "${BENCH_WSGATE_BIN:-}" ]; then
+        echo "commit=binary $BENCH_WSGATE_BIN"
+    else
+        echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null) (+$(git -C "$ROOT" status --porcelain -- src Cargo.toml 2>/dev/null | wc -l) files changed in src/, Cargo.toml)"
+    fi
+    echo "nginx=$(nginx -v 2>&1 | sed 's|.*/||')"
+    echo "haproxy=$(haproxy -v 2>/dev/null | head -n 1 | awk '{print $3}')"
+    echo "settings=duration ${DUR}s + warmup ${WARMUP}s, ${REPS} reps; 64 B: ${ECHO_CONNS} conns x 1; 64 KiB: ${BIG_CONNS} conns x 1; latency: ${LAT_CONNS} conns at ${LAT_RATE} msg/s; connrate: ${CONN_CONC} concurrent; idle: ${IDLE_CONNS} conns; nice ${NICE:-none}; loadgen CPU ${LG_CPU}, backend + proxy CPU ${SRV_CPU}"
+} >"$RUN/meta.txt"
+
+suite() { # name targets...
+    local name=$1
+    shift
+    local targets="$*" rep m t
+    # Memory first, each target restarted fresh before each measure.
+    for t in $targets; do
+        if has_measure idle; then idle "$name" "$t" idle false; fi
+        if has_measure idle_used; then idle "$name" "$t" idle_used true; fi
+    done
+    for rep in $(seq "$REPS"); do
+        for m in echo64 echo64k latency connrate; do
+            has_measure "$m" || continue
+            # shellcheck disable=SC2046
+            for t in $(rotate "$targets" $((rep - 1))); do lg "$name" "$t" "$m" "$rep" $(measure_args "$m"); done
+        done
+    done
+}
+
+log "plain suite: $TARGETS ($REPS reps of ${DUR}s per measure)"
+# shellcheck disable=SC2086 # target lists are space-separated words
+suite plain $TARGETS
+if [ -n "$TLS_TARGETS" ]; then
+    tls_list=""
+    for t in $TLS_TARGETS; do tls_list+="$t-tls "; done
+    log "TLS suite: $tls_list"
+    # shellcheck disable=SC2086
+    suite tls $tls_list
+fi
+echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/meta.txt"
+
+python3 "$ROOT/benches/report.py" "$RUN/meta.txt" "$RESULTS" >"$ROOT/benches/results/latest.md"
+cp "$RESULTS" "$ROOT/benches/results/latest.tsv"
+cat "$ROOT/benches/results/latest.md"
+log "written: benches/results/latest.md (raw: benches/results/latest.tsv)"

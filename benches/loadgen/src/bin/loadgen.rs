@@ -1,0 +1,132 @@
+//! One-core WebSocket load generator. See `benches/README.md`.
+//!
+//! ```text
+//! loadgen MODE --addr 127.0.0.1:PORT [--path /] [--tls-ca CA.pem --sni localhost]
+//!              [--watch PID,PID] [--warmup 0.5] [--duration 4] MODE-OPTIONS
+//!   echo      --conns 50 --inflight 1 --size 64 [--client raw|tungstenite]
+//!   latency   --conns 50 --rate 5000 --size 64
+//!   connrate  --concurrency 32
+//!   idle      --conns 9000 --concurrency 100 --hold 5 [--echo-first true]
+//! ```
+//! Prints one line `RESULT key=value …` on success (idle also prints `ALL_OPEN …` once
+//! every connection is open); exits 1 with the reason on stderr otherwise.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use wsgate_loadgen::args::Args;
+use wsgate_loadgen::modes::{self, Common};
+use wsgate_loadgen::net::Target;
+
+/// Slack added to a run's planned length before the watchdog ends it.
+const WATCHDOG_SLACK: Duration = Duration::from_secs(60);
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let Some(mode) = argv.next().filter(|m| !m.starts_with('-')) else {
+        eprintln!(
+            "usage: loadgen echo|latency|connrate|idle --addr 127.0.0.1:PORT [options] (see the source header)"
+        );
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(&mode, argv)) {
+        Ok(line) => {
+            println!("RESULT {line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadgen {mode}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, String> {
+    let mut a = Args::parse(argv)?;
+    let addr: SocketAddr = a
+        .opt("addr")
+        .ok_or("--addr is required")?
+        .parse()
+        .map_err(|e| format!("--addr: {e}"))?;
+    let path = a.get("path", "/".to_string())?;
+    let ca = a.opt("tls-ca");
+    let sni = a.get("sni", "localhost".to_string())?;
+    let target = Target::new(addr, &path, ca.as_deref().map(|ca| (ca, sni.as_str())))
+        .map_err(|e| e.to_string())?;
+    let watch = a
+        .opt("watch")
+        .map(|w| w.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let c = Common {
+        target,
+        watch,
+        warmup: a.secs("warmup", 0.5)?,
+        duration: a.secs("duration", 4.0)?,
+    };
+    let planned = c.warmup + c.duration;
+    let work = async {
+        match mode {
+            "echo" => {
+                let (conns, inflight, size) = (
+                    a.get("conns", 50)?,
+                    a.get("inflight", 1)?,
+                    a.get("size", 64)?,
+                );
+                let client = a.get("client", "raw".to_string())?;
+                a.finish()?;
+                match client.as_str() {
+                    "raw" => modes::echo::run(&c, conns, inflight, size).await,
+                    #[cfg(feature = "tungstenite")]
+                    "tungstenite" => modes::tung::run(&c, conns, inflight, size).await,
+                    other => Err(format!(
+                        "--client {other}: raw, or tungstenite when built with --features tungstenite"
+                    )),
+                }
+            }
+            "latency" => {
+                let (conns, rate, size) = (
+                    a.get("conns", 50)?,
+                    a.get("rate", 5000.0)?,
+                    a.get("size", 64)?,
+                );
+                a.finish()?;
+                modes::latency::run(&c, conns, rate, size).await
+            }
+            "connrate" => {
+                let concurrency = a.get("concurrency", 32)?;
+                a.finish()?;
+                modes::connrate::run(&c, concurrency).await
+            }
+            "idle" => {
+                let (conns, concurrency, hold) = (
+                    a.get("conns", 9000)?,
+                    a.get("concurrency", 100)?,
+                    a.secs("hold", 5.0)?,
+                );
+                let echo_first = a.get("echo-first", false)?;
+                a.finish()?;
+                let r = modes::idle::run(&c, conns, concurrency, hold, echo_first);
+                // Opening is bounded separately (3 minutes); the hold adds to it.
+                return tokio::time::timeout(hold + Duration::from_secs(200), r)
+                    .await
+                    .unwrap_or_else(|_| Err("watchdog: idle run took too long".into()));
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    };
+    tokio::time::timeout(planned + modes::CONNECT_TIMEOUT + WATCHDOG_SLACK, work)
+        .await
+        .unwrap_or_else(|_| Err("watchdog: run took too long".into()))
+}
