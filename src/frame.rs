@@ -6,10 +6,24 @@
 //! its header and lets `read_frame` be cancel-safe (it only awaits `read_buf`).
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::Poll;
 
-/// How much the read buffer grows by when it is empty (one read of a typical burst).
-const READ_CHUNK: usize = 8 * 1024;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// Size of the per-thread scratch buffer that reads land in when the connection has no
+/// room of its own (one read of a typical burst).
+const SCRATCH_BYTES: usize = 16 * 1024;
+/// With at least this much free room in its own buffer (a large frame being read), a
+/// connection reads straight into it and skips the copy out of the scratch buffer.
+const DIRECT_READ_MIN: usize = 4 * 1024;
+/// An empty connection buffer larger than this is released rather than kept for later.
+const KEEP_MAX: usize = 64 * 1024;
+
+thread_local! {
+    /// Reads of connections with no room of their own land here and only the bytes that
+    /// arrived are copied out, so an idle connection holds no read buffer (design §8).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// Frame opcodes (RFC 6455 §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,10 +144,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if let Some(frame) = self.parse()? {
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-                self.buf.reserve(READ_CHUNK);
+            if self.buf.is_empty() && self.buf.capacity() > KEEP_MAX {
+                self.buf = BytesMut::new();
             }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if self.fill().await? == 0 {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
@@ -141,6 +155,31 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 };
             }
         }
+    }
+
+    /// Reads once, into the connection's own room when it has plenty (a large frame is
+    /// arriving), else into the thread's scratch buffer, copying out what arrived.
+    ///
+    /// Cancel-safe: bytes are only taken from the socket inside a single poll.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() >= DIRECT_READ_MIN {
+            return self.io.read_buf(&mut self.buf).await;
+        }
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        std::future::poll_fn(|cx| {
+            SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut read = ReadBuf::new(&mut scratch[..]);
+                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(read.filled());
+                        Poll::Ready(Ok(read.filled().len()))
+                    }
+                    other => other.map(|r| r.map(|()| 0)),
+                }
+            })
+        })
+        .await
     }
 
     /// Gives back the stream (what was buffered is dropped).

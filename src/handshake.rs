@@ -280,7 +280,11 @@ async fn upgrade(
                 .map(|u| u.downcast::<TokioIo<Stream>>())
             {
                 Ok(Ok(parts)) => {
-                    let client_hop = (parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]));
+                    // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB
+                    // allocation would live as long as the connection.
+                    let leftover = BytesMut::from(&parts.read_buf[..]);
+                    drop(parts.read_buf);
+                    let client_hop = (parts.io.into_inner(), leftover);
                     crate::relay::run(
                         session,
                         client_hop,
