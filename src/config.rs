@@ -72,6 +72,10 @@ pub struct Config {
     /// What is measured.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Worker threads, each a single-threaded runtime with its own accept socket per
+    /// listener; 0 = one per available core. Default 0.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// What is measured.

@@ -38,6 +38,7 @@ pub mod tls;
 pub mod units;
 pub mod utf8;
 pub mod watch;
+pub mod workers;
 
 pub use close::{CloseReport, ClosedBy, Outcome};
 pub use config::{Config, ConfigError};

@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::handshake::{self, ClientInfo};
 use crate::server::{Gateway, StartError};
 use crate::stream::Stream;
+use crate::workers::Workers;
 
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -42,9 +43,10 @@ impl TlsSlot {
     }
 }
 
-/// One bound client-facing listener.
+/// One client-facing listener: a socket per worker, a swappable TLS config, a stop switch.
 pub struct Listener {
-    tcp: TcpListener,
+    sockets: Vec<std::net::TcpListener>,
+    addr: SocketAddr,
     bind: SocketAddr,
     tls: Arc<TlsSlot>,
     gateway: Arc<Gateway>,
@@ -52,20 +54,22 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds the address; `tls` None means plain `ws`.
-    pub async fn bind(
+    /// Binds the address on every worker; `tls` None means plain `ws`.
+    pub fn bind(
         bind: SocketAddr,
         tls: Option<Arc<ServerConfig>>,
         gateway: Arc<Gateway>,
+        workers: &Workers,
     ) -> Result<Listener, StartError> {
-        let tcp = TcpListener::bind(bind)
-            .await
+        let (addr, sockets) = workers
+            .bind(bind)
             .map_err(|source| StartError::Bind { addr: bind, source })?;
         let slot = Arc::new(TlsSlot::default());
         slot.set(tls);
         let stop = gateway.shutdown.child_token();
         Ok(Listener {
-            tcp,
+            sockets,
+            addr,
             bind,
             tls: slot,
             gateway,
@@ -75,8 +79,7 @@ impl Listener {
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        // A bound listener always has a local address; fall back to the configured one.
-        self.tcp.local_addr().unwrap_or(self.bind)
+        self.addr
     }
 
     /// The address as configured (port 0 stays 0), which is how reload recognises it.
@@ -94,27 +97,46 @@ impl Listener {
         self.stop.clone()
     }
 
-    /// Accepts until stopped; one task per connection.
-    pub async fn serve(self) {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                accepted = self.tcp.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            let id = self.gateway.next_id.fetch_add(1, Ordering::Relaxed);
-            let span = tracing::info_span!("conn", id, %peer);
-            let (gw, tls) = (self.gateway.clone(), self.tls.current());
-            self.gateway
-                .tracker
-                .spawn(serve_connection(tcp, peer, id, tls, gw).instrument(span));
+    /// Starts one accept loop per worker, each on its own socket.
+    pub fn serve(self, workers: &Workers) {
+        for (socket, handle) in self.sockets.into_iter().zip(workers.handles()) {
+            let (tls, gateway, stop) = (self.tls.clone(), self.gateway.clone(), self.stop.clone());
+            handle.spawn(async move {
+                // Registering with the reactor needs this worker's runtime, hence inside the task.
+                match TcpListener::from_std(socket) {
+                    Ok(tcp) => accept_loop(tcp, tls, gateway, stop).await,
+                    Err(e) => tracing::error!(error = %e, "cannot register the listening socket"),
+                }
+            });
         }
+    }
+}
+
+/// Accepts until stopped; one task per connection, on this worker.
+async fn accept_loop(
+    tcp: TcpListener,
+    tls: Arc<TlsSlot>,
+    gateway: Arc<Gateway>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = tcp.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let id = gateway.next_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("conn", id, %peer);
+        let config = tls.current();
+        gateway
+            .tracker
+            .spawn(serve_connection(stream, peer, id, config, gateway.clone()).instrument(span));
     }
 }
 

@@ -42,7 +42,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Connections run on the worker threads (see `workers`); this runtime only handles
+    // signals, reloads, health checks and the admin listener.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

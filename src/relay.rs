@@ -503,10 +503,8 @@ async fn pump(
         }
         let is_data = !frame.opcode.is_control();
         let len = frame.payload.len() as u64;
-        if shared.forward(to, &mut frame).await.is_err() {
-            shared.peer_gone(to).await;
-            continue;
-        }
+        // Counted before the write, so a peer that has received a message always finds it
+        // in the counters (the write completes on another thread than a scrape).
         live.frame(dir, frame.opcode, is_data.then_some(len), frame.fin);
         if is_data {
             counts.bytes.fetch_add(len, Ordering::Relaxed);
@@ -514,6 +512,9 @@ async fn pump(
                 counts.messages.fetch_add(1, Ordering::Relaxed);
             }
             shared.touch();
+        }
+        if shared.forward(to, &mut frame).await.is_err() {
+            shared.peer_gone(to).await;
         }
     }
 }

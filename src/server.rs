@@ -14,6 +14,7 @@ use crate::config::{Config, Limits, ListenerConfig, TlsConfig};
 use crate::listener::{Listener, TlsSlot};
 use crate::metrics::Metrics;
 use crate::route::RouteTable;
+use crate::workers::Workers;
 
 /// How many close reports a slow subscriber may lag behind before it misses some.
 const REPORT_BACKLOG: usize = 4096;
@@ -32,6 +33,9 @@ pub enum StartError {
     /// A certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
     /// The new configuration file is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -103,6 +107,7 @@ pub struct Running {
     admin_addr: Option<SocketAddr>,
     gateway: Arc<Gateway>,
     config: Mutex<Config>,
+    workers: Arc<Workers>,
 }
 
 impl Running {
@@ -192,8 +197,12 @@ impl Running {
         let mut fresh = Vec::new();
         for (i, lc) in new.listeners.iter().enumerate() {
             if matched[i].is_none() {
-                let listener =
-                    Listener::bind(lc.bind, tls_configs[i].clone(), self.gateway.clone()).await?;
+                let listener = Listener::bind(
+                    lc.bind,
+                    tls_configs[i].clone(),
+                    self.gateway.clone(),
+                    &self.workers,
+                )?;
                 fresh.push((i, listener));
             }
         }
@@ -232,7 +241,7 @@ impl Running {
                 });
             } else if let Some(pos) = fresh.iter().position(|(k, _)| *k == i) {
                 let (_, listener) = fresh.swap_remove(pos);
-                next.push(spawn_listener(listener, lc.clone()));
+                next.push(spawn_listener(listener, lc.clone(), &self.workers));
             }
         }
         for handle in old.into_iter().flatten() {
@@ -295,15 +304,15 @@ fn settings(config: &Config) -> Settings {
     }
 }
 
-fn spawn_listener(listener: Listener, config: ListenerConfig) -> ListenerHandle {
+fn spawn_listener(listener: Listener, config: ListenerConfig, workers: &Workers) -> ListenerHandle {
     let handle = ListenerHandle {
         addr: listener.local_addr(),
         tls: listener.tls_slot(),
         stop: listener.stop_token(),
         config,
     };
-    tracing::info!(addr = %handle.addr, tls = handle.config.tls.is_some(), "listening");
-    tokio::spawn(listener.serve());
+    tracing::info!(addr = %handle.addr, tls = handle.config.tls.is_some(), workers = workers.handles().len(), "listening");
+    listener.serve(workers);
     handle
 }
 
@@ -321,14 +330,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         connections: AtomicUsize::new(0),
     });
     start_health_checks(&gateway);
+    let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
     let mut listeners = Vec::new();
     for lc in &config.listeners {
         let tls = match &lc.tls {
             Some(t) => Some(crate::tls::server_config(t)?),
             None => None,
         };
-        let listener = Listener::bind(lc.bind, tls, gateway.clone()).await?;
-        listeners.push(spawn_listener(listener, lc.clone()));
+        let listener = Listener::bind(lc.bind, tls, gateway.clone(), &workers)?;
+        listeners.push(spawn_listener(listener, lc.clone(), &workers));
     }
     let admin_addr = match &config.admin {
         None => None,
@@ -347,5 +357,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         admin_addr,
         gateway,
         config: Mutex::new(config),
+        workers,
     })
 }
