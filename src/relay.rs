@@ -97,6 +97,26 @@ impl Side {
 struct Peer {
     writer: Mutex<FrameWriter<WriteHalf<Stream>>>,
     close_sent: AtomicBool,
+    /// A Close owed to this peer that waits until the other hop has finished its close
+    /// handshake, so data the other hop sent before it is still delivered (client violations).
+    pending_close: StdMutex<Option<Vec<u8>>>,
+}
+
+impl Peer {
+    fn new(writer: FrameWriter<WriteHalf<Stream>>) -> Peer {
+        Peer {
+            writer: Mutex::new(writer),
+            close_sent: AtomicBool::new(false),
+            pending_close: StdMutex::new(None),
+        }
+    }
+
+    fn take_pending(&self) -> Option<Vec<u8>> {
+        self.pending_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
 }
 
 /// How the connection started to end (the first event wins).
@@ -162,7 +182,7 @@ impl Shared {
             return false;
         }
         self.closing.cancel();
-        let mut payload = payload.to_vec();
+        let mut payload = peer.take_pending().unwrap_or_else(|| payload.to_vec());
         if let Err(e) = writer.write_frame(true, OpCode::Close, &mut payload).await {
             tracing::debug!(?side, error = %e, "could not send close");
         }
@@ -179,6 +199,9 @@ impl Shared {
         if frame.opcode == OpCode::Close {
             peer.close_sent.store(true, Ordering::Release);
             self.closing.cancel();
+            if let Some(owed) = peer.take_pending() {
+                frame.payload = owed.as_slice().into();
+            }
         }
         let result = writer
             .write_frame(frame.fin, frame.opcode, &mut frame.payload)
@@ -236,14 +259,23 @@ impl Shared {
         };
         tracing::info!(?from, code, reason, "closing on violation");
         self.record(ClosedBy::Proxy, Some(code), reason, outcome);
-        self.send_close(from, &close::close_payload(code, reason))
-            .await;
+        let payload = close::close_payload(code, reason);
         let (other_code, other_reason) = from.gone_code();
-        self.send_close(
-            from.other(),
-            &close::close_payload(other_code, other_reason),
-        )
-        .await;
+        let other_payload = close::close_payload(other_code, other_reason);
+        if from == Side::Client {
+            // The backend may still be sending what it had before our Close (echoes of the
+            // client's valid messages): the client gets its Close after those, when the
+            // backend's Close reply is relayed (or at the close timeout at the latest).
+            *self
+                .client
+                .pending_close
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(payload);
+            self.send_close(Side::Backend, &other_payload).await;
+        } else {
+            self.send_close(from, &payload).await;
+            self.send_close(from.other(), &other_payload).await;
+        }
     }
 
     /// wsgate itself ends the connection (shutdown, reload): Close to both peers.
@@ -275,19 +307,13 @@ pub async fn run(
     let (client_r, client_w) = tokio::io::split(client.0);
     let (backend_r, backend_w) = tokio::io::split(backend.0);
     let shared = Arc::new(Shared {
-        client: Peer {
-            writer: Mutex::new(FrameWriter::new(client_w, false, 0, tuning.write_timeout)),
-            close_sent: AtomicBool::new(false),
-        },
-        backend: Peer {
-            writer: Mutex::new(FrameWriter::new(
-                backend_w,
-                true,
-                crate::random_u64(),
-                tuning.write_timeout,
-            )),
-            close_sent: AtomicBool::new(false),
-        },
+        client: Peer::new(FrameWriter::new(client_w, false, 0, tuning.write_timeout)),
+        backend: Peer::new(FrameWriter::new(
+            backend_w,
+            true,
+            crate::random_u64(),
+            tuning.write_timeout,
+        )),
         last_data: AtomicU64::new(0),
         started,
         first: StdMutex::new(None),
@@ -365,6 +391,11 @@ pub async fn run(
         }
     }
     for side in [Side::Client, Side::Backend] {
+        // A Close still owed (the other hop never finished its handshake) goes out now.
+        if let Some(owed) = shared.peer(side).take_pending() {
+            let send = shared.send_close(side, &owed);
+            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, send).await;
+        }
         let mut writer = shared.peer(side).writer.lock().await;
         // Bounded: a peer that stopped reading must not hold the task forever.
         let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, writer.shutdown()).await;

@@ -326,3 +326,26 @@ async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
     );
     proxy.assert_drained().await;
 }
+
+/// A valid message followed at once by a bad frame: the backend's echo of the valid
+/// message still reaches the client, before the client's 1002 (Autobahn 3.x/4.x/5.15
+/// grade this NON-STRICT otherwise: the echo was dropped behind an early Close).
+#[tokio::test]
+async fn data_already_sent_by_the_backend_arrives_before_the_clients_1002() {
+    let backend = Backend::echo().await;
+    let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), "")).await;
+    let mut client = raw::upgrade(proxy.addr(), "/app").await;
+    let mut bytes = masked(Frame::text("hello"));
+    bytes.extend(masked(Frame::new(0x3, *b"bad opcode")));
+    client.write_bytes(&bytes).await;
+    let first = client.recv_frame().await;
+    assert_eq!(first.payload, b"hello", "echo first, got {first:?}");
+    assert_eq!(client.recv_close().await.close_code(), Some(1002));
+    client.send(Frame::close(1002, "")).await;
+    client.expect_eof().await;
+    support::eventually("backend got 1001", support::STEP, || {
+        backend.log.close().map(|c| c.0) == Some(1001)
+    })
+    .await;
+    proxy.assert_drained().await;
+}

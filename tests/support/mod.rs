@@ -20,6 +20,7 @@ pub mod client;
 pub mod frame;
 pub mod http;
 pub mod lifecycle;
+pub mod pools;
 pub mod proxy;
 pub mod raw;
 
