@@ -1,5 +1,7 @@
 //! The wsgate binary: parse flags, set up logging, load the config, run until a signal.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

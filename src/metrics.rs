@@ -5,6 +5,7 @@
 //! A connection resolves its label handles once ([`ConnMetrics`]), so relaying a frame
 //! costs a few atomic adds and no hashing.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::Collector;
@@ -51,11 +52,12 @@ pub struct Metrics {
 pub struct ConnMetrics {
     active: IntGauge,
     /// None when per-frame metrics are off (`metrics.per_frame: false`).
-    counters: Option<Box<Counters>>,
+    counters: Option<Arc<RouteCounters>>,
 }
 
-/// The per-direction counters of one connection.
-struct Counters {
+/// A route's per-direction counters, resolved once per route and shared by its connections.
+pub struct RouteCounters {
+    active: IntGauge,
     messages: [IntCounter; 2],
     bytes: [IntCounter; 2],
     frames: [[IntCounter; 6]; 2],
@@ -215,12 +217,19 @@ impl Metrics {
     }
 
     /// Counts a new relayed connection and resolves its live counters (unless `per_frame` is off).
-    pub fn connection_opened(&self, route: &str, per_frame: bool) -> ConnMetrics {
-        let active = self.connections_active.with_label_values(&[route]);
-        active.inc();
-        let per_dir = |v: &IntCounterVec| DIRECTIONS.map(|d| v.with_label_values(&[route, d]));
-        let counters = per_frame.then(|| {
-            Box::new(Counters {
+    ///
+    /// `cached` holds the route's resolved handles (see [`crate::route::Route`]), so a new
+    /// connection costs no label hashing.
+    pub fn connection_opened(
+        &self,
+        route: &str,
+        per_frame: bool,
+        cached: &OnceLock<Arc<RouteCounters>>,
+    ) -> ConnMetrics {
+        let handles = cached.get_or_init(|| {
+            let per_dir = |v: &IntCounterVec| DIRECTIONS.map(|d| v.with_label_values(&[route, d]));
+            Arc::new(RouteCounters {
+                active: self.connections_active.with_label_values(&[route]),
                 messages: per_dir(&self.messages_total),
                 bytes: per_dir(&self.bytes_total),
                 frames: DIRECTIONS.map(|d| {
@@ -228,7 +237,12 @@ impl Metrics {
                 }),
             })
         });
-        ConnMetrics { active, counters }
+        let active = handles.active.clone();
+        active.inc();
+        ConnMetrics {
+            active,
+            counters: per_frame.then(|| handles.clone()),
+        }
     }
 
     /// Records the end of a relayed connection.

@@ -297,9 +297,11 @@ pub async fn run(
     let started = tokio::time::Instant::now();
     let tuning = session.route.tuning.clone();
     let settings = gw.settings.load();
-    let live = gw
-        .metrics
-        .connection_opened(session.route.name(), settings.per_frame_metrics);
+    let live = gw.metrics.connection_opened(
+        session.route.name(),
+        settings.per_frame_metrics,
+        &session.route.metrics,
+    );
     if settings.log_open {
         tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
             client_addr = %session.client_addr, "connection opened");
@@ -322,25 +324,24 @@ pub async fn run(
     });
     let client_reader = FrameReader::new(client_r, client.1, true, tuning.max_frame_bytes);
     let backend_reader = FrameReader::new(backend_r, backend.1, false, tuning.max_frame_bytes);
+    // Each pump is a task of its own, so a frame wakes only the pump that reads it, not
+    // this task's timers and tokens (design §8: re-polling both directions showed up first
+    // in the profile). Both stay on this worker's runtime.
+    let live = Arc::new(live);
+    let spawn_pump = |side, reader| {
+        let (shared, route, metrics, live) = (
+            shared.clone(),
+            session.route.clone(),
+            gw.metrics.clone(),
+            live.clone(),
+        );
+        tokio::spawn(pump(side, reader, shared, route, metrics, live))
+    };
+    let client_pump = spawn_pump(Side::Client, client_reader);
+    let backend_pump = spawn_pump(Side::Backend, backend_reader);
+    let aborts = [client_pump.abort_handle(), backend_pump.abort_handle()];
     let pumps = async {
-        tokio::join!(
-            pump(
-                Side::Client,
-                client_reader,
-                &shared,
-                &session.route,
-                gw,
-                &live
-            ),
-            pump(
-                Side::Backend,
-                backend_reader,
-                &shared,
-                &session.route,
-                gw,
-                &live
-            )
-        )
+        let _ = tokio::join!(client_pump, backend_pump);
     };
     tokio::pin!(pumps);
     let close_deadline = async {
@@ -389,6 +390,9 @@ pub async fn run(
                 }
             }
         }
+    }
+    for pump in aborts {
+        pump.abort();
     }
     for side in [Side::Client, Side::Backend] {
         // A Close still owed (the other hop never finished its handshake) goes out now.
@@ -446,11 +450,12 @@ pub async fn run(
 async fn pump(
     from: Side,
     mut reader: FrameReader<ReadHalf<Stream>>,
-    shared: &Shared,
-    route: &Route,
-    gw: &Gateway,
-    live: &ConnMetrics,
+    shared: Arc<Shared>,
+    route: Arc<Route>,
+    metrics: Arc<crate::metrics::Metrics>,
+    live: Arc<ConnMetrics>,
 ) {
+    let shared = &*shared;
     let tuning = &route.tuning;
     let to = from.other();
     let dir = from as usize;
@@ -525,7 +530,7 @@ async fn pump(
             OpCode::Pong => {
                 if let Some(rtt) = keepalive.on_pong(&frame.payload) {
                     if let Some(rtt) = rtt {
-                        gw.metrics.ping_rtt(route.name(), from.label(), rtt);
+                        metrics.ping_rtt(route.name(), from.label(), rtt);
                     }
                     continue;
                 }

@@ -1,10 +1,11 @@
 //! Routing: the request path is normalised once, and routes match on exactly that path.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
+use crate::metrics::RouteCounters;
 use crate::pool::{Backend, Pool};
 use crate::retire::Retirement;
 use crate::tls::TlsError;
@@ -107,6 +108,8 @@ pub struct Route {
     pub retirement: Retirement,
     /// Connections on this route now (including upgrades in progress).
     active: AtomicUsize,
+    /// Its metric handles, resolved by the first connection.
+    pub metrics: OnceLock<Arc<RouteCounters>>,
 }
 
 impl std::fmt::Debug for Route {
@@ -152,6 +155,7 @@ impl Route {
             pool: ArcSwapOption::new(pool),
             retirement: Retirement::default(),
             active: AtomicUsize::new(0),
+            metrics: OnceLock::new(),
         })
     }
 
