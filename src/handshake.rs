@@ -470,23 +470,23 @@ async fn open_backend(
         })
         .await
         .unwrap_or(Err(HandshakeError::BackendTimeout));
-        let error = match attempt {
-            Ok(BackendAnswer::Refused(res))
-                if res.status().is_server_error() && n + 1 < attempts =>
-            {
-                HandshakeError::BackendInvalid(format!("upgrade answered {}", res.status()))
+        let (error, last_answer) = match attempt {
+            // A 5xx to the upgrade is a failed attempt; the last one is still relayed as is.
+            Ok(BackendAnswer::Refused(res)) if res.status().is_server_error() => {
+                let error =
+                    HandshakeError::BackendInvalid(format!("upgrade answered {}", res.status()));
+                let relay = (n + 1 == attempts).then_some(BackendAnswer::Refused(res));
+                (error, relay)
             }
             Ok(answer) => {
                 backend.connect_ok();
-                gw.metrics
-                    .backend_healthy(route.name(), &backend.url.url, backend.usable());
                 return Ok(Opened {
                     label: backend.url.url.clone(),
                     answer,
                     backend: Some((slot, watch)),
                 });
             }
-            Err(e) => e,
+            Err(e) => (e, None),
         };
         tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend attempt failed");
         gw.metrics
@@ -494,8 +494,13 @@ async fn open_backend(
         if backend.connect_failed(&pool.config) {
             tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
                 "backend ejected after consecutive failures");
-            gw.metrics
-                .backend_healthy(route.name(), &backend.url.url, false);
+        }
+        if let Some(answer) = last_answer {
+            return Ok(Opened {
+                label: backend.url.url.clone(),
+                answer,
+                backend: Some((slot, watch)),
+            });
         }
         last = error;
     }

@@ -21,8 +21,10 @@ pub fn start(pool: &Arc<Pool>, route: &str, tls: &Arc<rustls::ClientConfig>, gw:
         return;
     }
     for (backend, _) in &pool.backends {
-        gw.metrics
-            .backend_healthy(route, &backend.url.url, backend.usable());
+        let gauge = gw.metrics.backend_healthy_gauge(route, &backend.url.url);
+        gauge.set(backend.usable() as i64);
+        // A backend kept across a reload already has its gauge.
+        let _ = backend.gauge.set(gauge);
     }
     let Some(check) = pool.config.health_check.clone() else {
         return;
@@ -71,14 +73,12 @@ async fn run(
                 (ok_streak, fail_streak) = (ok_streak + 1, 0);
                 if ok_streak >= check.rise && backend.set_healthy(true) {
                     tracing::info!(route, backend = %backend.url, "backend healthy again");
-                    gw.metrics.backend_healthy(route, &backend.url.url, true);
                 }
             }
             Err(why) => {
                 (ok_streak, fail_streak) = (0, fail_streak + 1);
                 if fail_streak >= check.fall && backend.set_healthy(false) {
                     tracing::warn!(route, backend = %backend.url, reason = %why, "backend unhealthy: no new connections");
-                    gw.metrics.backend_healthy(route, &backend.url.url, false);
                     if pool.config.close_on_unhealthy {
                         let window = gw.settings.load().drain_window;
                         backend.retirement.retire(backend.active(), window);

@@ -290,11 +290,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Records whether a backend takes new connections.
-    pub fn backend_healthy(&self, route: &str, backend: &str, healthy: bool) {
-        self.backend_healthy
-            .with_label_values(&[route, backend])
-            .set(healthy as i64);
+    /// The gauge saying whether a backend takes new connections (1) or not (0).
+    pub fn backend_healthy_gauge(&self, route: &str, backend: &str) -> IntGauge {
+        self.backend_healthy.with_label_values(&[route, backend])
     }
 
     /// Counts a configuration reload (`ok` or `error`).

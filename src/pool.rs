@@ -4,7 +4,9 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus::IntGauge;
 
 use hyper::header::{COOKIE, HeaderMap};
 use tokio::time::Instant;
@@ -30,6 +32,8 @@ pub struct Backend {
     ejected_until: Mutex<Option<Instant>>,
     /// Its connections, for closing them when it is removed or turns unhealthy.
     pub retirement: Retirement,
+    /// Its `wsgate_backend_healthy` gauge, set when the pool's checks start.
+    pub gauge: OnceLock<IntGauge>,
 }
 
 /// Holds one live connection on a backend until dropped.
@@ -50,6 +54,7 @@ impl Backend {
             fails: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
             retirement: Retirement::default(),
+            gauge: OnceLock::new(),
         }
     }
 
@@ -76,6 +81,7 @@ impl Backend {
             Some(_) => {
                 *until = None;
                 tracing::info!(backend = %self.url, "backend ejection over: taking connections again");
+                self.show(self.healthy());
                 false
             }
             None => false,
@@ -84,7 +90,16 @@ impl Backend {
 
     /// Records the active health check's verdict; returns true when it changed.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+        let changed = self.healthy.swap(healthy, Ordering::AcqRel) != healthy;
+        self.show(self.usable());
+        changed
+    }
+
+    /// Sets the health gauge (once the pool's checks have started and given it one).
+    fn show(&self, usable: bool) {
+        if let Some(g) = self.gauge.get() {
+            g.set(usable as i64);
+        }
     }
 
     /// Whether the active health check considers it healthy.
@@ -106,6 +121,7 @@ impl Backend {
         self.fails.store(0, Ordering::Release);
         *self.ejected_until.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Instant::now() + config.fail_timeout);
+        self.show(false);
         true
     }
 }

@@ -357,8 +357,8 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = session.route_watch.wait() => {}
-            _ = backend_retired => {}
+            _ = session.route_watch.wait() => "route reloaded",
+            _ = backend_retired => "backend removed or unhealthy",
         }
     };
     tokio::pin!(retire);
@@ -374,9 +374,9 @@ pub async fn run(
                 tracing::debug!("close handshake timed out");
                 break;
             }
-            _ = &mut retire, if !reloading => {
+            reason = &mut retire, if !reloading => {
                 reloading = true;
-                shared.initiate(code::SERVICE_RESTART, "route reloaded", Outcome::Reload).await;
+                shared.initiate(code::SERVICE_RESTART, reason, Outcome::Reload).await;
             }
             _ = gw.shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
