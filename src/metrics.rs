@@ -51,6 +51,8 @@ pub struct Metrics {
 /// One connection's live counters, resolved once when it starts.
 pub struct ConnMetrics {
     active: IntGauge,
+    /// Set once the connection left the active gauge (by `finish` or by drop).
+    finished: std::sync::atomic::AtomicBool,
     /// None when per-frame metrics are off (`metrics.per_frame: false`).
     counters: Option<Arc<RouteCounters>>,
 }
@@ -85,9 +87,22 @@ impl ConnMetrics {
     }
 }
 
+impl ConnMetrics {
+    /// Takes the connection out of the active gauge now (the pump tasks holding this may
+    /// drop it a little later; a close report must never precede the gauge's decrement).
+    pub fn finish(&self) {
+        if !self
+            .finished
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.active.dec();
+        }
+    }
+}
+
 impl Drop for ConnMetrics {
     fn drop(&mut self) {
-        self.active.dec();
+        self.finish();
     }
 }
 
@@ -241,6 +256,7 @@ impl Metrics {
         active.inc();
         ConnMetrics {
             active,
+            finished: std::sync::atomic::AtomicBool::new(false),
             counters: per_frame.then(|| handles.clone()),
         }
     }

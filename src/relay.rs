@@ -439,6 +439,7 @@ pub async fn run(
         closed_by: first.closed_by,
         outcome: first.outcome,
     };
+    live.finish();
     gw.metrics.connection_closed(&report);
     report.log();
     // No subscriber is the normal case outside tests.
