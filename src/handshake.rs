@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::BytesMut;
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -15,12 +15,11 @@ use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tracing::Instrument;
 
-use crate::backend::{self, BackendUrl};
-use crate::pool::BackendSlot;
-use crate::retire::RetireWatch;
+use crate::backend;
 use crate::route::{Route, normalize_path};
 use crate::server::Gateway;
 use crate::stream::Stream;
+use crate::upstream::{BackendAnswer, Opened, open_backend};
 
 /// The body of any response wsgate sends on the client hop.
 pub type Body = Either<Full<Bytes>, Incoming>;
@@ -158,21 +157,11 @@ pub struct ClientInfo {
 }
 
 /// What the client asked for, once validated.
-struct Hello {
-    key: HeaderValue,
-    protocols: Vec<String>,
-}
-
-/// A backend that answered the upgrade.
-enum BackendAnswer {
-    /// 101 checked: the stream, bytes it sent after the 101, and the headers to pass on.
-    Upgraded {
-        stream: Stream,
-        leftover: Bytes,
-        headers: HeaderMap,
-    },
-    /// Any other status: relayed to the client as is.
-    Refused(Response<Incoming>),
+pub(crate) struct Hello {
+    /// The client's `Sec-WebSocket-Key`.
+    pub(crate) key: HeaderValue,
+    /// Subprotocols the client offered.
+    pub(crate) protocols: Vec<String>,
 }
 
 /// hyper service entry: answers one request on the client hop.
@@ -357,7 +346,7 @@ fn check_origin(route: &Route, headers: &HeaderMap) -> Result<(), HandshakeError
 }
 
 /// Comma-separated tokens of every instance of a header, trimmed.
-fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
+pub(crate) fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
     h.get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -366,7 +355,7 @@ fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = Strin
         .filter(|t| !t.is_empty())
 }
 
-fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
 }
 
@@ -405,7 +394,7 @@ const NOT_FORWARDED: &[&str] = &[
 
 /// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
 /// without the ones wsgate sets itself; done before wsgate adds its own.
-fn forwardable(from: &HeaderMap) -> HeaderMap {
+pub(crate) fn forwardable(from: &HeaderMap) -> HeaderMap {
     let listed: Vec<String> = tokens(from, &header::CONNECTION)
         .map(|t| t.to_ascii_lowercase())
         .collect();
@@ -418,214 +407,6 @@ fn forwardable(from: &HeaderMap) -> HeaderMap {
         out.append(name.clone(), value.clone());
     }
     out
-}
-
-/// A backend that answered, and (for pooled backends) its connection slot and retirement watch.
-struct Opened {
-    label: String,
-    answer: BackendAnswer,
-    backend: Option<(Arc<BackendSlot>, RetireWatch)>,
-}
-
-/// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
-/// within `handshake_timeout`; refused, timed out or 5xx → the next one (nothing was sent to
-/// the client yet), at most `retries` more.
-async fn open_backend(
-    route: &Arc<Route>,
-    req: &Request<Incoming>,
-    client: ClientInfo,
-    host: Option<&str>,
-    path: &str,
-    hello: &Hello,
-    gw: &Gateway,
-) -> Result<Opened, HandshakeError> {
-    let timeout = route.tuning.handshake_timeout;
-    let Some(pool) = route.pool() else {
-        let request = backend_request(req, client, host, path, route, None, hello);
-        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-        let answer = tokio::time::timeout(
-            timeout,
-            backend_handshake(crate::echo::connect(), request, key, &hello.protocols),
-        )
-        .await
-        .map_err(|_| HandshakeError::BackendTimeout)??;
-        return Ok(Opened {
-            label: "echo".into(),
-            answer,
-            backend: None,
-        });
-    };
-    let hash_key = pool.hash_key(req.headers(), req.uri().query(), client.peer.ip());
-    let candidates = pool.candidates(hash_key);
-    let mut last = HandshakeError::NoHealthyBackend;
-    let attempts = candidates.len();
-    for (n, backend) in candidates.into_iter().enumerate() {
-        let slot = Arc::new(backend.occupy());
-        let watch = backend.retirement.watch();
-        let request = backend_request(req, client, host, path, route, Some(&backend.url), hello);
-        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
-        let attempt = tokio::time::timeout(timeout, async {
-            let stream = backend::connect(&backend.url, &route.backend_tls).await?;
-            backend_handshake(stream, request, key, &hello.protocols).await
-        })
-        .await
-        .unwrap_or(Err(HandshakeError::BackendTimeout));
-        let (error, last_answer) = match attempt {
-            // A 5xx to the upgrade is a failed attempt; the last one is still relayed as is.
-            Ok(BackendAnswer::Refused(res)) if res.status().is_server_error() => {
-                let error =
-                    HandshakeError::BackendInvalid(format!("upgrade answered {}", res.status()));
-                let relay = (n + 1 == attempts).then_some(BackendAnswer::Refused(res));
-                (error, relay)
-            }
-            Ok(answer) => {
-                backend.connect_ok();
-                return Ok(Opened {
-                    label: backend.url.url.clone(),
-                    answer,
-                    backend: Some((slot, watch)),
-                });
-            }
-            Err(e) => (e, None),
-        };
-        tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend attempt failed");
-        gw.metrics
-            .backend_connect_error(route.name(), &backend.url.url);
-        if backend.connect_failed(&pool.config) {
-            tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
-                "backend ejected after consecutive failures");
-        }
-        if let Some(answer) = last_answer {
-            return Ok(Opened {
-                label: backend.url.url.clone(),
-                answer,
-                backend: Some((slot, watch)),
-            });
-        }
-        last = error;
-    }
-    Err(last)
-}
-
-fn backend_request(
-    req: &Request<Incoming>,
-    client: ClientInfo,
-    host: Option<&str>,
-    path: &str,
-    route: &Route,
-    url: Option<&BackendUrl>,
-    hello: &Hello,
-) -> Request<Empty<Bytes>> {
-    let query = req.uri().query();
-    let target = match url {
-        Some(u) => u.request_target(route.remainder(path), path, query),
-        None => query.map_or_else(|| path.to_string(), |q| format!("{path}?{q}")),
-    };
-    let mut out = Request::new(Empty::new());
-    *out.uri_mut() = target
-        .parse()
-        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
-    let mut h = forwardable(req.headers());
-    let mut nonce = [0u8; 16];
-    crate::random_bytes(&mut nonce);
-    let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let ip = client.peer.ip().to_string();
-    let proto = if client.tls { "https" } else { "http" };
-    let backend_host = url.map_or_else(|| "echo".to_string(), |u| u.host_header());
-    let set = |h: &mut HeaderMap, name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            h.insert(n, v);
-        }
-    };
-    set(&mut h, "host", &backend_host);
-    set(&mut h, "upgrade", "websocket");
-    set(&mut h, "connection", "Upgrade");
-    set(&mut h, "sec-websocket-key", &key);
-    set(&mut h, "sec-websocket-version", "13");
-    set(&mut h, "x-forwarded-for", &ip);
-    set(&mut h, "x-real-ip", &ip);
-    set(&mut h, "x-forwarded-proto", proto);
-    let for_ip = if client.peer.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.clone()
-    };
-    match host {
-        Some(host) => {
-            set(&mut h, "x-forwarded-host", host);
-            set(
-                &mut h,
-                "forwarded",
-                &format!("for={for_ip};host=\"{host}\";proto={proto}"),
-            );
-        }
-        None => set(&mut h, "forwarded", &format!("for={for_ip};proto={proto}")),
-    }
-    if !hello.protocols.is_empty() {
-        set(
-            &mut h,
-            "sec-websocket-protocol",
-            &hello.protocols.join(", "),
-        );
-    }
-    *out.headers_mut() = h;
-    out
-}
-
-async fn backend_handshake(
-    stream: Stream,
-    request: Request<Empty<Bytes>>,
-    key: Option<HeaderValue>,
-    offered: &[String],
-) -> Result<BackendAnswer, HandshakeError> {
-    let invalid = |why: &str| HandshakeError::BackendInvalid(why.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "backend HTTP connection ended");
-        }
-    });
-    let res = sender
-        .send_request(request)
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(BackendAnswer::Refused(res));
-    }
-    let h = res.headers();
-    if !has_token(h, &header::UPGRADE, "websocket") {
-        return Err(invalid("101 without Upgrade: websocket"));
-    }
-    if !has_token(h, &header::CONNECTION, "upgrade") {
-        return Err(invalid("101 without Connection: upgrade"));
-    }
-    let expected = key.map(|k| accept_key(k.as_bytes())).unwrap_or_default();
-    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
-        return Err(invalid("wrong Sec-WebSocket-Accept"));
-    }
-    if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-        return Err(invalid("extension that was not offered"));
-    }
-    let chosen: Vec<String> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
-    match chosen.as_slice() {
-        [] => {}
-        [p] if offered.contains(p) => {}
-        _ => return Err(invalid("subprotocol that was not offered")),
-    }
-    let headers = forwardable(h);
-    let upgraded = hyper::upgrade::on(res)
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    let parts = upgraded
-        .downcast::<TokioIo<Stream>>()
-        .map_err(|_| invalid("unexpected stream type after upgrade"))?;
-    Ok(BackendAnswer::Upgraded {
-        stream: parts.io.into_inner(),
-        leftover: parts.read_buf,
-        headers,
-    })
 }
 
 fn relay_refusal(res: Response<Incoming>) -> Response<Body> {

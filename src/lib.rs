@@ -5,7 +5,8 @@
 //! The life of a connection, one module per stage:
 //! 1. [`listener`]: accept, TCP options, TLS ([`tls`]), the HTTP/1.1 connection.
 //! 2. [`handshake`]: validate the client's upgrade, route it ([`route`]), connect the
-//!    backend ([`backend`], or the built-in [`echo`]) and do its handshake first, then 101.
+//!    backend ([`upstream`]: a [`pool`] member over [`backend`], or the built-in [`echo`])
+//!    and do its handshake first, then 101.
 //! 3. [`relay`]: two frame pumps ([`frame`] codec, [`utf8`] checks) until the close handshake.
 //! 4. [`close`]: close codes and the close report; [`metrics`] counts it all.
 //!
@@ -36,6 +37,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod tls;
 pub mod units;
+pub mod upstream;
 pub mod utf8;
 pub mod watch;
 pub mod workers;

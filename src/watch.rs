@@ -83,7 +83,7 @@ impl FileWatch {
         &self.files
     }
 
-    /// Waits for a change, then for a quiet [`DEBOUNCE`] period.
+    /// Waits for a change, then for a quiet period (300 ms) so one save is one reload.
     pub async fn changed(&mut self) {
         if self.events.recv().await.is_none() {
             return std::future::pending().await;
