@@ -243,6 +243,7 @@ async fn upgrade(
         }
     };
 
+    let (backend_slot, backend_watch) = backend.unzip();
     let subprotocol = backend_headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
@@ -256,9 +257,9 @@ async fn upgrade(
         tls: client.tls,
         subprotocol,
         slots: (global_slot, route_slot),
-        backend_slot: backend.as_ref().map(|(slot, _)| slot.clone()),
+        backend_slot,
         route_watch,
-        backend_watch: backend.map(|(_, w)| w),
+        backend_watch,
     };
     let gw2 = gw.clone();
     let backend_leftover = BytesMut::from(&leftover[..]);

@@ -27,6 +27,7 @@ pub mod keepalive;
 pub mod listener;
 pub mod message;
 pub mod metrics;
+pub mod occupancy;
 pub mod pool;
 pub mod pool_config;
 pub mod relay;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::BackendUrl;
+use crate::occupancy::{Occupancy, Seat};
 use crate::pool_config::{AllUnhealthy, Balance, HashOn, PoolConfig};
 use crate::retire::Retirement;
 
@@ -24,7 +25,7 @@ const RING_POINTS_PER_WEIGHT: u32 = 160;
 pub struct Backend {
     /// Where it is.
     pub url: BackendUrl,
-    active: AtomicUsize,
+    active: Occupancy,
     /// Active health check verdict (true until a check says otherwise).
     healthy: AtomicBool,
     /// Consecutive failed connects (passive check).
@@ -36,20 +37,11 @@ pub struct Backend {
     pub gauge: OnceLock<IntGauge>,
 }
 
-/// Holds one live connection on a backend until dropped.
-pub struct BackendSlot(Arc<Backend>);
-
-impl Drop for BackendSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 impl Backend {
     fn new(url: BackendUrl) -> Backend {
         Backend {
             url,
-            active: AtomicUsize::new(0),
+            active: Occupancy::default(),
             healthy: AtomicBool::new(true),
             fails: AtomicU32::new(0),
             ejected_until: Mutex::new(None),
@@ -60,13 +52,12 @@ impl Backend {
 
     /// Live connections on this backend.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.active.count()
     }
 
-    /// Counts a connection on this backend until the slot is dropped.
-    pub fn occupy(self: &Arc<Self>) -> BackendSlot {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        BackendSlot(self.clone())
+    /// Counts a connection on this backend until the seat is dropped.
+    pub fn occupy(&self) -> Seat {
+        self.active.enter()
     }
 
     /// Whether new connections may go here: healthy and not ejected.

@@ -20,6 +20,7 @@ use crate::frame::{Frame, FrameError, FrameReader, FrameWriter, OpCode};
 use crate::keepalive::{Due, Keepalive};
 use crate::message::Message;
 use crate::metrics::ConnMetrics;
+use crate::occupancy::Seat;
 use crate::route::Route;
 use crate::server::Gateway;
 use crate::stream::Stream;
@@ -42,9 +43,9 @@ pub struct Session {
     /// Subprotocol chosen by the backend.
     pub subprotocol: Option<String>,
     /// Places in the global and the route's connection counts, released when the relay ends.
-    pub slots: (crate::server::GlobalSlot, crate::route::RouteSlot),
+    pub slots: (Seat, Seat),
     /// The connection's place on its backend (least_connections counts it).
-    pub backend_slot: Option<Arc<crate::pool::BackendSlot>>,
+    pub backend_slot: Option<Seat>,
     /// Retirement of its route: closes it with 1012.
     pub route_watch: crate::retire::RetireWatch,
     /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).

@@ -1,11 +1,11 @@
 //! Routing: the request path is normalised once, and routes match on exactly that path.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
 use crate::metrics::RouteCounters;
+use crate::occupancy::{Occupancy, Seat};
 use crate::pool::{Backend, Pool};
 use crate::retire::Retirement;
 use crate::tls::TlsError;
@@ -107,7 +107,7 @@ pub struct Route {
     /// Its connections, closed with 1012 when a reload removes or changes the route.
     pub retirement: Retirement,
     /// Connections on this route now (including upgrades in progress).
-    active: AtomicUsize,
+    active: Occupancy,
     /// Its metric handles, resolved by the first connection.
     pub metrics: OnceLock<Arc<RouteCounters>>,
 }
@@ -118,17 +118,6 @@ impl std::fmt::Debug for Route {
             .field("name", &self.config.name)
             .field("path", &self.config.path)
             .finish()
-    }
-}
-
-/// Holds one place on a route until dropped.
-pub struct RouteSlot {
-    route: Arc<Route>,
-}
-
-impl Drop for RouteSlot {
-    fn drop(&mut self) {
-        self.route.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -154,7 +143,7 @@ impl Route {
             config: config.clone(),
             pool: ArcSwapOption::new(pool),
             retirement: Retirement::default(),
-            active: AtomicUsize::new(0),
+            active: Occupancy::default(),
             metrics: OnceLock::new(),
         })
     }
@@ -171,19 +160,12 @@ impl Route {
 
     /// Connections on this route now.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.active.count()
     }
 
     /// Takes a place on this route, unless its `max_connections` is reached.
-    pub fn reserve(self: &Arc<Self>) -> Option<RouteSlot> {
-        let now = self.active.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = RouteSlot {
-            route: self.clone(),
-        };
-        match self.config.max_connections {
-            Some(max) if now > max => None,
-            _ => Some(slot),
-        }
+    pub fn reserve(&self) -> Option<Seat> {
+        self.active.try_enter(self.config.max_connections)
     }
 
     /// The part of `path` after this route's prefix (always empty or starting with `/`).

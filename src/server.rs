@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 use tokio::sync::{Mutex, broadcast};
@@ -13,6 +13,7 @@ use crate::close::CloseReport;
 use crate::config::{Config, Limits, ListenerConfig, TlsConfig};
 use crate::listener::{Listener, TlsSlot};
 use crate::metrics::Metrics;
+use crate::occupancy::{Occupancy, Seat};
 use crate::route::RouteTable;
 use crate::workers::Workers;
 
@@ -71,24 +72,14 @@ pub struct Gateway {
     /// Next connection id.
     pub next_id: AtomicU64,
     /// Relayed connections and upgrades in progress, for `limits.max_connections`.
-    pub connections: AtomicUsize,
-}
-
-/// Holds one place in the global connection count until dropped.
-pub struct GlobalSlot(Arc<Gateway>);
-
-impl Drop for GlobalSlot {
-    fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::AcqRel);
-    }
+    pub connections: Occupancy,
 }
 
 impl Gateway {
     /// Takes a place in the global count, unless `limits.max_connections` is reached.
-    pub fn reserve(self: &Arc<Self>) -> Option<GlobalSlot> {
-        let now = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
-        let slot = GlobalSlot(self.clone());
-        (now <= self.settings.load().limits.max_connections).then_some(slot)
+    pub fn reserve(&self) -> Option<Seat> {
+        self.connections
+            .try_enter(Some(self.settings.load().limits.max_connections))
     }
 }
 
@@ -327,7 +318,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         tracker: TaskTracker::new(),
         shutdown,
         next_id: AtomicU64::new(1),
-        connections: AtomicUsize::new(0),
+        connections: Occupancy::default(),
     });
     start_health_checks(&gateway);
     let workers = Workers::start(config.workers).map_err(StartError::Workers)?;

@@ -15,7 +15,7 @@ use crate::backend::{self, BackendUrl};
 use crate::handshake::{
     ClientInfo, HandshakeError, Hello, accept_key, forwardable, has_token, tokens,
 };
-use crate::pool::BackendSlot;
+use crate::occupancy::Seat;
 use crate::retire::RetireWatch;
 use crate::route::Route;
 use crate::server::Gateway;
@@ -40,7 +40,7 @@ pub(crate) struct Opened {
     /// Its answer to the upgrade.
     pub(crate) answer: BackendAnswer,
     /// For pooled backends: the connection's place on it and its retirement watch.
-    pub(crate) backend: Option<(Arc<BackendSlot>, RetireWatch)>,
+    pub(crate) backend: Option<(Seat, RetireWatch)>,
 }
 
 /// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
@@ -76,7 +76,7 @@ pub(crate) async fn open_backend(
     let mut last = HandshakeError::NoHealthyBackend;
     let attempts = candidates.len();
     for (n, backend) in candidates.into_iter().enumerate() {
-        let slot = Arc::new(backend.occupy());
+        let slot = backend.occupy();
         let watch = backend.retirement.watch();
         let request = backend_request(req, client, host, path, route, Some(&backend.url), hello);
         let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
