@@ -642,12 +642,8 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
     })
 }
 
-/// A duration field (`20s`) for config structs in other modules.
-pub fn duration_field<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    duration(d)
-}
-
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+/// A duration field such as `20s` (also for config structs in other modules).
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     scalar(d, "a duration like 20s", parse_duration)
 }
 

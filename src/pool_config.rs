@@ -74,10 +74,10 @@ pub struct HealthCheck {
     #[serde(default = "root")]
     pub path: String,
     /// Time between probes. Default 5s.
-    #[serde(default = "five_s", deserialize_with = "crate::config::duration_field")]
+    #[serde(default = "five_s", deserialize_with = "crate::config::duration")]
     pub interval: Duration,
     /// A probe not upgraded within this fails. Default 2s.
-    #[serde(default = "two_s", deserialize_with = "crate::config::duration_field")]
+    #[serde(default = "two_s", deserialize_with = "crate::config::duration")]
     pub timeout: Duration,
     /// Consecutive successes that make an unhealthy backend healthy. Default 2.
     #[serde(default = "two")]
