@@ -172,13 +172,7 @@ impl Running {
         let matched = match_listeners(&listeners, &new.listeners);
         let mut tls_configs = Vec::new();
         for (lc, old) in new.listeners.iter().zip(&matched) {
-            let old = old.map(|i| &listeners[i]);
-            tls_configs.push(match (&lc.tls, old) {
-                (None, _) => None,
-                // A self-signed certificate is kept: regenerating it would only break clients that pinned it.
-                (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h.tls.current(),
-                (Some(t), _) => Some(crate::tls::server_config(t)?),
-            });
+            tls_configs.push(listener_tls(lc, old.map(|i| &listeners[i]))?);
         }
         let (table, rebuilt) = RouteTable::build(
             &new.routes,
@@ -286,6 +280,20 @@ fn start_health_checks(gw: &Arc<Gateway>) {
     }
 }
 
+/// The TLS config for a listener (none for plain `ws`), loading its certificate files
+/// anew; the running listener it continues, if any, keeps its self-signed certificate
+/// (regenerating it would only break clients that pinned it).
+fn listener_tls(
+    lc: &ListenerConfig,
+    running: Option<&ListenerHandle>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    Ok(match (&lc.tls, running) {
+        (None, _) => None,
+        (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h.tls.current(),
+        (Some(t), _) => Some(crate::tls::server_config(t)?),
+    })
+}
+
 fn settings(config: &Config) -> Settings {
     Settings {
         limits: config.limits.clone(),
@@ -324,10 +332,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
     let mut listeners = Vec::new();
     for lc in &config.listeners {
-        let tls = match &lc.tls {
-            Some(t) => Some(crate::tls::server_config(t)?),
-            None => None,
-        };
+        let tls = listener_tls(lc, None)?;
         let listener = Listener::bind(lc.bind, tls, gateway.clone(), &workers)?;
         listeners.push(spawn_listener(listener, lc.clone(), &workers));
     }
