@@ -319,10 +319,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.io.write_all_buf(&mut out).await?;
             self.io.flush().await
         };
+        let mut write = std::pin::pin!(write);
+        // Almost every write completes at once: the timer (and its state in every pump)
+        // is only set up for a write that has to wait.
+        if let Poll::Ready(result) = futures_poll_once(write.as_mut()).await {
+            return result;
+        }
         if self.timeout.is_zero() {
             return write.await;
         }
-        match tokio::time::timeout(self.timeout, write).await {
+        match Box::pin(tokio::time::timeout(self.timeout, write)).await {
             Ok(result) => result,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -348,6 +354,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let v = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
         ((v >> 32) as u32).to_ne_bytes()
     }
+}
+
+/// Polls `fut` once, handing back its result if it is ready.
+async fn futures_poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
 }
 
 /// XORs `data` with the 4-byte masking key (RFC 6455 §5.3), eight bytes at a time.

@@ -1,8 +1,9 @@
 //! Per-hop keepalive: wsgate's own pings to a quiet peer, and the deadline for its pong.
 
+use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 /// Prefix of the payload of wsgate's own pings, so their pongs are recognised and consumed.
 const MARK: &[u8; 7] = b"wsgate\0";
@@ -16,6 +17,9 @@ pub struct Keepalive {
     outstanding: bool,
     last_ping: Option<(u64, Instant)>,
     seq: u64,
+    /// One timer for the connection's life, moved only when it fires early: a timer made
+    /// per frame would be inserted into and removed from the timer wheel for every frame.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What the pump should do when the keepalive deadline passes.
@@ -37,6 +41,7 @@ impl Keepalive {
             outstanding: false,
             last_ping: None,
             seq: 0,
+            timer: None,
         }
     }
 
@@ -51,11 +56,30 @@ impl Keepalive {
         }
     }
 
-    /// Sleeps until [`Keepalive::deadline`] (forever when disabled).
-    pub async fn wait(&self) {
-        match self.deadline() {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
+    /// Sleeps until [`Keepalive::deadline`] (forever when disabled). Cancel-safe: the
+    /// timer lives in `self`, so a wait dropped for a frame loses nothing.
+    pub async fn wait(&mut self) {
+        let Some(mut at) = self.deadline() else {
+            return std::future::pending().await;
+        };
+        loop {
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            // Frames only move the deadline later; an earlier one (after a ping) resets it.
+            if timer.deadline() > at {
+                timer.as_mut().reset(at);
+            }
+            timer.as_mut().await;
+            match self.deadline() {
+                Some(next) if next > Instant::now() => {
+                    at = next;
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.as_mut().reset(at);
+                    }
+                }
+                _ => return,
+            }
         }
     }
 

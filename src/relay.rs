@@ -377,17 +377,17 @@ pub async fn run(
             }
             reason = &mut retire, if !reloading => {
                 reloading = true;
-                shared.initiate(code::SERVICE_RESTART, reason, Outcome::Reload).await;
+                Box::pin(shared.initiate(code::SERVICE_RESTART, reason, Outcome::Reload)).await;
             }
             _ = gw.shutdown.cancelled(), if !shutting_down => {
                 shutting_down = true;
-                shared.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown).await;
+                Box::pin(shared.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown)).await;
             }
             _ = tokio::time::sleep_until(idle_at), if !idle_closed => {
                 // Data may have moved while we slept; only a full quiet period closes.
                 if shared.last_data.load(Ordering::Relaxed) == last_data.as_millis() as u64 {
                     idle_closed = true;
-                    shared.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout).await;
+                    Box::pin(shared.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout)).await;
                 }
             }
         }
@@ -395,6 +395,18 @@ pub async fn run(
     for pump in aborts {
         pump.abort();
     }
+    // Boxed: the ending's state is only needed once, not for the connection's whole life.
+    Box::pin(finish(&session, &shared, &live, started, gw)).await;
+}
+
+/// Sends what is still owed, half-closes both hops, then counts and logs the connection.
+async fn finish(
+    session: &Session,
+    shared: &Shared,
+    live: &ConnMetrics,
+    started: tokio::time::Instant,
+    gw: &Gateway,
+) {
     for side in [Side::Client, Side::Backend] {
         // A Close still owed (the other hop never finished its handshake) goes out now.
         if let Some(owed) = shared.peer(side).take_pending() {
@@ -426,10 +438,10 @@ pub async fn run(
     let report = CloseReport {
         id: session.id,
         route: session.route.name().to_string(),
-        backend: session.backend,
+        backend: session.backend.clone(),
         client_addr: session.client_addr,
         tls: session.tls,
-        subprotocol: session.subprotocol,
+        subprotocol: session.subprotocol.clone(),
         duration: started.elapsed(),
         msgs_in,
         msgs_out,
@@ -473,11 +485,11 @@ async fn pump(
             read = reader.read_frame() => read,
             _ = keepalive.wait() => {
                 match keepalive.due() {
-                    Due::Ping(mut payload) => shared.ping(from, &mut payload).await,
+                    Due::Ping(mut payload) => Box::pin(shared.ping(from, &mut payload)).await,
                     Due::Dead => {
                         tracing::info!(peer = ?from, "no pong within ping_timeout");
                         shared.record(ClosedBy::Proxy, Some(code::ABNORMAL), "ping timeout", Outcome::PingTimeout);
-                        shared.dead(from, "ping timeout").await;
+                        Box::pin(shared.dead(from, "ping timeout")).await;
                         return;
                     }
                 }
@@ -487,7 +499,7 @@ async fn pump(
         let mut frame = match read {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
-                shared.peer_gone(from).await;
+                Box::pin(shared.peer_gone(from)).await;
                 return;
             }
             Err(e) => {
@@ -496,25 +508,23 @@ async fn pump(
                 } else {
                     code::PROTOCOL_ERROR
                 };
-                shared.violation(from, code, &e.to_string()).await;
-                return drain(reader).await;
+                Box::pin(shared.violation(from, code, &e.to_string())).await;
+                return Box::pin(drain(reader)).await;
             }
         };
         keepalive.on_frame();
         let over_rate =
             frame.fin && !frame.opcode.is_control() && rate.as_mut().is_some_and(|r| !r.allow());
         if over_rate {
-            shared
-                .violation(from, code::POLICY, "message rate exceeded")
-                .await;
-            return drain(reader).await;
+            Box::pin(shared.violation(from, code::POLICY, "message rate exceeded")).await;
+            return Box::pin(drain(reader)).await;
         }
         if let Err((code, reason)) = message.check(&frame) {
-            shared.violation(from, code, reason).await;
+            Box::pin(shared.violation(from, code, reason)).await;
             // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
             // nothing more will come, so close now instead of waiting for another Close.
             if frame.opcode != OpCode::Close {
-                drain(reader).await;
+                Box::pin(drain(reader)).await;
             }
             return;
         }
@@ -555,7 +565,7 @@ async fn pump(
             }
         }
         if shared.forward(to, &mut frame).await.is_err() {
-            shared.peer_gone(to).await;
+            Box::pin(shared.peer_gone(to)).await;
         }
     }
 }
@@ -576,7 +586,8 @@ async fn drain(mut reader: FrameReader<ReadHalf<Stream>>) {
     }
     // The stream cannot be parsed any more: discard raw bytes until the peer pauses.
     let mut io = reader.into_inner();
-    let mut scratch = [0u8; 4096];
+    // On the heap: an array here would sit in every pump's state for the connection's life.
+    let mut scratch = vec![0u8; 4096];
     while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_QUIET, io.read(&mut scratch)).await {
         if n == 0 {
             break;
