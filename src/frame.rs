@@ -6,9 +6,9 @@
 //! its header and lets `read_frame` be cancel-safe (it only awaits `read_buf`).
 
 use bytes::{Buf, BytesMut};
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Size of the per-thread scratch buffer that reads land in when the connection has no
 /// room of its own (one read of a typical burst).
@@ -73,15 +73,111 @@ impl OpCode {
     }
 }
 
-/// One frame with its payload already unmasked.
+/// One frame as it arrived: header and payload in one buffer, so forwarding it to the
+/// other hop rewrites at most the masking key and writes it with one call.
 #[derive(Debug)]
 pub struct Frame {
     /// Final fragment of its message.
     pub fin: bool,
     /// Frame type.
     pub opcode: OpCode,
-    /// Unmasked payload.
-    pub payload: BytesMut,
+    /// Header and payload as received.
+    raw: BytesMut,
+    /// Length of the header, masking key included.
+    head: usize,
+    /// The key the payload is still masked with (`None` once unmasked or never masked).
+    key: Option<[u8; 4]>,
+    /// Whether the length was encoded in the fewest bytes; only such headers are reused.
+    minimal: bool,
+}
+
+impl Frame {
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.raw.len() - self.head
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The unmasked payload (unmasked in place on first use).
+    pub fn payload(&mut self) -> &[u8] {
+        if let Some(key) = self.key.take() {
+            apply_mask(&mut self.raw[self.head..], key);
+        }
+        &self.raw[self.head..]
+    }
+
+    /// The frame's bytes for the next hop, masked with `key` when that hop is a server.
+    ///
+    /// The header is reused whenever it already has the right shape (always, between a
+    /// client and a backend, for minimally encoded lengths): a payload still masked by the
+    /// client is re-masked in one pass with the XOR of both keys.
+    pub fn into_wire(mut self, key: Option<[u8; 4]>) -> BytesMut {
+        let has_key_slot = self.raw[1] & 0x80 != 0;
+        if !self.minimal || has_key_slot != key.is_some() {
+            let (fin, opcode) = (self.fin, self.opcode);
+            return encode(fin, opcode, self.payload(), key);
+        }
+        if let Some(new) = key {
+            let combined = match self.key {
+                Some(old) => [
+                    old[0] ^ new[0],
+                    old[1] ^ new[1],
+                    old[2] ^ new[2],
+                    old[3] ^ new[3],
+                ],
+                None => new,
+            };
+            apply_mask(&mut self.raw[self.head..], combined);
+            self.raw[self.head - 4..self.head].copy_from_slice(&new);
+        }
+        self.raw
+    }
+}
+
+/// Writes a frame header for `len` payload bytes into `head`; returns its length.
+fn put_header(
+    head: &mut [u8; 14],
+    fin: bool,
+    opcode: OpCode,
+    len: usize,
+    key: Option<[u8; 4]>,
+) -> usize {
+    head[0] = (fin as u8) << 7 | opcode as u8;
+    let mut n = if len < 126 {
+        head[1] = len as u8;
+        2
+    } else if len <= u16::MAX as usize {
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    if let Some(key) = key {
+        head[1] |= 0x80;
+        head[n..n + 4].copy_from_slice(&key);
+        n += 4;
+    }
+    n
+}
+
+/// Encodes a whole frame into a new buffer, masking the copy of `payload` with `key`.
+pub fn encode(fin: bool, opcode: OpCode, payload: &[u8], key: Option<[u8; 4]>) -> BytesMut {
+    let mut head = [0u8; 14];
+    let n = put_header(&mut head, fin, opcode, payload.len(), key);
+    let mut out = BytesMut::with_capacity(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
+    if let Some(key) = key {
+        apply_mask(&mut out[n..], key);
+    }
+    out
 }
 
 /// A frame-level violation found while reading; each maps to a close code.
@@ -117,74 +213,64 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads frames from one peer, enforcing the hop's masking direction and the frame limit.
-pub struct FrameReader<R> {
-    io: R,
+/// Cuts frames out of what one peer sends, enforcing the hop's masking direction and the
+/// frame limit; the stream itself is passed in, so the same stream can be written to.
+pub struct FrameDecoder {
     buf: BytesMut,
     expect_masked: bool,
     max_frame: u64,
 }
 
-impl<R: AsyncRead + Unpin> FrameReader<R> {
+impl FrameDecoder {
     /// `expect_masked` is true when the peer is a client; `leftover` is what was read past the handshake.
-    pub fn new(io: R, leftover: BytesMut, expect_masked: bool, max_frame: u64) -> Self {
-        FrameReader {
-            io,
+    pub fn new(leftover: BytesMut, expect_masked: bool, max_frame: u64) -> Self {
+        FrameDecoder {
             buf: leftover,
             expect_masked,
             max_frame,
         }
     }
 
-    /// Reads the next frame; `Ok(None)` on a clean end of stream between frames.
-    ///
-    /// Cancel-safe: the only await is `read_buf`, which loses nothing when dropped.
-    pub async fn read_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    /// Reads until one frame is complete; `Ok(None)` on a clean end of stream between frames.
+    pub fn poll_frame<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame>, FrameError>> {
         loop {
             if let Some(frame) = self.parse()? {
-                return Ok(Some(frame));
+                return Poll::Ready(Ok(Some(frame)));
             }
             if self.buf.is_empty() && self.buf.capacity() > KEEP_MAX {
                 self.buf = BytesMut::new();
             }
-            if self.fill().await? == 0 {
-                return if self.buf.is_empty() {
+            if ready!(self.poll_fill(io, cx))? == 0 {
+                return Poll::Ready(if self.buf.is_empty() {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated)
-                };
+                });
             }
         }
     }
 
-    /// Reads once, into the connection's own room when it has plenty (a large frame is
+    /// Reads once, into the decoder's own room when it has plenty (a large frame is
     /// arriving), else into the thread's scratch buffer, copying out what arrived.
-    ///
-    /// Cancel-safe: bytes are only taken from the socket inside a single poll.
-    async fn fill(&mut self) -> std::io::Result<usize> {
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut R,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() >= DIRECT_READ_MIN {
-            return self.io.read_buf(&mut self.buf).await;
+            return tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.buf);
         }
-        let (io, buf) = (&mut self.io, &mut self.buf);
-        std::future::poll_fn(|cx| {
-            SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let mut read = ReadBuf::new(&mut scratch[..]);
-                match std::pin::Pin::new(&mut *io).poll_read(cx, &mut read) {
-                    Poll::Ready(Ok(())) => {
-                        buf.extend_from_slice(read.filled());
-                        Poll::Ready(Ok(read.filled().len()))
-                    }
-                    other => other.map(|r| r.map(|()| 0)),
-                }
-            })
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            ready!(std::pin::Pin::new(io).poll_read(cx, &mut read))?;
+            self.buf.extend_from_slice(read.filled());
+            Poll::Ready(Ok(read.filled().len()))
         })
-        .await
-    }
-
-    /// Gives back the stream (what was buffered is dropped).
-    pub fn into_inner(self) -> R {
-        self.io
     }
 
     /// Takes one complete frame from the buffer, or says how much more to wait for.
@@ -245,28 +331,52 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
             return Ok(None);
         }
-        let mut key = [0u8; 4];
-        if masked {
+        let key = masked.then(|| {
+            let mut key = [0u8; 4];
             key.copy_from_slice(&self.buf[key_at..key_at + 4]);
-        }
-        let mut payload = self.buf.split_to(total);
-        payload.advance(header);
-        if masked {
-            apply_mask(&mut payload, key);
-        }
+            key
+        });
+        let minimal = match key_at {
+            2 => true,
+            4 => len >= 126,
+            _ => len > u16::MAX as u64,
+        };
         Ok(Some(Frame {
             fin,
             opcode,
-            payload,
+            raw: self.buf.split_to(total),
+            head: header,
+            key,
+            minimal,
         }))
+    }
+}
+
+/// Masking keys for the frames wsgate sends to a backend.
+#[derive(Debug)]
+pub struct MaskKeys(u64);
+
+impl MaskKeys {
+    /// Seeded from the OS per connection.
+    pub fn new(seed: u64) -> MaskKeys {
+        MaskKeys(seed | 1)
+    }
+
+    /// xorshift64*: masking keys only need to be unpredictable to a script choosing payloads
+    /// far from here, and the seed comes from the OS per connection.
+    pub fn next_key(&mut self) -> [u8; 4] {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        ((v >> 32) as u32).to_ne_bytes()
     }
 }
 
 /// Writes frames to one peer, masking them when the peer is a server.
 pub struct FrameWriter<W> {
     io: W,
-    mask: bool,
-    rng: u64,
+    keys: Option<MaskKeys>,
     closed: bool,
     timeout: std::time::Duration,
 }
@@ -278,8 +388,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn new(io: W, mask: bool, seed: u64, timeout: std::time::Duration) -> Self {
         FrameWriter {
             io,
-            mask,
-            rng: seed | 1,
+            keys: mask.then(|| MaskKeys::new(seed)),
             closed: false,
             timeout,
         }
@@ -293,25 +402,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         payload: &mut [u8],
     ) -> std::io::Result<()> {
         let mut head = [0u8; 14];
-        head[0] = (fin as u8) << 7 | opcode as u8;
-        let len = payload.len();
-        let mut n = if len < 126 {
-            head[1] = len as u8;
-            2
-        } else if len <= u16::MAX as usize {
-            head[1] = 126;
-            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-            4
-        } else {
-            head[1] = 127;
-            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-            10
-        };
-        if self.mask {
-            let key = self.next_key();
-            head[1] |= 0x80;
-            head[n..n + 4].copy_from_slice(&key);
-            n += 4;
+        let key = self.keys.as_mut().map(MaskKeys::next_key);
+        let n = put_header(&mut head, fin, opcode, payload.len(), key);
+        if let Some(key) = key {
             apply_mask(payload, key);
         }
         let mut out = Buf::chain(&head[..n], &payload[..]);
@@ -343,16 +436,6 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             return Ok(());
         }
         self.io.shutdown().await
-    }
-
-    /// xorshift64*: masking keys only need to be unpredictable to a script choosing payloads
-    /// far from here, and the seed comes from the OS per connection.
-    fn next_key(&mut self) -> [u8; 4] {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let v = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        ((v >> 32) as u32).to_ne_bytes()
     }
 }
 
@@ -395,9 +478,13 @@ mod tests {
         assert_eq!(fast, slow);
     }
 
-    async fn read_one(bytes: &[u8], masked: bool, max: u64) -> Result<Option<Frame>, FrameError> {
-        let mut r = FrameReader::new(bytes, BytesMut::new(), masked, max);
-        r.read_frame().await
+    async fn read_one(
+        mut bytes: &[u8],
+        masked: bool,
+        max: u64,
+    ) -> Result<Option<Frame>, FrameError> {
+        let mut d = FrameDecoder::new(BytesMut::new(), masked, max);
+        std::future::poll_fn(|cx| d.poll_frame(&mut bytes, cx)).await
     }
 
     #[tokio::test]
@@ -408,12 +495,9 @@ mod tests {
         w.write_frame(true, OpCode::Binary, &mut payload)
             .await
             .unwrap();
-        let f = read_one(&out, true, 1 << 20).await.unwrap().unwrap();
-        assert_eq!(
-            (f.fin, f.opcode, f.payload.len()),
-            (true, OpCode::Binary, 70_000)
-        );
-        assert!(f.payload.iter().all(|&b| b == 7));
+        let mut f = read_one(&out, true, 1 << 20).await.unwrap().unwrap();
+        assert_eq!((f.fin, f.opcode, f.len()), (true, OpCode::Binary, 70_000));
+        assert!(f.payload().iter().all(|&b| b == 7));
         // Same bytes at a server reader: masked frames from a server are a violation.
         assert!(matches!(
             read_one(&out, false, 1 << 20).await,
@@ -451,5 +535,50 @@ mod tests {
             assert!(want(&err), "{bytes:?} gave {err:?}");
         }
         assert!(read_one(&[], false, 10).await.unwrap().is_none());
+    }
+
+    /// A client's frame forwarded to a backend: same header shape, a new key, the payload
+    /// re-masked in one pass; decoded at the backend it is the client's payload.
+    #[tokio::test]
+    async fn forwarding_remasks_in_place() {
+        for (opcode, len) in [
+            (OpCode::Binary, 0),
+            (OpCode::Binary, 125),
+            (OpCode::Text, 126),
+            (OpCode::Binary, 70_000),
+        ] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let wire = encode(true, opcode, &payload, Some([9, 8, 7, 6]));
+            let f = read_one(&wire, true, 1 << 20).await.unwrap().unwrap();
+            let out = f.into_wire(Some([1, 2, 3, 4]));
+            assert_eq!(out.len(), wire.len(), "header reused for {len}");
+            assert_eq!(
+                &out[..],
+                &encode(true, opcode, &payload, Some([1, 2, 3, 4]))[..]
+            );
+            let mut back = read_one(&out, true, 1 << 20).await.unwrap().unwrap();
+            assert_eq!(back.payload(), &payload[..]);
+        }
+    }
+
+    /// Backend to client: the bytes pass as they came; a payload that was looked at stays unmasked.
+    #[tokio::test]
+    async fn forwarding_unmasked_passes_bytes() {
+        let wire = encode(false, OpCode::Text, b"hello", None);
+        let mut f = read_one(&wire, false, 100).await.unwrap().unwrap();
+        assert_eq!(f.payload(), b"hello");
+        assert_eq!(&f.into_wire(None)[..], &wire[..]);
+    }
+
+    /// A length that is not minimal (5 bytes in a 16-bit length) is re-encoded minimally.
+    #[tokio::test]
+    async fn non_minimal_length_is_reencoded() {
+        let wire = [0x82u8, 126, 0, 5, 1, 2, 3, 4, 5];
+        let f = read_one(&wire, false, 100).await.unwrap().unwrap();
+        assert_eq!(&f.into_wire(None)[..], &[0x82u8, 5, 1, 2, 3, 4, 5][..]);
+        let masked = [0x82u8, 0xfe, 0, 1, 0, 0, 0, 0, 42];
+        let f = read_one(&masked, true, 100).await.unwrap().unwrap();
+        let out = f.into_wire(Some([0, 0, 0, 0]));
+        assert_eq!(&out[..], &[0x82u8, 0x81, 0, 0, 0, 0, 42][..]);
     }
 }

@@ -1,14 +1,13 @@
 //! Per-hop keepalive: wsgate's own pings to a quiet peer, and the deadline for its pong.
 
-use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// Prefix of the payload of wsgate's own pings, so their pongs are recognised and consumed.
 const MARK: &[u8; 7] = b"wsgate\0";
 
-/// The keepalive state of one peer, driven by the pump that reads from it.
+/// The keepalive state of one peer; the relay's one timer waits for its deadline.
 #[derive(Debug)]
 pub struct Keepalive {
     interval: Duration,
@@ -17,9 +16,6 @@ pub struct Keepalive {
     outstanding: bool,
     last_ping: Option<(u64, Instant)>,
     seq: u64,
-    /// One timer for the connection's life, moved only when it fires early: a timer made
-    /// per frame would be inserted into and removed from the timer wheel for every frame.
-    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What the pump should do when the keepalive deadline passes.
@@ -41,7 +37,6 @@ impl Keepalive {
             outstanding: false,
             last_ping: None,
             seq: 0,
-            timer: None,
         }
     }
 
@@ -53,33 +48,6 @@ impl Keepalive {
         match (self.outstanding, self.last_ping) {
             (true, Some((_, sent))) => Some(sent + self.timeout),
             _ => Some(self.last_rx + self.interval),
-        }
-    }
-
-    /// Sleeps until [`Keepalive::deadline`] (forever when disabled). Cancel-safe: the
-    /// timer lives in `self`, so a wait dropped for a frame loses nothing.
-    pub async fn wait(&mut self) {
-        let Some(mut at) = self.deadline() else {
-            return std::future::pending().await;
-        };
-        loop {
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-            // Frames only move the deadline later; an earlier one (after a ping) resets it.
-            if timer.deadline() > at {
-                timer.as_mut().reset(at);
-            }
-            timer.as_mut().await;
-            match self.deadline() {
-                Some(next) if next > Instant::now() => {
-                    at = next;
-                    if let Some(timer) = self.timer.as_mut() {
-                        timer.as_mut().reset(at);
-                    }
-                }
-                _ => return,
-            }
         }
     }
 
@@ -132,7 +100,7 @@ mod tests {
         let mut k = Keepalive::new(Duration::from_secs(20), Duration::from_secs(10));
         let start = Instant::now();
         assert_eq!(k.deadline(), Some(start + Duration::from_secs(20)));
-        k.wait().await;
+        tokio::time::sleep_until(k.deadline().unwrap()).await;
         let Due::Ping(payload) = k.due() else {
             panic!("expected a ping")
         };
@@ -140,7 +108,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(5)).await;
         assert_eq!(k.on_pong(&payload), Some(Some(Duration::from_millis(5))));
         assert_eq!(k.on_pong(b"app ping"), None);
-        k.wait().await;
+        tokio::time::sleep_until(k.deadline().unwrap()).await;
         assert_eq!(k.due(), Due::Dead);
         k.on_frame();
         assert_eq!(k.deadline(), Some(Instant::now() + Duration::from_secs(20)));

@@ -23,6 +23,7 @@ pub mod echo;
 pub mod frame;
 pub mod handshake;
 pub mod health;
+pub mod hop;
 pub mod keepalive;
 pub mod listener;
 pub mod message;

@@ -28,11 +28,12 @@ impl Message {
     }
 
     /// Checks one frame against the message in progress; Err carries the close code and reason.
-    pub fn check(&mut self, frame: &Frame) -> Result<(), (u16, &'static str)> {
-        let len = frame.payload.len() as u64;
+    pub fn check(&mut self, frame: &mut Frame) -> Result<(), (u16, &'static str)> {
+        let len = frame.len() as u64;
+        let fin = frame.fin;
         match frame.opcode {
             OpCode::Close => {
-                return close::parse_close(&frame.payload)
+                return close::parse_close(frame.payload())
                     .map(drop)
                     .map_err(|_| (code::PROTOCOL_ERROR, "invalid close frame"));
             }
@@ -56,7 +57,7 @@ impl Message {
         }
         if self.open == Some(OpCode::Text)
             && self.validate_utf8
-            && self.utf8.feed(&frame.payload, frame.fin).is_err()
+            && self.utf8.feed(frame.payload(), fin).is_err()
         {
             return Err((code::INVALID_DATA, "invalid UTF-8 in text message"));
         }

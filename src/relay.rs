@@ -1,24 +1,29 @@
-//! The tunnel after 101: two per-direction frame pumps with per-hop checks, and the close handshake.
+//! The tunnel after 101: both hops driven by one task, every frame checked on the hop it
+//! came from and forwarded to the other, and the close handshake.
 //!
-//! Each pump reads a frame from one peer, checks it, and writes it to the other; nothing
-//! more is read from a peer until its previous frame was written, so backpressure is the
-//! loop itself. The two write halves are shared behind async locks so a pump can send a
-//! Close to either peer; a Close is sent at most once per peer and nothing follows it.
+//! One task owns both streams (design §8: per-connection state is what idle connections
+//! cost, and cross-task wakeups and locks are what small frames cost). A frame read from
+//! one hop is queued whole for the other, and nothing more is read from that hop until the
+//! queue is written, so backpressure is the loop itself; each hop's queue drains on its
+//! own, so a peer that stops reading never stops the other direction. A Close is sent at
+//! most once per peer and nothing follows it. One timer serves every deadline (keepalive,
+//! idle, write, close handshake, drain) and is only moved when a deadline comes earlier.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, ReadHalf, WriteHalf};
-use tokio::sync::Mutex;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::close::{self, CloseReport, ClosedBy, Outcome, code};
-use crate::frame::{Frame, FrameError, FrameReader, FrameWriter, OpCode};
-use crate::keepalive::{Due, Keepalive};
-use crate::message::Message;
+use crate::frame::{Frame, FrameError, OpCode};
+use crate::hop::{DRAIN_QUIET, Hop, Reading};
+use crate::keepalive::Due;
 use crate::metrics::ConnMetrics;
 use crate::occupancy::Seat;
 use crate::route::Route;
@@ -91,35 +96,6 @@ impl Side {
     }
 }
 
-/// The write half of one peer, and whether it has been sent its Close (or is unreachable).
-///
-/// The flag is outside the lock so a dead peer can be marked without waiting for a
-/// write that is stuck on it; it is re-checked under the lock before every write.
-struct Peer {
-    writer: Mutex<FrameWriter<WriteHalf<Stream>>>,
-    close_sent: AtomicBool,
-    /// A Close owed to this peer that waits until the other hop has finished its close
-    /// handshake, so data the other hop sent before it is still delivered (client violations).
-    pending_close: StdMutex<Option<Vec<u8>>>,
-}
-
-impl Peer {
-    fn new(writer: FrameWriter<WriteHalf<Stream>>) -> Peer {
-        Peer {
-            writer: Mutex::new(writer),
-            close_sent: AtomicBool::new(false),
-            pending_close: StdMutex::new(None),
-        }
-    }
-
-    fn take_pending(&self) -> Option<Vec<u8>> {
-        self.pending_close
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-}
-
 /// How the connection started to end (the first event wins).
 struct FirstClose {
     closed_by: ClosedBy,
@@ -128,45 +104,72 @@ struct FirstClose {
     outcome: Outcome,
 }
 
-/// Messages and payload bytes in one direction.
-#[derive(Default)]
-struct Counters {
-    messages: AtomicU64,
-    bytes: AtomicU64,
+/// Something outside the connection that ends it.
+enum Control {
+    Shutdown,
+    RouteRetired,
+    BackendRetired,
 }
 
-/// State both pumps share.
-struct Shared {
-    client: Peer,
-    backend: Peer,
-    first: StdMutex<Option<FirstClose>>,
-    /// Cancelled when the first Close is sent: the close timeout starts.
-    closing: CancellationToken,
-    counts: [Counters; 2],
-    /// Milliseconds from the relay's start to the last data frame either way (idle timeout).
-    last_data: AtomicU64,
-    started: tokio::time::Instant,
-}
+type ControlWait = Pin<Box<dyn Future<Output = Control> + Send>>;
 
-impl Shared {
-    fn peer(&self, side: Side) -> &Peer {
-        match side {
-            Side::Client => &self.client,
-            Side::Backend => &self.backend,
+/// Waits for whichever of the given tokens is cancelled first.
+fn control_wait(
+    shutdown: Option<CancellationToken>,
+    route: Option<CancellationToken>,
+    backend: Option<CancellationToken>,
+) -> Option<ControlWait> {
+    if shutdown.is_none() && route.is_none() && backend.is_none() {
+        return None;
+    }
+    async fn cancelled(token: Option<CancellationToken>) {
+        match token {
+            Some(t) => t.cancelled_owned().await,
+            None => std::future::pending().await,
         }
     }
+    Some(Box::pin(async move {
+        tokio::select! {
+            _ = cancelled(shutdown) => Control::Shutdown,
+            _ = cancelled(route) => Control::RouteRetired,
+            _ = cancelled(backend) => Control::BackendRetired,
+        }
+    }))
+}
 
-    /// Notes that a data frame moved, for the idle timeout.
-    fn touch(&self) {
-        self.last_data
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+/// The whole state of one relayed connection.
+struct Relay<'g> {
+    session: Session,
+    gw: &'g Gateway,
+    /// Indexed by `Side as usize`.
+    hops: [Hop; 2],
+    first: Option<FirstClose>,
+    /// Messages and payload bytes per direction (client to backend first).
+    counts: [(u64, u64); 2],
+    live: ConnMetrics,
+    /// Only clients are rate limited: the backend is the operator's own.
+    rate: Option<RateLimit>,
+    /// When the close handshake must be over (set by the first Close sent).
+    close_by: Option<Instant>,
+    /// When the last data frame moved (kept only with an idle timeout).
+    last_data: Instant,
+    idle_closed: bool,
+    /// A retirement that fired: when this connection's turn comes, and why.
+    retire_at: Option<(Instant, &'static str)>,
+    retiring: bool,
+    shutting_down: bool,
+    control: Option<ControlWait>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Relay<'_> {
+    fn hop(&mut self, side: Side) -> &mut Hop {
+        &mut self.hops[side as usize]
     }
 
-    fn record(&self, closed_by: ClosedBy, code: Option<u16>, reason: &str, outcome: Outcome) {
-        // A poisoned lock only means another pump panicked; the record is still usable.
-        let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
-        if first.is_none() {
-            *first = Some(FirstClose {
+    fn record(&mut self, closed_by: ClosedBy, code: Option<u16>, reason: &str, outcome: Outcome) {
+        if self.first.is_none() {
+            self.first = Some(FirstClose {
                 closed_by,
                 code,
                 reason: reason.to_string(),
@@ -175,84 +178,67 @@ impl Shared {
         }
     }
 
-    /// Sends a Close to `side` unless it already got one; returns whether it was sent.
-    async fn send_close(&self, side: Side, payload: &[u8]) -> bool {
-        let peer = self.peer(side);
-        let mut writer = peer.writer.lock().await;
-        if peer.close_sent.swap(true, Ordering::AcqRel) {
-            return false;
+    fn start_closing(&mut self) {
+        if self.close_by.is_none() {
+            self.close_by = Some(Instant::now() + self.session.route.tuning.close_timeout);
         }
-        self.closing.cancel();
-        let mut payload = peer.take_pending().unwrap_or_else(|| payload.to_vec());
-        if let Err(e) = writer.write_frame(true, OpCode::Close, &mut payload).await {
-            tracing::debug!(?side, error = %e, "could not send close");
-        }
-        true
     }
 
-    /// Forwards a frame to `side`; frames after its Close are dropped. Err means `side` is gone.
-    async fn forward(&self, side: Side, frame: &mut Frame) -> std::io::Result<()> {
-        let peer = self.peer(side);
-        let mut writer = peer.writer.lock().await;
-        if peer.close_sent.load(Ordering::Acquire) {
-            return Ok(());
+    /// Queues a Close for `side` unless it already got one (a Close owed to it goes instead).
+    fn send_close(&mut self, side: Side, payload: &[u8]) {
+        let hop = self.hop(side);
+        if hop.close_sent {
+            return;
+        }
+        hop.close_sent = true;
+        let owed = hop.pending_close.take();
+        hop.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
+        self.start_closing();
+    }
+
+    /// Queues a frame for `to`; frames after its Close are dropped.
+    fn forward(&mut self, to: Side, frame: Frame) {
+        let hop = self.hop(to);
+        if hop.close_sent {
+            return;
         }
         if frame.opcode == OpCode::Close {
-            peer.close_sent.store(true, Ordering::Release);
-            self.closing.cancel();
-            if let Some(owed) = peer.take_pending() {
-                frame.payload = owed.as_slice().into();
+            hop.close_sent = true;
+            match hop.pending_close.take() {
+                Some(owed) => hop.queue_own(OpCode::Close, &owed),
+                None => hop.queue_frame(frame),
             }
-        }
-        let result = writer
-            .write_frame(frame.fin, frame.opcode, &mut frame.payload)
-            .await;
-        if result.is_err() {
-            peer.close_sent.store(true, Ordering::Release);
-        }
-        result
-    }
-
-    /// Sends one of wsgate's own pings to `side` (not after its Close).
-    async fn ping(&self, side: Side, payload: &mut [u8]) {
-        let peer = self.peer(side);
-        let mut writer = peer.writer.lock().await;
-        if !peer.close_sent.load(Ordering::Acquire)
-            && writer
-                .write_frame(true, OpCode::Ping, payload)
-                .await
-                .is_err()
-        {
-            peer.close_sent.store(true, Ordering::Release);
+            self.start_closing();
+        } else {
+            hop.queue_frame(frame);
         }
     }
 
     /// `from` vanished or its socket failed: tell the other side.
-    async fn peer_gone(&self, from: Side) {
+    fn peer_gone(&mut self, from: Side) {
         let outcome = if from == Side::Client {
             Outcome::ClientGone
         } else {
             Outcome::BackendError
         };
         self.record(from.closed_by(), Some(code::ABNORMAL), "", outcome);
-        self.dead(from, "").await;
+        self.dead(from, "");
     }
 
     /// `side` cannot be reached any more: never write to it again, and close the other hop.
-    async fn dead(&self, side: Side, why: &str) {
-        self.peer(side).close_sent.store(true, Ordering::Release);
+    fn dead(&mut self, side: Side, why: &str) {
+        self.hop(side).close_sent = true;
         let (code, reason) = side.gone_code();
         let reason = if why.is_empty() {
             reason.to_string()
         } else {
             format!("{reason}: {why}")
         };
-        self.send_close(side.other(), &close::close_payload(code, &reason))
-            .await;
+        self.send_close(side.other(), &close::close_payload(code, &reason));
     }
 
     /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
-    async fn violation(&self, from: Side, code: u16, reason: &str) {
+    fn violation(&mut self, from: Side, code: u16, reason: &str) {
         let outcome = if code == code::TOO_BIG || code == code::POLICY {
             Outcome::Limit
         } else {
@@ -267,24 +253,376 @@ impl Shared {
             // The backend may still be sending what it had before our Close (echoes of the
             // client's valid messages): the client gets its Close after those, when the
             // backend's Close reply is relayed (or at the close timeout at the latest).
-            *self
-                .client
-                .pending_close
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(payload);
-            self.send_close(Side::Backend, &other_payload).await;
+            self.hop(Side::Client).pending_close = Some(payload);
+            self.send_close(Side::Backend, &other_payload);
         } else {
-            self.send_close(from, &payload).await;
-            self.send_close(from.other(), &other_payload).await;
+            self.send_close(from, &payload);
+            self.send_close(from.other(), &other_payload);
+        }
+        self.hop(from).reading = Reading::Draining;
+    }
+
+    /// wsgate itself ends the connection (shutdown, reload, idle): Close to both peers.
+    fn initiate(&mut self, code: u16, reason: &str, outcome: Outcome) {
+        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
+        let payload = close::close_payload(code, reason);
+        self.send_close(Side::Client, &payload);
+        self.send_close(Side::Backend, &payload);
+    }
+
+    /// A write to `side` failed or timed out.
+    fn write_failed(&mut self, side: Side, error: &std::io::Error) {
+        tracing::debug!(?side, %error, "write failed");
+        let was_closing = self.hop(side).close_sent;
+        self.hop(side).fail();
+        if !was_closing {
+            self.peer_gone(side);
         }
     }
 
-    /// wsgate itself ends the connection (shutdown, reload): Close to both peers.
-    async fn initiate(&self, code: u16, reason: &str, outcome: Outcome) {
-        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
-        let payload = close::close_payload(code, reason);
-        self.send_close(Side::Client, &payload).await;
-        self.send_close(Side::Backend, &payload).await;
+    /// Writes what is queued for `side`, as far as it goes without waiting.
+    fn write_out(&mut self, side: Side, cx: &mut Context<'_>) {
+        if let Poll::Ready(Err(e)) = self.hop(side).poll_write_out(cx) {
+            self.write_failed(side, &e);
+        }
+    }
+
+    /// Reads, checks and forwards frames from `from` while the other hop keeps up; true
+    /// when anything happened.
+    fn pump(&mut self, from: Side, cx: &mut Context<'_>) -> bool {
+        let to = from.other();
+        let mut moved = false;
+        loop {
+            let reading = self.hop(from).reading;
+            match reading {
+                Reading::Done => return moved,
+                Reading::Open if !self.hop(to).written() => return moved,
+                Reading::RawDrain { .. } => {
+                    let Poll::Ready(read) = self.hop(from).poll_discard(cx) else {
+                        return moved;
+                    };
+                    self.hop(from).reading = match read {
+                        Ok(n) if n > 0 => Reading::RawDrain {
+                            quiet_until: Instant::now() + DRAIN_QUIET,
+                        },
+                        _ => Reading::Done,
+                    };
+                }
+                Reading::Draining => {
+                    let Poll::Ready(read) = self.hop(from).poll_frame(cx) else {
+                        return moved;
+                    };
+                    self.hop(from).reading = match read {
+                        Ok(Some(f)) if f.opcode != OpCode::Close => Reading::Draining,
+                        Ok(_) => Reading::Done,
+                        Err(_) => Reading::RawDrain {
+                            quiet_until: Instant::now() + DRAIN_QUIET,
+                        },
+                    };
+                }
+                Reading::Open => {
+                    let Poll::Ready(read) = self.hop(from).poll_frame(cx) else {
+                        return moved;
+                    };
+                    self.on_read(from, read);
+                    self.write_out(to, cx);
+                }
+            }
+            moved = true;
+        }
+    }
+
+    /// Handles what one read from `from` produced.
+    fn on_read(&mut self, from: Side, read: Result<Option<Frame>, FrameError>) {
+        let to = from.other();
+        let dir = from as usize;
+        let mut frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
+                self.peer_gone(from);
+                self.hop(from).reading = Reading::Done;
+                return;
+            }
+            Err(e) => {
+                let code = if matches!(e, FrameError::TooLarge(_)) {
+                    code::TOO_BIG
+                } else {
+                    code::PROTOCOL_ERROR
+                };
+                return self.violation(from, code, &e.to_string());
+            }
+        };
+        self.hop(from).keepalive.on_frame();
+        let over_rate = from == Side::Client
+            && frame.fin
+            && !frame.opcode.is_control()
+            && self.rate.as_mut().is_some_and(|r| !r.allow());
+        if over_rate {
+            return self.violation(from, code::POLICY, "message rate exceeded");
+        }
+        if let Err((code, reason)) = self.hop(from).message.check(&mut frame) {
+            self.violation(from, code, reason);
+            // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
+            // nothing more will come, so close now instead of waiting for another Close.
+            if frame.opcode == OpCode::Close {
+                self.hop(from).reading = Reading::Done;
+            }
+            return;
+        }
+        match frame.opcode {
+            OpCode::Close => {
+                let parsed = close::parse_close(frame.payload()).ok().flatten();
+                let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
+                self.record(from.closed_by(), code, reason, Outcome::Normal);
+                self.forward(to, frame);
+                self.live.frame(dir, OpCode::Close, None, false);
+                // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
+                self.hop(from).reading = Reading::Done;
+                return;
+            }
+            OpCode::Pong => {
+                if let Some(rtt) = self.hops[dir].keepalive.on_pong(frame.payload()) {
+                    if let Some(rtt) = rtt {
+                        let route = self.session.route.name();
+                        self.gw.metrics.ping_rtt(route, from.label(), rtt);
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let is_data = !frame.opcode.is_control();
+        let len = frame.len() as u64;
+        // Counted before the write, so a peer that has received a message always finds it
+        // in the counters (the write completes on another thread than a scrape).
+        self.live
+            .frame(dir, frame.opcode, is_data.then_some(len), frame.fin);
+        if is_data {
+            self.counts[dir].1 += len;
+            if frame.fin {
+                self.counts[dir].0 += 1;
+            }
+            // Only the idle timeout reads it; without one, spare the per-frame clock read.
+            if !self.session.route.tuning.idle_timeout.is_zero() {
+                self.last_data = Instant::now();
+            }
+        }
+        self.forward(to, frame);
+    }
+
+    /// Reacts to shutdown and retirement.
+    fn poll_control(&mut self, cx: &mut Context<'_>) {
+        let Some(wait) = self.control.as_mut() else {
+            return;
+        };
+        let Poll::Ready(event) = wait.as_mut().poll(cx) else {
+            return;
+        };
+        match event {
+            Control::Shutdown => {
+                self.shutting_down = true;
+                self.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown);
+            }
+            Control::RouteRetired | Control::BackendRetired => {
+                self.retiring = true;
+                let (watch, why) = match event {
+                    Control::RouteRetired => (Some(&self.session.route_watch), "route reloaded"),
+                    _ => (
+                        self.session.backend_watch.as_ref(),
+                        "backend removed or unhealthy",
+                    ),
+                };
+                let delay = watch.map_or(Duration::ZERO, |w| w.delay());
+                self.retire_at = Some((Instant::now() + delay, why));
+            }
+        }
+        let retire = |w: &crate::retire::RetireWatch| w.token().clone();
+        self.control = control_wait(
+            (!self.shutting_down).then(|| self.gw.shutdown.clone()),
+            (!self.retiring).then(|| retire(&self.session.route_watch)),
+            (!self.retiring)
+                .then(|| self.session.backend_watch.as_ref().map(retire))
+                .flatten(),
+        );
+        if let Some(wait) = self.control.as_mut() {
+            // Registers the new wait (it cannot be ready: each token fires once).
+            let _ = wait.as_mut().poll(cx);
+        }
+    }
+
+    /// Acts on every deadline that has passed and sets the timer for the next; says whether
+    /// the close handshake ran out of time, and whether any deadline acted.
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
+        let mut acted = false;
+        loop {
+            let tuning = &self.session.route.tuning;
+            let idle = (!self.idle_closed && !tuning.idle_timeout.is_zero())
+                .then(|| self.last_data + tuning.idle_timeout);
+            let mut next: Option<Instant> = None;
+            let mut consider = |at: Option<Instant>| {
+                if let Some(at) = at {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            };
+            consider(self.close_by);
+            consider(idle);
+            consider(self.retire_at.map(|(at, _)| at));
+            for hop in &self.hops {
+                consider(hop.write_deadline());
+                match hop.reading {
+                    Reading::Open => consider(hop.keepalive.deadline()),
+                    Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
+                    _ => {}
+                }
+            }
+            let Some(next) = next else {
+                return (false, acted);
+            };
+            let now = Instant::now();
+            if next > now {
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+                // A later deadline lets the timer fire early and be moved then: frames move
+                // keepalive deadlines constantly, the timer wheel should not see each of them.
+                if timer.is_elapsed() || next < timer.deadline() {
+                    timer.as_mut().reset(next);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return (false, acted);
+                }
+                continue;
+            }
+            if self.close_by.is_some_and(|at| at <= now) {
+                tracing::debug!("close handshake timed out");
+                return (true, acted);
+            }
+            acted = true;
+            if idle.is_some_and(|at| at <= now) {
+                self.idle_closed = true;
+                self.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout);
+            }
+            if let Some((at, why)) = self.retire_at
+                && at <= now
+            {
+                self.retire_at = None;
+                self.initiate(code::SERVICE_RESTART, why, Outcome::Reload);
+            }
+            for side in [Side::Client, Side::Backend] {
+                let hop = self.hop(side);
+                if hop.write_deadline().is_some_and(|at| at <= now) {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "peer did not read within write_timeout",
+                    );
+                    self.write_failed(side, &e);
+                }
+                let hop = self.hop(side);
+                match hop.reading {
+                    Reading::RawDrain { quiet_until } if quiet_until <= now => {
+                        hop.reading = Reading::Done;
+                    }
+                    Reading::Open if hop.keepalive.deadline().is_some_and(|at| at <= now) => {
+                        match hop.keepalive.due() {
+                            Due::Ping(payload) => {
+                                if !hop.close_sent {
+                                    hop.queue_own(OpCode::Ping, &payload);
+                                }
+                            }
+                            Due::Dead => {
+                                tracing::info!(peer = ?side, "no pong within ping_timeout");
+                                hop.reading = Reading::Done;
+                                self.record(
+                                    ClosedBy::Proxy,
+                                    Some(code::ABNORMAL),
+                                    "ping timeout",
+                                    Outcome::PingTimeout,
+                                );
+                                self.dead(side, "ping timeout");
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Moves everything that can move; ready when the connection is over.
+    ///
+    /// Returns pending only when nothing moved and no deadline acted in a whole round, so
+    /// every read, write and timer that waits has registered this task for a wakeup.
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_control(cx);
+        loop {
+            self.write_out(Side::Client, cx);
+            self.write_out(Side::Backend, cx);
+            let moved = self.pump(Side::Client, cx) | self.pump(Side::Backend, cx);
+            let (expired, acted) = self.poll_deadlines(cx);
+            if expired {
+                return Poll::Ready(());
+            }
+            if self
+                .hops
+                .iter()
+                .all(|h| h.reading == Reading::Done && h.written())
+            {
+                return Poll::Ready(());
+            }
+            if !moved && !acted {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Sends what is still owed, half-closes both hops (each bounded), then counts and logs.
+    async fn finish(mut self, started: Instant) {
+        for side in [Side::Client, Side::Backend] {
+            // A Close still owed (the other hop never finished its handshake) goes out now.
+            let hop = self.hop(side);
+            if let Some(owed) = hop.pending_close.take()
+                && !hop.close_sent
+            {
+                hop.close_sent = true;
+                hop.queue_own(OpCode::Close, &owed);
+            }
+            // Bounded: a peer that stopped reading must not hold the task forever.
+            let end = std::future::poll_fn(|cx| {
+                std::task::ready!(hop.poll_write_out(cx))?;
+                hop.poll_shutdown(cx)
+            });
+            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, end).await;
+        }
+        let first = self.first.take().unwrap_or(FirstClose {
+            closed_by: ClosedBy::Proxy,
+            code: None,
+            reason: String::new(),
+            outcome: Outcome::Normal,
+        });
+        let session = &self.session;
+        let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = self.counts;
+        let report = CloseReport {
+            id: session.id,
+            route: session.route.name().to_string(),
+            backend: session.backend.clone(),
+            client_addr: session.client_addr,
+            tls: session.tls,
+            subprotocol: session.subprotocol.clone(),
+            duration: started.elapsed(),
+            msgs_in,
+            msgs_out,
+            bytes_in,
+            bytes_out,
+            close_code: first.code,
+            close_reason: first.reason,
+            closed_by: first.closed_by,
+            outcome: first.outcome,
+        };
+        self.live.finish();
+        self.gw.metrics.connection_closed(&report);
+        report.log();
+        // No subscriber is the normal case outside tests.
+        let _ = self.gw.reports.send(report);
     }
 }
 
@@ -295,8 +633,7 @@ pub async fn run(
     backend: (Stream, BytesMut),
     gw: &Gateway,
 ) {
-    let started = tokio::time::Instant::now();
-    let tuning = session.route.tuning.clone();
+    let started = Instant::now();
     let settings = gw.settings.load();
     let live = gw.metrics.connection_opened(
         session.route.name(),
@@ -307,292 +644,38 @@ pub async fn run(
         tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
             client_addr = %session.client_addr, "connection opened");
     }
-    let (client_r, client_w) = tokio::io::split(client.0);
-    let (backend_r, backend_w) = tokio::io::split(backend.0);
-    let shared = Arc::new(Shared {
-        client: Peer::new(FrameWriter::new(client_w, false, 0, tuning.write_timeout)),
-        backend: Peer::new(FrameWriter::new(
-            backend_w,
-            true,
-            crate::random_u64(),
-            tuning.write_timeout,
-        )),
-        last_data: AtomicU64::new(0),
-        started,
-        first: StdMutex::new(None),
-        closing: CancellationToken::new(),
-        counts: Default::default(),
-    });
-    let client_reader = FrameReader::new(client_r, client.1, true, tuning.max_frame_bytes);
-    let backend_reader = FrameReader::new(backend_r, backend.1, false, tuning.max_frame_bytes);
-    // Each pump is a task of its own, so a frame wakes only the pump that reads it, not
-    // this task's timers and tokens (design §8: re-polling both directions showed up first
-    // in the profile). Both stay on this worker's runtime.
-    let live = Arc::new(live);
-    let spawn_pump = |side, reader| {
-        let (shared, route, metrics, live) = (
-            shared.clone(),
-            session.route.clone(),
-            gw.metrics.clone(),
-            live.clone(),
-        );
-        tokio::spawn(pump(side, reader, shared, route, metrics, live))
+    drop(settings);
+    let tuning = &session.route.tuning;
+    let hops = [
+        Hop::new(client.0, client.1, true, tuning),
+        Hop::new(backend.0, backend.1, false, tuning),
+    ];
+    let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
+    let control = control_wait(
+        Some(gw.shutdown.clone()),
+        Some(session.route_watch.token().clone()),
+        session.backend_watch.as_ref().map(|w| w.token().clone()),
+    );
+    let mut relay = Relay {
+        session,
+        gw,
+        hops,
+        first: None,
+        counts: [(0, 0); 2],
+        live,
+        rate,
+        close_by: None,
+        last_data: started,
+        idle_closed: false,
+        retire_at: None,
+        retiring: false,
+        shutting_down: false,
+        control,
+        timer: None,
     };
-    let client_pump = spawn_pump(Side::Client, client_reader);
-    let backend_pump = spawn_pump(Side::Backend, backend_reader);
-    let aborts = [client_pump.abort_handle(), backend_pump.abort_handle()];
-    let pumps = async {
-        let _ = tokio::join!(client_pump, backend_pump);
-    };
-    tokio::pin!(pumps);
-    let close_deadline = async {
-        shared.closing.cancelled().await;
-        tokio::time::sleep(tuning.close_timeout).await
-    };
-    tokio::pin!(close_deadline);
-    let retire = async {
-        let backend_retired = async {
-            match &session.backend_watch {
-                Some(w) => w.wait().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = session.route_watch.wait() => "route reloaded",
-            _ = backend_retired => "backend removed or unhealthy",
-        }
-    };
-    tokio::pin!(retire);
-    let mut reloading = false;
-    let mut shutting_down = false;
-    let mut idle_closed = tuning.idle_timeout.is_zero();
-    loop {
-        let last_data = Duration::from_millis(shared.last_data.load(Ordering::Relaxed));
-        let idle_at = started + last_data + tuning.idle_timeout;
-        tokio::select! {
-            _ = &mut pumps => break,
-            _ = &mut close_deadline => {
-                tracing::debug!("close handshake timed out");
-                break;
-            }
-            reason = &mut retire, if !reloading => {
-                reloading = true;
-                Box::pin(shared.initiate(code::SERVICE_RESTART, reason, Outcome::Reload)).await;
-            }
-            _ = gw.shutdown.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                Box::pin(shared.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown)).await;
-            }
-            _ = tokio::time::sleep_until(idle_at), if !idle_closed => {
-                // Data may have moved while we slept; only a full quiet period closes.
-                if shared.last_data.load(Ordering::Relaxed) == last_data.as_millis() as u64 {
-                    idle_closed = true;
-                    Box::pin(shared.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout)).await;
-                }
-            }
-        }
-    }
-    for pump in aborts {
-        pump.abort();
-    }
+    std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
     // Boxed: the ending's state is only needed once, not for the connection's whole life.
-    Box::pin(finish(&session, &shared, &live, started, gw)).await;
-}
-
-/// Sends what is still owed, half-closes both hops, then counts and logs the connection.
-async fn finish(
-    session: &Session,
-    shared: &Shared,
-    live: &ConnMetrics,
-    started: tokio::time::Instant,
-    gw: &Gateway,
-) {
-    for side in [Side::Client, Side::Backend] {
-        // A Close still owed (the other hop never finished its handshake) goes out now.
-        if let Some(owed) = shared.peer(side).take_pending() {
-            let send = shared.send_close(side, &owed);
-            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, send).await;
-        }
-        let mut writer = shared.peer(side).writer.lock().await;
-        // Bounded: a peer that stopped reading must not hold the task forever.
-        let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, writer.shutdown()).await;
-    }
-    let first = shared
-        .first
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    let first = first.unwrap_or(FirstClose {
-        closed_by: ClosedBy::Proxy,
-        code: None,
-        reason: String::new(),
-        outcome: Outcome::Normal,
-    });
-    let count = |i: usize| {
-        (
-            shared.counts[i].messages.load(Ordering::Relaxed),
-            shared.counts[i].bytes.load(Ordering::Relaxed),
-        )
-    };
-    let ((msgs_in, bytes_in), (msgs_out, bytes_out)) = (count(0), count(1));
-    let report = CloseReport {
-        id: session.id,
-        route: session.route.name().to_string(),
-        backend: session.backend.clone(),
-        client_addr: session.client_addr,
-        tls: session.tls,
-        subprotocol: session.subprotocol.clone(),
-        duration: started.elapsed(),
-        msgs_in,
-        msgs_out,
-        bytes_in,
-        bytes_out,
-        close_code: first.code,
-        close_reason: first.reason,
-        closed_by: first.closed_by,
-        outcome: first.outcome,
-    };
-    live.finish();
-    gw.metrics.connection_closed(&report);
-    report.log();
-    // No subscriber is the normal case outside tests.
-    let _ = gw.reports.send(report);
-}
-
-/// Moves frames from `from` to the other side until `from` is finished; also keeps
-/// `from` alive with wsgate's own pings.
-async fn pump(
-    from: Side,
-    mut reader: FrameReader<ReadHalf<Stream>>,
-    shared: Arc<Shared>,
-    route: Arc<Route>,
-    metrics: Arc<crate::metrics::Metrics>,
-    live: Arc<ConnMetrics>,
-) {
-    let shared = &*shared;
-    let tuning = &route.tuning;
-    let to = from.other();
-    let dir = from as usize;
-    let counts = &shared.counts[dir];
-    let mut message = Message::new(tuning);
-    let mut keepalive = Keepalive::new(tuning.ping_interval, tuning.ping_timeout);
-    // Only clients are rate limited: the backend is the operator's own.
-    let mut rate = (from == Side::Client && tuning.max_message_rate > 0)
-        .then(|| RateLimit::new(tuning.max_message_rate));
-    loop {
-        // read_frame is cancel-safe, so losing the race to the keepalive timer loses nothing.
-        let read = tokio::select! {
-            read = reader.read_frame() => read,
-            _ = keepalive.wait() => {
-                match keepalive.due() {
-                    Due::Ping(mut payload) => Box::pin(shared.ping(from, &mut payload)).await,
-                    Due::Dead => {
-                        tracing::info!(peer = ?from, "no pong within ping_timeout");
-                        shared.record(ClosedBy::Proxy, Some(code::ABNORMAL), "ping timeout", Outcome::PingTimeout);
-                        Box::pin(shared.dead(from, "ping timeout")).await;
-                        return;
-                    }
-                }
-                continue;
-            }
-        };
-        let mut frame = match read {
-            Ok(Some(frame)) => frame,
-            Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
-                Box::pin(shared.peer_gone(from)).await;
-                return;
-            }
-            Err(e) => {
-                let code = if matches!(e, FrameError::TooLarge(_)) {
-                    code::TOO_BIG
-                } else {
-                    code::PROTOCOL_ERROR
-                };
-                Box::pin(shared.violation(from, code, &e.to_string())).await;
-                return Box::pin(drain(reader)).await;
-            }
-        };
-        keepalive.on_frame();
-        let over_rate =
-            frame.fin && !frame.opcode.is_control() && rate.as_mut().is_some_and(|r| !r.allow());
-        if over_rate {
-            Box::pin(shared.violation(from, code::POLICY, "message rate exceeded")).await;
-            return Box::pin(drain(reader)).await;
-        }
-        if let Err((code, reason)) = message.check(&frame) {
-            Box::pin(shared.violation(from, code, reason)).await;
-            // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
-            // nothing more will come, so close now instead of waiting for another Close.
-            if frame.opcode != OpCode::Close {
-                Box::pin(drain(reader)).await;
-            }
-            return;
-        }
-        match frame.opcode {
-            OpCode::Close => {
-                let parsed = close::parse_close(&frame.payload).ok().flatten();
-                let (code, reason) = parsed.map_or((None, ""), |(c, r)| (Some(c), r));
-                shared.record(from.closed_by(), code, reason, Outcome::Normal);
-                if shared.forward(to, &mut frame).await.is_ok() {
-                    live.frame(dir, OpCode::Close, None, false);
-                }
-                // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
-                return;
-            }
-            OpCode::Pong => {
-                if let Some(rtt) = keepalive.on_pong(&frame.payload) {
-                    if let Some(rtt) = rtt {
-                        metrics.ping_rtt(route.name(), from.label(), rtt);
-                    }
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        let is_data = !frame.opcode.is_control();
-        let len = frame.payload.len() as u64;
-        // Counted before the write, so a peer that has received a message always finds it
-        // in the counters (the write completes on another thread than a scrape).
-        live.frame(dir, frame.opcode, is_data.then_some(len), frame.fin);
-        if is_data {
-            counts.bytes.fetch_add(len, Ordering::Relaxed);
-            if frame.fin {
-                counts.messages.fetch_add(1, Ordering::Relaxed);
-            }
-            // Only the idle timeout reads it; without one, spare the per-frame clock read.
-            if !tuning.idle_timeout.is_zero() {
-                shared.touch();
-            }
-        }
-        if shared.forward(to, &mut frame).await.is_err() {
-            Box::pin(shared.peer_gone(to)).await;
-        }
-    }
-}
-
-/// How long `drain` waits for more bytes once frames can no longer be parsed.
-const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// After a violation: read and discard until the peer's Close arrives or it goes quiet, so
-/// the socket is not closed with unread data (which would turn our Close into a reset).
-async fn drain(mut reader: FrameReader<ReadHalf<Stream>>) {
-    loop {
-        match reader.read_frame().await {
-            Ok(Some(f)) if f.opcode == OpCode::Close => return,
-            Ok(Some(_)) => continue,
-            Ok(None) => return,
-            Err(_) => break,
-        }
-    }
-    // The stream cannot be parsed any more: discard raw bytes until the peer pauses.
-    let mut io = reader.into_inner();
-    // On the heap: an array here would sit in every pump's state for the connection's life.
-    let mut scratch = vec![0u8; 4096];
-    while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_QUIET, io.read(&mut scratch)).await {
-        if n == 0 {
-            break;
-        }
-    }
+    Box::pin(relay.finish(started)).await;
 }
 
 /// A token bucket: `rate` messages per second, bursts up to one second's worth.

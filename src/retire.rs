@@ -26,10 +26,20 @@ impl RetireWatch {
     /// Completes when the group is retired and this connection's turn in the window came.
     pub async fn wait(&self) {
         self.token.cancelled().await;
+        tokio::time::sleep(self.delay()).await;
+    }
+
+    /// Cancelled when the retirement starts.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
+    /// Once retired: this connection's place in the spread, as a delay from the start.
+    pub fn delay(&self) -> Duration {
         let slot = self.schedule.next.fetch_add(1, Ordering::AcqRel) as u64;
         let total = (self.schedule.total.load(Ordering::Acquire) as u64).max(slot + 1);
         let window = self.schedule.window_ms.load(Ordering::Acquire);
-        tokio::time::sleep(Duration::from_millis(window * slot / total)).await;
+        Duration::from_millis(window * slot / total)
     }
 }
 

@@ -1,0 +1,193 @@
+//! One side of a relayed connection: its stream, the frames cut from what it sends, and
+//! the bytes queued for it.
+//!
+//! Both hops of a connection live in one task (see `relay`), so a hop needs no locks: the
+//! stream is read and written from the same place, and a frame waiting to be written is
+//! just a buffer in the queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCode};
+use crate::keepalive::Keepalive;
+use crate::message::Message;
+use crate::stream::Stream;
+
+/// How long a hop that broke the protocol may keep sending bytes that cannot be parsed
+/// before it counts as finished.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
+
+/// What is read from a hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reading {
+    /// Frames are read, checked and forwarded.
+    Open,
+    /// After a violation: frames are read and dropped until the peer's Close.
+    Draining,
+    /// The stream cannot be parsed any more: bytes are dropped until the peer pauses.
+    RawDrain {
+        /// When the pause is long enough.
+        quiet_until: Instant,
+    },
+    /// Nothing more will be read.
+    Done,
+}
+
+/// One peer of the relay.
+pub struct Hop {
+    /// The peer's stream, read and written here.
+    pub io: Stream,
+    decoder: FrameDecoder,
+    /// Whole frames waiting to be written, oldest first.
+    out: VecDeque<BytesMut>,
+    /// Bytes were written since the last flush (TLS holds them until flushed).
+    unflushed: bool,
+    /// Masking keys when the peer is a server.
+    keys: Option<MaskKeys>,
+    /// When the queue stopped draining (the write timeout counts from here).
+    blocked_since: Option<Instant>,
+    write_timeout: Duration,
+    /// What happens to what the peer sends.
+    pub reading: Reading,
+    /// A Close was queued for the peer, or it cannot be reached: nothing more is queued.
+    pub close_sent: bool,
+    /// A write failed: the queue is dropped and nothing more is written.
+    pub broken: bool,
+    /// A Close owed to this peer that waits until the other hop has finished its close
+    /// handshake, so data the other hop sent before it is still delivered (client violations).
+    pub pending_close: Option<Vec<u8>>,
+    /// The message in progress from this peer.
+    pub message: Message,
+    /// wsgate's own pings to this peer.
+    pub keepalive: Keepalive,
+}
+
+impl Hop {
+    /// A hop over `io`; `leftover` holds bytes read past the handshake; `is_client` says which
+    /// masking direction applies (clients mask, and frames to servers are masked).
+    pub fn new(
+        io: Stream,
+        leftover: BytesMut,
+        is_client: bool,
+        tuning: &crate::config::Tuning,
+    ) -> Hop {
+        Hop {
+            io,
+            decoder: FrameDecoder::new(leftover, is_client, tuning.max_frame_bytes),
+            out: VecDeque::new(),
+            unflushed: false,
+            keys: (!is_client).then(|| MaskKeys::new(crate::random_u64())),
+            blocked_since: None,
+            write_timeout: tuning.write_timeout,
+            reading: Reading::Open,
+            close_sent: false,
+            broken: false,
+            pending_close: None,
+            message: Message::new(tuning),
+            keepalive: Keepalive::new(tuning.ping_interval, tuning.ping_timeout),
+        }
+    }
+
+    /// Reads the next frame from the peer.
+    pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameError>> {
+        self.decoder.poll_frame(&mut self.io, cx)
+    }
+
+    /// Reads and drops raw bytes; the count read (0 at the end of the stream).
+    pub fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut scratch = [0u8; 512];
+        let mut read = ReadBuf::new(&mut scratch);
+        ready!(Pin::new(&mut self.io).poll_read(cx, &mut read))?;
+        Poll::Ready(Ok(read.filled().len()))
+    }
+
+    /// Queues a frame read from the other hop, re-masked for this one.
+    pub fn queue_frame(&mut self, frame: Frame) {
+        let key = self.keys.as_mut().map(MaskKeys::next_key);
+        self.queue(frame.into_wire(key));
+    }
+
+    /// Queues a frame wsgate makes itself (a Close or a ping).
+    pub fn queue_own(&mut self, opcode: OpCode, payload: &[u8]) {
+        let key = self.keys.as_mut().map(MaskKeys::next_key);
+        self.queue(frame::encode(true, opcode, payload, key));
+    }
+
+    fn queue(&mut self, bytes: BytesMut) {
+        if !self.broken {
+            self.out.push_back(bytes);
+        }
+    }
+
+    /// Nothing is waiting to be written (or nothing can be any more).
+    pub fn written(&self) -> bool {
+        self.broken || (self.out.is_empty() && !self.unflushed)
+    }
+
+    /// Writes what is queued; ready once all of it is written and flushed.
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.broken {
+            return Poll::Ready(Ok(()));
+        }
+        let result = self.write_queue(cx);
+        match &result {
+            Poll::Pending => {
+                if self.blocked_since.is_none() && !self.write_timeout.is_zero() {
+                    self.blocked_since = Some(Instant::now());
+                }
+            }
+            Poll::Ready(Ok(())) => self.blocked_since = None,
+            Poll::Ready(Err(_)) => self.fail(),
+        }
+        result
+    }
+
+    fn write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(front) = self.out.front_mut() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, front))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            front.advance(n);
+            self.unflushed = true;
+            if front.is_empty() {
+                self.out.pop_front();
+            }
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The peer cannot be written to any more.
+    pub fn fail(&mut self) {
+        self.broken = true;
+        self.close_sent = true;
+        self.out = VecDeque::new();
+        self.unflushed = false;
+        self.blocked_since = None;
+    }
+
+    /// When the write that is waiting times out.
+    pub fn write_deadline(&self) -> Option<Instant> {
+        self.blocked_since.map(|at| at + self.write_timeout)
+    }
+
+    /// Sends FIN (and TLS close_notify). Plain TCP skips it: the socket is closed right
+    /// after, which sends the same FIN without a system call of its own.
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.broken || matches!(self.io, Stream::Tcp(_)) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
