@@ -11,14 +11,12 @@ use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tracing::Instrument;
 
 use crate::backend;
 use crate::route::{Route, normalize_path};
 use crate::server::Gateway;
-use crate::stream::Stream;
 use crate::upstream::{BackendAnswer, Opened, open_backend};
 
 /// The body of any response wsgate sends on the client hop.
@@ -261,34 +259,14 @@ async fn upgrade(
         route_watch,
         backend_watch,
     };
-    let gw2 = gw.clone();
-    let backend_leftover = BytesMut::from(&leftover[..]);
-    gw.tracker.spawn(
-        async move {
-            match on_client_upgrade
-                .await
-                .map(|u| u.downcast::<TokioIo<Stream>>())
-            {
-                Ok(Ok(parts)) => {
-                    // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB
-                    // allocation would live as long as the connection.
-                    let leftover = BytesMut::from(&parts.read_buf[..]);
-                    drop(parts.read_buf);
-                    let client_hop = (parts.io.into_inner(), leftover);
-                    crate::relay::run(
-                        session,
-                        client_hop,
-                        (backend_stream, backend_leftover),
-                        &gw2,
-                    )
-                    .await;
-                }
-                Ok(Err(_)) => tracing::error!("client upgrade produced an unexpected stream type"),
-                Err(e) => tracing::info!(error = %e, "client upgrade failed after 101"),
-            }
-        }
-        .in_current_span(),
-    );
+    // Boxed: the task holds only a pointer to these while the client's upgrade completes.
+    let pending = Box::new(crate::relay::Pending {
+        session,
+        backend: (backend_stream, BytesMut::from(&leftover[..])),
+        gw: gw.clone(),
+    });
+    gw.tracker
+        .spawn(crate::relay::after_upgrade(pending, on_client_upgrade).in_current_span());
     Ok(switching_protocols(&hello.key, backend_headers))
 }
 

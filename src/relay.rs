@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -138,9 +139,9 @@ fn control_wait(
 }
 
 /// The whole state of one relayed connection.
-struct Relay<'g> {
+struct Relay {
     session: Session,
-    gw: &'g Gateway,
+    gw: Arc<Gateway>,
     /// Indexed by `Side as usize`.
     hops: [Hop; 2],
     first: Option<FirstClose>,
@@ -151,6 +152,7 @@ struct Relay<'g> {
     rate: Option<RateLimit>,
     /// When the close handshake must be over (set by the first Close sent).
     close_by: Option<Instant>,
+    started: Instant,
     /// When the last data frame moved (kept only with an idle timeout).
     last_data: Instant,
     idle_closed: bool,
@@ -162,7 +164,7 @@ struct Relay<'g> {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl Relay<'_> {
+impl Relay {
     fn hop(&mut self, side: Side) -> &mut Hop {
         &mut self.hops[side as usize]
     }
@@ -576,7 +578,7 @@ impl Relay<'_> {
     }
 
     /// Sends what is still owed, half-closes both hops (each bounded), then counts and logs.
-    async fn finish(mut self, started: Instant) {
+    async fn finish(mut self: Box<Self>) {
         for side in [Side::Client, Side::Backend] {
             // A Close still owed (the other hop never finished its handshake) goes out now.
             let hop = self.hop(side);
@@ -608,7 +610,7 @@ impl Relay<'_> {
             client_addr: session.client_addr,
             tls: session.tls,
             subprotocol: session.subprotocol.clone(),
-            duration: started.elapsed(),
+            duration: self.started.elapsed(),
             msgs_in,
             msgs_out,
             bytes_in,
@@ -626,56 +628,90 @@ impl Relay<'_> {
     }
 }
 
-/// Runs the relay until both close handshakes are done (or timed out), then logs the report.
-pub async fn run(
-    session: Session,
-    client: (Stream, BytesMut),
-    backend: (Stream, BytesMut),
-    gw: &Gateway,
-) {
-    let started = Instant::now();
-    let settings = gw.settings.load();
-    let live = gw.metrics.connection_opened(
-        session.route.name(),
-        settings.per_frame_metrics,
-        &session.route.metrics,
-    );
-    if settings.log_open {
-        tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
-            client_addr = %session.client_addr, "connection opened");
-    }
-    drop(settings);
-    let tuning = &session.route.tuning;
-    let hops = [
-        Hop::new(client.0, client.1, true, tuning),
-        Hop::new(backend.0, backend.1, false, tuning),
-    ];
-    let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
-    let control = control_wait(
-        Some(gw.shutdown.clone()),
-        Some(session.route_watch.token().clone()),
-        session.backend_watch.as_ref().map(|w| w.token().clone()),
-    );
-    let mut relay = Relay {
-        session,
-        gw,
-        hops,
-        first: None,
-        counts: [(0, 0); 2],
-        live,
-        rate,
-        close_by: None,
-        last_data: started,
-        idle_closed: false,
-        retire_at: None,
-        retiring: false,
-        shutting_down: false,
-        control,
-        timer: None,
+/// What the relay needs besides the client's stream, kept while the client's upgrade completes.
+pub struct Pending {
+    /// The connection's facts.
+    pub session: Session,
+    /// The backend's stream and the bytes it sent after its 101.
+    pub backend: (Stream, BytesMut),
+    /// The gateway the connection belongs to.
+    pub gw: Arc<Gateway>,
+}
+
+/// Waits for hyper to hand over the client's stream after the 101, then relays until both
+/// close handshakes are done (or timed out) and logs the report.
+pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgrade::OnUpgrade) {
+    let parts = match on_client_upgrade
+        .await
+        .map(|u| u.downcast::<TokioIo<Stream>>())
+    {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(_)) => {
+            return tracing::error!("client upgrade produced an unexpected stream type");
+        }
+        Err(e) => return tracing::info!(error = %e, "client upgrade failed after 101"),
     };
+    // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB allocation
+    // would live as long as the connection.
+    let leftover = BytesMut::from(&parts.read_buf[..]);
+    drop(parts.read_buf);
+    // On the heap, and polled through the box: an async fn taking the relay by value would
+    // keep a second copy of it in its own state for the connection's whole life.
+    let mut relay = Box::new(Relay::new(*pending, (parts.io.into_inner(), leftover)));
     std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
     // Boxed: the ending's state is only needed once, not for the connection's whole life.
-    Box::pin(relay.finish(started)).await;
+    Box::pin(relay.finish()).await;
+}
+
+impl Relay {
+    fn new(pending: Pending, client: (Stream, BytesMut)) -> Relay {
+        let Pending {
+            session,
+            backend,
+            gw,
+        } = pending;
+        let started = Instant::now();
+        let settings = gw.settings.load();
+        let live = gw.metrics.connection_opened(
+            session.route.name(),
+            settings.per_frame_metrics,
+            &session.route.metrics,
+        );
+        if settings.log_open {
+            tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
+                client_addr = %session.client_addr, "connection opened");
+        }
+        drop(settings);
+        let tuning = &session.route.tuning;
+        let hops = [
+            Hop::new(client.0, client.1, true, tuning),
+            Hop::new(backend.0, backend.1, false, tuning),
+        ];
+        let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
+        let control = control_wait(
+            Some(gw.shutdown.clone()),
+            Some(session.route_watch.token().clone()),
+            session.backend_watch.as_ref().map(|w| w.token().clone()),
+        );
+        Relay {
+            session,
+            gw,
+            hops,
+            first: None,
+            counts: [(0, 0); 2],
+            live,
+            rate,
+            close_by: None,
+            started,
+            last_data: started,
+            idle_closed: false,
+            retire_at: None,
+            retiring: false,
+            shutting_down: false,
+            control,
+            timer: None,
+        }
+    }
 }
 
 /// A token bucket: `rate` messages per second, bursts up to one second's worth.
