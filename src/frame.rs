@@ -261,7 +261,10 @@ impl FrameDecoder {
         io: &mut R,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() >= DIRECT_READ_MIN {
+        // The room of the last frame comes back once that frame was written and dropped.
+        if self.buf.capacity() - self.buf.len() >= DIRECT_READ_MIN
+            || (self.buf.is_empty() && self.buf.try_reclaim(SCRATCH_BYTES))
+        {
             return tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.buf);
         }
         SCRATCH.with(|scratch| {
