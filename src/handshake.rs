@@ -388,15 +388,21 @@ pub(crate) fn forwardable(from: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn relay_refusal(res: Response<Incoming>) -> Response<Body> {
+fn relay_refusal(res: Response<Bytes>) -> Response<Body> {
     let (parts, body) = res.into_parts();
-    let mut out = Response::new(Either::Right(body));
-    *out.status_mut() = parts.status;
     let mut h = forwardable(&parts.headers);
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
+    // The body was read whole (or dropped when too large), so its length is known; a 204 or
+    // 304 has none whatever its Content-Length says, so theirs is passed on as before.
+    let bodyless =
+        parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    if !bodyless {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    } else if let Some(len) = parts.headers.get(header::CONTENT_LENGTH) {
         h.insert(header::CONTENT_LENGTH, len.clone());
     }
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let mut out = Response::new(Either::Left(Full::new(body)));
+    *out.status_mut() = parts.status;
     *out.headers_mut() = h;
     out
 }

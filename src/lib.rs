@@ -39,6 +39,7 @@ pub mod shutdown;
 pub mod stream;
 pub mod tls;
 pub mod units;
+pub mod upgrade_client;
 pub mod upstream;
 pub mod utf8;
 pub mod watch;

@@ -5,21 +5,18 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use http_body_util::Empty;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::header::{self, HeaderMap};
+use hyper::{Request, Response};
 
 use crate::backend::{self, BackendUrl};
-use crate::handshake::{
-    ClientInfo, HandshakeError, Hello, accept_key, forwardable, has_token, tokens,
-};
+use crate::handshake::{ClientInfo, HandshakeError, Hello, forwardable};
 use crate::occupancy::Seat;
 use crate::retire::RetireWatch;
 use crate::route::Route;
 use crate::server::Gateway;
 use crate::stream::Stream;
+use crate::upgrade_client::{self, RequestHead};
 
 /// A backend that answered the upgrade.
 pub(crate) enum BackendAnswer {
@@ -29,8 +26,8 @@ pub(crate) enum BackendAnswer {
         leftover: Bytes,
         headers: HeaderMap,
     },
-    /// Any other status: relayed to the client as is.
-    Refused(Response<Incoming>),
+    /// Any other final status, its body read whole (at most 64 KiB): relayed to the client.
+    Refused(Response<Bytes>),
 }
 
 /// A backend that answered, and (for pooled backends) its connection slot and retirement watch.
@@ -57,11 +54,10 @@ pub(crate) async fn open_backend(
 ) -> Result<Opened, HandshakeError> {
     let timeout = route.tuning.handshake_timeout;
     let Some(pool) = route.pool() else {
-        let request = backend_request(req, client, host, path, route, None, hello);
-        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+        let (request, key) = backend_request(req, client, host, path, route, None, hello);
         let answer = tokio::time::timeout(
             timeout,
-            backend_handshake(crate::echo::connect(), request, key, &hello.protocols),
+            upgrade_client::handshake(crate::echo::connect(), &request, &key, &hello.protocols),
         )
         .await
         .map_err(|_| HandshakeError::BackendTimeout)??;
@@ -78,11 +74,11 @@ pub(crate) async fn open_backend(
     for (n, backend) in candidates.into_iter().enumerate() {
         let slot = backend.occupy();
         let watch = backend.retirement.watch();
-        let request = backend_request(req, client, host, path, route, Some(&backend.url), hello);
-        let key = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+        let (request, key) =
+            backend_request(req, client, host, path, route, Some(&backend.url), hello);
         let attempt = tokio::time::timeout(timeout, async {
             let stream = backend::connect(&backend.url, &route.backend_tls).await?;
-            backend_handshake(stream, request, key, &hello.protocols).await
+            upgrade_client::handshake(stream, &request, &key, &hello.protocols).await
         })
         .await
         .unwrap_or(Err(HandshakeError::BackendTimeout));
@@ -123,6 +119,7 @@ pub(crate) async fn open_backend(
     Err(last)
 }
 
+/// The upgrade request for the backend, serialised, and the `Sec-WebSocket-Key` it carries.
 fn backend_request(
     req: &Request<Incoming>,
     client: ClientInfo,
@@ -131,36 +128,41 @@ fn backend_request(
     route: &Route,
     url: Option<&BackendUrl>,
     hello: &Hello,
-) -> Request<Empty<Bytes>> {
+) -> (Vec<u8>, String) {
     let query = req.uri().query();
     let target = match url {
         Some(u) => u.request_target(route.remainder(path), path, query),
         None => query.map_or_else(|| path.to_string(), |q| format!("{path}?{q}")),
     };
-    let mut out = Request::new(Empty::new());
-    *out.uri_mut() = target
-        .parse()
-        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
-    let mut h = forwardable(req.headers());
+    let forwarded = forwardable(req.headers());
     let mut nonce = [0u8; 16];
     crate::random_bytes(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let ip = client.peer.ip().to_string();
     let proto = if client.tls { "https" } else { "http" };
     let backend_host = url.map_or_else(|| "echo".to_string(), |u| u.host_header());
-    let set = |h: &mut HeaderMap, name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            h.insert(n, v);
+    // Sized once for the client's headers plus wsgate's (a few hundred bytes with the offer).
+    let client_bytes: usize = forwarded
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    let mut out = RequestHead::get(&target, client_bytes + 512);
+    let offers = !hello.protocols.is_empty();
+    for (name, value) in &forwarded {
+        // wsgate rewrites the offer from the parsed list below, replacing the client's lines.
+        if offers && name == header::SEC_WEBSOCKET_PROTOCOL {
+            continue;
         }
-    };
-    set(&mut h, "host", &backend_host);
-    set(&mut h, "upgrade", "websocket");
-    set(&mut h, "connection", "Upgrade");
-    set(&mut h, "sec-websocket-key", &key);
-    set(&mut h, "sec-websocket-version", "13");
-    set(&mut h, "x-forwarded-for", &ip);
-    set(&mut h, "x-real-ip", &ip);
-    set(&mut h, "x-forwarded-proto", proto);
+        out.header(name.as_str(), value.as_bytes());
+    }
+    out.header("host", backend_host.as_bytes());
+    out.header("upgrade", b"websocket");
+    out.header("connection", b"Upgrade");
+    out.header("sec-websocket-key", key.as_bytes());
+    out.header("sec-websocket-version", b"13");
+    out.header("x-forwarded-for", ip.as_bytes());
+    out.header("x-real-ip", ip.as_bytes());
+    out.header("x-forwarded-proto", proto.as_bytes());
     let for_ip = if client.peer.is_ipv6() {
         format!("\"[{ip}]\"")
     } else {
@@ -168,78 +170,20 @@ fn backend_request(
     };
     match host {
         Some(host) => {
-            set(&mut h, "x-forwarded-host", host);
-            set(
-                &mut h,
-                "forwarded",
-                &format!("for={for_ip};host=\"{host}\";proto={proto}"),
-            );
+            out.header("x-forwarded-host", host.as_bytes());
+            let forwarded = format!("for={for_ip};host=\"{host}\";proto={proto}");
+            out.header("forwarded", forwarded.as_bytes());
         }
-        None => set(&mut h, "forwarded", &format!("for={for_ip};proto={proto}")),
+        None => out.header(
+            "forwarded",
+            format!("for={for_ip};proto={proto}").as_bytes(),
+        ),
     }
-    if !hello.protocols.is_empty() {
-        set(
-            &mut h,
+    if offers {
+        out.header(
             "sec-websocket-protocol",
-            &hello.protocols.join(", "),
+            hello.protocols.join(", ").as_bytes(),
         );
     }
-    *out.headers_mut() = h;
-    out
-}
-
-async fn backend_handshake(
-    stream: Stream,
-    request: Request<Empty<Bytes>>,
-    key: Option<HeaderValue>,
-    offered: &[String],
-) -> Result<BackendAnswer, HandshakeError> {
-    let invalid = |why: &str| HandshakeError::BackendInvalid(why.to_string());
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "backend HTTP connection ended");
-        }
-    });
-    let res = sender
-        .send_request(request)
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(BackendAnswer::Refused(res));
-    }
-    let h = res.headers();
-    if !has_token(h, &header::UPGRADE, "websocket") {
-        return Err(invalid("101 without Upgrade: websocket"));
-    }
-    if !has_token(h, &header::CONNECTION, "upgrade") {
-        return Err(invalid("101 without Connection: upgrade"));
-    }
-    let expected = key.map(|k| accept_key(k.as_bytes())).unwrap_or_default();
-    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
-        return Err(invalid("wrong Sec-WebSocket-Accept"));
-    }
-    if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-        return Err(invalid("extension that was not offered"));
-    }
-    let chosen: Vec<String> = tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
-    match chosen.as_slice() {
-        [] => {}
-        [p] if offered.contains(p) => {}
-        _ => return Err(invalid("subprotocol that was not offered")),
-    }
-    let headers = forwardable(h);
-    let upgraded = hyper::upgrade::on(res)
-        .await
-        .map_err(|e| invalid(&e.to_string()))?;
-    let parts = upgraded
-        .downcast::<TokioIo<Stream>>()
-        .map_err(|_| invalid("unexpected stream type after upgrade"))?;
-    Ok(BackendAnswer::Upgraded {
-        stream: parts.io.into_inner(),
-        leftover: parts.read_buf,
-        headers,
-    })
+    (out.finish(), key)
 }
