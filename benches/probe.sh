@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Side-by-side probe of wsgate and nginx under one load (quicker than compare.sh, for
+# finding where the time goes). Starts the echo backend, wsgate and nginx pinned to CPU 1,
+# runs one loadgen mode against each from CPU 0, and prints per target:
+#   PROBE=cpu    (default) the loadgen result, the proxy's CPU %, context switches
+#   PROBE=strace system calls counted by `strace -c -f` over 2 s of the load
+#   PROBE=perf   the top of `perf report` (kernel vs user share, hottest symbols)
+# Usage: bash benches/probe.sh echo --conns 50 --inflight 1 --size 64
+#        PROBE=strace bash benches/probe.sh connrate --concurrency 32
+# Needs the binaries compare.sh builds (run it once, or BENCH_SKIP_BUILD=1 after a build);
+# WSGATE_BIN measures another wsgate binary. Loopback only; every run is bounded (4 s).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LG=$ROOT/benches/loadgen/target/release
+WSGATE=${WSGATE_BIN:-$ROOT/target/release/wsgate}
+PROBE=${PROBE:-cpu}
+RUN=$(mktemp -d /tmp/wsgate-probe.XXXXXX)
+BACKEND_PORT=${PROBE_PORT_BASE:-19000}
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+[ -x "$WSGATE" ] && [ -x "$LG/loadgen" ] || { echo "build first: bash benches/compare.sh" >&2; exit 1; }
+ulimit -n 20000 2>/dev/null || true
+
+render() { # template port out
+    sed -e "s|@RUN@|$RUN/nginx|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+        "$ROOT/benches/peers/$1" >"$3"
+}
+wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
+threads_ctx() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} END {print s}'; }
+
+taskset -c 1 "$LG/echo-backend" --listen "127.0.0.1:$BACKEND_PORT" >"$RUN/backend.log" 2>&1 &
+PIDS+=($!)
+render wsgate.yaml $((BACKEND_PORT + 1)) "$RUN/wsgate.yaml"
+taskset -c 1 "$WSGATE" --config "$RUN/wsgate.yaml" >"$RUN/wsgate.log" 2>&1 &
+WSGATE_PID=$!
+PIDS+=("$WSGATE_PID")
+mkdir -p "$RUN/nginx"
+render nginx.conf $((BACKEND_PORT + 2)) "$RUN/nginx/nginx.conf"
+taskset -c 1 nginx -p "$RUN/nginx/" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf" &
+wait_port $((BACKEND_PORT + 1)) && wait_port $((BACKEND_PORT + 2))
+NGINX_PID=$(pgrep -P "$(cat "$RUN/nginx/nginx.pid")" | head -n 1)
+
+for target in "wsgate:$((BACKEND_PORT + 1)):$WSGATE_PID" "nginx:$((BACKEND_PORT + 2)):$NGINX_PID"; do
+    IFS=: read -r name port pid <<<"$target"
+    before=$(threads_ctx "$pid")
+    taskset -c 0 "$LG/loadgen" "$@" --addr "127.0.0.1:$port" --watch "$pid" \
+        --warmup 0.5 --duration 4 >"$RUN/lg.out" 2>&1 &
+    lg=$!
+    case $PROBE in
+    strace) sleep 1; timeout -s INT 2 strace -c -f -p "$pid" -o "$RUN/$name.trace" 2>/dev/null || true ;;
+    perf) sleep 1; perf record -q -g -p "$pid" -o "$RUN/$name.perf" -- sleep 2 >/dev/null 2>&1 || true ;;
+    esac
+    wait "$lg"
+    echo "== $name: $(grep '^RESULT' "$RUN/lg.out" | sed 's/^RESULT //'), context switches $(($(threads_ctx "$pid") - before))"
+    case $PROBE in
+    strace) sed -n '3,20p' "$RUN/$name.trace" ;;
+    perf)
+        perf report -i "$RUN/$name.perf" --no-children --sort dso -q -g none 2>/dev/null | head -n 4
+        perf report -i "$RUN/$name.perf" --no-children --sort dso,sym -q -g none 2>/dev/null | head -n 25
+        ;;
+    esac
+done
