@@ -8,7 +8,7 @@
 # Usage: bash benches/probe.sh echo --conns 50 --inflight 1 --size 64
 #        PROBE=strace bash benches/probe.sh connrate --concurrency 32
 # Needs the binaries compare.sh builds (run it once, or BENCH_SKIP_BUILD=1 after a build);
-# WSGATE_BIN measures another wsgate binary. Loopback only; every run is bounded (4 s).
+# WSGATE_BIN measures another wsgate binary; PROBE_KEEP=1 keeps the scratch folder (logs, perf data). Loopback only; every run is bounded (4 s).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +21,7 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -f "$RUN/nginx/nginx.pid" ] && kill "$(cat "$RUN/nginx/nginx.pid")" 2>/dev/null || true
-    rm -rf "$RUN"
+    if [ -n "${PROBE_KEEP:-}" ]; then echo "kept $RUN" >&2; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 [ -x "$WSGATE" ] && [ -x "$LG/loadgen" ] || { echo "build first: bash benches/compare.sh" >&2; exit 1; }
