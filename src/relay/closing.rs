@@ -1,0 +1,194 @@
+//! The close rules: which hop is told what when a peer closes, vanishes or misbehaves, and
+//! which event is reported as the one that ended the connection.
+
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+
+use super::Relay;
+use crate::close::{self, ClosedBy, Outcome, code};
+use crate::frame::{Frame, OpCode};
+use crate::hop::Reading;
+
+/// One of the two hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Client,
+    Backend,
+}
+
+impl Side {
+    /// The hop frames from this side are forwarded to.
+    pub(super) fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Backend,
+            Side::Backend => Side::Client,
+        }
+    }
+
+    /// What the other hop is told when this side vanishes or misbehaves.
+    fn gone_code(self) -> (u16, &'static str) {
+        match self {
+            Side::Client => (code::GOING_AWAY, "client went away"),
+            Side::Backend => (code::BAD_GATEWAY, "backend failed"),
+        }
+    }
+
+    /// Label for logs and the `hop` metric label.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+        }
+    }
+
+    /// Who the close report names when this side ends the connection.
+    pub(super) fn closed_by(self) -> ClosedBy {
+        match self {
+            Side::Client => ClosedBy::Client,
+            Side::Backend => ClosedBy::Backend,
+        }
+    }
+}
+
+/// How the connection started to end (the first event wins).
+pub(super) struct FirstClose {
+    /// Who ended it.
+    pub(super) closed_by: ClosedBy,
+    /// The close code, when there was one.
+    pub(super) code: Option<u16>,
+    /// The close reason.
+    pub(super) reason: String,
+    /// How it ended, for the report and the metrics.
+    pub(super) outcome: Outcome,
+}
+
+impl Relay {
+    /// Keeps how the connection started to end; later events do not overwrite it.
+    pub(super) fn record(
+        &mut self,
+        closed_by: ClosedBy,
+        code: Option<u16>,
+        reason: &str,
+        outcome: Outcome,
+    ) {
+        if self.first.is_none() {
+            self.first = Some(FirstClose {
+                closed_by,
+                code,
+                reason: reason.to_string(),
+                outcome,
+            });
+        }
+    }
+
+    /// Starts the close handshake's clock, once.
+    fn start_closing(&mut self) {
+        if self.close_by.is_none() {
+            self.close_by = Some(Instant::now() + self.session.route.tuning.close_timeout);
+        }
+    }
+
+    /// Queues a Close for `side` unless it already got one (a Close owed to it goes instead).
+    fn send_close(&mut self, side: Side, payload: &[u8]) {
+        let hop = self.hop(side);
+        if hop.close_sent {
+            return;
+        }
+        hop.close_sent = true;
+        let owed = hop.pending_close.take();
+        hop.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
+        self.start_closing();
+    }
+
+    /// Queues a frame for `to`; frames after its Close are dropped.
+    pub(super) fn forward(&mut self, to: Side, frame: Frame) {
+        let hop = self.hop(to);
+        if hop.close_sent {
+            return;
+        }
+        if frame.opcode == OpCode::Close {
+            hop.close_sent = true;
+            match hop.pending_close.take() {
+                Some(owed) => hop.queue_own(OpCode::Close, &owed),
+                None => hop.queue_frame(frame),
+            }
+            self.start_closing();
+        } else {
+            hop.queue_frame(frame);
+        }
+    }
+
+    /// `from` vanished or its socket failed: tell the other side.
+    pub(super) fn peer_gone(&mut self, from: Side) {
+        let outcome = if from == Side::Client {
+            Outcome::ClientGone
+        } else {
+            Outcome::BackendError
+        };
+        self.record(from.closed_by(), Some(code::ABNORMAL), "", outcome);
+        self.dead(from, "");
+    }
+
+    /// `side` cannot be reached any more: never write to it again, and close the other hop.
+    pub(super) fn dead(&mut self, side: Side, why: &str) {
+        self.hop(side).close_sent = true;
+        let (code, reason) = side.gone_code();
+        let reason = if why.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{reason}: {why}")
+        };
+        self.send_close(side.other(), &close::close_payload(code, &reason));
+    }
+
+    /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
+    pub(super) fn violation(&mut self, from: Side, code: u16, reason: &str) {
+        let outcome = if code == code::TOO_BIG || code == code::POLICY {
+            Outcome::Limit
+        } else {
+            Outcome::ProtocolError
+        };
+        tracing::info!(?from, code, reason, "closing on violation");
+        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
+        let payload = close::close_payload(code, reason);
+        let (other_code, other_reason) = from.gone_code();
+        let other_payload = close::close_payload(other_code, other_reason);
+        if from == Side::Client {
+            // The backend may still be sending what it had before our Close (echoes of the
+            // client's valid messages): the client gets its Close after those, when the
+            // backend's Close reply is relayed (or at the close timeout at the latest).
+            self.hop(Side::Client).pending_close = Some(payload);
+            self.send_close(Side::Backend, &other_payload);
+        } else {
+            self.send_close(from, &payload);
+            self.send_close(from.other(), &other_payload);
+        }
+        self.hop(from).reading = Reading::Draining;
+    }
+
+    /// wsgate itself ends the connection (shutdown, reload, idle): Close to both peers.
+    pub(super) fn initiate(&mut self, code: u16, reason: &str, outcome: Outcome) {
+        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
+        let payload = close::close_payload(code, reason);
+        self.send_close(Side::Client, &payload);
+        self.send_close(Side::Backend, &payload);
+    }
+
+    /// A write to `side` failed or timed out.
+    pub(super) fn write_failed(&mut self, side: Side, error: &std::io::Error) {
+        tracing::debug!(?side, %error, "write failed");
+        let was_closing = self.hop(side).close_sent;
+        self.hop(side).fail();
+        if !was_closing {
+            self.peer_gone(side);
+        }
+    }
+
+    /// Writes what is queued for `side`, as far as it goes without waiting.
+    pub(super) fn write_out(&mut self, side: Side, cx: &mut Context<'_>) {
+        if let Poll::Ready(Err(e)) = self.hop(side).poll_write_out(cx) {
+            self.write_failed(side, &e);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What ends a connection from outside or in time: shutdown and retirement, and the one
+//! timer behind every deadline (keepalive, idle, write, close handshake, drain, retirement).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::Relay;
+use super::closing::Side;
+use crate::close::{ClosedBy, Outcome, code};
+use crate::frame::OpCode;
+use crate::hop::Reading;
+use crate::keepalive::Due;
+
+/// Something outside the connection that ends it.
+pub(super) enum Control {
+    Shutdown,
+    RouteRetired,
+    BackendRetired,
+}
+
+/// The wait for the next [`Control`] event.
+pub(super) type ControlWait = Pin<Box<dyn Future<Output = Control> + Send>>;
+
+/// Waits for whichever of the given tokens is cancelled first.
+pub(super) fn control_wait(
+    shutdown: Option<CancellationToken>,
+    route: Option<CancellationToken>,
+    backend: Option<CancellationToken>,
+) -> Option<ControlWait> {
+    if shutdown.is_none() && route.is_none() && backend.is_none() {
+        return None;
+    }
+    async fn cancelled(token: Option<CancellationToken>) {
+        match token {
+            Some(t) => t.cancelled_owned().await,
+            None => std::future::pending().await,
+        }
+    }
+    Some(Box::pin(async move {
+        tokio::select! {
+            _ = cancelled(shutdown) => Control::Shutdown,
+            _ = cancelled(route) => Control::RouteRetired,
+            _ = cancelled(backend) => Control::BackendRetired,
+        }
+    }))
+}
+
+impl Relay {
+    /// Reacts to shutdown and retirement.
+    pub(super) fn poll_control(&mut self, cx: &mut Context<'_>) {
+        let Some(wait) = self.control.as_mut() else {
+            return;
+        };
+        let Poll::Ready(event) = wait.as_mut().poll(cx) else {
+            return;
+        };
+        match event {
+            Control::Shutdown => {
+                self.shutting_down = true;
+                self.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown);
+            }
+            Control::RouteRetired | Control::BackendRetired => {
+                self.retiring = true;
+                let (watch, why) = match event {
+                    Control::RouteRetired => (Some(&self.session.route_watch), "route reloaded"),
+                    _ => (
+                        self.session.backend_watch.as_ref(),
+                        "backend removed or unhealthy",
+                    ),
+                };
+                let delay = watch.map_or(Duration::ZERO, |w| w.delay());
+                self.retire_at = Some((Instant::now() + delay, why));
+            }
+        }
+        let retire = |w: &crate::retire::RetireWatch| w.token().clone();
+        self.control = control_wait(
+            (!self.shutting_down).then(|| self.gw.shutdown.clone()),
+            (!self.retiring).then(|| retire(&self.session.route_watch)),
+            (!self.retiring)
+                .then(|| self.session.backend_watch.as_ref().map(retire))
+                .flatten(),
+        );
+        if let Some(wait) = self.control.as_mut() {
+            // Registers the new wait (it cannot be ready: each token fires once).
+            let _ = wait.as_mut().poll(cx);
+        }
+    }
+
+    /// Acts on every deadline that has passed and sets the timer for the next; says whether
+    /// the close handshake ran out of time, and whether any deadline acted.
+    pub(super) fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
+        let mut acted = false;
+        loop {
+            let tuning = &self.session.route.tuning;
+            let idle = (!self.idle_closed && !tuning.idle_timeout.is_zero())
+                .then(|| self.last_data + tuning.idle_timeout);
+            let mut next: Option<Instant> = None;
+            let mut consider = |at: Option<Instant>| {
+                if let Some(at) = at {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+            };
+            consider(self.close_by);
+            consider(idle);
+            consider(self.retire_at.map(|(at, _)| at));
+            for hop in &self.hops {
+                consider(hop.write_deadline());
+                match hop.reading {
+                    Reading::Open => consider(hop.keepalive.deadline()),
+                    Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
+                    _ => {}
+                }
+            }
+            let Some(next) = next else {
+                return (false, acted);
+            };
+            let now = Instant::now();
+            if next > now {
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(next)));
+                // A later deadline lets the timer fire early and be moved then: frames move
+                // keepalive deadlines constantly, the timer wheel should not see each of them.
+                if timer.is_elapsed() || next < timer.deadline() {
+                    timer.as_mut().reset(next);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return (false, acted);
+                }
+                continue;
+            }
+            if self.close_by.is_some_and(|at| at <= now) {
+                tracing::debug!("close handshake timed out");
+                return (true, acted);
+            }
+            acted = true;
+            if idle.is_some_and(|at| at <= now) {
+                self.idle_closed = true;
+                self.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout);
+            }
+            if let Some((at, why)) = self.retire_at
+                && at <= now
+            {
+                self.retire_at = None;
+                self.initiate(code::SERVICE_RESTART, why, Outcome::Reload);
+            }
+            for side in [Side::Client, Side::Backend] {
+                let hop = self.hop(side);
+                if hop.write_deadline().is_some_and(|at| at <= now) {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "peer did not read within write_timeout",
+                    );
+                    self.write_failed(side, &e);
+                }
+                let hop = self.hop(side);
+                match hop.reading {
+                    Reading::RawDrain { quiet_until } if quiet_until <= now => {
+                        hop.reading = Reading::Done;
+                    }
+                    Reading::Open if hop.keepalive.deadline().is_some_and(|at| at <= now) => {
+                        match hop.keepalive.due() {
+                            Due::Ping(payload) => {
+                                if !hop.close_sent {
+                                    hop.queue_own(OpCode::Ping, &payload);
+                                }
+                            }
+                            Due::Dead => {
+                                tracing::info!(peer = ?side, "no pong within ping_timeout");
+                                hop.reading = Reading::Done;
+                                self.record(
+                                    ClosedBy::Proxy,
+                                    Some(code::ABNORMAL),
+                                    "ping timeout",
+                                    Outcome::PingTimeout,
+                                );
+                                self.dead(side, "ping timeout");
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
