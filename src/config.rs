@@ -2,44 +2,22 @@
 //!
 //! Every check that can name a place in the file happens while deserialising, so
 //! serde attaches the line and column; errors read `file:line:column: what was expected`.
+//! This file holds the top-level schema; `routes` holds the routes and their tuning, and
+//! `parse` the deserialisers that check values, [`Config::parse`] and [`Config::load`].
 
-use std::cell::RefCell;
-use std::collections::HashSet;
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use crate::pool_config::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
-use crate::units::{parse_duration, parse_size};
+mod parse;
+mod routes;
 
-/// A configuration that could not be loaded, with the place in the file it came from.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{path}: cannot read config: {source}")]
-    Read {
-        /// The file that was asked for.
-        path: String,
-        /// Why it could not be read.
-        source: std::io::Error,
-    },
-    /// The YAML did not match the schema; `line`/`column` are 1-based.
-    #[error("{origin}:{line}:{column}: {message}")]
-    Invalid {
-        /// File name (or label) of the text.
-        origin: String,
-        /// 1-based line of the offending value.
-        line: usize,
-        /// 1-based column of the offending value.
-        column: usize,
-        /// What was wrong and what was expected.
-        message: String,
-    },
-}
+pub use parse::ConfigError;
+pub(crate) use parse::duration;
+use parse::{non_empty_listeners, opt_file, size, socket_addr, unique_routes};
+pub use routes::{RouteConfig, Target, Tuning, TuningOverrides};
 
 /// The whole wsgate configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -201,12 +179,6 @@ impl TryFrom<RawTls> for TlsConfig {
     }
 }
 
-fn readable_file(path: &Path, what: &str) -> Result<(), String> {
-    std::fs::File::open(path)
-        .map(drop)
-        .map_err(|e| format!("{what}: cannot open `{}`: {e}", path.display()))
-}
-
 /// The admin listener (metrics and health checks).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -214,247 +186,6 @@ pub struct AdminConfig {
     /// Address to bind, e.g. `127.0.0.1:9090`.
     #[serde(deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
-}
-
-/// Per-connection timeouts and limits; every field has a default and every route may override it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tuning {
-    /// Keepalive ping after this long without a frame from a peer; 0 disables. Default 20s.
-    #[serde(deserialize_with = "duration")]
-    pub ping_interval: Duration,
-    /// A peer that does not answer our ping within this is dead. Default 10s.
-    #[serde(deserialize_with = "duration")]
-    pub ping_timeout: Duration,
-    /// Close after this long without a data frame either way; 0 disables. Default 0s.
-    #[serde(deserialize_with = "duration")]
-    pub idle_timeout: Duration,
-    /// How long to wait for the Close reply before dropping the sockets. Default 5s.
-    #[serde(deserialize_with = "duration")]
-    pub close_timeout: Duration,
-    /// A frame that cannot be written to a peer within this closes the connection (the peer
-    /// stopped reading); 0 disables. Default 30s.
-    #[serde(deserialize_with = "duration")]
-    pub write_timeout: Duration,
-    /// Backend connect plus backend upgrade must finish within this (else 504). Default 10s.
-    #[serde(deserialize_with = "duration")]
-    pub handshake_timeout: Duration,
-    /// Largest frame payload accepted from either peer (else close 1009). Default 16MiB.
-    #[serde(deserialize_with = "size")]
-    pub max_frame_bytes: u64,
-    /// Largest message across its fragments (else close 1009). Default 64MiB.
-    #[serde(deserialize_with = "size")]
-    pub max_message_bytes: u64,
-    /// Check that text messages are UTF-8 (else close 1007). Default true.
-    pub validate_utf8: bool,
-    /// Messages per second a client may send (bursts up to one second's worth); over it the
-    /// client gets close 1008. 0 disables. Default 0.
-    pub max_message_rate: u32,
-}
-
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            ping_interval: Duration::from_secs(20),
-            ping_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::ZERO,
-            close_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            max_frame_bytes: 16 << 20,
-            max_message_bytes: 64 << 20,
-            validate_utf8: true,
-            max_message_rate: 0,
-        }
-    }
-}
-
-/// The optional per-route overrides of [`Tuning`] (same names, same units).
-///
-/// Its fields sit directly in the route's mapping; serde's `flatten` is avoided because it
-/// buffers the input and loses the line and column of errors.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TuningOverrides {
-    ping_interval: Option<Duration>,
-    ping_timeout: Option<Duration>,
-    idle_timeout: Option<Duration>,
-    close_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-    handshake_timeout: Option<Duration>,
-    max_frame_bytes: Option<u64>,
-    max_message_bytes: Option<u64>,
-    validate_utf8: Option<bool>,
-    max_message_rate: Option<u32>,
-}
-
-impl TuningOverrides {
-    /// The defaults with this route's overrides applied.
-    pub fn apply(&self, base: &Tuning) -> Tuning {
-        Tuning {
-            ping_interval: self.ping_interval.unwrap_or(base.ping_interval),
-            ping_timeout: self.ping_timeout.unwrap_or(base.ping_timeout),
-            idle_timeout: self.idle_timeout.unwrap_or(base.idle_timeout),
-            close_timeout: self.close_timeout.unwrap_or(base.close_timeout),
-            write_timeout: self.write_timeout.unwrap_or(base.write_timeout),
-            handshake_timeout: self.handshake_timeout.unwrap_or(base.handshake_timeout),
-            max_frame_bytes: self.max_frame_bytes.unwrap_or(base.max_frame_bytes),
-            max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
-            validate_utf8: self.validate_utf8.unwrap_or(base.validate_utf8),
-            max_message_rate: self.max_message_rate.unwrap_or(base.max_message_rate),
-        }
-    }
-}
-
-/// One route: which requests it takes and where it sends them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawRoute")]
-pub struct RouteConfig {
-    /// Unique name, used in logs and metric labels.
-    pub name: String,
-    /// Path prefix (segment boundary) or exact path, normalised.
-    pub path: String,
-    /// Match `path` exactly instead of as a prefix. Default false.
-    pub exact: bool,
-    /// Only requests for this host (case-insensitive, port ignored). Default any host.
-    pub host: Option<String>,
-    /// Where the connections go.
-    pub target: Target,
-    /// Allowed `Origin` values; any origin when empty.
-    pub origins: Vec<String>,
-    /// Extra CA certificates (PEM) trusted for `wss://` backends, besides the public roots.
-    pub tls_ca: Option<PathBuf>,
-    /// Connections on this route at most; beyond → 503. Default unlimited (only the global cap).
-    pub max_connections: Option<usize>,
-    /// This route's overrides of `defaults`.
-    pub tuning: TuningOverrides,
-}
-
-/// Where a route sends its connections.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// The built-in echo endpoint.
-    Echo,
-    /// A pool of backend WebSocket servers.
-    Backends(crate::pool_config::PoolConfig),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    #[serde(deserialize_with = "route_name")]
-    name: String,
-    path: String,
-    #[serde(default)]
-    exact: bool,
-    #[serde(default)]
-    host: Option<String>,
-    #[serde(default)]
-    echo: bool,
-    #[serde(default)]
-    backends: Vec<BackendConfig>,
-    #[serde(default)]
-    balance: Option<String>,
-    #[serde(default)]
-    hash_on: Option<String>,
-    #[serde(default)]
-    retries: Option<u32>,
-    #[serde(default)]
-    health_check: Option<HealthCheck>,
-    #[serde(default)]
-    max_fails: Option<u32>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    fail_timeout: Option<Duration>,
-    #[serde(default)]
-    close_on_unhealthy: bool,
-    #[serde(default)]
-    all_unhealthy: AllUnhealthy,
-    #[serde(default)]
-    origins: Vec<String>,
-    #[serde(default, deserialize_with = "opt_file")]
-    tls_ca: Option<PathBuf>,
-    #[serde(default)]
-    max_connections: Option<usize>,
-    #[serde(default)]
-    max_message_rate: Option<u32>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    ping_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    ping_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    idle_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    close_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    write_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_duration")]
-    handshake_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "opt_size")]
-    max_frame_bytes: Option<u64>,
-    #[serde(default, deserialize_with = "opt_size")]
-    max_message_bytes: Option<u64>,
-    #[serde(default)]
-    validate_utf8: Option<bool>,
-}
-
-impl TryFrom<RawRoute> for RouteConfig {
-    type Error = String;
-    fn try_from(raw: RawRoute) -> Result<Self, String> {
-        let name = raw.name;
-        if !raw.path.starts_with('/') {
-            return Err(format!(
-                "route `{name}`: path `{}` must start with `/`",
-                raw.path
-            ));
-        }
-        let path = crate::route::normalize_path(&raw.path)
-            .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
-        let target = match (raw.echo, raw.backends.is_empty()) {
-            (true, true) => Target::Echo,
-            (false, false) => Target::Backends(PoolConfig {
-                balance: pool_config::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
-                    .map_err(|e| format!("route `{name}`: {e}"))?,
-                backends: raw.backends,
-                retries: raw.retries.unwrap_or(2),
-                health_check: raw.health_check,
-                max_fails: raw.max_fails.unwrap_or(3),
-                fail_timeout: raw.fail_timeout.unwrap_or(Duration::from_secs(10)),
-                close_on_unhealthy: raw.close_on_unhealthy,
-                all_unhealthy: raw.all_unhealthy,
-            }),
-            (true, false) => {
-                return Err(format!(
-                    "route `{name}`: expected `echo: true` or `backends`, not both"
-                ));
-            }
-            (false, true) => {
-                return Err(format!(
-                    "route `{name}`: expected `backends: [ws://…]` or `echo: true`"
-                ));
-            }
-        };
-        Ok(RouteConfig {
-            name,
-            path,
-            exact: raw.exact,
-            host: raw.host.map(|h| h.to_ascii_lowercase()),
-            target,
-            origins: raw.origins,
-            tls_ca: raw.tls_ca,
-            max_connections: raw.max_connections,
-            tuning: TuningOverrides {
-                ping_interval: raw.ping_interval,
-                ping_timeout: raw.ping_timeout,
-                idle_timeout: raw.idle_timeout,
-                close_timeout: raw.close_timeout,
-                write_timeout: raw.write_timeout,
-                handshake_timeout: raw.handshake_timeout,
-                max_frame_bytes: raw.max_frame_bytes,
-                max_message_bytes: raw.max_message_bytes,
-                validate_utf8: raw.validate_utf8,
-                max_message_rate: raw.max_message_rate,
-            },
-        })
-    }
 }
 
 /// Log output settings.
@@ -506,161 +237,10 @@ impl Default for ShutdownConfig {
     }
 }
 
-impl Config {
-    /// Parses YAML text; `origin` names the text in error messages.
-    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((1, 1));
-            let mut message = e.to_string();
-            if let Some(at) = message.rfind(" at line ") {
-                message.truncate(at);
-            }
-            ConfigError::Invalid {
-                origin: origin.to_string(),
-                line,
-                column,
-                message,
-            }
-        })
-    }
-
-    /// Reads and parses a configuration file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Config::parse(&text, &path.display().to_string())
-    }
-}
-
-fn non_empty_listeners<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenerConfig>, D::Error> {
-    let listeners = Vec::<ListenerConfig>::deserialize(d)?;
-    if listeners.is_empty() {
-        return Err(de::Error::custom(
-            "listeners: expected at least one listener",
-        ));
-    }
-    Ok(listeners)
-}
-
-thread_local! {
-    /// Names of the routes parsed so far in the list being deserialised. Parsing is
-    /// synchronous on one thread, and `unique_routes` clears it around each list, so a
-    /// repeated name is caught while its own scalar is read and the error points at it.
-    static ROUTE_NAMES: RefCell<HashSet<String>> = RefCell::new(HashSet::new());
-}
-
-/// Deserialises the route list (names are checked for uniqueness by [`route_name`]).
-fn unique_routes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RouteConfig>, D::Error> {
-    struct Routes;
-    impl<'de> Visitor<'de> for Routes {
-        type Value = Vec<RouteConfig>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a list of routes")
-        }
-        // Inside the visitor, so an empty list is reported at its own line and column.
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut routes = Vec::new();
-            while let Some(route) = seq.next_element()? {
-                routes.push(route);
-            }
-            if routes.is_empty() {
-                return Err(de::Error::custom("routes: expected at least one route"));
-            }
-            Ok(routes)
-        }
-    }
-    ROUTE_NAMES.with(|names| names.borrow_mut().clear());
-    let routes = d.deserialize_seq(Routes);
-    ROUTE_NAMES.with(|names| names.borrow_mut().clear());
-    routes
-}
-
-fn route_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    scalar(d, "a route name", |name| {
-        let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-        if name.is_empty() || !name.chars().all(valid) {
-            return Err(format!(
-                "route name `{name}`: expected letters, digits, `-`, `_` or `.`"
-            ));
-        }
-        if !ROUTE_NAMES.with(|names| names.borrow_mut().insert(name.to_string())) {
-            return Err(format!(
-                "duplicate route name `{name}`: expected every route name to be unique"
-            ));
-        }
-        Ok(name.to_string())
-    })
-}
-
-/// A file path that must be readable now (certificates, keys, CA files).
-fn opt_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    scalar(d, "a file path", |text| {
-        let path = PathBuf::from(text);
-        readable_file(&path, "file")?;
-        Ok(Some(path))
-    })
-}
-
-/// Parses a scalar with `parse` inside serde's visitor, so a failure carries the scalar's own
-/// line and column (an error raised after deserialising would only get the enclosing mapping's).
-fn scalar<'de, D, T>(
-    d: D,
-    expecting: &'static str,
-    parse: fn(&str) -> Result<T, String>,
-) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-{
-    struct Scalar<T> {
-        expecting: &'static str,
-        parse: fn(&str) -> Result<T, String>,
-    }
-    impl<T> Visitor<'_> for Scalar<T> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(self.expecting)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            (self.parse)(v).map_err(E::custom)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-            (self.parse)(&v.to_string()).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(Scalar { expecting, parse })
-}
-
-fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
-    scalar(d, "an address like 127.0.0.1:8443", |text| {
-        text.parse()
-            .map_err(|_| format!("invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"))
-    })
-}
-
-/// A duration field such as `20s` (also for config structs in other modules).
-pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    scalar(d, "a duration like 20s", parse_duration)
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration(d).map(Some)
-}
-
-fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    scalar(d, "a size like 1MiB", parse_size)
-}
-
-fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    size(d).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

@@ -1,6 +1,7 @@
 //! Helpers for the backend pool tests: a switchable backend node that names itself in
 //! its 101, a raw client that reports which backend served it, and wsgate with a pool
-//! route whose metrics can be read.
+//! route whose metrics can be read. [`one_route`] has the one-route proxy the pool
+//! tests share and the helpers that open connections through it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ use super::http::{self, read_head};
 use super::lifecycle::Gate;
 use super::raw::{self, FrameStream, RawClient};
 use super::within;
+
+pub mod one_route;
 
 /// The path health checks probe; a [`Node`] counts and answers it apart.
 pub const PROBE_PATH: &str = "/health";
@@ -262,6 +265,21 @@ pub fn tally<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u
         *counts.entry(name.to_string()).or_insert(0) += 1;
     }
     counts
+}
+
+/// How many of `served` (backend names) each backend served.
+pub fn counts(served: &[String]) -> BTreeMap<String, usize> {
+    tally(served.iter().map(String::as_str))
+}
+
+/// How many of the `held` connections each backend holds.
+pub fn held_counts(held: &[(String, RawClient)]) -> BTreeMap<String, usize> {
+    tally(held.iter().map(|(b, _)| b.as_str()))
+}
+
+/// `node`'s entry in `counts` (0 when absent).
+pub fn count(counts: &BTreeMap<String, usize>, node: &Node) -> usize {
+    counts.get(&node.name).copied().unwrap_or(0)
 }
 
 /// A config with one plain listener, short test timeouts, `reload` settings, and

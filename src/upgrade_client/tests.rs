@@ -1,0 +1,409 @@
+//! Unit tests of the backend hop's HTTP/1.1 client, against canned backend answers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::ReadBuf;
+
+use super::*;
+
+/// A backend connection that hands out its canned answer `step` bytes per read and
+/// records what was written to it.
+struct Canned {
+    answer: Vec<u8>,
+    pos: usize,
+    step: usize,
+    written: Vec<u8>,
+    reads: usize,
+}
+
+impl Canned {
+    fn new(answer: impl AsRef<[u8]>, step: usize) -> Self {
+        Canned {
+            answer: answer.as_ref().to_vec(),
+            pos: 0,
+            step,
+            written: Vec::new(),
+            reads: 0,
+        }
+    }
+}
+
+impl AsyncRead for Canned {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self
+            .step
+            .min(buf.remaining())
+            .min(self.answer.len() - self.pos);
+        let pos = self.pos;
+        buf.put_slice(&self.answer[pos..pos + n]);
+        self.pos += n;
+        self.reads += 1;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Canned {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.written.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+fn ok101(extra: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {ACCEPT}\r\n{extra}\r\n"
+    )
+}
+
+async fn answer(bytes: impl AsRef<[u8]>, step: usize) -> Result<Answer, HandshakeError> {
+    exchange(&mut Canned::new(bytes, step), b"GET / HTTP/1.1\r\n\r\n").await
+}
+
+fn refused(a: Result<Answer, HandshakeError>) -> Response<Bytes> {
+    match a {
+        Ok(Answer::Refused(res)) => res,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn invalid_reason(a: Result<Answer, HandshakeError>) -> String {
+    match a {
+        Err(HandshakeError::BackendInvalid(why)) => why,
+        other => panic!("expected BackendInvalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn request_is_serialised_in_order_and_bad_values_are_left_out() {
+    let mut req = RequestHead::get("/chat?room=1", 0);
+    req.header("host", b"example.com:8080");
+    req.header("x-evil", b"a\r\nInjected: 1");
+    req.header("sec-websocket-key", KEY.as_bytes());
+    assert_eq!(
+        String::from_utf8(req.finish()).unwrap(),
+        format!(
+            "GET /chat?room=1 HTTP/1.1\r\nhost: example.com:8080\r\nsec-websocket-key: {KEY}\r\n\r\n"
+        )
+    );
+}
+
+#[test]
+fn unusable_targets_fall_back_to_slash() {
+    for target in ["/a b", "/a\r\nX: y", "", "*", "relative"] {
+        let line = RequestHead::get(target, 0).finish();
+        assert!(
+            line.starts_with(b"GET / HTTP/1.1\r\n"),
+            "{target:?}: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+    // A fragment never goes on the wire.
+    assert!(
+        RequestHead::get("/p?q#frag", 0)
+            .finish()
+            .starts_with(b"GET /p?q HTTP/1.1\r\n")
+    );
+}
+
+#[tokio::test]
+async fn request_goes_out_whole_in_one_write() {
+    let mut io = Canned::new(ok101(""), usize::MAX);
+    let request = b"GET /x HTTP/1.1\r\nhost: h\r\n\r\n";
+    exchange(&mut io, request).await.unwrap();
+    assert_eq!(io.written, request);
+}
+
+#[tokio::test]
+async fn head_arriving_byte_by_byte_is_parsed() {
+    let mut io = Canned::new(ok101("X-Backend: one\r\n"), 1);
+    let a = exchange(&mut io, b"GET / HTTP/1.1\r\n\r\n").await;
+    let Ok(Answer::Switching { headers, leftover }) = a else {
+        panic!("expected a 101, got {a:?}");
+    };
+    assert_eq!(headers["x-backend"], "one");
+    assert_eq!(headers["sec-websocket-accept"], ACCEPT);
+    assert!(leftover.is_empty());
+    // One byte per read, and not a read past the head.
+    assert_eq!(io.reads, ok101("X-Backend: one\r\n").len());
+}
+
+#[tokio::test]
+async fn bytes_after_the_101_are_kept_as_leftover() {
+    let frame = [0x81, 0x02, b'h', b'i'];
+    let head_len = ok101("").len();
+    let mut wire = ok101("").into_bytes();
+    wire.extend_from_slice(&frame);
+    // Whole in one read: every frame byte is leftover.
+    let Ok(Answer::Switching { leftover, .. }) = answer(&wire, usize::MAX).await else {
+        panic!("expected a 101");
+    };
+    assert_eq!(&leftover[..], &frame);
+    // In 5-byte reads the last one straddles the head's end: its tail is leftover too.
+    let read = head_len.div_ceil(5) * 5;
+    assert!(
+        read > head_len && read < wire.len(),
+        "test needs a straddling read"
+    );
+    let Ok(Answer::Switching { leftover, .. }) = answer(&wire, 5).await else {
+        panic!("expected a 101");
+    };
+    assert_eq!(&leftover[..], &wire[head_len..read]);
+}
+
+#[tokio::test]
+async fn interim_heads_are_skipped() {
+    let wire = format!(
+        "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n{}",
+        ok101("")
+    );
+    for step in [usize::MAX, 1] {
+        let Ok(Answer::Switching { headers, .. }) = answer(&wire, step).await else {
+            panic!("expected the 101 after the 103");
+        };
+        assert!(headers.get("link").is_none());
+    }
+}
+
+#[tokio::test]
+async fn oversize_head_is_invalid() {
+    let big = format!("X-Big: {}\r\n", "a".repeat(HEAD_MAX));
+    let why = invalid_reason(answer(ok101(&big), usize::MAX).await);
+    assert!(why.contains("over 16 KiB"), "{why}");
+    // Just under the cap is fine.
+    let fits = format!(
+        "X-Big: {}\r\n",
+        "a".repeat(HEAD_MAX - ok101("X-Big: \r\n").len())
+    );
+    assert!(matches!(
+        answer(ok101(&fits), 100).await,
+        Ok(Answer::Switching { .. })
+    ));
+}
+
+#[tokio::test]
+async fn too_many_headers_is_invalid() {
+    let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
+    let why = invalid_reason(answer(ok101(&many), usize::MAX).await);
+    assert!(why.contains("more than 64 headers"), "{why}");
+}
+
+#[tokio::test]
+async fn bad_status_lines_are_invalid() {
+    for wire in [
+        "HTTP/1.1 abc Nope\r\n\r\n",
+        "HTTP/2 101 Switching Protocols\r\n\r\n",
+        "SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        "HTTP/1.1 099 Low\r\n\r\n",
+        "HTTP/1.1 101 OK\r\nBad Header: x\r\n\r\n",
+    ] {
+        let why = invalid_reason(answer(wire, usize::MAX).await);
+        assert!(
+            why.starts_with("malformed answer head") || why.contains("status code"),
+            "{wire:?}: {why}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn closed_mid_head_is_invalid() {
+    let why = invalid_reason(answer("HTTP/1.1 101 Switching", 3).await);
+    assert!(why.contains("closed before"), "{why}");
+    let why = invalid_reason(answer("", 3).await);
+    assert!(why.contains("closed before"), "{why}");
+}
+
+#[tokio::test]
+async fn content_length_refusal_body_is_read_exactly() {
+    let wire = "HTTP/1.1 403 Forbidden\r\nContent-Length: 7\r\nX-Why: no\r\n\r\ngo awayTRAILING";
+    for step in [usize::MAX, 1] {
+        let res = refused(answer(wire, step).await);
+        assert_eq!(res.status(), 403);
+        assert_eq!(res.headers()["x-why"], "no");
+        assert_eq!(&res.body()[..], b"go away", "step {step}");
+    }
+    let short = "HTTP/1.1 403 Forbidden\r\nContent-Length: 70\r\n\r\ngo away";
+    let why = invalid_reason(answer(short, usize::MAX).await);
+    assert!(why.contains("shorter"), "{why}");
+}
+
+#[tokio::test]
+async fn bad_or_conflicting_content_length_is_invalid() {
+    for cl in [
+        "Content-Length: +5",
+        "Content-Length: 5, 6",
+        "Content-Length: x",
+    ] {
+        let wire = format!("HTTP/1.1 403 Forbidden\r\n{cl}\r\n\r\nhello");
+        let why = invalid_reason(answer(wire, usize::MAX).await);
+        assert!(why.contains("Content-Length"), "{cl}: {why}");
+    }
+    let same = "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+    assert_eq!(
+        &refused(answer(same, usize::MAX).await).body()[..],
+        b"hello"
+    );
+}
+
+#[tokio::test]
+async fn chunked_refusal_body_is_decoded() {
+    let wire = "HTTP/1.1 503 Unavailable\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n\
+                5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+    for step in [usize::MAX, 1, 4] {
+        let res = refused(answer(wire, step).await);
+        assert_eq!(res.status(), 503);
+        assert_eq!(&res.body()[..], b"hello world", "step {step}");
+    }
+}
+
+#[tokio::test]
+async fn broken_chunking_is_invalid() {
+    for chunks in [
+        "5\r\nhelloXX0\r\n\r\n",
+        "zz\r\nhello\r\n",
+        "\r\n",
+        "5\r\nhel",
+    ] {
+        let wire = format!("HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}");
+        let why = invalid_reason(answer(wire, usize::MAX).await);
+        assert!(why.contains("chunk"), "{chunks:?}: {why}");
+    }
+}
+
+#[tokio::test]
+async fn refusal_bodies_over_the_bound_are_dropped_not_fatal() {
+    let big = "a".repeat(BODY_MAX + 1);
+    let sized = format!(
+        "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\n\r\n{big}",
+        big.len()
+    );
+    let chunked = format!(
+        "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    let to_eof = format!("HTTP/1.1 404 Not Found\r\n\r\n{big}");
+    for wire in [sized, chunked, to_eof] {
+        let res = refused(answer(&wire, 1000).await);
+        assert_eq!(res.status(), 404);
+        assert!(res.body().is_empty());
+    }
+    // Exactly at the bound is relayed.
+    let edge = "b".repeat(BODY_MAX);
+    let res = refused(answer(format!("HTTP/1.1 404 Not Found\r\n\r\n{edge}"), 1000).await);
+    assert_eq!(res.body().len(), BODY_MAX);
+}
+
+#[tokio::test]
+async fn body_without_length_runs_to_close_and_204_has_none() {
+    let res = refused(answer("HTTP/1.1 400 Bad\r\n\r\nuntil close", 2).await);
+    assert_eq!(&res.body()[..], b"until close");
+    let res = refused(answer("HTTP/1.1 204 No Content\r\n\r\nstray", usize::MAX).await);
+    assert!(res.body().is_empty());
+}
+
+async fn handshake_with(answer: String, offered: &[&str]) -> Result<BackendAnswer, HandshakeError> {
+    let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move {
+        theirs.write_all(answer.as_bytes()).await.unwrap();
+        // Keep the pipe open until the client is done with it.
+        let mut sink = Vec::new();
+        let _ = theirs.read_to_end(&mut sink).await;
+    });
+    let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
+    handshake(
+        Stream::Memory(ours),
+        b"GET / HTTP/1.1\r\n\r\n",
+        KEY,
+        &offered,
+    )
+    .await
+}
+
+fn handshake_error(r: Result<BackendAnswer, HandshakeError>) -> String {
+    match r {
+        Err(HandshakeError::BackendInvalid(why)) => why,
+        Err(e) => panic!("expected BackendInvalid, got {e}"),
+        Ok(_) => panic!("expected BackendInvalid, got an answer"),
+    }
+}
+
+#[tokio::test]
+async fn correct_101_upgrades_and_keeps_only_forwardable_headers() {
+    let r = handshake_with(
+        ok101("Sec-WebSocket-Protocol: b\r\nX-Id: 7\r\n"),
+        &["a", "b"],
+    )
+    .await;
+    let Ok(BackendAnswer::Upgraded { headers, .. }) = r else {
+        panic!("expected an upgrade");
+    };
+    assert_eq!(headers["sec-websocket-protocol"], "b");
+    assert_eq!(headers["x-id"], "7");
+    assert!(headers.get("sec-websocket-accept").is_none());
+    assert!(headers.get("upgrade").is_none());
+}
+
+#[tokio::test]
+async fn missing_or_wrong_accept_is_invalid() {
+    let missing =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let why = handshake_error(handshake_with(missing.into(), &[]).await);
+    assert_eq!(why, "wrong Sec-WebSocket-Accept");
+    let wrong = missing.replace("\r\n\r\n", "\r\nSec-WebSocket-Accept: AAAA\r\n\r\n");
+    let why = handshake_error(handshake_with(wrong, &[]).await);
+    assert_eq!(why, "wrong Sec-WebSocket-Accept");
+}
+
+#[tokio::test]
+async fn other_101_violations_are_invalid() {
+    let cases = [
+        (
+            ok101("").replace("Upgrade: websocket", "Upgrade: h2c"),
+            &[][..],
+            "Upgrade",
+        ),
+        (
+            ok101("").replace("Connection: Upgrade", "Connection: close"),
+            &[],
+            "Connection",
+        ),
+        (
+            ok101("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            &[],
+            "extension",
+        ),
+        (
+            ok101("Sec-WebSocket-Protocol: chat\r\n"),
+            &[],
+            "subprotocol",
+        ),
+        (
+            ok101("Sec-WebSocket-Protocol: a, b\r\n"),
+            &["a", "b"],
+            "subprotocol",
+        ),
+    ];
+    for (wire, offered, expect) in cases {
+        let why = handshake_error(handshake_with(wire.clone(), offered).await);
+        assert!(why.contains(expect), "{wire:?}: {why}");
+    }
+}

@@ -1,0 +1,215 @@
+//! Backend pools changing under open connections: draining with 1012 when a backend
+//! turns unhealthy or is removed by reload, and scale-out by reload.
+//!
+//! Backends are real [`Node`]s on 127.0.0.1:0 that name themselves in `X-Backend` and
+//! record the close codes wsgate sends them.
+
+mod support;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use support::frame::{Frame, TEXT};
+use support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, hold, sequential};
+use support::pools::{Node, PoolProxy, config, count, counts, held_counts, open, pool_route, urls};
+use support::raw::RawClient;
+use support::{STEP, eventually};
+
+/// One echo round trip on a raw client.
+async fn echoes(ws: &mut RawClient, text: &str) {
+    ws.send(Frame::text(text)).await;
+    let reply = ws.recv_frame().await;
+    assert_eq!(
+        (reply.opcode, reply.payload.as_slice()),
+        (TEXT, text.as_bytes())
+    );
+}
+
+/// Waits on each client for wsgate's Close, answers it; (code, arrival after `since`).
+async fn closes_of(clients: Vec<RawClient>, since: Instant) -> Vec<(u16, Duration)> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let close = ws.recv_close().await;
+                let at = since.elapsed();
+                let code = close.close_code().expect("close code");
+                ws.send(Frame::close(code, "")).await;
+                ws.expect_eof().await;
+                (code, at)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("close watcher"));
+    }
+    out.sort_by_key(|&(_, at)| at);
+    out
+}
+
+/// Splits held connections into those on `name` and the others.
+fn split_off(held: Vec<(String, RawClient)>, name: &str) -> (Vec<RawClient>, Vec<RawClient>) {
+    let (on, off): (Vec<_>, Vec<_>) = held.into_iter().partition(|(b, _)| b == name);
+    (
+        on.into_iter().map(|(_, c)| c).collect(),
+        off.into_iter().map(|(_, c)| c).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_backend_moves_few_hashed_users() {
+    let nodes = Node::many(5).await;
+    let opts = ["balance: hash", "hash_on: header:X-User"];
+    let four = config("1s", &pool_route(ROUTE, PATH, &urls(&nodes[..4]), &opts));
+    let proxy = PoolProxy::start(&four).await;
+    let users: Vec<String> = (0..500).map(|u| format!("user-{u}")).collect();
+    let mut before = Vec::new();
+    for u in &users {
+        before.push(open(proxy.addr(), PATH, &[("X-User", u)]).await.0);
+    }
+    proxy
+        .reload(&config(
+            "1s",
+            &pool_route(ROUTE, PATH, &urls(&nodes), &opts),
+        ))
+        .await;
+    let mut moved = Vec::new();
+    for (u, was) in users.iter().zip(&before) {
+        let now = open(proxy.addr(), PATH, &[("X-User", u)]).await.0;
+        if &now != was {
+            moved.push(now);
+        }
+    }
+    eprintln!(
+        "hash: {} of 500 users moved, to {:?}",
+        moved.len(),
+        counts(&moved)
+    );
+    // Ideal: the new backend's fifth. A modulo hash would move about four fifths.
+    assert!(
+        (50..=150).contains(&moved.len()),
+        "{} of 500 users moved",
+        moved.len()
+    );
+    assert!(
+        moved.iter().all(|b| b == "b4"),
+        "moved elsewhere: {:?}",
+        counts(&moved)
+    );
+    proxy.gate.assert_drained().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_on_unhealthy_drains_the_backend_with_1012() {
+    let nodes = Node::many(2).await;
+    let route = pool_route(
+        ROUTE,
+        PATH,
+        &urls(&nodes),
+        &[FAST_CHECKS, "close_on_unhealthy: true"],
+    );
+    let proxy = PoolProxy::start(&config("800ms", &route)).await;
+    let (doomed, mut kept) = split_off(hold(&proxy, 8).await, "b1");
+    assert_eq!((doomed.len(), kept.len()), (4, 4));
+    nodes[1].set_probes_failing(true);
+    let closes = closes_of(doomed, Instant::now()).await;
+    assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
+    let span = closes[3].1 - closes[0].1;
+    eprintln!("close_on_unhealthy: 1012 at {closes:?}, span {span:?}");
+    assert!(span >= Duration::from_millis(300), "not spread: {closes:?}");
+    eventually("b1 saw four 1012s", STEP, || nodes[1].closes() == [1012; 4]).await;
+    for (i, ws) in kept.iter_mut().enumerate() {
+        echoes(ws, &format!("still here {i}")).await;
+    }
+    assert!(nodes[0].closes().is_empty());
+    drop(kept);
+    proxy.gate.assert_drained().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_removed_by_reload_drains_over_the_window() {
+    let nodes = Node::many(3).await;
+    let proxy = PoolProxy::start(&config(
+        "800ms",
+        &pool_route(ROUTE, PATH, &urls(&nodes), &[]),
+    ))
+    .await;
+    let (doomed, mut kept) = split_off(hold(&proxy, 24).await, "b2");
+    assert_eq!((doomed.len(), kept.len()), (8, 16));
+    proxy
+        .reload(&config(
+            "800ms",
+            &pool_route(ROUTE, PATH, &urls(&nodes[..2]), &[]),
+        ))
+        .await;
+    let watcher = tokio::spawn(closes_of(doomed, Instant::now()));
+    // The others keep talking through the whole window.
+    for round in 0..10 {
+        for ws in kept.iter_mut() {
+            echoes(ws, &format!("round {round}")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let closes = watcher.await.unwrap();
+    assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
+    let span = closes[7].1 - closes[0].1;
+    eprintln!("removal: 1012 at {closes:?}, span {span:?}");
+    assert!(span >= Duration::from_millis(400), "not spread: {closes:?}");
+    assert!(
+        closes[7].1 <= Duration::from_millis(1800),
+        "too slow: {closes:?}"
+    );
+    assert_eq!(nodes[2].closes(), [1012; 8]);
+    let served = counts(&sequential(&proxy, 10, &[]).await);
+    assert_eq!(count(&served, &nodes[2]), 0, "{served:?}");
+    for ws in kept.iter_mut() {
+        echoes(ws, "after").await;
+    }
+    assert!(
+        nodes[0]
+            .closes()
+            .iter()
+            .chain(&nodes[1].closes())
+            .all(|&c| c != 1012)
+    );
+    drop(kept);
+    proxy.gate.assert_drained().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_sends_new_connections_to_the_new_backend() {
+    let nodes = Node::many(3).await;
+    let opts = ["balance: least_connections"];
+    let two = config("1s", &pool_route(ROUTE, PATH, &urls(&nodes[..2]), &opts));
+    let proxy = PoolProxy::start(&two).await;
+    let mut held = hold(&proxy, 20).await;
+    assert!(
+        nodes[..2]
+            .iter()
+            .all(|n| count(&held_counts(&held), n) == 10)
+    );
+    proxy
+        .reload(&config(
+            "1s",
+            &pool_route(ROUTE, PATH, &urls(&nodes), &opts),
+        ))
+        .await;
+    let new = hold(&proxy, 10).await;
+    assert_eq!(
+        held_counts(&new).get("b2"),
+        Some(&10),
+        "{:?}",
+        held_counts(&new)
+    );
+    let next = hold(&proxy, 3).await;
+    assert!(nodes.iter().all(|n| count(&held_counts(&next), n) == 1));
+    assert!(
+        nodes.iter().all(|n| n.closes().is_empty()),
+        "nobody was closed"
+    );
+    held.extend(new.into_iter().chain(next));
+    drop(held);
+    proxy.gate.assert_drained().await;
+}

@@ -1,0 +1,37 @@
+//! The one pool route the pool tests put wsgate in front of (`p` on `/p`), and the
+//! helpers that open connections through it one after another or keep them open.
+
+use super::{PoolProxy, config, open, pool_route};
+use crate::support::raw::RawClient;
+
+/// The name of the route every pool test's proxy serves.
+pub const ROUTE: &str = "p";
+/// The path of [`ROUTE`].
+pub const PATH: &str = "/p";
+
+/// Active checks fast enough to flip a backend within a few hundred milliseconds.
+pub const FAST_CHECKS: &str =
+    "health_check: {path: /health, interval: 100ms, timeout: 200ms, rise: 2, fall: 2}";
+
+/// wsgate with the one route `p` over `backends` (YAML items) and `extra` route lines.
+pub async fn proxy(backends: &[String], extra: &[&str]) -> PoolProxy {
+    PoolProxy::start(&config("1s", &pool_route(ROUTE, PATH, backends, extra))).await
+}
+
+/// Connects and drops `n` times in a row (`extra` headers); the serving backend of each.
+pub async fn sequential(proxy: &PoolProxy, n: usize, extra: &[(&str, &str)]) -> Vec<String> {
+    let mut served = Vec::with_capacity(n);
+    for _ in 0..n {
+        served.push(open(proxy.addr(), PATH, extra).await.0);
+    }
+    served
+}
+
+/// Opens `n` connections and keeps them; with the serving backend of each.
+pub async fn hold(proxy: &PoolProxy, n: usize) -> Vec<(String, RawClient)> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(open(proxy.addr(), PATH, &[]).await);
+    }
+    held
+}
