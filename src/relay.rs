@@ -32,7 +32,7 @@ use crate::route::Route;
 use crate::server::Gateway;
 use crate::stream::Stream;
 use closing::{FirstClose, Side};
-use deadlines::{ControlWait, control_wait};
+use deadlines::ControlWatch;
 use rate::RateLimit;
 
 /// How long the final FIN / TLS close_notify may take to write before the socket is just dropped.
@@ -117,9 +117,7 @@ struct Relay {
     idle_closed: bool,
     /// A retirement that fired: when this connection's turn comes, and why.
     retire_at: Option<(Instant, &'static str)>,
-    retiring: bool,
-    shutting_down: bool,
-    control: Option<ControlWait>,
+    control: ControlWatch,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -149,7 +147,7 @@ impl Relay {
             Hop::new(backend.0, backend.1, false, tuning),
         ];
         let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
-        let control = control_wait(
+        let control = ControlWatch::new(
             Some(gw.shutdown.clone()),
             Some(session.route_watch.token().clone()),
             session.backend_watch.as_ref().map(|w| w.token().clone()),
@@ -167,8 +165,6 @@ impl Relay {
             last_data: started,
             idle_closed: false,
             retire_at: None,
-            retiring: false,
-            shutting_down: false,
             control,
             timer: None,
         }

@@ -24,70 +24,101 @@ pub(super) enum Control {
 }
 
 /// The wait for the next [`Control`] event.
-pub(super) type ControlWait = Pin<Box<dyn Future<Output = Control> + Send>>;
+type ControlWait = Pin<Box<dyn Future<Output = Control> + Send>>;
 
-/// Waits for whichever of the given tokens is cancelled first.
-pub(super) fn control_wait(
+/// Watches shutdown and the connection's retirements; each kind is reported once (a
+/// retirement of the route or of the backend ends the watch on both).
+pub(super) struct ControlWatch {
     shutdown: Option<CancellationToken>,
     route: Option<CancellationToken>,
     backend: Option<CancellationToken>,
-) -> Option<ControlWait> {
-    if shutdown.is_none() && route.is_none() && backend.is_none() {
-        return None;
+    wait: Option<ControlWait>,
+}
+
+impl ControlWatch {
+    /// Watches the given tokens.
+    pub(super) fn new(
+        shutdown: Option<CancellationToken>,
+        route: Option<CancellationToken>,
+        backend: Option<CancellationToken>,
+    ) -> ControlWatch {
+        let mut watch = ControlWatch {
+            shutdown,
+            route,
+            backend,
+            wait: None,
+        };
+        watch.wait = watch.next_wait();
+        watch
     }
-    async fn cancelled(token: Option<CancellationToken>) {
-        match token {
-            Some(t) => t.cancelled_owned().await,
-            None => std::future::pending().await,
+
+    /// The next event not reported yet. Several may be ready at once (a reload just before
+    /// a shutdown): each ready one is reported on its own call, and a finished wait is never
+    /// polled again.
+    pub(super) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Control> {
+        let Some(wait) = self.wait.as_mut() else {
+            return Poll::Pending;
+        };
+        let event = std::task::ready!(wait.as_mut().poll(cx));
+        match event {
+            Control::Shutdown => self.shutdown = None,
+            Control::RouteRetired | Control::BackendRetired => {
+                self.route = None;
+                self.backend = None;
+            }
         }
+        self.wait = self.next_wait();
+        Poll::Ready(event)
     }
-    Some(Box::pin(async move {
-        tokio::select! {
-            _ = cancelled(shutdown) => Control::Shutdown,
-            _ = cancelled(route) => Control::RouteRetired,
-            _ = cancelled(backend) => Control::BackendRetired,
+
+    /// Waits for whichever watched token is cancelled first.
+    fn next_wait(&self) -> Option<ControlWait> {
+        if self.shutdown.is_none() && self.route.is_none() && self.backend.is_none() {
+            return None;
         }
-    }))
+        async fn cancelled(token: Option<CancellationToken>) {
+            match token {
+                Some(t) => t.cancelled_owned().await,
+                None => std::future::pending().await,
+            }
+        }
+        let (shutdown, route, backend) = (
+            self.shutdown.clone(),
+            self.route.clone(),
+            self.backend.clone(),
+        );
+        Some(Box::pin(async move {
+            tokio::select! {
+                _ = cancelled(shutdown) => Control::Shutdown,
+                _ = cancelled(route) => Control::RouteRetired,
+                _ = cancelled(backend) => Control::BackendRetired,
+            }
+        }))
+    }
 }
 
 impl Relay {
-    /// Reacts to shutdown and retirement.
+    /// Reacts to shutdown and retirement (every event that is ready, once each).
     pub(super) fn poll_control(&mut self, cx: &mut Context<'_>) {
-        let Some(wait) = self.control.as_mut() else {
-            return;
-        };
-        let Poll::Ready(event) = wait.as_mut().poll(cx) else {
-            return;
-        };
-        match event {
-            Control::Shutdown => {
-                self.shutting_down = true;
-                self.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown);
+        while let Poll::Ready(event) = self.control.poll_next(cx) {
+            match event {
+                Control::Shutdown => {
+                    self.initiate(code::GOING_AWAY, "proxy shutting down", Outcome::Shutdown);
+                }
+                Control::RouteRetired | Control::BackendRetired => {
+                    let (watch, why) = match event {
+                        Control::RouteRetired => {
+                            (Some(&self.session.route_watch), "route reloaded")
+                        }
+                        _ => (
+                            self.session.backend_watch.as_ref(),
+                            "backend removed or unhealthy",
+                        ),
+                    };
+                    let delay = watch.map_or(Duration::ZERO, |w| w.delay());
+                    self.retire_at = Some((Instant::now() + delay, why));
+                }
             }
-            Control::RouteRetired | Control::BackendRetired => {
-                self.retiring = true;
-                let (watch, why) = match event {
-                    Control::RouteRetired => (Some(&self.session.route_watch), "route reloaded"),
-                    _ => (
-                        self.session.backend_watch.as_ref(),
-                        "backend removed or unhealthy",
-                    ),
-                };
-                let delay = watch.map_or(Duration::ZERO, |w| w.delay());
-                self.retire_at = Some((Instant::now() + delay, why));
-            }
-        }
-        let retire = |w: &crate::retire::RetireWatch| w.token().clone();
-        self.control = control_wait(
-            (!self.shutting_down).then(|| self.gw.shutdown.clone()),
-            (!self.retiring).then(|| retire(&self.session.route_watch)),
-            (!self.retiring)
-                .then(|| self.session.backend_watch.as_ref().map(retire))
-                .flatten(),
-        );
-        if let Some(wait) = self.control.as_mut() {
-            // Registers the new wait (it cannot be ready: each token fires once).
-            let _ = wait.as_mut().poll(cx);
         }
     }
 
@@ -186,6 +217,43 @@ impl Relay {
                     _ => {}
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload retired the route and shutdown began before the connection was polled:
+    /// both are reported, once each, whichever comes first, and nothing is polled after
+    /// it finished.
+    #[tokio::test]
+    async fn events_ready_together_are_each_reported_once() {
+        for _ in 0..20 {
+            let (shutdown, route, backend) = (
+                CancellationToken::new(),
+                CancellationToken::new(),
+                CancellationToken::new(),
+            );
+            let mut watch = ControlWatch::new(
+                Some(shutdown.clone()),
+                Some(route.clone()),
+                Some(backend.clone()),
+            );
+            shutdown.cancel();
+            route.cancel();
+            backend.cancel();
+            let mut seen = Vec::new();
+            std::future::poll_fn(|cx| {
+                while let Poll::Ready(event) = watch.poll_next(cx) {
+                    seen.push(matches!(event, Control::Shutdown));
+                }
+                Poll::Ready(())
+            })
+            .await;
+            seen.sort();
+            assert_eq!(seen, [false, true], "one retirement and one shutdown");
         }
     }
 }
