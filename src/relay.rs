@@ -306,6 +306,10 @@ impl Relay {
             }
             _ => {}
         }
+        if self.hop(to).close_sent {
+            // `to` already got its Close (or is gone): the frame is dropped, not counted.
+            return;
+        }
         let is_data = !frame.opcode.is_control();
         let len = frame.len() as u64;
         // Counted before the write, so a peer that has received a message always finds it

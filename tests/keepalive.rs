@@ -251,3 +251,30 @@ async fn flood_to_a_client_that_never_reads_is_backpressured() {
     drop(sink);
     proxy.assert_drained().await;
 }
+
+/// Messages a client sends after wsgate's idle Close are not relayed and not counted: the
+/// backend hop already got its Close, and the report counts what reached the backend.
+#[tokio::test]
+async fn messages_after_wsgates_close_are_dropped_and_not_counted() {
+    let backend = Backend::echo().await;
+    let extra = "    idle_timeout: 300ms\n";
+    let mut proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), extra)).await;
+    let mut c = raw::upgrade(proxy.addr(), "/app").await;
+    c.send(Frame::text("once")).await;
+    assert_eq!(c.recv_frame().await.payload, b"once");
+    let close = c.recv_close().await;
+    assert_eq!(close.close_code(), Some(1001));
+    for _ in 0..3 {
+        c.send(Frame::text("late")).await;
+    }
+    c.send(Frame::close(1001, "")).await;
+    c.expect_eof().await;
+    let report = proxy.next_report().await;
+    assert_eq!(report.outcome, Outcome::IdleTimeout, "{report:?}");
+    assert_eq!((report.msgs_in, report.msgs_out), (1, 1), "{report:?}");
+    assert_eq!(
+        backend.log.data_messages().len(),
+        1,
+        "only `once` reached the backend"
+    );
+}
