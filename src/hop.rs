@@ -45,8 +45,11 @@ pub struct Hop {
     /// The peer's stream, read and written here.
     pub io: Stream,
     decoder: FrameDecoder,
-    /// Whole frames waiting to be written, oldest first.
-    out: VecDeque<BytesMut>,
+    /// The frame being written (almost always the only one waiting).
+    out: Option<BytesMut>,
+    /// Frames queued behind it (a ping or a Close of wsgate's own), oldest first; kept
+    /// apart so the common case never allocates a queue that would stay with the connection.
+    more: VecDeque<BytesMut>,
     /// Bytes were written since the last flush (TLS holds them until flushed).
     unflushed: bool,
     /// Masking keys when the peer is a server.
@@ -81,7 +84,8 @@ impl Hop {
         Hop {
             io,
             decoder: FrameDecoder::new(leftover, is_client, tuning.max_frame_bytes),
-            out: VecDeque::new(),
+            out: None,
+            more: VecDeque::new(),
             unflushed: false,
             keys: (!is_client).then(|| MaskKeys::new(crate::random_u64())),
             blocked_since: None,
@@ -122,13 +126,16 @@ impl Hop {
 
     fn queue(&mut self, bytes: BytesMut) {
         if !self.broken {
-            self.out.push_back(bytes);
+            match self.out {
+                None => self.out = Some(bytes),
+                Some(_) => self.more.push_back(bytes),
+            }
         }
     }
 
     /// Nothing is waiting to be written (or nothing can be any more).
     pub fn written(&self) -> bool {
-        self.broken || (self.out.is_empty() && !self.unflushed)
+        self.broken || (self.out.is_none() && !self.unflushed)
     }
 
     /// Writes what is queued; ready once all of it is written and flushed.
@@ -150,7 +157,7 @@ impl Hop {
     }
 
     fn write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(front) = self.out.front_mut() {
+        while let Some(front) = self.out.as_mut() {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, front))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
@@ -158,7 +165,10 @@ impl Hop {
             front.advance(n);
             self.unflushed = true;
             if front.is_empty() {
-                self.out.pop_front();
+                self.out = self.more.pop_front();
+                if self.more.is_empty() && self.more.capacity() > 0 {
+                    self.more = VecDeque::new();
+                }
             }
         }
         if self.unflushed {
@@ -172,7 +182,8 @@ impl Hop {
     pub fn fail(&mut self) {
         self.broken = true;
         self.close_sent = true;
-        self.out = VecDeque::new();
+        self.out = None;
+        self.more = VecDeque::new();
         self.unflushed = false;
         self.blocked_since = None;
     }
