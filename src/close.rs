@@ -62,6 +62,8 @@ pub enum Outcome {
     Limit,
     /// A peer did not answer keepalive pings.
     PingTimeout,
+    /// A peer stopped reading: a frame waited for it longer than `write_timeout`.
+    WriteTimeout,
     /// No data frame within the idle timeout.
     IdleTimeout,
     /// wsgate was shutting down.
@@ -80,6 +82,7 @@ impl Outcome {
             Outcome::ProtocolError => "protocol_error",
             Outcome::Limit => "limit",
             Outcome::PingTimeout => "ping_timeout",
+            Outcome::WriteTimeout => "write_timeout",
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
             Outcome::Reload => "reload",

@@ -180,7 +180,19 @@ impl Relay {
         tracing::debug!(?side, %error, "write failed");
         let was_closing = self.hop(side).close_sent;
         self.hop(side).fail();
-        if !was_closing {
+        if was_closing {
+            return;
+        }
+        if error.kind() == std::io::ErrorKind::TimedOut {
+            // The peer is there but stopped reading: wsgate gives up on it.
+            self.record(
+                ClosedBy::Proxy,
+                Some(code::ABNORMAL),
+                "write timeout",
+                Outcome::WriteTimeout,
+            );
+            self.dead(side, "write timeout");
+        } else {
             self.peer_gone(side);
         }
     }
