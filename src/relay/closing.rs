@@ -142,6 +142,13 @@ impl Relay {
         self.send_close(side.other(), &close::close_payload(code, &reason));
     }
 
+    /// wsgate gives up on a peer that is there but not keeping up (no pong, not reading):
+    /// the other hop is closed as if the peer had vanished.
+    pub(super) fn give_up(&mut self, side: Side, why: &str, outcome: Outcome) {
+        self.record(ClosedBy::Proxy, Some(code::ABNORMAL), why, outcome);
+        self.dead(side, why);
+    }
+
     /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
     pub(super) fn violation(&mut self, from: Side, code: u16, reason: &str) {
         let outcome = if code == code::TOO_BIG || code == code::POLICY {
@@ -184,14 +191,8 @@ impl Relay {
             return;
         }
         if error.kind() == std::io::ErrorKind::TimedOut {
-            // The peer is there but stopped reading: wsgate gives up on it.
-            self.record(
-                ClosedBy::Proxy,
-                Some(code::ABNORMAL),
-                "write timeout",
-                Outcome::WriteTimeout,
-            );
-            self.dead(side, "write timeout");
+            // The peer is there but stopped reading.
+            self.give_up(side, "write timeout", Outcome::WriteTimeout);
         } else {
             self.peer_gone(side);
         }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Relay;
 use super::closing::Side;
-use crate::close::{ClosedBy, Outcome, code};
+use crate::close::{Outcome, code};
 use crate::frame::OpCode;
 use crate::hop::Reading;
 use crate::keepalive::Due;
@@ -204,13 +204,7 @@ impl Relay {
                             Due::Dead => {
                                 tracing::info!(peer = ?side, "no pong within ping_timeout");
                                 hop.reading = Reading::Done;
-                                self.record(
-                                    ClosedBy::Proxy,
-                                    Some(code::ABNORMAL),
-                                    "ping timeout",
-                                    Outcome::PingTimeout,
-                                );
-                                self.dead(side, "ping timeout");
+                                self.give_up(side, "ping timeout", Outcome::PingTimeout);
                             }
                         }
                     }
