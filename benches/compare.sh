@@ -127,18 +127,7 @@ fi
 
 # ---------------------------------------------------------------- certificates
 TLSDIR=$RUN/tls
-mkdir -p "$TLSDIR"
-(
-    cd "$TLSDIR"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -keyout ca.key -out ca.pem -subj "/CN=wsgate bench CA" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout server.key -out server.csr -subj "/CN=localhost" 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >ext.cnf
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile ext.cnf -out server.pem 2>/dev/null
-    cat server.pem server.key >server-with-key.pem
-)
+bash "$ROOT/benches/make-certs.sh" "$TLSDIR"
 
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))

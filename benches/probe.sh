@@ -5,6 +5,7 @@
 #   PROBE=cpu    (default) the loadgen result, the proxy's CPU %, context switches
 #   PROBE=strace system calls counted by `strace -c -f` over 2 s of the load
 #   PROBE=perf   the top of `perf report` (kernel vs user share, hottest symbols)
+# PROBE_TLS=1 puts TLS on the client hop of both proxies (wsgate-tls / nginx-tls configs).
 # Usage: bash benches/probe.sh echo --conns 50 --inflight 1 --size 64
 #        PROBE=strace bash benches/probe.sh connrate --concurrency 32
 # Needs the binaries compare.sh builds (run it once, or BENCH_SKIP_BUILD=1 after a build);
@@ -27,8 +28,15 @@ trap cleanup EXIT
 [ -x "$WSGATE" ] && [ -x "$LG/loadgen" ] || { echo "build first: bash benches/compare.sh" >&2; exit 1; }
 ulimit -n 20000 2>/dev/null || true
 
+TLS=() SUFFIX=""
+if [ -n "${PROBE_TLS:-}" ]; then
+    bash "$ROOT/benches/make-certs.sh" "$RUN/tls"
+    TLS=(--tls-ca "$RUN/tls/ca.pem" --sni localhost)
+    SUFFIX=-tls
+fi
 render() { # template port out
     sed -e "s|@RUN@|$RUN/nginx|g" -e "s|@PORT@|$2|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+        -e "s|@CERT@|$RUN/tls/server.pem|g" -e "s|@KEY@|$RUN/tls/server.key|g" \
         "$ROOT/benches/peers/$1" >"$3"
 }
 wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.05; done; return 1; }
@@ -36,12 +44,12 @@ threads_ctx() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {s += $2} EN
 
 taskset -c 1 "$LG/echo-backend" --listen "127.0.0.1:$BACKEND_PORT" >"$RUN/backend.log" 2>&1 &
 PIDS+=($!)
-render wsgate.yaml $((BACKEND_PORT + 1)) "$RUN/wsgate.yaml"
+render "wsgate$SUFFIX.yaml" $((BACKEND_PORT + 1)) "$RUN/wsgate.yaml"
 taskset -c 1 "$WSGATE" --config "$RUN/wsgate.yaml" >"$RUN/wsgate.log" 2>&1 &
 WSGATE_PID=$!
 PIDS+=("$WSGATE_PID")
 mkdir -p "$RUN/nginx"
-render nginx.conf $((BACKEND_PORT + 2)) "$RUN/nginx/nginx.conf"
+render "nginx$SUFFIX.conf" $((BACKEND_PORT + 2)) "$RUN/nginx/nginx.conf"
 taskset -c 1 nginx -p "$RUN/nginx/" -e "$RUN/nginx/error.log" -c "$RUN/nginx/nginx.conf" &
 wait_port $((BACKEND_PORT + 1)) && wait_port $((BACKEND_PORT + 2))
 NGINX_PID=$(pgrep -P "$(cat "$RUN/nginx/nginx.pid")" | head -n 1)
@@ -49,7 +57,7 @@ NGINX_PID=$(pgrep -P "$(cat "$RUN/nginx/nginx.pid")" | head -n 1)
 for target in "wsgate:$((BACKEND_PORT + 1)):$WSGATE_PID" "nginx:$((BACKEND_PORT + 2)):$NGINX_PID"; do
     IFS=: read -r name port pid <<<"$target"
     before=$(threads_ctx "$pid")
-    taskset -c 0 "$LG/loadgen" "$@" --addr "127.0.0.1:$port" --watch "$pid" \
+    taskset -c 0 "$LG/loadgen" "$@" --addr "127.0.0.1:$port" "${TLS[@]}" --watch "$pid" \
         --warmup 0.5 --duration 4 >"$RUN/lg.out" 2>&1 &
     lg=$!
     case $PROBE in
