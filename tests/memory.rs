@@ -99,7 +99,7 @@ async fn lying_frame_headers_do_not_allocate_the_claimed_size() {
 const IDLE: usize = 300;
 /// wsgate's heap per idle relayed connection must stay under this: the performance issue's
 /// 4 KiB target (the bench reads RSS, which adds the allocator's own overhead; measured here
-/// 3.7 KiB in a debug build, when it was 14 KiB before the relay became one task).
+/// 3.5 KiB in a debug build, when it was 14 KiB before the relay became one task).
 const IDLE_HEAP_BOUND: usize = 4 * 1024;
 
 /// Opens `IDLE` connections to `addr`, each echoing one 64-byte message first (so any
