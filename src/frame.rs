@@ -3,12 +3,12 @@
 //! wsgate owns this codec instead of using fastwebsockets' reader because the relay must
 //! check the masking direction of every frame, and fastwebsockets 0.10 neither checks it
 //! nor exposes the mask; owning it also lets a frame be read into one buffer sized from
-//! its header and lets `read_frame` be cancel-safe (it only awaits `read_buf`).
+//! its header and be forwarded in that same buffer.
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Size of the per-thread scratch buffer that reads land in when the connection has no
 /// room of its own (one read of a typical burst).
@@ -376,77 +376,6 @@ impl MaskKeys {
     }
 }
 
-/// Writes frames to one peer, masking them when the peer is a server.
-pub struct FrameWriter<W> {
-    io: W,
-    keys: Option<MaskKeys>,
-    closed: bool,
-    timeout: std::time::Duration,
-}
-
-impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    /// `mask` is true when the peer is a server (we are its client); a frame that cannot be
-    /// written within `timeout` (zero: no limit) fails with `TimedOut`, so a peer that
-    /// stopped reading cannot hold the connection forever.
-    pub fn new(io: W, mask: bool, seed: u64, timeout: std::time::Duration) -> Self {
-        FrameWriter {
-            io,
-            keys: mask.then(|| MaskKeys::new(seed)),
-            closed: false,
-            timeout,
-        }
-    }
-
-    /// Writes one frame and flushes it; the payload is masked in place when this hop needs it.
-    pub async fn write_frame(
-        &mut self,
-        fin: bool,
-        opcode: OpCode,
-        payload: &mut [u8],
-    ) -> std::io::Result<()> {
-        let mut head = [0u8; 14];
-        let key = self.keys.as_mut().map(MaskKeys::next_key);
-        let n = put_header(&mut head, fin, opcode, payload.len(), key);
-        if let Some(key) = key {
-            apply_mask(payload, key);
-        }
-        let mut out = Buf::chain(&head[..n], &payload[..]);
-        let write = async {
-            self.io.write_all_buf(&mut out).await?;
-            self.io.flush().await
-        };
-        let mut write = std::pin::pin!(write);
-        // Almost every write completes at once: the timer (and its state in every pump)
-        // is only set up for a write that has to wait.
-        if let Poll::Ready(result) = futures_poll_once(write.as_mut()).await {
-            return result;
-        }
-        if self.timeout.is_zero() {
-            return write.await;
-        }
-        match Box::pin(tokio::time::timeout(self.timeout, write)).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "peer did not read within write_timeout",
-            )),
-        }
-    }
-
-    /// Sends FIN (and TLS close_notify) once; later calls do nothing.
-    pub async fn shutdown(&mut self) -> std::io::Result<()> {
-        if std::mem::replace(&mut self.closed, true) {
-            return Ok(());
-        }
-        self.io.shutdown().await
-    }
-}
-
-/// Polls `fut` once, handing back its result if it is ready.
-async fn futures_poll_once<F: std::future::Future + Unpin>(mut fut: F) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(std::pin::Pin::new(&mut fut).poll(cx))).await
-}
-
 /// XORs `data` with the 4-byte masking key (RFC 6455 §5.3), eight bytes at a time.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
     let wide = u64::from_ne_bytes([
@@ -492,12 +421,8 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip_masked_and_checks() {
-        let mut out = Vec::new();
-        let mut w = FrameWriter::new(&mut out, true, 42, std::time::Duration::ZERO);
-        let mut payload = vec![7u8; 70_000];
-        w.write_frame(true, OpCode::Binary, &mut payload)
-            .await
-            .unwrap();
+        let key = MaskKeys::new(42).next_key();
+        let out = encode(true, OpCode::Binary, &[7u8; 70_000], Some(key));
         let mut f = read_one(&out, true, 1 << 20).await.unwrap().unwrap();
         assert_eq!((f.fin, f.opcode, f.len()), (true, OpCode::Binary, 70_000));
         assert!(f.payload().iter().all(|&b| b == 7));

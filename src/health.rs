@@ -8,9 +8,10 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::backend::{self, BackendUrl};
-use crate::frame::{FrameWriter, OpCode};
+use crate::frame::{self, MaskKeys, OpCode};
 use crate::pool::{Backend, Pool};
 use crate::pool_config::HealthCheck;
 use crate::server::Gateway;
@@ -133,15 +134,12 @@ async fn probe(
     }
     // Close politely so the backend logs a normal close, not a dropped connection.
     if let Ok(upgraded) = hyper::upgrade::on(res).await {
-        let mut writer = FrameWriter::new(
-            TokioIo::new(upgraded),
-            true,
-            crate::random_u64(),
-            std::time::Duration::ZERO,
-        );
-        let mut payload = crate::close::close_payload(crate::close::code::NORMAL, "health check");
-        let _ = writer.write_frame(true, OpCode::Close, &mut payload).await;
-        let _ = writer.shutdown().await;
+        let mut io = TokioIo::new(upgraded);
+        let payload = crate::close::close_payload(crate::close::code::NORMAL, "health check");
+        let key = MaskKeys::new(crate::random_u64()).next_key();
+        let close = frame::encode(true, OpCode::Close, &payload, Some(key));
+        let _ = io.write_all(&close).await;
+        let _ = io.shutdown().await;
     }
     Ok(())
 }
