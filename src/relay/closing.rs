@@ -182,20 +182,28 @@ impl Relay {
         self.send_close(Side::Backend, &payload);
     }
 
-    /// A write to `side` failed or timed out.
+    /// A write to `side` failed: the peer is gone.
     pub(super) fn write_failed(&mut self, side: Side, error: &std::io::Error) {
         tracing::debug!(?side, %error, "write failed");
-        let was_closing = self.hop(side).close_sent;
-        self.hop(side).fail();
-        if was_closing {
-            return;
-        }
-        if error.kind() == std::io::ErrorKind::TimedOut {
-            // The peer is there but stopped reading.
-            self.give_up(side, "write timeout", Outcome::WriteTimeout);
-        } else {
+        if self.stop_writing(side) {
             self.peer_gone(side);
         }
+    }
+
+    /// A write to `side` waited longer than `write_timeout`: the peer is there but stopped
+    /// reading.
+    pub(super) fn write_timed_out(&mut self, side: Side) {
+        if self.stop_writing(side) {
+            self.give_up(side, "write timeout", Outcome::WriteTimeout);
+        }
+    }
+
+    /// Drops what was queued for `side` and writes nothing more to it; false when its Close
+    /// was already on the way (the connection is ending, nothing more to report).
+    fn stop_writing(&mut self, side: Side) -> bool {
+        let was_closing = self.hop(side).close_sent;
+        self.hop(side).fail();
+        !was_closing
     }
 
     /// Writes what is queued for `side`, as far as it goes without waiting.

@@ -183,11 +183,7 @@ impl Relay {
             for side in [Side::Client, Side::Backend] {
                 let hop = self.hop(side);
                 if hop.write_deadline().is_some_and(|at| at <= now) {
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "peer did not read within write_timeout",
-                    );
-                    self.write_failed(side, &e);
+                    self.write_timed_out(side);
                 }
                 let hop = self.hop(side);
                 match hop.reading {
