@@ -332,14 +332,12 @@ impl Relay {
     /// Sends what is still owed, half-closes both hops (each bounded), then counts and logs.
     async fn finish(mut self: Box<Self>) {
         for side in [Side::Client, Side::Backend] {
-            // A Close still owed (the other hop never finished its handshake) goes out now.
-            let hop = self.hop(side);
-            if let Some(owed) = hop.pending_close.take()
-                && !hop.close_sent
-            {
-                hop.close_sent = true;
-                hop.queue_own(OpCode::Close, &owed);
+            // A Close still owed (the other hop never finished its handshake) goes out now:
+            // send_close sends the owed payload in place of the one given.
+            if self.hop(side).pending_close.is_some() {
+                self.send_close(side, &[]);
             }
+            let hop = self.hop(side);
             // Bounded: a peer that stopped reading must not hold the task forever.
             let end = std::future::poll_fn(|cx| {
                 std::task::ready!(hop.poll_write_out(cx))?;
@@ -353,15 +351,15 @@ impl Relay {
             reason: String::new(),
             outcome: Outcome::Normal,
         });
-        let session = &self.session;
+        let session = &mut self.session;
         let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = self.counts;
         let report = CloseReport {
             id: session.id,
             route: session.route.name().to_string(),
-            backend: session.backend.clone(),
+            backend: std::mem::take(&mut session.backend),
             client_addr: session.client_addr,
             tls: session.tls,
-            subprotocol: session.subprotocol.clone(),
+            subprotocol: session.subprotocol.take(),
             duration: self.started.elapsed(),
             msgs_in,
             msgs_out,

@@ -90,7 +90,7 @@ impl Relay {
     }
 
     /// Queues a Close for `side` unless it already got one (a Close owed to it goes instead).
-    fn send_close(&mut self, side: Side, payload: &[u8]) {
+    pub(super) fn send_close(&mut self, side: Side, payload: &[u8]) {
         let hop = self.hop(side);
         if hop.close_sent {
             return;
