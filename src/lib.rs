@@ -7,7 +7,8 @@
 //! 2. [`handshake`]: validate the client's upgrade, route it ([`route`]), connect the
 //!    backend ([`upstream`]: a [`pool`] member over [`backend`], or the built-in [`echo`])
 //!    and do its handshake first, then 101.
-//! 3. [`relay`]: two frame pumps ([`frame`] codec, [`utf8`] checks) until the close handshake.
+//! 3. [`relay`]: one task drives both hops ([`hop`], [`frame`] codec, [`utf8`] checks) until
+//!    the close handshake.
 //! 4. [`close`]: close codes and the close report; [`metrics`] counts it all.
 //!
 //! [`config`] is the YAML schema; [`server`] wires it together and [`run`] starts it.

@@ -52,7 +52,7 @@ pub struct Metrics {
 pub struct ConnMetrics {
     active: IntGauge,
     /// Set once the connection left the active gauge (by `finish` or by drop).
-    finished: std::sync::atomic::AtomicBool,
+    finished: bool,
     /// None when per-frame metrics are off (`metrics.per_frame: false`).
     counters: Option<Arc<RouteCounters>>,
 }
@@ -88,13 +88,11 @@ impl ConnMetrics {
 }
 
 impl ConnMetrics {
-    /// Takes the connection out of the active gauge now (the pump tasks holding this may
-    /// drop it a little later; a close report must never precede the gauge's decrement).
-    pub fn finish(&self) {
-        if !self
-            .finished
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
+    /// Takes the connection out of the active gauge now, before its close report (the
+    /// relay's state, which owns this, is dropped a little later; dropping it without
+    /// `finish`, as an aborted task does, still leaves the gauge right).
+    pub fn finish(&mut self) {
+        if !std::mem::replace(&mut self.finished, true) {
             self.active.dec();
         }
     }
@@ -256,7 +254,7 @@ impl Metrics {
         active.inc();
         ConnMetrics {
             active,
-            finished: std::sync::atomic::AtomicBool::new(false),
+            finished: false,
             counters: per_frame.then(|| handles.clone()),
         }
     }
