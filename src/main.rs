@@ -10,8 +10,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use wsgate::config::LogFormat;
-use wsgate::shutdown::{Request, Signals};
-use wsgate::watch::{self, FileWatch};
+use wsgate::control::shutdown::{Request, Signals};
+use wsgate::control::watch::{self, FileWatch};
 
 /// WebSocket reverse proxy: wss termination, routing, frame relay, close reports.
 #[derive(Parser)]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{Config, ListenerConfig, RouteConfig};
-use crate::units::{parse_duration, parse_size};
+use crate::config::units::{parse_duration, parse_size};
 
 /// A configuration that could not be loaded, with the place in the file it came from.
 #[derive(Debug, thiserror::Error)]

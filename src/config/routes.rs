@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::parse::{duration, opt_duration, opt_file, opt_size, route_name, size};
-use crate::pool_config::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
+use crate::config::pool::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
 
 /// Per-connection timeouts and limits; every field has a default and every route may override it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -128,7 +128,7 @@ pub enum Target {
     /// The built-in echo endpoint.
     Echo,
     /// A pool of backend WebSocket servers.
-    Backends(crate::pool_config::PoolConfig),
+    Backends(crate::config::pool::PoolConfig),
 }
 
 #[derive(Deserialize)]
@@ -199,12 +199,12 @@ impl TryFrom<RawRoute> for RouteConfig {
                 raw.path
             ));
         }
-        let path = crate::route::normalize_path(&raw.path)
+        let path = crate::proto::path::normalize_path(&raw.path)
             .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
         let target = match (raw.echo, raw.backends.is_empty()) {
             (true, true) => Target::Echo,
             (false, false) => Target::Backends(PoolConfig {
-                balance: pool_config::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
+                balance: pool::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
                     .map_err(|e| format!("route `{name}`: {e}"))?,
                 backends: raw.backends,
                 retries: raw.retries.unwrap_or(2),

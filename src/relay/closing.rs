@@ -6,9 +6,10 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use super::Relay;
-use crate::close::{self, ClosedBy, Outcome, code};
-use crate::frame::{Frame, OpCode};
-use crate::hop::Reading;
+use crate::proto::close::{self, code};
+use crate::proto::frame::{Frame, OpCode};
+use crate::relay::hop::Reading;
+use crate::shared::report::{ClosedBy, Outcome};
 
 /// One of the two hops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

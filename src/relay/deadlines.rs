@@ -11,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::Relay;
 use super::closing::Side;
-use crate::close::{Outcome, code};
-use crate::frame::OpCode;
-use crate::hop::Reading;
-use crate::keepalive::Due;
+use crate::proto::close::code;
+use crate::proto::frame::OpCode;
+use crate::relay::hop::Reading;
+use crate::relay::keepalive::Due;
+use crate::shared::report::Outcome;
 
 /// Something outside the connection that ends it.
 pub(super) enum Control {

@@ -9,14 +9,15 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap};
 use hyper::{Request, Response};
 
-use crate::backend::{self, BackendUrl};
-use crate::handshake::{ClientInfo, HandshakeError, Hello, forwardable};
-use crate::occupancy::Seat;
-use crate::retire::RetireWatch;
-use crate::route::Route;
-use crate::server::Gateway;
-use crate::stream::Stream;
-use crate::upgrade_client::{self, RequestHead};
+use crate::backend::client::{self, RequestHead};
+use crate::backend::dial::{self, BackendUrl};
+use crate::ingress::upgrade::{ClientInfo, HandshakeError, Hello};
+use crate::proto::headers::forwardable;
+use crate::shared::occupancy::Seat;
+use crate::shared::retire::RetireWatch;
+use crate::shared::routes::Route;
+use crate::shared::state::ProxyState;
+use crate::shared::stream::Stream;
 
 /// A backend that answered the upgrade.
 pub(crate) enum BackendAnswer {
@@ -50,14 +51,19 @@ pub(crate) async fn open_backend(
     host: Option<&str>,
     path: &str,
     hello: &Hello,
-    gw: &Gateway,
+    state: &ProxyState,
 ) -> Result<Opened, HandshakeError> {
     let timeout = route.tuning.handshake_timeout;
     let Some(pool) = route.pool() else {
         let (request, key) = backend_request(req, client, host, path, route, None, hello);
         let answer = tokio::time::timeout(
             timeout,
-            upgrade_client::handshake(crate::echo::connect(), &request, &key, &hello.protocols),
+            client::handshake(
+                crate::backend::echo::connect(),
+                &request,
+                &key,
+                &hello.protocols,
+            ),
         )
         .await
         .map_err(|_| HandshakeError::BackendTimeout)??;
@@ -77,8 +83,8 @@ pub(crate) async fn open_backend(
         let (request, key) =
             backend_request(req, client, host, path, route, Some(&backend.url), hello);
         let attempt = tokio::time::timeout(timeout, async {
-            let stream = backend::connect(&backend.url, &route.backend_tls).await?;
-            upgrade_client::handshake(stream, &request, &key, &hello.protocols).await
+            let stream = dial::connect(&backend.url, &route.backend_tls).await?;
+            client::handshake(stream, &request, &key, &hello.protocols).await
         })
         .await
         .unwrap_or(Err(HandshakeError::BackendTimeout));
@@ -101,7 +107,8 @@ pub(crate) async fn open_backend(
             Err(e) => (e, None),
         };
         tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend attempt failed");
-        gw.metrics
+        state
+            .metrics
             .backend_connect_error(route.name(), &backend.url.url);
         if backend.connect_failed(&pool.config) {
             tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
@@ -136,7 +143,7 @@ fn backend_request(
     };
     let forwarded = forwardable(req.headers());
     let mut nonce = [0u8; 16];
-    crate::random_bytes(&mut nonce);
+    crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let ip = client.peer.ip().to_string();
     let proto = if client.tls { "https" } else { "http" };

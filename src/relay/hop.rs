@@ -15,10 +15,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCode};
-use crate::keepalive::Keepalive;
-use crate::message::Message;
-use crate::stream::Stream;
+use crate::proto::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCode};
+use crate::relay::keepalive::Keepalive;
+use crate::relay::message::Message;
+use crate::shared::stream::Stream;
 
 /// How long a hop that broke the protocol may keep sending bytes that cannot be parsed
 /// before it counts as finished.
@@ -87,7 +87,7 @@ impl Hop {
             out: None,
             more: VecDeque::new(),
             unflushed: false,
-            keys: (!is_client).then(|| MaskKeys::new(crate::random_u64())),
+            keys: (!is_client).then(|| MaskKeys::new(crate::shared::random::u64())),
             blocked_since: None,
             write_timeout: tuning.write_timeout,
             reading: Reading::Open,

@@ -11,6 +11,9 @@
 
 mod closing;
 mod deadlines;
+pub mod hop;
+pub mod keepalive;
+pub mod message;
 mod rate;
 
 use std::net::SocketAddr;
@@ -23,14 +26,15 @@ use bytes::BytesMut;
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
 
-use crate::close::{self, CloseReport, ClosedBy, Outcome, code};
-use crate::frame::{Frame, FrameError, OpCode};
-use crate::hop::{DRAIN_QUIET, Hop, Reading};
-use crate::metrics::ConnMetrics;
-use crate::occupancy::Seat;
-use crate::route::Route;
-use crate::server::Gateway;
-use crate::stream::Stream;
+use crate::proto::close::{self, code};
+use crate::proto::frame::{Frame, FrameError, OpCode};
+use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
+use crate::shared::metrics::ConnMetrics;
+use crate::shared::occupancy::Seat;
+use crate::shared::report::{CloseReport, ClosedBy, Outcome};
+use crate::shared::routes::Route;
+use crate::shared::state::ProxyState;
+use crate::shared::stream::Stream;
 use closing::{FirstClose, Side};
 use deadlines::ControlWatch;
 use rate::RateLimit;
@@ -57,9 +61,9 @@ pub struct Session {
     /// The connection's place on its backend (least_connections counts it).
     pub backend_slot: Option<Seat>,
     /// Retirement of its route: closes it with 1012.
-    pub route_watch: crate::retire::RetireWatch,
+    pub route_watch: crate::shared::retire::RetireWatch,
     /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).
-    pub backend_watch: Option<crate::retire::RetireWatch>,
+    pub backend_watch: Option<crate::shared::retire::RetireWatch>,
 }
 
 /// What the relay needs besides the client's stream, kept while the client's upgrade completes.
@@ -69,7 +73,7 @@ pub struct Pending {
     /// The backend's stream and the bytes it sent after its 101.
     pub backend: (Stream, BytesMut),
     /// The gateway the connection belongs to.
-    pub gw: Arc<Gateway>,
+    pub state: Arc<ProxyState>,
 }
 
 /// Waits for hyper to hand over the client's stream after the 101, then relays until both
@@ -100,7 +104,7 @@ pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgr
 /// The whole state of one relayed connection.
 struct Relay {
     session: Session,
-    gw: Arc<Gateway>,
+    state: Arc<ProxyState>,
     /// Indexed by `Side as usize`.
     hops: [Hop; 2],
     first: Option<FirstClose>,
@@ -127,11 +131,11 @@ impl Relay {
         let Pending {
             session,
             backend,
-            gw,
+            state,
         } = pending;
         let started = Instant::now();
-        let settings = gw.settings.load();
-        let live = gw.metrics.connection_opened(
+        let settings = state.settings.load();
+        let live = state.metrics.connection_opened(
             session.route.name(),
             settings.per_frame_metrics,
             &session.route.metrics,
@@ -148,13 +152,13 @@ impl Relay {
         ];
         let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
         let control = ControlWatch::new(
-            Some(gw.shutdown.clone()),
+            Some(state.shutdown.clone()),
             Some(session.route_watch.token().clone()),
             session.backend_watch.as_ref().map(|w| w.token().clone()),
         );
         Relay {
             session,
-            gw,
+            state,
             hops,
             first: None,
             counts: [(0, 0); 2],
@@ -299,7 +303,7 @@ impl Relay {
                 if let Some(rtt) = self.hops[dir].keepalive.on_pong(frame.payload()) {
                     if let Some(rtt) = rtt {
                         let route = self.session.route.name();
-                        self.gw.metrics.ping_rtt(route, from.label(), rtt);
+                        self.state.metrics.ping_rtt(route, from.label(), rtt);
                     }
                     return;
                 }
@@ -371,9 +375,9 @@ impl Relay {
             outcome: first.outcome,
         };
         self.live.finish();
-        self.gw.metrics.connection_closed(&report);
+        self.state.metrics.connection_closed(&report);
         report.log();
         // No subscriber is the normal case outside tests.
-        let _ = self.gw.reports.send(report);
+        let _ = self.state.reports.send(report);
     }
 }

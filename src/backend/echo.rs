@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::stream::Stream;
+use crate::shared::stream::Stream;
 
 /// Capacity of the in-memory pipe in each direction (bytes buffered before backpressure).
 const PIPE_BYTES: usize = 64 * 1024;

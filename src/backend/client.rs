@@ -9,9 +9,11 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::handshake::{HandshakeError, accept_key, forwardable, has_token, tokens};
-use crate::stream::Stream;
-use crate::upstream::BackendAnswer;
+use crate::backend::open::BackendAnswer;
+use crate::ingress::upgrade::HandshakeError;
+use crate::proto::handshake::accept_key;
+use crate::proto::headers::{forwardable, has_token, tokens};
+use crate::shared::stream::Stream;
 
 /// First allocation for the answer: a 101 is a few hundred bytes.
 const HEAD_START: usize = 1024;

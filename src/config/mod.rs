@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod parse;
+pub mod pool;
 mod routes;
+pub mod units;
 
 pub use parse::ConfigError;
 pub(crate) use parse::duration;
@@ -166,7 +168,7 @@ impl TryFrom<RawTls> for TlsConfig {
             (Some(cert), Some(key), false) => {
                 let files = TlsConfig::Files { cert, key };
                 // Load the pair now so a bad PEM or a key that does not match fails here, with a location.
-                crate::tls::server_config(&files).map_err(|e| format!("tls: {e}"))?;
+                crate::shared::tls::server_config(&files).map_err(|e| format!("tls: {e}"))?;
                 Ok(files)
             }
             (_, _, true) => {

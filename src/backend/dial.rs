@@ -8,7 +8,7 @@ use serde::de::{self, Deserialize, Deserializer};
 
 use tokio::net::TcpStream;
 
-use crate::stream::Stream;
+use crate::shared::stream::Stream;
 
 /// A backend WebSocket server, from a `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use crate::server::{Gateway, StartError};
+use crate::control::StartError;
+use crate::shared::state::ProxyState;
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -25,16 +26,16 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Answers admin requests until shutdown has finished draining (so `/readyz` says 503 meanwhile).
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
+pub async fn serve(listener: TcpListener, state: Arc<ProxyState>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors or similar: the admin port must not spin; try again shortly.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
-        let gw = gw.clone();
+        let state = state.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(req, gw.clone()));
+            let service = service_fn(move |req| answer(req, state.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10))
@@ -46,12 +47,12 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
 
 async fn answer(
     req: Request<Incoming>,
-    gw: Arc<Gateway>,
+    state: Arc<ProxyState>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, PROMETHEUS_TEXT, gw.metrics.render()),
+        (&Method::GET, "/metrics") => (StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        (&Method::GET, "/readyz") if gw.shutdown.is_cancelled() => (
+        (&Method::GET, "/readyz") if state.shutdown.is_cancelled() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "draining\n".to_string(),

@@ -9,21 +9,19 @@ use base64::Engine;
 use bytes::BytesMut;
 use http_body_util::{Either, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
-use sha1::{Digest, Sha1};
 use tracing::Instrument;
 
-use crate::backend;
-use crate::route::{Route, normalize_path};
-use crate::server::Gateway;
-use crate::upstream::{BackendAnswer, Opened, open_backend};
+use crate::backend::open::{BackendAnswer, Opened, open_backend};
+use crate::proto::handshake::accept_key;
+use crate::proto::headers::{forwardable, has_token, tokens};
+use crate::proto::path::normalize_path;
+use crate::shared::routes::Route;
+use crate::shared::state::ProxyState;
 
 /// The body of any response wsgate sends on the client hop.
 pub type Body = Either<Full<Bytes>, Incoming>;
-
-/// The GUID of RFC 6455 §1.3, appended to the key to compute `Sec-WebSocket-Accept`.
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Why an upgrade was refused; each maps to an HTTP status and a metric reason.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +49,7 @@ pub enum HandshakeError {
     Host,
     /// The path could not be normalised.
     #[error("bad path: {0}")]
-    Path(#[from] crate::route::PathError),
+    Path(#[from] crate::proto::path::PathError),
     /// No route matches.
     #[error("no route")]
     NoRoute,
@@ -60,7 +58,7 @@ pub enum HandshakeError {
     Origin,
     /// The backend could not be reached.
     #[error("backend unreachable: {0}")]
-    BackendConnect(#[from] backend::ConnectError),
+    BackendConnect(#[from] crate::backend::dial::ConnectError),
     /// The backend did not finish its handshake in time.
     #[error("backend handshake timed out")]
     BackendTimeout,
@@ -166,13 +164,14 @@ pub(crate) struct Hello {
 pub async fn serve(
     req: Request<Incoming>,
     client: ClientInfo,
-    gw: Arc<Gateway>,
+    state: Arc<ProxyState>,
 ) -> Result<Response<Body>, Infallible> {
-    match upgrade(req, client, &gw).await {
+    match upgrade(req, client, &state).await {
         Ok(res) => Ok(res),
         Err((route, e)) => {
             tracing::info!(status = e.status().as_u16(), route = route.as_deref().unwrap_or(""), error = %e, "upgrade refused");
-            gw.metrics
+            state
+                .metrics
                 .handshake_failure(route.as_deref().unwrap_or(""), e.reason());
             Ok(e.response())
         }
@@ -184,10 +183,10 @@ type Refusal = (Option<String>, HandshakeError);
 async fn upgrade(
     mut req: Request<Incoming>,
     client: ClientInfo,
-    gw: &Arc<Gateway>,
+    state: &Arc<ProxyState>,
 ) -> Result<Response<Body>, Refusal> {
     let hello = validate(&req).map_err(|e| (None, e))?;
-    if gw.shutdown.is_cancelled() {
+    if state.shutdown.is_cancelled() {
         return Err((None, HandshakeError::ShuttingDown));
     }
     let path = normalize_path(req.uri().path()).map_err(|e| (None, e.into()))?;
@@ -196,7 +195,7 @@ async fn upgrade(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_string);
-    let route = gw
+    let route = state
         .routes
         .load()
         .find(host.as_deref(), &path)
@@ -204,7 +203,7 @@ async fn upgrade(
     let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
     check_origin(&route, req.headers()).map_err(fail)?;
     // Both places are held from here until the relay ends (or the upgrade fails).
-    let global_slot = gw
+    let global_slot = state
         .reserve()
         .ok_or_else(|| fail(HandshakeError::Overloaded("connections")))?;
     let route_slot = route
@@ -217,10 +216,11 @@ async fn upgrade(
         label: backend_label,
         answer,
         backend,
-    } = open_backend(&route, &req, client, host.as_deref(), &path, &hello, gw)
+    } = open_backend(&route, &req, client, host.as_deref(), &path, &hello, state)
         .await
         .map_err(fail)?;
-    gw.metrics
+    state
+        .metrics
         .handshake_duration(route.name(), started.elapsed());
 
     let (backend_stream, leftover, backend_headers) = match answer {
@@ -235,7 +235,8 @@ async fn upgrade(
                 status = res.status().as_u16(),
                 "backend refused the upgrade"
             );
-            gw.metrics
+            state
+                .metrics
                 .handshake_failure(route.name(), "backend_refused");
             return Ok(relay_refusal(res));
         }
@@ -263,9 +264,10 @@ async fn upgrade(
     let pending = Box::new(crate::relay::Pending {
         session,
         backend: (backend_stream, BytesMut::from(&leftover[..])),
-        gw: gw.clone(),
+        state: state.clone(),
     });
-    gw.tracker
+    state
+        .tracker
         .spawn(crate::relay::after_upgrade(pending, on_client_upgrade).in_current_span());
     Ok(switching_protocols(&hello.key, backend_headers))
 }
@@ -324,70 +326,6 @@ fn check_origin(route: &Route, headers: &HeaderMap) -> Result<(), HandshakeError
     }
 }
 
-/// Comma-separated tokens of every instance of a header, trimmed.
-pub(crate) fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
-    h.get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty())
-}
-
-pub(crate) fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
-}
-
-/// `Sec-WebSocket-Accept` for a key (RFC 6455 §4.2.2).
-pub fn accept_key(key: &[u8]) -> String {
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(WS_GUID.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
-}
-
-/// Headers that describe one hop only and are never forwarded (RFC 9110 §7.6.1), plus
-/// the WebSocket and forwarding headers wsgate sets itself on each hop.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "sec-websocket-key",
-    "sec-websocket-accept",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "forwarded",
-];
-
-/// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
-/// without the ones wsgate sets itself; done before wsgate adds its own.
-pub(crate) fn forwardable(from: &HeaderMap) -> HeaderMap {
-    let listed: Vec<String> = tokens(from, &header::CONNECTION)
-        .map(|t| t.to_ascii_lowercase())
-        .collect();
-    let mut out = HeaderMap::with_capacity(from.len() + 8);
-    for (name, value) in from {
-        let n = name.as_str();
-        if NOT_FORWARDED.contains(&n) || listed.iter().any(|l| l == n) {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
-}
-
 fn relay_refusal(res: Response<Bytes>) -> Response<Body> {
     let (parts, body) = res.into_parts();
     let mut h = forwardable(&parts.headers);
@@ -418,33 +356,4 @@ fn switching_protocols(client_key: &HeaderValue, backend_headers: HeaderMap) -> 
     }
     *res.headers_mut() = h;
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_matches_rfc_example() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
-
-    #[test]
-    fn strips_hop_by_hop_and_listed() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("Upgrade, X-Secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
-        h.insert(
-            "sec-websocket-extensions",
-            HeaderValue::from_static("permessage-deflate"),
-        );
-        h.insert("cookie", HeaderValue::from_static("a=b"));
-        let out = forwardable(&h);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out["cookie"], "a=b");
-    }
 }

@@ -4,95 +4,13 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
-use crate::metrics::RouteCounters;
-use crate::occupancy::{Occupancy, Seat};
-use crate::pool::{Backend, Pool};
-use crate::retire::Retirement;
-use crate::tls::TlsError;
+use crate::shared::metrics::RouteCounters;
+use crate::shared::occupancy::{Occupancy, Seat};
+use crate::shared::pool::{Backend, Pool};
+use crate::shared::retire::Retirement;
+use crate::shared::tls::TlsError;
 
 use crate::config::{RouteConfig, Target, Tuning};
-
-/// Why a request path was refused before routing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    /// A `%` not followed by two hex digits.
-    #[error("bad percent-encoding")]
-    BadEncoding,
-    /// `..` segments climbing above the root.
-    #[error("path escapes the root")]
-    EscapesRoot,
-    /// Not an absolute path.
-    #[error("path must start with `/`")]
-    NotAbsolute,
-}
-
-/// Normalises a request path (RFC 3986 §6.2.2): decodes percent-encoded unreserved
-/// characters, upper-cases the hex of the rest, collapses `//`, and resolves `.`/`..`.
-///
-/// `%2F` stays encoded, so it is never a separator; the result is what is routed and forwarded.
-pub fn normalize_path(path: &str) -> Result<String, PathError> {
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    let decoded = decode_unreserved(path)?;
-    let mut segments: Vec<&str> = Vec::new();
-    let trailing_slash =
-        decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if segments.pop().is_none() {
-                    return Err(PathError::EscapesRoot);
-                }
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut out = String::with_capacity(decoded.len());
-    for seg in &segments {
-        out.push('/');
-        out.push_str(seg);
-    }
-    if out.is_empty() || trailing_slash {
-        out.push('/');
-    }
-    Ok(out)
-}
-
-fn decode_unreserved(path: &str) -> Result<String, PathError> {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEncoding)?;
-            let (h, l) = (hex_val(hex[0])?, hex_val(hex[1])?);
-            let c = (h << 4) | l;
-            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
-                out.push(c as char);
-            } else {
-                out.push('%');
-                out.push(hex[0].to_ascii_uppercase() as char);
-                out.push(hex[1].to_ascii_uppercase() as char);
-            }
-            i += 3;
-        } else {
-            // Copy the run up to the next `%` in one go (keeps multi-byte UTF-8 intact).
-            let end = path[i..].find('%').map_or(bytes.len(), |p| i + p);
-            out.push_str(&path[i..end]);
-            i = end;
-        }
-    }
-    Ok(out)
-}
-
-fn hex_val(b: u8) -> Result<u8, PathError> {
-    (b as char)
-        .to_digit(16)
-        .map(|d| d as u8)
-        .ok_or(PathError::BadEncoding)
-}
 
 /// A route ready for matching, with its effective tuning and its live state.
 pub struct Route {
@@ -139,7 +57,7 @@ impl Route {
         };
         Ok(Route {
             tuning: config.tuning.apply(defaults),
-            backend_tls: crate::tls::backend_client_config(config.tls_ca.as_deref())?,
+            backend_tls: crate::shared::tls::backend_client_config(config.tls_ca.as_deref())?,
             config: config.clone(),
             pool: ArcSwapOption::new(pool),
             retirement: Retirement::default(),
@@ -334,20 +252,6 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalises_tricks() {
-        assert_eq!(normalize_path("/a//b/./c/../d").unwrap(), "/a/b/d");
-        assert_eq!(normalize_path("/%2e%2E/x"), Err(PathError::EscapesRoot));
-        assert_eq!(normalize_path("/chat/%2e%2e/admin").unwrap(), "/admin");
-        assert_eq!(normalize_path("/a%2fb").unwrap(), "/a%2Fb");
-        assert_eq!(normalize_path("/%7euser/").unwrap(), "/~user/");
-        assert_eq!(normalize_path("/x%zz"), Err(PathError::BadEncoding));
-        assert_eq!(normalize_path("/x%4"), Err(PathError::BadEncoding));
-        assert_eq!(normalize_path("/").unwrap(), "/");
-        assert_eq!(normalize_path("/caf\u{e9}").unwrap(), "/caf\u{e9}");
-        assert_eq!(normalize_path("x"), Err(PathError::NotAbsolute));
-    }
 
     fn table(yaml: &str) -> RouteTable {
         let text = format!("listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n{yaml}");

@@ -1,10 +1,10 @@
 //! Message-level checks on the frames of one direction: fragmentation order, message size,
 //! UTF-8 of text across fragments, and Close payloads.
 
-use crate::close::{self, code};
 use crate::config::Tuning;
-use crate::frame::{Frame, OpCode};
-use crate::utf8::Utf8Validator;
+use crate::proto::close::{self, code};
+use crate::proto::frame::{Frame, OpCode};
+use crate::proto::utf8::Utf8Validator;
 
 /// The message in progress in one direction.
 pub struct Message {

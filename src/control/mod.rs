@@ -1,5 +1,10 @@
 //! Wires the listeners, routes, metrics, reload and shutdown together.
 
+pub mod admin;
+pub mod shutdown;
+pub mod watch;
+pub mod workers;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -9,13 +14,14 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::close::CloseReport;
-use crate::config::{Config, Limits, ListenerConfig, TlsConfig};
-use crate::listener::{Listener, TlsSlot};
-use crate::metrics::Metrics;
-use crate::occupancy::{Occupancy, Seat};
-use crate::route::RouteTable;
-use crate::workers::Workers;
+use crate::config::{Config, ListenerConfig, TlsConfig};
+use crate::control::workers::Workers;
+use crate::ingress::listener::{Listener, TlsSlot};
+use crate::shared::metrics::Metrics;
+use crate::shared::occupancy::Occupancy;
+use crate::shared::report::CloseReport;
+use crate::shared::routes::RouteTable;
+use crate::shared::state::{ProxyState, Settings};
 
 /// How many close reports a slow subscriber may lag behind before it misses some.
 const REPORT_BACKLOG: usize = 4096;
@@ -33,54 +39,13 @@ pub enum StartError {
     },
     /// A certificate or key could not be loaded.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::shared::tls::TlsError),
     /// The worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
     /// The new configuration file is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-}
-
-/// The settings a reload can change that are read per connection.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Connection limits and client-hop timeouts.
-    pub limits: Limits,
-    /// Log a line when a connection opens.
-    pub log_open: bool,
-    /// Count messages, frames and bytes per connection (off only to measure their cost).
-    pub per_frame_metrics: bool,
-    /// Window over which retired connections are closed with 1012.
-    pub drain_window: std::time::Duration,
-}
-
-/// Everything a connection needs from the running proxy.
-pub struct Gateway {
-    /// The routes in force (swapped whole on reload).
-    pub routes: ArcSwap<RouteTable>,
-    /// Settings in force (swapped whole on reload).
-    pub settings: ArcSwap<Settings>,
-    /// Metrics of this proxy.
-    pub metrics: Arc<Metrics>,
-    /// Close reports for subscribers (tests, future admin API).
-    pub reports: broadcast::Sender<CloseReport>,
-    /// Tracks every connection task so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Cancelled when wsgate shuts down.
-    pub shutdown: CancellationToken,
-    /// Next connection id.
-    pub next_id: AtomicU64,
-    /// Relayed connections and upgrades in progress, for `limits.max_connections`.
-    pub connections: Occupancy,
-}
-
-impl Gateway {
-    /// Takes a place in the global count, unless `limits.max_connections` is reached.
-    pub fn reserve(&self) -> Option<Seat> {
-        self.connections
-            .try_enter(Some(self.settings.load().limits.max_connections))
-    }
 }
 
 /// A listener that is running: its stop switch and its swappable TLS config.
@@ -96,7 +61,7 @@ pub struct Running {
     listeners: Mutex<Vec<ListenerHandle>>,
     addrs: std::sync::Mutex<Vec<SocketAddr>>,
     admin_addr: Option<SocketAddr>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<ProxyState>,
     config: Mutex<Config>,
     workers: Arc<Workers>,
 }
@@ -186,8 +151,12 @@ impl Running {
                     lc.bind,
                     tls_configs[i].clone(),
                     self.gateway.clone(),
-                    &self.workers,
-                )?;
+                    self.workers.handles().len(),
+                )
+                .map_err(|source| StartError::Bind {
+                    addr: lc.bind,
+                    source,
+                })?;
                 fresh.push((i, listener));
             }
         }
@@ -272,10 +241,10 @@ fn match_listeners(running: &[ListenerHandle], new: &[ListenerConfig]) -> Vec<Op
 }
 
 /// Starts the health checks of every pool that has not started them yet.
-fn start_health_checks(gw: &Arc<Gateway>) {
-    for route in gw.routes.load().routes() {
+fn start_health_checks(state: &Arc<ProxyState>) {
+    for route in state.routes.load().routes() {
         if let Some(pool) = route.pool() {
-            crate::health::start(&pool, route.name(), &route.backend_tls, gw);
+            crate::backend::health::start(&pool, route.name(), &route.backend_tls, state);
         }
     }
 }
@@ -290,7 +259,7 @@ fn listener_tls(
     Ok(match (&lc.tls, running) {
         (None, _) => None,
         (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h.tls.current(),
-        (Some(t), _) => Some(crate::tls::server_config(t)?),
+        (Some(t), _) => Some(crate::shared::tls::server_config(t)?),
     })
 }
 
@@ -311,14 +280,14 @@ fn spawn_listener(listener: Listener, config: ListenerConfig, workers: &Workers)
         config,
     };
     tracing::info!(addr = %handle.addr, tls = handle.config.tls.is_some(), workers = workers.handles().len(), "listening");
-    listener.serve(workers);
+    listener.serve(workers.handles());
     handle
 }
 
 /// Binds every listener and starts serving; returns once all are listening.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
     let (table, _) = RouteTable::build(&config.routes, &config.defaults, None)?;
-    let gateway = Arc::new(Gateway {
+    let gateway = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(table),
         settings: ArcSwap::from_pointee(settings(&config)),
         metrics: Arc::new(Metrics::new()),
@@ -333,16 +302,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
     let mut listeners = Vec::new();
     for lc in &config.listeners {
         let tls = listener_tls(lc, None)?;
-        let listener = Listener::bind(lc.bind, tls, gateway.clone(), &workers)?;
+        let listener = Listener::bind(lc.bind, tls, gateway.clone(), workers.handles().len())
+            .map_err(|source| StartError::Bind {
+                addr: lc.bind,
+                source,
+            })?;
         listeners.push(spawn_listener(listener, lc.clone(), &workers));
     }
     let admin_addr = match &config.admin {
         None => None,
         Some(admin) => {
-            let listener = crate::admin::bind(admin.bind).await?;
+            let listener = crate::control::admin::bind(admin.bind).await?;
             let addr = listener.local_addr().ok();
             tracing::info!(addr = ?addr, "admin listening");
-            tokio::spawn(crate::admin::serve(listener, gateway.clone()));
+            tokio::spawn(crate::control::admin::serve(listener, gateway.clone()));
             addr
         }
     };

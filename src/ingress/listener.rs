@@ -14,10 +14,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::handshake::{self, ClientInfo};
-use crate::server::{Gateway, StartError};
-use crate::stream::Stream;
-use crate::workers::Workers;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::runtime::Handle;
+
+use crate::ingress::upgrade::{self, ClientInfo};
+use crate::shared::state::ProxyState;
+use crate::shared::stream::Stream;
 
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -25,6 +27,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// hyper refuses a read buffer under 8 KiB.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Pending connections the kernel queues per listening socket.
+const BACKLOG: i32 = 4096;
 
 /// The TLS config of a listener, swapped on reload (new handshakes use the new certificate;
 /// open connections keep theirs). Empty for a plain listener.
@@ -47,30 +51,26 @@ impl TlsSlot {
 pub struct Listener {
     sockets: Vec<std::net::TcpListener>,
     addr: SocketAddr,
-    bind: SocketAddr,
     tls: Arc<TlsSlot>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<ProxyState>,
     stop: CancellationToken,
 }
 
 impl Listener {
-    /// Binds the address on every worker; `tls` None means plain `ws`.
+    /// Binds the address once per worker (`workers` sockets); `tls` None means plain `ws`.
     pub fn bind(
         bind: SocketAddr,
         tls: Option<Arc<ServerConfig>>,
-        gateway: Arc<Gateway>,
-        workers: &Workers,
-    ) -> Result<Listener, StartError> {
-        let (addr, sockets) = workers
-            .bind(bind)
-            .map_err(|source| StartError::Bind { addr: bind, source })?;
+        gateway: Arc<ProxyState>,
+        workers: usize,
+    ) -> std::io::Result<Listener> {
+        let (addr, sockets) = bind_sockets(bind, workers)?;
         let slot = Arc::new(TlsSlot::default());
         slot.set(tls);
         let stop = gateway.shutdown.child_token();
         Ok(Listener {
             sockets,
             addr,
-            bind,
             tls: slot,
             gateway,
             stop,
@@ -80,11 +80,6 @@ impl Listener {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The address as configured (port 0 stays 0), which is how reload recognises it.
-    pub fn bind_config(&self) -> SocketAddr {
-        self.bind
     }
 
     /// The listener's swappable TLS config.
@@ -97,9 +92,9 @@ impl Listener {
         self.stop.clone()
     }
 
-    /// Starts one accept loop per worker, each on its own socket.
-    pub fn serve(self, workers: &Workers) {
-        for (socket, handle) in self.sockets.into_iter().zip(workers.handles()) {
+    /// Starts one accept loop per worker runtime, each on its own socket.
+    pub fn serve(self, workers: &[Handle]) {
+        for (socket, handle) in self.sockets.into_iter().zip(workers) {
             let (tls, gateway, stop) = (self.tls.clone(), self.gateway.clone(), self.stop.clone());
             handle.spawn(async move {
                 // Registering with the reactor needs this worker's runtime, hence inside the task.
@@ -112,11 +107,49 @@ impl Listener {
     }
 }
 
+/// Binds `count` listening sockets on `addr` with `SO_REUSEPORT`, one per worker (with port
+/// 0 the first picks the port and the others join it), and returns the bound address.
+///
+/// `SO_REUSEPORT` would also let the sockets join a port that another process (another
+/// wsgate, say) already listens on, splitting its connections silently. So the address is
+/// first bound by a socket without the option: that fails with `EADDRINUSE` whenever anyone
+/// holds the port, and is closed (it never listens) before the real sockets bind.
+pub fn bind_sockets(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    let mut bound = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("bound address is not an IP address"))?;
+    drop(probe);
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&bound.into())?;
+        socket.listen(BACKLOG)?;
+        let listener: std::net::TcpListener = socket.into();
+        bound = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok((bound, sockets))
+}
+
 /// Accepts until stopped; one task per connection, on this worker.
 async fn accept_loop(
     tcp: TcpListener,
     tls: Arc<TlsSlot>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<ProxyState>,
     stop: CancellationToken,
 ) {
     loop {
@@ -145,11 +178,11 @@ async fn serve_connection(
     peer: SocketAddr,
     id: u64,
     tls: Option<Arc<ServerConfig>>,
-    gw: Arc<Gateway>,
+    state: Arc<ProxyState>,
 ) {
     // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);
-    let limits = gw.settings.load().limits.clone();
+    let limits = state.settings.load().limits.clone();
     let stream = match tls {
         None => Stream::Tcp(tcp),
         Some(config) => match tokio::time::timeout(
@@ -168,8 +201,8 @@ async fn serve_connection(
         peer,
         tls: matches!(stream, Stream::ServerTls(_)),
     };
-    let gw2 = gw.clone();
-    let service = service_fn(move |req| handshake::serve(req, client, gw2.clone()));
+    let gw2 = state.clone();
+    let service = service_fn(move |req| upgrade::serve(req, client, gw2.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
@@ -183,7 +216,7 @@ async fn serve_connection(
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-        _ = gw.shutdown.cancelled() => {
+        _ = state.shutdown.cancelled() => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(HTTP_GRACE, conn).await;
         }

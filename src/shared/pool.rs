@@ -12,10 +12,10 @@ use hyper::header::{COOKIE, HeaderMap};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::BackendUrl;
-use crate::occupancy::{Occupancy, Seat};
-use crate::pool_config::{AllUnhealthy, Balance, HashOn, PoolConfig};
-use crate::retire::Retirement;
+use crate::backend::dial::BackendUrl;
+use crate::config::pool::{AllUnhealthy, Balance, HashOn, PoolConfig};
+use crate::shared::occupancy::{Occupancy, Seat};
+use crate::shared::retire::Retirement;
 
 /// Points each backend gets on the hash ring per unit of weight (more: smoother spread).
 const RING_POINTS_PER_WEIGHT: u32 = 160;
@@ -161,7 +161,7 @@ impl Pool {
         ring.sort_unstable();
         Pool {
             rr: Mutex::new(vec![0; backends.len()]),
-            turn: AtomicUsize::new(crate::random_u64() as usize),
+            turn: AtomicUsize::new(crate::shared::random::u64() as usize),
             ring,
             stop: CancellationToken::new(),
             health_started: AtomicBool::new(false),
@@ -322,7 +322,7 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool_config::BackendConfig;
+    use crate::config::pool::BackendConfig;
 
     fn pool(balance: Balance, weights: &[u32]) -> Pool {
         let backends = weights

@@ -14,8 +14,8 @@ use prometheus::{
     Registry,
 };
 
-use crate::close::CloseReport;
-use crate::frame::OpCode;
+use crate::proto::frame::OpCode;
+use crate::shared::report::CloseReport;
 
 /// `direction` label values: index 0 is client → backend, 1 is backend → client.
 pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
@@ -231,7 +231,7 @@ impl Metrics {
 
     /// Counts a new relayed connection and resolves its live counters (unless `per_frame` is off).
     ///
-    /// `cached` holds the route's resolved handles (see [`crate::route::Route`]), so a new
+    /// `cached` holds the route's resolved handles (see [`crate::shared::routes::Route`]), so a new
     /// connection costs no label hashing.
     pub fn connection_opened(
         &self,

@@ -10,19 +10,24 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use crate::backend::{self, BackendUrl};
-use crate::frame::{self, MaskKeys, OpCode};
-use crate::pool::{Backend, Pool};
-use crate::pool_config::HealthCheck;
-use crate::server::Gateway;
+use crate::backend::dial::{self, BackendUrl};
+use crate::config::pool::HealthCheck;
+use crate::proto::frame::{self, MaskKeys, OpCode};
+use crate::shared::pool::{Backend, Pool};
+use crate::shared::state::ProxyState;
 
 /// Starts the checks of `pool` (once per pool), until the pool is replaced or wsgate stops.
-pub fn start(pool: &Arc<Pool>, route: &str, tls: &Arc<rustls::ClientConfig>, gw: &Arc<Gateway>) {
+pub fn start(
+    pool: &Arc<Pool>,
+    route: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    state: &Arc<ProxyState>,
+) {
     if !pool.claim_health_start() {
         return;
     }
     for (backend, _) in &pool.backends {
-        let gauge = gw.metrics.backend_healthy_gauge(route, &backend.url.url);
+        let gauge = state.metrics.backend_healthy_gauge(route, &backend.url.url);
         gauge.set(backend.usable() as i64);
         // A backend kept across a reload already has its gauge.
         let _ = backend.gauge.set(gauge);
@@ -32,11 +37,11 @@ pub fn start(pool: &Arc<Pool>, route: &str, tls: &Arc<rustls::ClientConfig>, gw:
     };
     let stop = pool.stop.clone();
     for (backend, _) in &pool.backends {
-        let (backend, check, tls, gw, route) = (
+        let (backend, check, tls, state, route) = (
             backend.clone(),
             check.clone(),
             tls.clone(),
-            gw.clone(),
+            state.clone(),
             route.to_string(),
         );
         let pool = pool.clone();
@@ -44,8 +49,8 @@ pub fn start(pool: &Arc<Pool>, route: &str, tls: &Arc<rustls::ClientConfig>, gw:
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = gw.shutdown.cancelled() => {}
-                _ = run(&backend, &check, &tls, &gw, &route, &pool) => {}
+                _ = state.shutdown.cancelled() => {}
+                _ = run(&backend, &check, &tls, &state, &route, &pool) => {}
             }
         });
     }
@@ -56,7 +61,7 @@ async fn run(
     backend: &Arc<Backend>,
     check: &HealthCheck,
     tls: &Arc<rustls::ClientConfig>,
-    gw: &Gateway,
+    state: &ProxyState,
     route: &str,
     pool: &Pool,
 ) {
@@ -81,7 +86,7 @@ async fn run(
                 if fail_streak >= check.fall && backend.set_healthy(false) {
                     tracing::warn!(route, backend = %backend.url, reason = %why, "backend unhealthy: no new connections");
                     if pool.config.close_on_unhealthy {
-                        let window = gw.settings.load().drain_window;
+                        let window = state.settings.load().drain_window;
                         backend.retirement.retire(backend.active(), window);
                     }
                 }
@@ -97,15 +102,13 @@ async fn probe(
     path: &str,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), String> {
-    let stream = backend::connect(url, tls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let stream = dial::connect(url, tls).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn.with_upgrades());
     let mut nonce = [0u8; 16];
-    crate::random_bytes(&mut nonce);
+    crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let mut req = Request::new(Empty::<Bytes>::new());
     *req.uri_mut() = path
@@ -127,7 +130,7 @@ async fn probe(
             .headers()
             .get(header::SEC_WEBSOCKET_ACCEPT)
             .map(|v| v.as_bytes())
-            == Some(crate::handshake::accept_key(key.as_bytes()).as_bytes());
+            == Some(crate::proto::handshake::accept_key(key.as_bytes()).as_bytes());
     if !accepted {
         driver.abort();
         return Err(format!("upgrade answered {}", res.status()));
@@ -135,8 +138,9 @@ async fn probe(
     // Close politely so the backend logs a normal close, not a dropped connection.
     if let Ok(upgraded) = hyper::upgrade::on(res).await {
         let mut io = TokioIo::new(upgraded);
-        let payload = crate::close::close_payload(crate::close::code::NORMAL, "health check");
-        let key = MaskKeys::new(crate::random_u64()).next_key();
+        let payload =
+            crate::proto::close::close_payload(crate::proto::close::code::NORMAL, "health check");
+        let key = MaskKeys::new(crate::shared::random::u64()).next_key();
         let close = frame::encode(true, OpCode::Close, &payload, Some(key));
         let _ = io.write_all(&close).await;
         let _ = io.shutdown().await;

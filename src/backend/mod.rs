@@ -1,0 +1,8 @@
+//! The backend side: dial, balance, the HTTP/1.1 upgrade client, open (pick + retry),
+//! health checks and the built-in echo backend.
+
+pub mod client;
+pub mod dial;
+pub mod echo;
+pub mod health;
+pub mod open;

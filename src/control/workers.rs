@@ -1,0 +1,143 @@
+//! Thread-per-core: one `current_thread` runtime per worker, each accepting on its own
+//! `SO_REUSEPORT` socket of every listener (as nginx workers do).
+//!
+//! Measured on this machine kind (design §8): a single-threaded runtime per core beat
+//! tokio's multi-thread scheduler on connection rate and tail latency, and two workers
+//! sharing one pinned core hurt latency, so the count is configurable.
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+/// The worker runtimes; dropping the last handle stops the threads wsgate started (their
+/// tasks are dropped).
+pub struct Workers {
+    handles: Vec<Handle>,
+    stop: CancellationToken,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Workers {
+    /// Starts `count` worker threads (0: one per available core).
+    pub fn start(count: usize) -> std::io::Result<Arc<Workers>> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Self::start_with(count, "wsgate-worker", |_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+    }
+
+    /// One worker: the runtime of the caller, so a test's paused clock drives the proxy.
+    pub fn current() -> Arc<Workers> {
+        Arc::new(Workers {
+            handles: vec![Handle::current()],
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// Starts `count` threads named `{name}-{i}`, each running the runtime `build(i)` makes.
+    /// If one cannot be made, the threads already started are stopped before the error
+    /// is returned (the partly built `Workers` is dropped).
+    fn start_with(
+        count: usize,
+        name: &str,
+        build: impl Fn(usize) -> std::io::Result<tokio::runtime::Runtime>,
+    ) -> std::io::Result<Arc<Workers>> {
+        let mut workers = Workers {
+            handles: Vec::with_capacity(count),
+            stop: CancellationToken::new(),
+        };
+        for i in 0..count {
+            let runtime = build(i)?;
+            let handle = runtime.handle().clone();
+            let stop = workers.stop.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    runtime.block_on(stop.cancelled());
+                })?;
+            workers.handles.push(handle);
+        }
+        Ok(Arc::new(workers))
+    }
+
+    /// The runtimes, one per worker.
+    pub fn handles(&self) -> &[Handle] {
+        &self.handles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process whose name starts with `prefix` (Linux: /proc/self/task).
+    fn threads_named(prefix: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .filter(|comm| comm.starts_with(prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_start_that_fails_partway_stops_the_threads_it_started() {
+        // Regression: the threads started before the failing one were never told to stop.
+        let result = Workers::start_with(3, "wt-partial", |i| {
+            if i == 2 {
+                return Err(std::io::Error::other("no third runtime"));
+            }
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        });
+        assert!(result.is_err());
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        while threads_named("wt-partial") > 0 {
+            assert!(
+                std::time::SystemTime::now() < deadline,
+                "worker threads still running after a failed start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn started_workers_run_until_dropped() {
+        let workers = Workers::start_with(2, "wt-running", |_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        })
+        .unwrap();
+        assert_eq!(workers.handles().len(), 2);
+        // A thread names itself once it runs, so wait for both.
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        while threads_named("wt-running") < 2 {
+            assert!(std::time::SystemTime::now() < deadline, "workers did not start");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(workers);
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        while threads_named("wt-running") > 0 {
+            assert!(
+                std::time::SystemTime::now() < deadline,
+                "threads outlived their Workers"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}

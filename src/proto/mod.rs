@@ -1,0 +1,8 @@
+//! RFC 6455 and HTTP on bytes, with no I/O.
+
+pub mod close;
+pub mod frame;
+pub mod handshake;
+pub mod headers;
+pub mod path;
+pub mod utf8;

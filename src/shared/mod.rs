@@ -1,0 +1,13 @@
+//! What every stage shares: the proxy's state, routes and pools, counting, retirement,
+//! metrics, the close report, TLS configs, streams and randomness.
+
+pub mod metrics;
+pub mod occupancy;
+pub mod pool;
+pub mod random;
+pub mod report;
+pub mod retire;
+pub mod routes;
+pub mod state;
+pub mod stream;
+pub mod tls;

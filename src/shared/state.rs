@@ -1,0 +1,57 @@
+//! The state every connection shares: routes, settings, metrics, reports, and the counts
+//! and tokens of the running proxy. Swapped parts are swapped whole on reload.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Limits;
+use crate::shared::metrics::Metrics;
+use crate::shared::occupancy::{Occupancy, Seat};
+use crate::shared::report::CloseReport;
+use crate::shared::routes::RouteTable;
+
+/// The settings a reload can change that are read per connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Connection limits and client-hop timeouts.
+    pub limits: Limits,
+    /// Log a line when a connection opens.
+    pub log_open: bool,
+    /// Count messages, frames and bytes per connection (off only to measure their cost).
+    pub per_frame_metrics: bool,
+    /// Window over which retired connections are closed with 1012.
+    pub drain_window: std::time::Duration,
+}
+
+/// Everything a connection needs from the running proxy.
+pub struct ProxyState {
+    /// The routes in force (swapped whole on reload).
+    pub routes: ArcSwap<RouteTable>,
+    /// Settings in force (swapped whole on reload).
+    pub settings: ArcSwap<Settings>,
+    /// Metrics of this proxy.
+    pub metrics: Arc<Metrics>,
+    /// Close reports for subscribers (tests, future admin API).
+    pub reports: broadcast::Sender<CloseReport>,
+    /// Tracks every connection task so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Cancelled when wsgate shuts down.
+    pub shutdown: CancellationToken,
+    /// Next connection id.
+    pub next_id: AtomicU64,
+    /// Relayed connections and upgrades in progress, for `limits.max_connections`.
+    pub connections: Occupancy,
+}
+
+impl ProxyState {
+    /// Takes a place in the global count, unless `limits.max_connections` is reached.
+    pub fn reserve(&self) -> Option<Seat> {
+        self.connections
+            .try_enter(Some(self.settings.load().limits.max_connections))
+    }
+}
