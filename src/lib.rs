@@ -40,5 +40,5 @@ pub mod relay;
 pub mod shared;
 
 pub use config::{Config, ConfigError};
-pub use control::{Running, StartError, run};
+pub use control::{Running, StartError, run, run_here};
 pub use shared::report::{CloseReport, ClosedBy, Outcome};

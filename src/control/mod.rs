@@ -284,8 +284,25 @@ fn spawn_listener(listener: Listener, config: ListenerConfig, workers: &Workers)
     handle
 }
 
-/// Binds every listener and starts serving; returns once all are listening.
+/// Binds every listener and starts serving on `config.workers` threads of its own;
+/// returns once all are listening.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
+    start(config, shutdown, workers).await
+}
+
+/// Like [`run`], but serves every connection on the caller's runtime (one worker,
+/// whatever `config.workers` says), so a test under `tokio::time::pause()` drives the
+/// proxy's timers too.
+pub async fn run_here(config: Config, shutdown: CancellationToken) -> Result<Running, StartError> {
+    start(config, shutdown, Workers::current()).await
+}
+
+async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+    workers: Arc<Workers>,
+) -> Result<Running, StartError> {
     let (table, _) = RouteTable::build(&config.routes, &config.defaults, None)?;
     let gateway = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(table),
@@ -297,9 +314,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
         next_id: AtomicU64::new(1),
         connections: Occupancy::default(),
     });
-    start_health_checks(&gateway);
-    let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
-    let mut listeners = Vec::new();
+    // Everything that can fail is bound first, and nothing is started until all of it
+    // is: a failed start leaves no accept loop, admin server or health check behind.
+    let mut bound = Vec::new();
     for lc in &config.listeners {
         let tls = listener_tls(lc, None)?;
         let listener = Listener::bind(lc.bind, tls, gateway.clone(), workers.handles().len())
@@ -307,18 +324,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<Running,
                 addr: lc.bind,
                 source,
             })?;
-        listeners.push(spawn_listener(listener, lc.clone(), &workers));
+        bound.push((listener, lc.clone()));
     }
-    let admin_addr = match &config.admin {
+    let admin = match &config.admin {
         None => None,
-        Some(admin) => {
-            let listener = crate::control::admin::bind(admin.bind).await?;
-            let addr = listener.local_addr().ok();
-            tracing::info!(addr = ?addr, "admin listening");
-            tokio::spawn(crate::control::admin::serve(listener, gateway.clone()));
-            addr
-        }
+        Some(admin) => Some(crate::control::admin::bind(admin.bind).await?),
     };
+    let listeners: Vec<ListenerHandle> = bound
+        .into_iter()
+        .map(|(listener, lc)| spawn_listener(listener, lc, &workers))
+        .collect();
+    let admin_addr = admin.map(|listener| {
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, "admin listening");
+        tokio::spawn(crate::control::admin::serve(listener, gateway.clone()));
+        addr
+    });
+    let admin_addr = admin_addr.flatten();
+    start_health_checks(&gateway);
     let addrs = std::sync::Mutex::new(listeners.iter().map(|h| h.addr).collect());
     Ok(Running {
         listeners: Mutex::new(listeners),

@@ -127,7 +127,10 @@ mod tests {
         // A thread names itself once it runs, so wait for both.
         let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
         while threads_named("wt-running") < 2 {
-            assert!(std::time::SystemTime::now() < deadline, "workers did not start");
+            assert!(
+                std::time::SystemTime::now() < deadline,
+                "workers did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         drop(workers);
