@@ -9,8 +9,7 @@ use hyper::http::uri::PathAndQuery;
 use hyper::{Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::backend::open::BackendAnswer;
-use crate::ingress::upgrade::HandshakeError;
+use crate::backend::error::BackendError;
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, tokens};
 use crate::shared::stream::Stream;
@@ -26,8 +25,8 @@ const BODY_MAX: usize = 64 * 1024;
 /// Chunk-size lines and extensions allowed on top of a chunked refusal body.
 const CHUNK_OVERHEAD_MAX: usize = 16 * 1024;
 
-fn invalid(why: impl Into<String>) -> HandshakeError {
-    HandshakeError::BackendInvalid(why.into())
+fn invalid(why: impl Into<String>) -> BackendError {
+    BackendError::Invalid(why.into())
 }
 
 /// An upgrade request being serialised straight into the bytes that go on the wire.
@@ -71,9 +70,21 @@ impl RequestHead {
     }
 }
 
-/// The backend's answer, before any WebSocket check.
-#[derive(Debug)]
+/// A backend's answer to the upgrade, checked: what the client hop is told.
 pub(crate) enum Answer {
+    /// 101 checked: the stream, bytes it sent after the 101, and the headers to pass on.
+    Upgraded {
+        stream: Stream,
+        leftover: Bytes,
+        headers: HeaderMap,
+    },
+    /// Any other final status, its body read whole (at most 64 KiB): relayed to the client.
+    Refused(Response<Bytes>),
+}
+
+/// The backend's reply on the wire, before any WebSocket check.
+#[derive(Debug)]
+pub(crate) enum Reply {
     /// A 101: its headers, and what the backend sent after them (its first frames).
     Switching { headers: HeaderMap, leftover: Bytes },
     /// Any other final status, with its body read whole (or dropped when over 64 KiB).
@@ -87,10 +98,10 @@ pub(crate) async fn handshake(
     request: &[u8],
     key: &str,
     offered: &[String],
-) -> Result<BackendAnswer, HandshakeError> {
+) -> Result<Answer, BackendError> {
     let (h, leftover) = match exchange(&mut stream, request).await? {
-        Answer::Switching { headers, leftover } => (headers, leftover),
-        Answer::Refused(res) => return Ok(BackendAnswer::Refused(res)),
+        Reply::Switching { headers, leftover } => (headers, leftover),
+        Reply::Refused(res) => return Ok(Answer::Refused(res)),
     };
     if !has_token(&h, &header::UPGRADE, "websocket") {
         return Err(invalid("101 without Upgrade: websocket"));
@@ -111,7 +122,7 @@ pub(crate) async fn handshake(
         [p] if offered.contains(p) => {}
         _ => return Err(invalid("subprotocol that was not offered")),
     }
-    Ok(BackendAnswer::Upgraded {
+    Ok(Answer::Upgraded {
         stream,
         leftover,
         headers: forwardable(&h),
@@ -120,16 +131,16 @@ pub(crate) async fn handshake(
 
 /// Writes `request` and reads the answer: interim 1xx heads are skipped (as hyper's client
 /// did), a 101 is returned with the bytes read past its head, anything else with its body.
-pub(crate) async fn exchange<S>(io: &mut S, request: &[u8]) -> Result<Answer, HandshakeError>
+pub(crate) async fn exchange<S>(io: &mut S, request: &[u8]) -> Result<Reply, BackendError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    io.write_all(request)
-        .await
-        .map_err(|e| invalid(format!("sending the upgrade request: {e}")))?;
-    io.flush()
-        .await
-        .map_err(|e| invalid(format!("sending the upgrade request: {e}")))?;
+    let sending = |source| BackendError::Io {
+        during: "sending the request",
+        source,
+    };
+    io.write_all(request).await.map_err(sending)?;
+    io.flush().await.map_err(sending)?;
     let mut buf = Vec::with_capacity(HEAD_START);
     let mut start = 0;
     let head = loop {
@@ -141,7 +152,7 @@ where
         break head;
     };
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Answer::Switching {
+        return Ok(Reply::Switching {
             headers: head.headers,
             leftover: Bytes::copy_from_slice(&buf[head.end..]),
         });
@@ -162,7 +173,7 @@ where
     let mut res = Response::new(body);
     *res.status_mut() = head.status;
     *res.headers_mut() = head.headers;
-    Ok(Answer::Refused(res))
+    Ok(Reply::Refused(res))
 }
 
 /// A parsed answer head; `end` is where it ends in the read buffer.
@@ -173,7 +184,7 @@ struct Head {
 }
 
 /// Reads until `buf[start..]` holds a complete head, within `HEAD_MAX` for the whole buffer.
-async fn read_head<S>(io: &mut S, buf: &mut Vec<u8>, start: usize) -> Result<Head, HandshakeError>
+async fn read_head<S>(io: &mut S, buf: &mut Vec<u8>, start: usize) -> Result<Head, BackendError>
 where
     S: AsyncRead + Unpin,
 {
@@ -199,9 +210,10 @@ where
         }
         let before = buf.len();
         if fill(io, buf, HEAD_MAX).await? == 0 {
-            return Err(invalid(
-                "connection closed before the answer head was complete",
-            ));
+            return Err(BackendError::Io {
+                during: "reading the answer head",
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
         }
         // A head only completes on a line feed; without one a re-parse would find the
         // same partial head, so a backend trickling bytes costs no quadratic parsing.
@@ -209,7 +221,7 @@ where
     }
 }
 
-fn owned_head(res: &httparse::Response<'_, '_>, end: usize) -> Result<Head, HandshakeError> {
+fn owned_head(res: &httparse::Response<'_, '_>, end: usize) -> Result<Head, BackendError> {
     // httparse sets the code on every complete parse; 0 stands for "impossible" and fails below.
     let code = res.code.unwrap_or(0);
     let status = StatusCode::from_u16(code)
@@ -238,7 +250,7 @@ enum Framing {
     UntilEof,
 }
 
-fn framing(status: StatusCode, h: &HeaderMap) -> Result<Framing, HandshakeError> {
+fn framing(status: StatusCode, h: &HeaderMap) -> Result<Framing, BackendError> {
     if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Empty);
     }
@@ -270,7 +282,7 @@ fn framing(status: StatusCode, h: &HeaderMap) -> Result<Framing, HandshakeError>
 }
 
 /// Reads more into `buf`, never past `limit` bytes in all; 0 means end of stream (or `limit`).
-async fn fill<S>(io: &mut S, buf: &mut Vec<u8>, limit: usize) -> Result<usize, HandshakeError>
+async fn fill<S>(io: &mut S, buf: &mut Vec<u8>, limit: usize) -> Result<usize, BackendError>
 where
     S: AsyncRead + Unpin,
 {
@@ -287,11 +299,14 @@ where
         .take(want)
         .read_buf(buf)
         .await
-        .map_err(|e| invalid(format!("reading the answer: {e}")))
+        .map_err(|source| BackendError::Io {
+            during: "reading the answer",
+            source,
+        })
 }
 
 /// Makes `buf` hold at least `need` bytes; false if the stream ended first.
-async fn fill_to<S>(io: &mut S, buf: &mut Vec<u8>, need: usize) -> Result<bool, HandshakeError>
+async fn fill_to<S>(io: &mut S, buf: &mut Vec<u8>, need: usize) -> Result<bool, BackendError>
 where
     S: AsyncRead + Unpin,
 {
@@ -309,7 +324,7 @@ async fn read_sized<S>(
     buf: &mut Vec<u8>,
     at: usize,
     len: u64,
-) -> Result<Option<Bytes>, HandshakeError>
+) -> Result<Option<Bytes>, BackendError>
 where
     S: AsyncRead + Unpin,
 {
@@ -328,7 +343,7 @@ async fn read_to_eof<S>(
     io: &mut S,
     buf: &mut Vec<u8>,
     at: usize,
-) -> Result<Option<Bytes>, HandshakeError>
+) -> Result<Option<Bytes>, BackendError>
 where
     S: AsyncRead + Unpin,
 {
@@ -351,7 +366,7 @@ async fn read_chunked<S>(
     io: &mut S,
     buf: &mut Vec<u8>,
     at: usize,
-) -> Result<Option<Bytes>, HandshakeError>
+) -> Result<Option<Bytes>, BackendError>
 where
     S: AsyncRead + Unpin,
 {

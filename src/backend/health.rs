@@ -10,7 +10,8 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
-use crate::backend::dial::{self, BackendUrl};
+use crate::backend::dial;
+use crate::config::BackendUrl;
 use crate::config::pool::HealthCheck;
 use crate::proto::frame::{self, MaskKeys, OpCode};
 use crate::shared::pool::{Backend, Pool};

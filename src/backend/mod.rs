@@ -4,5 +4,6 @@
 pub mod client;
 pub mod dial;
 pub mod echo;
+pub mod error;
 pub mod health;
 pub mod open;

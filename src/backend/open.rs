@@ -5,38 +5,28 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderMap};
-use hyper::{Request, Response};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header;
 
+use crate::backend::client::Answer;
 use crate::backend::client::{self, RequestHead};
-use crate::backend::dial::{self, BackendUrl};
-use crate::ingress::upgrade::{ClientInfo, HandshakeError, Hello};
+use crate::backend::dial;
+use crate::backend::error::BackendError;
+use crate::config::BackendUrl;
 use crate::proto::headers::forwardable;
+use crate::shared::client::ClientInfo;
 use crate::shared::occupancy::Seat;
 use crate::shared::retire::RetireWatch;
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
-use crate::shared::stream::Stream;
-
-/// A backend that answered the upgrade.
-pub(crate) enum BackendAnswer {
-    /// 101 checked: the stream, bytes it sent after the 101, and the headers to pass on.
-    Upgraded {
-        stream: Stream,
-        leftover: Bytes,
-        headers: HeaderMap,
-    },
-    /// Any other final status, its body read whole (at most 64 KiB): relayed to the client.
-    Refused(Response<Bytes>),
-}
 
 /// A backend that answered, and (for pooled backends) its connection slot and retirement watch.
 pub(crate) struct Opened {
     /// The backend's URL (or `echo`), for logs and the close report.
     pub(crate) label: String,
     /// Its answer to the upgrade.
-    pub(crate) answer: BackendAnswer,
+    pub(crate) answer: Answer,
     /// For pooled backends: the connection's place on it and its retirement watch.
     pub(crate) backend: Option<(Seat, RetireWatch)>,
 }
@@ -50,23 +40,18 @@ pub(crate) async fn open_backend(
     client: ClientInfo,
     host: Option<&str>,
     path: &str,
-    hello: &Hello,
+    protocols: &[String],
     state: &ProxyState,
-) -> Result<Opened, HandshakeError> {
+) -> Result<Opened, BackendError> {
     let timeout = route.tuning.handshake_timeout;
     let Some(pool) = route.pool() else {
-        let (request, key) = backend_request(req, client, host, path, route, None, hello);
+        let (request, key) = backend_request(req, client, host, path, route, None, protocols);
         let answer = tokio::time::timeout(
             timeout,
-            client::handshake(
-                crate::backend::echo::connect(),
-                &request,
-                &key,
-                &hello.protocols,
-            ),
+            client::handshake(crate::backend::echo::connect(), &request, &key, protocols),
         )
         .await
-        .map_err(|_| HandshakeError::BackendTimeout)??;
+        .map_err(|_| BackendError::Timeout)??;
         return Ok(Opened {
             label: "echo".into(),
             answer,
@@ -75,25 +60,31 @@ pub(crate) async fn open_backend(
     };
     let hash_key = pool.hash_key(req.headers(), req.uri().query(), client.peer.ip());
     let candidates = pool.candidates(hash_key);
-    let mut last = HandshakeError::NoHealthyBackend;
+    let mut last = BackendError::NoHealthyBackend;
     let attempts = candidates.len();
     for (n, backend) in candidates.into_iter().enumerate() {
         let slot = backend.occupy();
         let watch = backend.retirement.watch();
-        let (request, key) =
-            backend_request(req, client, host, path, route, Some(&backend.url), hello);
+        let (request, key) = backend_request(
+            req,
+            client,
+            host,
+            path,
+            route,
+            Some(&backend.url),
+            protocols,
+        );
         let attempt = tokio::time::timeout(timeout, async {
             let stream = dial::connect(&backend.url, &route.backend_tls).await?;
-            client::handshake(stream, &request, &key, &hello.protocols).await
+            client::handshake(stream, &request, &key, protocols).await
         })
         .await
-        .unwrap_or(Err(HandshakeError::BackendTimeout));
+        .unwrap_or(Err(BackendError::Timeout));
         let (error, last_answer) = match attempt {
             // A 5xx to the upgrade is a failed attempt; the last one is still relayed as is.
-            Ok(BackendAnswer::Refused(res)) if res.status().is_server_error() => {
-                let error =
-                    HandshakeError::BackendInvalid(format!("upgrade answered {}", res.status()));
-                let relay = (n + 1 == attempts).then_some(BackendAnswer::Refused(res));
+            Ok(Answer::Refused(res)) if res.status().is_server_error() => {
+                let error = BackendError::Invalid(format!("upgrade answered {}", res.status()));
+                let relay = (n + 1 == attempts).then_some(Answer::Refused(res));
                 (error, relay)
             }
             Ok(answer) => {
@@ -134,7 +125,7 @@ fn backend_request(
     path: &str,
     route: &Route,
     url: Option<&BackendUrl>,
-    hello: &Hello,
+    protocols: &[String],
 ) -> (Vec<u8>, String) {
     let query = req.uri().query();
     let target = match url {
@@ -154,7 +145,7 @@ fn backend_request(
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     let mut out = RequestHead::get(&target, client_bytes + 512);
-    let offers = !hello.protocols.is_empty();
+    let offers = !protocols.is_empty();
     for (name, value) in &forwarded {
         // wsgate rewrites the offer from the parsed list below, replacing the client's lines.
         if offers && name == header::SEC_WEBSOCKET_PROTOCOL {
@@ -187,10 +178,7 @@ fn backend_request(
         ),
     }
     if offers {
-        out.header(
-            "sec-websocket-protocol",
-            hello.protocols.join(", ").as_bytes(),
-        );
+        out.header("sec-websocket-protocol", protocols.join(", ").as_bytes());
     }
     (out.finish(), key)
 }

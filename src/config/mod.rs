@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod backend_url;
 mod parse;
 pub mod pool;
 mod routes;
+pub mod tls;
 pub mod units;
 
+pub use backend_url::BackendUrl;
 pub use parse::ConfigError;
 pub(crate) use parse::duration;
 use parse::{non_empty_listeners, opt_file, size, socket_addr, unique_routes};
@@ -166,10 +169,9 @@ impl TryFrom<RawTls> for TlsConfig {
         match (raw.cert, raw.key, raw.self_signed) {
             (None, None, true) => Ok(TlsConfig::SelfSigned),
             (Some(cert), Some(key), false) => {
-                let files = TlsConfig::Files { cert, key };
                 // Load the pair now so a bad PEM or a key that does not match fails here, with a location.
-                crate::shared::tls::server_config(&files).map_err(|e| format!("tls: {e}"))?;
-                Ok(files)
+                tls::check_pair(&cert, &key).map_err(|e| format!("tls: {e}"))?;
+                Ok(TlsConfig::Files { cert, key })
             }
             (_, _, true) => {
                 Err("tls: expected either `self_signed: true` or `cert` and `key`, not both".into())

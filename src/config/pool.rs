@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
-use crate::backend::dial::BackendUrl;
+use crate::config::BackendUrl;
 
 /// A route's backends and how connections are spread over them.
 #[derive(Debug, Clone, PartialEq)]

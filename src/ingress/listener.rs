@@ -17,7 +17,8 @@ use tracing::Instrument;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
 
-use crate::ingress::upgrade::{self, ClientInfo};
+use crate::ingress::upgrade;
+use crate::shared::client::ClientInfo;
 use crate::shared::state::ProxyState;
 use crate::shared::stream::Stream;
 

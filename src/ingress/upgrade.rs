@@ -2,7 +2,6 @@
 //! and only then answer the client with 101 and start the relay.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -13,10 +12,13 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
 
-use crate::backend::open::{BackendAnswer, Opened, open_backend};
+use crate::backend::client::Answer;
+use crate::backend::error::BackendError;
+use crate::backend::open::{Opened, open_backend};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, tokens};
 use crate::proto::path::normalize_path;
+use crate::shared::client::ClientInfo;
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
@@ -56,21 +58,12 @@ pub enum HandshakeError {
     /// `Origin` not on the route's allowlist.
     #[error("origin not allowed")]
     Origin,
-    /// The backend could not be reached.
-    #[error("backend unreachable: {0}")]
-    BackendConnect(#[from] crate::backend::dial::ConnectError),
-    /// The backend did not finish its handshake in time.
-    #[error("backend handshake timed out")]
-    BackendTimeout,
-    /// The backend's answer was not a valid WebSocket upgrade.
-    #[error("invalid backend handshake: {0}")]
-    BackendInvalid(String),
+    /// No backend of the route completed the upgrade.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     /// wsgate is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-    /// Every backend of the route is unhealthy (and `all_unhealthy: fail`).
-    #[error("no healthy backend")]
-    NoHealthyBackend,
     /// `max_connections` (global or the route's) is reached.
     #[error("too many {0}")]
     Overloaded(&'static str),
@@ -86,9 +79,8 @@ impl HandshakeError {
             HttpVersion | ConnectionHeader | Key | Host | Path(_) => StatusCode::BAD_REQUEST,
             NoRoute => StatusCode::NOT_FOUND,
             Origin => StatusCode::FORBIDDEN,
-            BackendConnect(_) | BackendInvalid(_) => StatusCode::BAD_GATEWAY,
-            BackendTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown | Overloaded(_) | NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Backend(e) => e.status(),
+            ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -106,12 +98,9 @@ impl HandshakeError {
             Path(_) => "path",
             NoRoute => "no_route",
             Origin => "origin",
-            BackendConnect(_) => "backend_connect",
-            BackendTimeout => "backend_timeout",
-            BackendInvalid(_) => "backend_invalid",
+            Backend(e) => e.reason(),
             ShuttingDown => "shutting_down",
             Overloaded(_) => "max_connections",
-            NoHealthyBackend => "no_healthy_backend",
         }
     }
 
@@ -139,17 +128,6 @@ impl HandshakeError {
         }
         res
     }
-}
-
-/// Who is on the client hop of this HTTP connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientInfo {
-    /// Connection id.
-    pub id: u64,
-    /// Client socket address.
-    pub peer: SocketAddr,
-    /// Whether the client hop is TLS.
-    pub tls: bool,
 }
 
 /// What the client asked for, once validated.
@@ -216,20 +194,28 @@ async fn upgrade(
         label: backend_label,
         answer,
         backend,
-    } = open_backend(&route, &req, client, host.as_deref(), &path, &hello, state)
-        .await
-        .map_err(fail)?;
+    } = open_backend(
+        &route,
+        &req,
+        client,
+        host.as_deref(),
+        &path,
+        &hello.protocols,
+        state,
+    )
+    .await
+    .map_err(|e| fail(e.into()))?;
     state
         .metrics
         .handshake_duration(route.name(), started.elapsed());
 
     let (backend_stream, leftover, backend_headers) = match answer {
-        BackendAnswer::Upgraded {
+        Answer::Upgraded {
             stream,
             leftover,
             headers,
         } => (stream, leftover, headers),
-        BackendAnswer::Refused(res) => {
+        Answer::Refused(res) => {
             tracing::info!(
                 route = route.name(),
                 status = res.status().as_u16(),

@@ -12,7 +12,7 @@ use hyper::header::{COOKIE, HeaderMap};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::dial::BackendUrl;
+use crate::config::BackendUrl;
 use crate::config::pool::{AllUnhealthy, Balance, HashOn, PoolConfig};
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::retire::Retirement;

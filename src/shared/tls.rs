@@ -6,23 +6,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::PrivateKeyDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
+use crate::config::tls::{PemError, load_certs, load_key};
 
 /// A certificate or key that could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A PEM file could not be read or held nothing usable.
-    #[error("{path}: {what}")]
-    Pem {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        what: String,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// rustls refused the certificate/key pair.
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
@@ -75,28 +70,4 @@ pub fn backend_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem_err = |what: String| TlsError::Pem {
-        path: path.display().to_string(),
-        what,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| pem_err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem_err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(pem_err(
-            "expected at least one PEM CERTIFICATE block".into(),
-        ));
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        path: path.display().to_string(),
-        what: format!("expected a PEM private key: {e}"),
-    })
 }

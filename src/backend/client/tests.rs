@@ -75,20 +75,20 @@ fn ok101(extra: &str) -> String {
     )
 }
 
-async fn answer(bytes: impl AsRef<[u8]>, step: usize) -> Result<Answer, HandshakeError> {
+async fn answer(bytes: impl AsRef<[u8]>, step: usize) -> Result<Reply, BackendError> {
     exchange(&mut Canned::new(bytes, step), b"GET / HTTP/1.1\r\n\r\n").await
 }
 
-fn refused(a: Result<Answer, HandshakeError>) -> Response<Bytes> {
+fn refused(a: Result<Reply, BackendError>) -> Response<Bytes> {
     match a {
-        Ok(Answer::Refused(res)) => res,
+        Ok(Reply::Refused(res)) => res,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
 
-fn invalid_reason(a: Result<Answer, HandshakeError>) -> String {
+fn invalid_reason(a: Result<Reply, BackendError>) -> String {
     match a {
-        Err(HandshakeError::BackendInvalid(why)) => why,
+        Err(BackendError::Invalid(why)) => why,
         other => panic!("expected BackendInvalid, got {other:?}"),
     }
 }
@@ -137,7 +137,7 @@ async fn request_goes_out_whole_in_one_write() {
 async fn head_arriving_byte_by_byte_is_parsed() {
     let mut io = Canned::new(ok101("X-Backend: one\r\n"), 1);
     let a = exchange(&mut io, b"GET / HTTP/1.1\r\n\r\n").await;
-    let Ok(Answer::Switching { headers, leftover }) = a else {
+    let Ok(Reply::Switching { headers, leftover }) = a else {
         panic!("expected a 101, got {a:?}");
     };
     assert_eq!(headers["x-backend"], "one");
@@ -154,7 +154,7 @@ async fn bytes_after_the_101_are_kept_as_leftover() {
     let mut wire = ok101("").into_bytes();
     wire.extend_from_slice(&frame);
     // Whole in one read: every frame byte is leftover.
-    let Ok(Answer::Switching { leftover, .. }) = answer(&wire, usize::MAX).await else {
+    let Ok(Reply::Switching { leftover, .. }) = answer(&wire, usize::MAX).await else {
         panic!("expected a 101");
     };
     assert_eq!(&leftover[..], &frame);
@@ -164,7 +164,7 @@ async fn bytes_after_the_101_are_kept_as_leftover() {
         read > head_len && read < wire.len(),
         "test needs a straddling read"
     );
-    let Ok(Answer::Switching { leftover, .. }) = answer(&wire, 5).await else {
+    let Ok(Reply::Switching { leftover, .. }) = answer(&wire, 5).await else {
         panic!("expected a 101");
     };
     assert_eq!(&leftover[..], &wire[head_len..read]);
@@ -177,7 +177,7 @@ async fn interim_heads_are_skipped() {
         ok101("")
     );
     for step in [usize::MAX, 1] {
-        let Ok(Answer::Switching { headers, .. }) = answer(&wire, step).await else {
+        let Ok(Reply::Switching { headers, .. }) = answer(&wire, step).await else {
             panic!("expected the 101 after the 103");
         };
         assert!(headers.get("link").is_none());
@@ -196,7 +196,7 @@ async fn oversize_head_is_invalid() {
     );
     assert!(matches!(
         answer(ok101(&fits), 100).await,
-        Ok(Answer::Switching { .. })
+        Ok(Reply::Switching { .. })
     ));
 }
 
@@ -225,11 +225,52 @@ async fn bad_status_lines_are_invalid() {
 }
 
 #[tokio::test]
-async fn closed_mid_head_is_invalid() {
-    let why = invalid_reason(answer("HTTP/1.1 101 Switching", 3).await);
-    assert!(why.contains("closed before"), "{why}");
-    let why = invalid_reason(answer("", 3).await);
-    assert!(why.contains("closed before"), "{why}");
+async fn closed_mid_head_is_an_io_failure_not_an_invalid_answer() {
+    // Regression: a backend whose connection ended during the upgrade was counted as
+    // `backend_invalid`, as if it had answered something that is not HTTP.
+    for wire in ["HTTP/1.1 101 Switching", ""] {
+        match answer(wire, 3).await {
+            Err(e @ BackendError::Io { .. }) => {
+                assert_eq!(e.reason(), "backend_io");
+                assert!(e.retryable());
+            }
+            other => panic!("expected an I/O failure, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_read_is_an_io_failure() {
+    struct Broken;
+    impl AsyncRead for Broken {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+    impl AsyncWrite for Broken {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            b: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(b.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+    let r = exchange(&mut Broken, b"GET / HTTP/1.1\r\n\r\n").await;
+    assert!(
+        matches!(&r, Err(BackendError::Io { source, .. }) if source.kind() == io::ErrorKind::ConnectionReset),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
@@ -320,7 +361,7 @@ async fn body_without_length_runs_to_close_and_204_has_none() {
     assert!(res.body().is_empty());
 }
 
-async fn handshake_with(answer: String, offered: &[&str]) -> Result<BackendAnswer, HandshakeError> {
+async fn handshake_with(answer: String, offered: &[&str]) -> Result<Answer, BackendError> {
     let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
     tokio::spawn(async move {
         theirs.write_all(answer.as_bytes()).await.unwrap();
@@ -338,9 +379,9 @@ async fn handshake_with(answer: String, offered: &[&str]) -> Result<BackendAnswe
     .await
 }
 
-fn handshake_error(r: Result<BackendAnswer, HandshakeError>) -> String {
+fn handshake_error(r: Result<Answer, BackendError>) -> String {
     match r {
-        Err(HandshakeError::BackendInvalid(why)) => why,
+        Err(BackendError::Invalid(why)) => why,
         Err(e) => panic!("expected BackendInvalid, got {e}"),
         Ok(_) => panic!("expected BackendInvalid, got an answer"),
     }
@@ -353,7 +394,7 @@ async fn correct_101_upgrades_and_keeps_only_forwardable_headers() {
         &["a", "b"],
     )
     .await;
-    let Ok(BackendAnswer::Upgraded { headers, .. }) = r else {
+    let Ok(Answer::Upgraded { headers, .. }) = r else {
         panic!("expected an upgrade");
     };
     assert_eq!(headers["sec-websocket-protocol"], "b");

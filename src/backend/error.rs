@@ -1,0 +1,62 @@
+//! Why the backend side of an upgrade failed, and whether another backend may be tried.
+
+use hyper::StatusCode;
+
+use crate::backend::dial::ConnectError;
+
+/// A failed backend attempt. Every variant happened before the client heard anything, so
+/// the client gets an HTTP status; [`BackendError::retryable`] says whether the next
+/// candidate may be tried.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend could not be reached (TCP or TLS).
+    #[error("backend unreachable: {0}")]
+    Connect(#[from] ConnectError),
+    /// The backend did not finish its handshake in time.
+    #[error("backend handshake timed out")]
+    Timeout,
+    /// The connection failed while the upgrade was written or its answer read.
+    #[error("backend connection failed during the upgrade ({during}): {source}")]
+    Io {
+        /// What wsgate was doing.
+        during: &'static str,
+        /// The socket error (`UnexpectedEof` when the backend closed too early).
+        source: std::io::Error,
+    },
+    /// The backend answered, but not with a valid WebSocket upgrade (or HTTP at all).
+    #[error("invalid backend handshake: {0}")]
+    Invalid(String),
+    /// Every backend of the route is unhealthy (and `all_unhealthy: fail`).
+    #[error("no healthy backend")]
+    NoHealthyBackend,
+}
+
+impl BackendError {
+    /// Whether the next candidate may be tried: nothing was sent to the client, and the
+    /// failure belongs to this backend, not to the request.
+    pub fn retryable(&self) -> bool {
+        !matches!(self, BackendError::NoHealthyBackend)
+    }
+
+    /// The HTTP status sent to the client when no candidate is left.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BackendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            BackendError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            BackendError::Connect(_) | BackendError::Io { .. } | BackendError::Invalid(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+    }
+
+    /// Label for the `handshake_failures_total` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BackendError::Connect(_) => "backend_connect",
+            BackendError::Timeout => "backend_timeout",
+            BackendError::Io { .. } => "backend_io",
+            BackendError::Invalid(_) => "backend_invalid",
+            BackendError::NoHealthyBackend => "no_healthy_backend",
+        }
+    }
+}
