@@ -23,12 +23,6 @@ pub struct RetireWatch {
 }
 
 impl RetireWatch {
-    /// Completes when the group is retired and this connection's turn in the window came.
-    pub async fn wait(&self) {
-        self.token.cancelled().await;
-        tokio::time::sleep(self.delay()).await;
-    }
-
     /// Cancelled when the retirement starts.
     pub fn token(&self) -> &CancellationToken {
         &self.token
@@ -93,6 +87,12 @@ impl Retirement {
 mod tests {
     use super::*;
 
+    /// What the relay does with a watch: wait for the token, then for its turn.
+    async fn turn(w: &RetireWatch) {
+        w.token().cancelled().await;
+        tokio::time::sleep(w.delay()).await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn spreads_over_the_window_and_renews() {
         let r = Retirement::default();
@@ -104,7 +104,7 @@ mod tests {
             .into_iter()
             .map(|w| {
                 tokio::spawn(async move {
-                    w.wait().await;
+                    turn(&w).await;
                     start.elapsed().as_secs()
                 })
             })
@@ -117,7 +117,7 @@ mod tests {
         // Each waits from the retirement: slots 0..4 of 8s → 0, 2, 4, 6 s.
         assert_eq!(at, [0, 2, 4, 6]);
         assert!(
-            tokio::time::timeout(Duration::from_secs(60), later.wait())
+            tokio::time::timeout(Duration::from_secs(60), turn(&later))
                 .await
                 .is_err(),
             "new member unaffected"
