@@ -31,14 +31,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod backend;
-pub mod config;
-pub mod control;
-pub mod ingress;
-pub mod proto;
-pub mod relay;
-pub mod shared;
+pub(crate) mod backend;
+pub(crate) mod config;
+pub(crate) mod control;
+pub(crate) mod ingress;
+pub(crate) mod proto;
+pub(crate) mod relay;
+pub(crate) mod shared;
 
-pub use config::{Config, ConfigError};
+// The public API: what `main.rs` and the tests use; everything else is internal.
+pub use config::{Config, ConfigError, LogConfig, LogFormat};
+pub use control::shutdown::{Request, Signals};
+pub use control::watch::{FileWatch, files as watched_files};
 pub use control::{Running, StartError, run, run_here};
+pub use shared::metrics::Metrics;
 pub use shared::report::{CloseReport, ClosedBy, Outcome};

@@ -9,9 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use wsgate::config::LogFormat;
-use wsgate::control::shutdown::{Request, Signals};
-use wsgate::control::watch::{self, FileWatch};
+use wsgate::{FileWatch, LogFormat, Request, Signals};
 
 /// WebSocket reverse proxy: wss termination, routing, frame relay, close reports.
 #[derive(Parser)]
@@ -100,7 +98,7 @@ fn start_watch(path: &Path, config: &wsgate::Config, old: Option<FileWatch>) -> 
     if !config.reload.watch {
         return None;
     }
-    let files = watch::files(path, config);
+    let files = wsgate::watched_files(path, config);
     if let Some(old) = old.filter(|w| w.files() == files) {
         return Some(old);
     }
@@ -113,7 +111,7 @@ fn start_watch(path: &Path, config: &wsgate::Config, old: Option<FileWatch>) -> 
     }
 }
 
-fn init_logging(log: &wsgate::config::LogConfig) {
+fn init_logging(log: &wsgate::LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -112,7 +112,11 @@ pub(crate) async fn open_backend(
                 backend: Some((slot, watch)),
             });
         }
+        let retryable = error.retryable();
         last = error;
+        if !retryable {
+            break;
+        }
     }
     Err(last)
 }

@@ -22,7 +22,7 @@ pub use backend_url::BackendUrl;
 pub use parse::ConfigError;
 pub(crate) use parse::duration;
 use parse::{non_empty_listeners, opt_file, size, socket_addr, unique_routes};
-pub use routes::{RouteConfig, Target, Tuning, TuningOverrides};
+pub use routes::{RouteConfig, Target, Tuning};
 
 /// The whole wsgate configuration file.
 #[derive(Debug, Clone, Deserialize)]

@@ -64,6 +64,8 @@ pub struct Running {
     gateway: Arc<ProxyState>,
     config: Mutex<Config>,
     workers: Arc<Workers>,
+    /// The accept loops of every listener.
+    accepting: TaskTracker,
 }
 
 impl Running {
@@ -195,7 +197,12 @@ impl Running {
                 });
             } else if let Some(pos) = fresh.iter().position(|(k, _)| *k == i) {
                 let (_, listener) = fresh.swap_remove(pos);
-                next.push(spawn_listener(listener, lc.clone(), &self.workers));
+                next.push(spawn_listener(
+                    listener,
+                    lc.clone(),
+                    &self.workers,
+                    &self.accepting,
+                ));
             }
         }
         for handle in old.into_iter().flatten() {
@@ -213,6 +220,9 @@ impl Running {
     /// at most the configured drain timeout after shutdown began.
     pub async fn wait(self) {
         self.gateway.shutdown.cancelled().await;
+        // Every listening socket is closed before this returns: the ports are free again.
+        self.accepting.close();
+        self.accepting.wait().await;
         self.gateway.tracker.close();
         let drain = self.config.lock().await.shutdown.drain_timeout;
         if tokio::time::timeout(drain, self.gateway.tracker.wait())
@@ -272,7 +282,12 @@ fn settings(config: &Config) -> Settings {
     }
 }
 
-fn spawn_listener(listener: Listener, config: ListenerConfig, workers: &Workers) -> ListenerHandle {
+fn spawn_listener(
+    listener: Listener,
+    config: ListenerConfig,
+    workers: &Workers,
+    loops: &TaskTracker,
+) -> ListenerHandle {
     let handle = ListenerHandle {
         addr: listener.local_addr(),
         tls: listener.tls_slot(),
@@ -280,7 +295,7 @@ fn spawn_listener(listener: Listener, config: ListenerConfig, workers: &Workers)
         config,
     };
     tracing::info!(addr = %handle.addr, tls = handle.config.tls.is_some(), workers = workers.handles().len(), "listening");
-    listener.serve(workers.handles());
+    listener.serve(workers.handles(), loops);
     handle
 }
 
@@ -330,9 +345,10 @@ async fn start(
         None => None,
         Some(admin) => Some(crate::control::admin::bind(admin.bind).await?),
     };
+    let accepting = TaskTracker::new();
     let listeners: Vec<ListenerHandle> = bound
         .into_iter()
-        .map(|(listener, lc)| spawn_listener(listener, lc, &workers))
+        .map(|(listener, lc)| spawn_listener(listener, lc, &workers, &accepting))
         .collect();
     let admin_addr = admin.map(|listener| {
         let addr = listener.local_addr().ok();
@@ -350,5 +366,6 @@ async fn start(
         gateway,
         config: Mutex::new(config),
         workers,
+        accepting,
     })
 }

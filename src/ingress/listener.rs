@@ -12,6 +12,7 @@ use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -93,17 +94,18 @@ impl Listener {
         self.stop.clone()
     }
 
-    /// Starts one accept loop per worker runtime, each on its own socket.
-    pub fn serve(self, workers: &[Handle]) {
+    /// Starts one accept loop per worker runtime, each on its own socket; `loops` tracks
+    /// them, so shutdown can wait until every listening socket is closed.
+    pub fn serve(self, workers: &[Handle], loops: &TaskTracker) {
         for (socket, handle) in self.sockets.into_iter().zip(workers) {
             let (tls, gateway, stop) = (self.tls.clone(), self.gateway.clone(), self.stop.clone());
-            handle.spawn(async move {
+            handle.spawn(loops.track_future(async move {
                 // Registering with the reactor needs this worker's runtime, hence inside the task.
                 match TcpListener::from_std(socket) {
                     Ok(tcp) => accept_loop(tcp, tls, gateway, stop).await,
                     Err(e) => tracing::error!(error = %e, "cannot register the listening socket"),
                 }
-            });
+            }));
         }
     }
 }

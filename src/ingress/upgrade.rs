@@ -241,8 +241,8 @@ async fn upgrade(
         client_addr: client.peer,
         tls: client.tls,
         subprotocol,
-        slots: (global_slot, route_slot),
-        backend_slot,
+        _slots: (global_slot, route_slot),
+        _backend_slot: backend_slot,
         route_watch,
         backend_watch,
     };

@@ -97,11 +97,6 @@ impl Frame {
         self.raw.len() - self.head
     }
 
-    /// Whether the payload is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The unmasked payload (unmasked in place on first use).
     pub fn payload(&mut self) -> &[u8] {
         if let Some(key) = self.key.take() {

@@ -56,10 +56,11 @@ pub struct Session {
     pub tls: bool,
     /// Subprotocol chosen by the backend.
     pub subprotocol: Option<String>,
-    /// Places in the global and the route's connection counts, released when the relay ends.
-    pub slots: (Seat, Seat),
-    /// The connection's place on its backend (least_connections counts it).
-    pub backend_slot: Option<Seat>,
+    /// Places in the global and the route's connection counts, held (never read) until
+    /// the relay ends: dropping them releases the places.
+    pub _slots: (Seat, Seat),
+    /// The connection's place on its backend (least_connections counts it), held likewise.
+    pub _backend_slot: Option<Seat>,
     /// Retirement of its route: closes it with 1012.
     pub route_watch: crate::shared::retire::RetireWatch,
     /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).
