@@ -1,14 +1,12 @@
 //! Tests of the test harness itself, so a harness bug is not mistaken for a wsgate bug.
 
-mod support;
-
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
-use support::ca::TestCa;
-use support::frame::{self, BINARY, Frame, MASK};
-use support::{client, http, raw};
+use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
+use crate::support::ca::TestCa;
+use crate::support::frame::{self, BINARY, Frame, MASK};
+use crate::support::{client, http, raw};
 
 #[test]
 fn frame_codec_round_trips_every_length_format() {

@@ -2,14 +2,12 @@
 //! 1009) and the other hop with 1001 (client at fault) or 1014 (backend at
 //! fault); the offending bytes never reach the other side.
 
-mod support;
-
 use std::time::Duration;
 
-use support::backend::{Backend, Handshake, RawBackend, RawConn, record};
-use support::frame::{self, BINARY, CLOSE, Frame, MASK, PING};
-use support::proxy::{Proxy, route};
-use support::raw;
+use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, record};
+use crate::support::frame::{self, BINARY, CLOSE, Frame, MASK, PING};
+use crate::support::proxy::{Proxy, route};
+use crate::support::raw;
 use wsgate::{ClosedBy, Outcome};
 
 /// Route limits for the size cases: 1 KiB frames, 4 KiB messages.
@@ -41,7 +39,7 @@ async fn client_violation(what: &str, bytes: Vec<u8>, code: u16, outcome: Outcom
     client.send(Frame::close(code, "")).await;
     client.expect_eof().await;
 
-    support::eventually(&format!("{what}: backend closed"), support::STEP, || {
+    crate::support::eventually(&format!("{what}: backend closed"), || {
         backend.log.close().is_some()
     })
     .await;
@@ -242,7 +240,7 @@ async fn backend_violation(what: &'static str, hostile: Vec<u8>) {
         let hostile = hostile.clone();
         async move {
             conn.accept(&[]).await;
-            if let Ok(Some(first)) = conn.io.try_recv(support::STEP).await {
+            if let Ok(Some(first)) = conn.io.try_recv(crate::support::STEP).await {
                 conn.log.record_frame(first);
                 conn.io.write_bytes(&hostile).await;
                 conn.record_until_close().await;
@@ -263,7 +261,7 @@ async fn backend_violation(what: &'static str, hostile: Vec<u8>) {
     client.send(Frame::close(1014, "")).await;
     client.expect_eof().await;
 
-    support::eventually(what, support::STEP, || backend.log.frames().len() >= 2).await;
+    crate::support::eventually(what, || backend.log.frames().len() >= 2).await;
     let frames = backend.log.frames();
     assert_eq!(frames[0].payload, b"go", "{what}");
     assert_eq!(frames[1].opcode, CLOSE, "{what}: backend got {frames:?}");
@@ -343,7 +341,7 @@ async fn data_already_sent_by_the_backend_arrives_before_the_clients_1002() {
     assert_eq!(client.recv_close().await.close_code(), Some(1002));
     client.send(Frame::close(1002, "")).await;
     client.expect_eof().await;
-    support::eventually("backend got 1001", support::STEP, || {
+    crate::support::eventually("backend got 1001", || {
         backend.log.close().map(|c| c.0) == Some(1001)
     })
     .await;
