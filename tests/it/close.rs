@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use crate::support::backend::{Backend, BackendWs, Handshake, Log, RawBackend, RawConn};
 use crate::support::frame::{CLOSE, Frame};
-use crate::support::proxy::{Proxy, route};
+use crate::support::proxy::{Proxy, route, yaml};
 use crate::support::{STEP, client, eventually, raw, within};
 use wsgate::{ClosedBy, Outcome};
 
@@ -171,7 +171,7 @@ async fn client_vanishing_gives_backend_1001() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unanswered_close_is_dropped_after_close_timeout() {
     // The backend reads the forwarded Close but never answers it.
     let backend = RawBackend::start(|mut conn: RawConn| async move {
@@ -184,7 +184,13 @@ async fn unanswered_close_is_dropped_after_close_timeout() {
         }
     })
     .await;
-    let mut proxy = proxy_to(&backend.url("/ws"), "    close_timeout: 400ms\n").await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/ws"),
+        "    close_timeout: 400ms\n",
+    );
+    let mut proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     let started = tokio::time::Instant::now();
     client.send(Frame::close(1000, "done")).await;

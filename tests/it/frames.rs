@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, record};
 use crate::support::frame::{self, BINARY, CLOSE, Frame, MASK, PING};
-use crate::support::proxy::{Proxy, route};
+use crate::support::proxy::{Proxy, route, yaml};
 use crate::support::raw;
 use wsgate::{ClosedBy, Outcome};
 
@@ -301,7 +301,7 @@ async fn malformed_backend_frames_are_1002_to_backend_and_1014_to_client() {
 /// Regression: after answering an invalid Close with 1002, wsgate kept the TCP connection
 /// open for the whole close_timeout, waiting for a second Close that never comes (the
 /// invalid Close already ended the client's side of the handshake, RFC 6455 §7.1.1).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
     let backend = Backend::echo().await;
     let routes = route(
@@ -310,7 +310,7 @@ async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
         &backend.url("/ws"),
         "    close_timeout: 10s\n",
     );
-    let proxy = Proxy::with_routes(&routes).await;
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     let started = tokio::time::Instant::now();
     client.write_bytes(&masked(Frame::close(1005, ""))).await;

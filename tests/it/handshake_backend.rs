@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
 use crate::support::frame::Frame;
 use crate::support::http::{self, KEY};
-use crate::support::proxy::{Proxy, route};
+use crate::support::proxy::{Proxy, route, yaml};
 use crate::support::{client, eventually, raw, within};
 
 /// A proxy with route `app` (`/app`) to `backend_url`, with `extra` route lines.
@@ -81,11 +81,7 @@ async fn backend_200_and_426_are_relayed_and_early_bytes_never_reach_it() {
 
 #[tokio::test]
 async fn unreachable_backend_is_502() {
-    // A port that was bound and then released: nothing listens there.
-    let addr = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    let addr = crate::support::dead_addr().await;
     let proxy = proxy_to(&format!("ws://{addr}/ws"), "").await;
     let head = http::exchange(
         proxy.addr(),
@@ -96,14 +92,20 @@ async fn unreachable_backend_is_502() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn silent_backend_is_504_after_handshake_timeout() {
     let backend = RawBackend::start(|mut conn: RawConn| async move {
         // Accept TCP, read the request, never answer; note when wsgate gives up.
         conn.record_until_close().await;
     })
     .await;
-    let proxy = proxy_to(&backend.url("/ws"), "    handshake_timeout: 300ms\n").await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/ws"),
+        "    handshake_timeout: 300ms\n",
+    );
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
 
     let started = tokio::time::Instant::now();
     let head = http::exchange(

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::support::eventually;
 use crate::support::http;
 use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, proxy, sequential};
-use crate::support::pools::{Node, config, count, counts, dead_addr, hit, open, pool_route, urls};
+use crate::support::pools::{Node, config, count, counts, hit, open, pool_route, urls};
 use crate::support::proxy::Proxy;
+use crate::support::{dead_addr, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_is_invisible_to_clients() {

@@ -101,6 +101,10 @@ fn parse_labels(body: &str) -> Option<Vec<(String, String)>> {
     let mut rest = body.trim();
     while !rest.is_empty() {
         let (key, after) = rest.split_once('=')?;
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
         let after = after.trim_start().strip_prefix('"')?;
         let mut value = String::new();
         let mut chars = after.char_indices();
@@ -115,7 +119,7 @@ fn parse_labels(body: &str) -> Option<Vec<(String, String)>> {
                 c => value.push(c),
             }
         };
-        labels.push((key.trim().to_string(), value));
+        labels.push((key.to_string(), value));
         rest = after[end + 1..].trim_start();
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
     }

@@ -113,6 +113,21 @@ where
     }
 }
 
+/// An address on 127.0.0.1 that refuses connections.
+///
+/// The port stays bound (not listening) until the process ends: released, it could
+/// be handed to a listener of another test running in parallel in this binary.
+pub async fn dead_addr() -> std::net::SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().unwrap())
+        .expect("bind a dead port");
+    let addr = socket.local_addr().expect("local addr");
+    // Kept open on purpose for the rest of the process (see above); a handful per run.
+    std::mem::forget(socket);
+    addr
+}
+
 /// This process's resident set size, in bytes (`VmRSS` of /proc/self/status).
 pub fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");

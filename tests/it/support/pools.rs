@@ -216,12 +216,6 @@ async fn echo(mut io: FrameStream<TcpStream>, state: &NodeState) {
     }
 }
 
-/// An address that refuses connections: bound, then released.
-pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().unwrap()
-}
-
 /// What one upgrade through wsgate got: the status, the backend that answered (its
 /// `X-Backend`), the response head and the open stream.
 pub struct Hit {
