@@ -1,17 +1,28 @@
-//! Memory per connection, measured with a counting global allocator (the count is
-//! process-wide, so this file's tests take turns): frame headers that lie must not make
-//! wsgate allocate the claimed sizes, and an idle relayed connection must stay small.
+//! Memory, measured process-wide: a counting global allocator for the heap, and
+//! the resident set size. Both count everything this process does, so these tests
+//! live in a binary of their own (in `it` every other test would be counted) and
+//! take turns. Frame headers that lie must not make wsgate allocate the claimed
+//! sizes; an idle relayed connection must stay small; the write timeout frees a
+//! connection whose client stopped reading while memory stays flat.
+//!
+//! The harness is `tests/it`'s, compiled once more here.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::backend::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use support::backend::{Backend, RawBackend, RawConn};
 use support::frame::{self, BINARY, Frame, MASK};
 use support::proxy::{Proxy, route};
-use support::raw;
+use support::{STEP, raw, rss_bytes};
+use wsgate::{ClosedBy, Outcome};
 
 /// Counts live heap bytes and their peak; everything else is the system allocator.
 struct Counting;
@@ -137,5 +148,114 @@ async fn an_idle_relayed_connection_costs_little_heap() {
         "wsgate holds {per_conn} heap bytes per idle connection (bound {IDLE_HEAP_BOUND})"
     );
     drop((direct, proxied));
+    proxy.assert_drained().await;
+}
+
+/// What the flooding backend managed to push, and when each MiB left it.
+#[derive(Default)]
+struct Flood {
+    sent_at: Vec<Duration>,
+    first_frame_back: Option<Frame>,
+}
+
+const MIB: usize = 1 << 20;
+/// The backend tries to push this much to a client that never reads.
+const FLOOD: usize = 256;
+const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Allowed growth of this process's RSS (wsgate, backend and client all live here).
+const RSS_BOUND: u64 = 64 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_timeout_frees_a_client_that_never_reads_and_memory_stays_flat() {
+    let _turn = TURN.lock().await;
+    let flood = Arc::new(Mutex::new(Flood::default()));
+    let record = flood.clone();
+    let backend = RawBackend::start(move |mut conn: RawConn| {
+        let record = record.clone();
+        async move {
+            conn.accept(&[]).await;
+            let mut bytes = frame::header(true, 0, frame::BINARY, None, MIB as u64);
+            bytes.extend(std::iter::repeat_n(0x42u8, MIB));
+            let started = Instant::now();
+            // Never reads while flooding; each MiB may wait at most STEP.
+            for _ in 0..FLOOD {
+                match tokio::time::timeout(STEP, conn.io.io().write_all(&bytes)).await {
+                    Ok(Ok(())) => record.lock().unwrap().sent_at.push(started.elapsed()),
+                    _ => break,
+                }
+            }
+            let back = conn.io.try_recv(STEP).await.ok().flatten();
+            record.lock().unwrap().first_frame_back = back;
+            conn.io.send(Frame::close(1001, "")).await;
+            let _ = tokio::time::timeout(STEP, conn.io.io().read(&mut [0u8; 64])).await;
+        }
+    })
+    .await;
+    // A long close_timeout: wsgate keeps reading the backend while it waits for its Close reply.
+    let extra = "    write_timeout: 500ms\n    close_timeout: 20s\n";
+    let mut proxy = Proxy::with_routes(&route("flood", "/flood", &backend.url("/ws"), extra)).await;
+    let sink = raw::upgrade(proxy.addr(), "/flood").await;
+    let baseline = rss_bytes();
+
+    let mut peak = baseline;
+    let done = |f: &Flood| f.first_frame_back.is_some();
+    for _ in 0..6_000 {
+        peak = peak.max(rss_bytes());
+        if done(&flood.lock().unwrap()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let flood = std::mem::take(&mut *flood.lock().unwrap());
+    let pushed = flood.sent_at.len();
+    let (stall_at, stall) = flood
+        .sent_at
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i + 1, w[1] - w[0]))
+        .max_by_key(|(_, gap)| *gap)
+        .unwrap_or((0, Duration::ZERO));
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "flood: backend pushed {pushed} MiB; blocked {stall:?} after {stall_at} MiB; \
+         RSS {} MiB before, peak {} MiB (+{:.1} MiB)",
+        baseline >> 20,
+        peak >> 20,
+        growth as f64 / MIB as f64
+    );
+    assert!(
+        growth < RSS_BOUND,
+        "RSS grew by {growth} bytes during the flood"
+    );
+    assert_eq!(
+        pushed,
+        FLOOD,
+        "the backend could not push its {FLOOD} MiB: {:?}",
+        flood.sent_at.last()
+    );
+    assert!(
+        stall_at < 64,
+        "backend pushed {stall_at} MiB before the client hop filled: buffering"
+    );
+    assert!(
+        stall >= WRITE_TIMEOUT / 2 && stall < WRITE_TIMEOUT * 4,
+        "backend blocked {stall:?}, write_timeout {WRITE_TIMEOUT:?}"
+    );
+    let back = flood.first_frame_back.expect("a frame back");
+    assert_eq!(back.opcode, frame::CLOSE, "{back:?}");
+    assert_eq!(
+        back.close_code(),
+        Some(1001),
+        "backend close after the client stopped reading"
+    );
+
+    drop(sink);
+    let report = proxy.next_report().await;
+    println!(
+        "report: outcome {:?}, closed_by {:?}, code {:?}",
+        report.outcome, report.closed_by, report.close_code
+    );
+    assert_eq!(report.outcome, Outcome::WriteTimeout, "{report:?}");
+    assert!(matches!(report.closed_by, ClosedBy::Proxy), "{report:?}");
     proxy.assert_drained().await;
 }

@@ -4,17 +4,16 @@
 //! Backends are real [`Node`]s on 127.0.0.1:0 that name themselves in `X-Backend` and
 //! record the close codes wsgate sends them.
 
-mod support;
-
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use support::frame::{Frame, TEXT};
-use support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, hold, sequential};
-use support::pools::{Node, PoolProxy, config, count, counts, held_counts, open, pool_route, urls};
-use support::raw::RawClient;
-use support::{STEP, eventually};
+use crate::support::eventually;
+use crate::support::frame::{Frame, TEXT};
+use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, hold, sequential};
+use crate::support::pools::{Node, config, count, counts, held_counts, open, pool_route, urls};
+use crate::support::proxy::Proxy;
+use crate::support::raw::RawClient;
 
 /// One echo round trip on a raw client.
 async fn echoes(ws: &mut RawClient, text: &str) {
@@ -63,14 +62,14 @@ async fn adding_a_backend_moves_few_hashed_users() {
     let nodes = Node::many(5).await;
     let opts = ["balance: hash", "hash_on: header:X-User"];
     let four = config("1s", &pool_route(ROUTE, PATH, &urls(&nodes[..4]), &opts));
-    let proxy = PoolProxy::start(&four).await;
+    let proxy = Proxy::start(&four).await;
     let users: Vec<String> = (0..500).map(|u| format!("user-{u}")).collect();
     let mut before = Vec::new();
     for u in &users {
         before.push(open(proxy.addr(), PATH, &[("X-User", u)]).await.0);
     }
     proxy
-        .reload(&config(
+        .reload_ok(&config(
             "1s",
             &pool_route(ROUTE, PATH, &urls(&nodes), &opts),
         ))
@@ -98,7 +97,7 @@ async fn adding_a_backend_moves_few_hashed_users() {
         "moved elsewhere: {:?}",
         counts(&moved)
     );
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +109,7 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
         &urls(&nodes),
         &[FAST_CHECKS, "close_on_unhealthy: true"],
     );
-    let proxy = PoolProxy::start(&config("800ms", &route)).await;
+    let proxy = Proxy::start(&config("800ms", &route)).await;
     let (doomed, mut kept) = split_off(hold(&proxy, 8).await, "b1");
     assert_eq!((doomed.len(), kept.len()), (4, 4));
     nodes[1].set_probes_failing(true);
@@ -119,19 +118,19 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
     let span = closes[3].1 - closes[0].1;
     eprintln!("close_on_unhealthy: 1012 at {closes:?}, span {span:?}");
     assert!(span >= Duration::from_millis(300), "not spread: {closes:?}");
-    eventually("b1 saw four 1012s", STEP, || nodes[1].closes() == [1012; 4]).await;
+    eventually("b1 saw four 1012s", || nodes[1].closes() == [1012; 4]).await;
     for (i, ws) in kept.iter_mut().enumerate() {
         echoes(ws, &format!("still here {i}")).await;
     }
     assert!(nodes[0].closes().is_empty());
     drop(kept);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_removed_by_reload_drains_over_the_window() {
     let nodes = Node::many(3).await;
-    let proxy = PoolProxy::start(&config(
+    let proxy = Proxy::start(&config(
         "800ms",
         &pool_route(ROUTE, PATH, &urls(&nodes), &[]),
     ))
@@ -139,7 +138,7 @@ async fn a_backend_removed_by_reload_drains_over_the_window() {
     let (doomed, mut kept) = split_off(hold(&proxy, 24).await, "b2");
     assert_eq!((doomed.len(), kept.len()), (8, 16));
     proxy
-        .reload(&config(
+        .reload_ok(&config(
             "800ms",
             &pool_route(ROUTE, PATH, &urls(&nodes[..2]), &[]),
         ))
@@ -175,7 +174,7 @@ async fn a_backend_removed_by_reload_drains_over_the_window() {
             .all(|&c| c != 1012)
     );
     drop(kept);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,7 +182,7 @@ async fn scale_out_sends_new_connections_to_the_new_backend() {
     let nodes = Node::many(3).await;
     let opts = ["balance: least_connections"];
     let two = config("1s", &pool_route(ROUTE, PATH, &urls(&nodes[..2]), &opts));
-    let proxy = PoolProxy::start(&two).await;
+    let proxy = Proxy::start(&two).await;
     let mut held = hold(&proxy, 20).await;
     assert!(
         nodes[..2]
@@ -191,7 +190,7 @@ async fn scale_out_sends_new_connections_to_the_new_backend() {
             .all(|n| count(&held_counts(&held), n) == 10)
     );
     proxy
-        .reload(&config(
+        .reload_ok(&config(
             "1s",
             &pool_route(ROUTE, PATH, &urls(&nodes), &opts),
         ))
@@ -211,5 +210,5 @@ async fn scale_out_sends_new_connections_to_the_new_backend() {
     );
     held.extend(new.into_iter().chain(next));
     drop(held);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }

@@ -2,8 +2,6 @@
 //! 1001 and exits 0 within the drain timeout; SIGHUP and an edit of the config
 //! file reload it while open connections keep going.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::backend::Backend;
-use support::lifecycle::{Child, replace_file};
-use support::{STEP, client, http, raw, within};
+use crate::support::backend::Backend;
+use crate::support::child::{Child, replace_file};
+use crate::support::{STEP, client, eventually_some, http, raw, within};
 
 /// Connections open when SIGTERM arrives.
 const CLIENTS: usize = 100;
@@ -59,18 +57,14 @@ async fn attempt(addr: SocketAddr, path: &str) -> String {
     }
 }
 
-/// Polls until `path` answers 101 (bounded); returns how long it took.
-async fn until_upgrades(addr: SocketAddr, path: &str, timeout: Duration) -> Duration {
+/// Polls until `path` answers 101 (bounded by the patience); returns how long it took.
+async fn until_upgrades(addr: SocketAddr, path: &str) -> Duration {
     let started = Instant::now();
-    let mut last = String::new();
-    for _ in 0..(timeout.as_millis() / 20) {
-        last = attempt(addr, path).await;
-        if last == "101" {
-            return started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{path} still answers {last} after {timeout:?}");
+    eventually_some(&format!("{path} answers 101"), || async {
+        (attempt(addr, path).await == "101").then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 /// Reads until the Close; returns the data messages before it and the close code.
@@ -223,7 +217,7 @@ async fn sighup_reloads_and_open_connections_keep_going() {
     // The watch is off: without the signal nothing changes.
     assert_eq!(attempt(gate.addr, "/extra").await, "404");
     gate.signal("HUP");
-    let took = until_upgrades(gate.addr, "/extra", STEP).await;
+    let took = until_upgrades(gate.addr, "/extra").await;
     println!("SIGHUP: new route served after {took:?}");
     round_trip(&mut ws, "after").await;
     assert!(gate.logged("configuration reloaded"), "{:?}", gate.log());
@@ -255,7 +249,7 @@ async fn editing_the_config_file_reloads_and_a_broken_edit_is_refused() {
     assert_eq!(attempt(gate.addr, "/extra").await, "404");
 
     replace_file(&path, config(&backend, EXTRA, true).as_bytes());
-    let took = until_upgrades(gate.addr, "/extra", STEP).await;
+    let took = until_upgrades(gate.addr, "/extra").await;
     println!("file watch: new route served {took:?} after the edit");
     round_trip(&mut ws, "after the fix").await;
     ws.close(None).await.unwrap();
@@ -265,14 +259,10 @@ async fn editing_the_config_file_reloads_and_a_broken_edit_is_refused() {
 
 /// Waits (bounded) for a log line containing both `what` and `at`.
 async fn within_log(gate: &Child, what: &str, at: &str) {
-    support::eventually(
-        &format!("a log line with {what:?} and {at:?}"),
-        STEP,
-        || {
-            gate.log()
-                .iter()
-                .any(|l| l.contains(what) && l.contains(at))
-        },
-    )
+    crate::support::eventually(&format!("a log line with {what:?} and {at:?}"), || {
+        gate.log()
+            .iter()
+            .any(|l| l.contains(what) && l.contains(at))
+    })
     .await;
 }

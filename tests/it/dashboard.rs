@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
-/// Bound on every network step.
-const STEP: Duration = Duration::from_secs(5);
+use crate::support::metrics::{families, metric};
+use crate::support::proxy::Proxy;
+use crate::support::{client, within};
 
 /// Every `wsgate_…` metric family named in the dashboard's queries (histogram suffixes removed).
 fn dashboard_metrics() -> BTreeSet<String> {
@@ -45,15 +45,6 @@ fn dashboard_metrics() -> BTreeSet<String> {
     names
 }
 
-/// Metric families in an exposition (from its `# TYPE` lines).
-fn exposed(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .map(str::to_string)
-        .collect()
-}
-
 #[tokio::test]
 async fn every_dashboard_metric_exists() {
     let wanted = dashboard_metrics();
@@ -62,69 +53,40 @@ async fn every_dashboard_metric_exists() {
         "dashboard queries too few metrics: {wanted:?}"
     );
     // Families appear once they have a sample: make traffic of every kind.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = crate::support::dead_addr().await;
     let yaml = format!(
         "listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n  - {{name: echo, path: /echo, echo: true, ping_interval: 50ms, ping_timeout: 2s}}\n  - {{name: dead, path: /dead, backends: ['ws://{dead}/']}}\n"
     );
-    let shutdown = CancellationToken::new();
-    let running = wsgate::run(
-        wsgate::Config::parse(&yaml, "t.yaml").unwrap(),
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let base = format!("ws://{}", running.listener_addrs()[0]);
+    let mut proxy = Proxy::start(&yaml).await;
     assert!(
-        tokio_tungstenite::connect_async(format!("{base}/dead"))
-            .await
-            .is_err(),
+        client::try_connect(proxy.url("/dead")).await.is_err(),
         "dead backend → 502"
     );
     assert!(
-        tokio_tungstenite::connect_async(format!("{base}/nowhere"))
-            .await
-            .is_err(),
+        client::try_connect(proxy.url("/nowhere")).await.is_err(),
         "no route → 404"
     );
-    let mut reports = running.subscribe_reports();
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{base}/echo"))
-        .await
-        .unwrap();
+    let (mut ws, _) = client::connect(proxy.url("/echo")).await;
     ws.send(Message::text("hello")).await.unwrap();
     // Reading answers wsgate's keepalive pings (tungstenite replies to pings itself).
-    let rtt_seen = async {
-        loop {
+    within("a keepalive round trip was measured", async {
+        for _ in 0..1_000 {
             let _ = tokio::time::timeout(Duration::from_millis(60), ws.next()).await;
-            if running
-                .metrics()
-                .render()
-                .contains("wsgate_ping_rtt_seconds_count")
-            {
-                break;
+            if metric(&proxy.metrics_text(), "wsgate_ping_rtt_seconds_count").is_some() {
+                return;
             }
         }
-    };
-    tokio::time::timeout(STEP, rtt_seen)
-        .await
-        .expect("a keepalive round trip was measured");
-    ws.close(None).await.unwrap();
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(STEP, ws.next()).await {}
-    let same = wsgate::Config::parse(&yaml, "t.yaml").unwrap();
-    running.reload(same).await.unwrap();
-    tokio::time::timeout(STEP, reports.recv())
-        .await
-        .expect("close report")
-        .unwrap();
+        panic!("no keepalive round trip measured in 1000 reads");
+    })
+    .await;
+    client::close(&mut ws).await;
+    proxy.reload_ok(&yaml).await;
+    proxy.next_report().await;
 
-    let have = exposed(&running.metrics().render());
+    let have = families(&proxy.metrics_text());
     let missing: Vec<_> = wanted.difference(&have).collect();
     assert!(
         missing.is_empty(),
         "dashboard queries metrics wsgate does not expose: {missing:?}\nexposed: {have:?}"
     );
-    shutdown.cancel();
 }

@@ -4,17 +4,16 @@
 //! Backends are real [`Node`]s on 127.0.0.1:0 that name themselves in `X-Backend`;
 //! clients are raw upgrades, so a thousand connections take well under a second.
 
-mod support;
-
-use support::pools::one_route::{PATH, hold, proxy, sequential};
-use support::pools::{Node, PoolProxy, count, counts, held_counts, open, urls};
-use support::raw::RawClient;
-use support::{STEP, eventually};
+use crate::support::eventually;
+use crate::support::pools::one_route::{PATH, hold, proxy, sequential};
+use crate::support::pools::{Node, count, counts, held_counts, open, urls};
+use crate::support::proxy::Proxy;
+use crate::support::raw::RawClient;
 
 /// Opens `n` connections one by one and keeps them; also the largest gap between the
 /// most and the least loaded of `nodes` after each one.
 async fn hold_watching_gap(
-    proxy: &PoolProxy,
+    proxy: &Proxy,
     nodes: &[Node],
     n: usize,
 ) -> (Vec<(String, RawClient)>, usize) {
@@ -39,7 +38,7 @@ async fn round_robin_gives_each_backend_a_third() {
     for node in &nodes {
         assert!((328..=338).contains(&count(&served, node)), "{served:?}");
     }
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +59,7 @@ async fn weighted_round_robin_follows_the_weights() {
         (230..=270).contains(&count(&served, &nodes[1])),
         "{served:?}"
     );
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,8 +82,8 @@ async fn least_connections_keeps_held_connections_level() {
         close
     });
     drop(gone);
-    eventually("b0's closed connections are gone", STEP, || {
-        proxy.gate.running.active_connections() == 240 && nodes[0].live() == 40
+    eventually("b0's closed connections are gone", || {
+        proxy.running().active_connections() == 240 && nodes[0].live() == 40
     })
     .await;
     let refill = hold(&proxy, 60).await;
@@ -97,7 +96,7 @@ async fn least_connections_keeps_held_connections_level() {
     held.extend(refill);
     assert!(held_counts(&held).values().all(|&c| c == 100));
     drop(held);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +130,7 @@ async fn least_connections_fills_the_others_after_one_was_loaded() {
     );
     held.extend(catch_up.into_iter().chain(shared));
     drop(held);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,7 +154,7 @@ async fn random_two_spreads_at_least_as_well_as_random() {
     eprintln!("random_two, 300 held: {levels:?}, largest gap {gap}");
     assert!(gap <= 10, "levels drifted {gap} apart: {levels:?}");
     drop(held);
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,5 +178,5 @@ async fn hash_on_a_header_is_sticky_and_spreads() {
         nodes.iter().all(|n| count(&spread, n) >= 10),
         "users per backend: {spread:?}"
     );
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }

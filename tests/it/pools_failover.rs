@@ -3,18 +3,15 @@
 //! Backends are real [`Node`]s on 127.0.0.1:0 that name themselves in `X-Backend` and
 //! can be switched to answer 503 or to stop listening.
 
-mod support;
-
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use support::http;
-use support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, proxy, sequential};
-use support::pools::{
-    Node, PoolProxy, config, count, counts, dead_addr, hit, open, pool_route, urls,
-};
-use support::{STEP, eventually};
+use crate::support::http;
+use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, proxy, sequential};
+use crate::support::pools::{Node, config, count, counts, hit, open, pool_route, urls};
+use crate::support::proxy::Proxy;
+use crate::support::{dead_addr, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_backend_is_invisible_to_clients() {
@@ -34,7 +31,7 @@ async fn a_dead_backend_is_invisible_to_clients() {
     // Tried while it alternated with b0, until max_fails (3) ejected it for fail_timeout (10s).
     assert_eq!(proxy.connect_errors(ROUTE, &dead), 3.0);
     assert_eq!(proxy.healthy(ROUTE, &dead), Some(0.0));
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +42,7 @@ async fn without_retries_a_dead_backend_costs_its_share() {
     // p: never ejected, so it keeps its turn; q: ejected after the default 3 failures.
     let routes = pool_route("p", "/p", &backends, &["retries: 0", "max_fails: 0"])
         + &pool_route("q", "/q", &backends, &["retries: 0"]);
-    let proxy = PoolProxy::start(&config("1s", &routes)).await;
+    let proxy = Proxy::start(&config("1s", &routes)).await;
     for (path, expected) in [("/p", 40..=60), ("/q", 3..=3)] {
         let mut failed = 0;
         for _ in 0..100 {
@@ -62,7 +59,7 @@ async fn without_retries_a_dead_backend_costs_its_share() {
             "{path}: {failed} of 100 got 502"
         );
     }
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +84,7 @@ async fn a_backend_answering_503_is_passed_over() {
         "not the backend's own 503: {got:?}"
     );
     assert_eq!(got.body_text(), "node refusing\n");
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,8 +112,8 @@ async fn all_unhealthy_fails_with_503_or_tries_anyway() {
             &urls(&nodes),
             &[FAST_CHECKS, "all_unhealthy: try"],
         );
-    let proxy = PoolProxy::start(&config("1s", &routes)).await;
-    eventually("every backend unhealthy on both routes", STEP, || {
+    let proxy = Proxy::start(&config("1s", &routes)).await;
+    eventually("every backend unhealthy on both routes", || {
         ["p", "q"].iter().all(|r| {
             nodes
                 .iter()
@@ -133,7 +130,7 @@ async fn all_unhealthy_fails_with_503_or_tries_anyway() {
     }
     let spread = counts(&tried);
     assert!(nodes.iter().all(|n| count(&spread, n) > 0), "{spread:?}");
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +138,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
     let nodes = Node::many(2).await;
     let proxy = proxy(&urls(&nodes), &[FAST_CHECKS]).await;
     let b1 = nodes[1].url();
-    eventually("both probed twice", STEP, || {
+    eventually("both probed twice", || {
         nodes.iter().all(|n| n.probes() >= 2)
     })
     .await;
@@ -151,10 +148,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
 
     nodes[1].set_refusing(true);
     let t0 = Instant::now();
-    eventually("b1 unhealthy", STEP, || {
-        proxy.healthy(ROUTE, &b1) == Some(0.0)
-    })
-    .await;
+    eventually("b1 unhealthy", || proxy.healthy(ROUTE, &b1) == Some(0.0)).await;
     let down_after = t0.elapsed();
     let served = counts(&sequential(&proxy, 20, &[]).await);
     assert_eq!(count(&served, &nodes[0]), 20, "{served:?}");
@@ -162,7 +156,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
 
     nodes[1].set_refusing(false);
     let t1 = Instant::now();
-    eventually("b1 healthy again", STEP, || {
+    eventually("b1 healthy again", || {
         proxy.healthy(ROUTE, &b1) == Some(1.0)
     })
     .await;
@@ -170,7 +164,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
     let served = counts(&sequential(&proxy, 20, &[]).await);
     assert!(count(&served, &nodes[1]) >= 8, "{served:?}");
     eprintln!("health: unhealthy after {down_after:?}, healthy again after {up_after:?}");
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,5 +212,5 @@ async fn passive_ejection_skips_a_dead_backend_for_fail_timeout() {
     );
     assert_eq!(proxy.connect_errors(ROUTE, &b1), 2.0, "tried while ejected");
     assert_eq!(proxy.healthy(ROUTE, &b1), Some(1.0));
-    proxy.gate.assert_drained().await;
+    proxy.assert_drained().await;
 }

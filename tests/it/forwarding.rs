@@ -2,12 +2,10 @@
 //! extensions stripped, forwarding headers set by wsgate, path rewritten,
 //! and routing by host and longest prefix on the normalised path.
 
-mod support;
-
-use support::backend::{Backend, Log};
-use support::http::{self, Head};
-use support::proxy::{Proxy, route};
-use support::raw;
+use crate::support::backend::{Backend, Log};
+use crate::support::http::{self, Head};
+use crate::support::proxy::{Proxy, route};
+use crate::support::raw;
 
 /// Upgrades `path` with `extra` headers (must get 101), returns the request the backend saw.
 async fn seen_by_backend(proxy: &Proxy, log: &Log, path: &str, extra: &[(&str, &str)]) -> Head {
@@ -38,13 +36,17 @@ async fn extensions_are_not_forwarded_nor_answered() {
     assert_eq!(seen.header("sec-websocket-extensions"), None, "{seen:?}");
 
     // And the tunnel works without compression.
-    client.send(support::frame::Frame::text("plain")).await;
+    client
+        .send(crate::support::frame::Frame::text("plain"))
+        .await;
     let echo = client.recv_frame().await;
     assert_eq!(
         (echo.opcode, echo.rsv, echo.payload.as_slice()),
         (1, 0, &b"plain"[..])
     );
-    client.send(support::frame::Frame::close(1000, "")).await;
+    client
+        .send(crate::support::frame::Frame::close(1000, ""))
+        .await;
     client.recv_close().await;
     proxy.assert_drained().await;
 }

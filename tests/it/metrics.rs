@@ -4,15 +4,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_util::sync::CancellationToken;
 
-/// Bound on every network step of these tests.
-const STEP: Duration = Duration::from_secs(5);
+use crate::support::metrics::metric;
+use crate::support::proxy::Proxy;
+use crate::support::{client, within};
 
 const CONFIG: &str = r#"
 listeners:
@@ -33,9 +33,7 @@ async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
         tcp.read_to_string(&mut raw).await.unwrap();
         raw
     };
-    let raw = tokio::time::timeout(STEP, fetch)
-        .await
-        .expect("admin answered in time");
+    let raw = within("admin answer", fetch).await;
     let status = raw[9..12].parse().unwrap();
     let body = raw
         .split_once("\r\n\r\n")
@@ -44,33 +42,16 @@ async fn get(admin: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The value of the sample `name` whose labels include all of `labels` (0 when absent).
-fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    exposition
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
+/// The value of `selector` in an exposition (see [`metric`]), 0 when absent.
+fn value(exposition: &str, selector: &str) -> f64 {
+    metric(exposition, selector).unwrap_or(0.0)
 }
 
 #[tokio::test]
 async fn counters_move_live_and_close_is_counted() {
-    let config = wsgate::Config::parse(CONFIG, "metrics.yaml").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = wsgate::run(config, shutdown.clone()).await.unwrap();
-    let admin = running.admin_addr().expect("admin listener configured");
-    let url = format!("ws://{}/echo", running.listener_addrs()[0]);
-    let mut reports = running.subscribe_reports();
-
-    let (mut ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(url))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut proxy = Proxy::start(CONFIG).await;
+    let admin = proxy.admin_addr();
+    let (mut ws, _) = client::connect(proxy.url("/echo")).await;
     let mut sent_bytes = 0;
     for i in 0..3 {
         let text = format!("message {i}");
@@ -82,49 +63,37 @@ async fn counters_move_live_and_close_is_counted() {
         sent_bytes += 100;
     }
     for _ in 0..5 {
-        tokio::time::timeout(STEP, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        client::next(&mut ws).await;
     }
 
     // While the connection is open: the counters already moved, by exactly what was sent.
     let (status, live) = get(admin, "/metrics").await;
     assert_eq!(status, 200);
-    let route = ("route", "echo");
-    assert_eq!(sample(&live, "wsgate_connections_active", &[route]), 1.0);
+    assert_eq!(
+        value(&live, r#"wsgate_connections_active{route="echo"}"#),
+        1.0
+    );
     for direction in ["client_to_backend", "backend_to_client"] {
-        let d = ("direction", direction);
+        let on = |name: &str, more: &str| {
+            value(
+                &live,
+                &format!(r#"{name}{{route="echo",direction="{direction}"{more}}}"#),
+            )
+        };
+        assert_eq!(on("wsgate_messages_total", ""), 5.0, "{direction}\n{live}");
         assert_eq!(
-            sample(&live, "wsgate_messages_total", &[route, d]),
-            5.0,
-            "{direction}\n{live}"
-        );
-        assert_eq!(
-            sample(&live, "wsgate_bytes_total", &[route, d]),
+            on("wsgate_bytes_total", ""),
             sent_bytes as f64,
             "{direction}"
         );
-        assert_eq!(
-            sample(
-                &live,
-                "wsgate_frames_total",
-                &[route, d, ("opcode", "text")]
-            ),
-            3.0
-        );
-        assert_eq!(
-            sample(
-                &live,
-                "wsgate_frames_total",
-                &[route, d, ("opcode", "binary")]
-            ),
-            2.0
-        );
+        assert_eq!(on("wsgate_frames_total", r#",opcode="text""#), 3.0);
+        assert_eq!(on("wsgate_frames_total", r#",opcode="binary""#), 2.0);
     }
     assert_eq!(
-        sample(&live, "wsgate_handshake_duration_seconds_count", &[route]),
+        value(
+            &live,
+            r#"wsgate_handshake_duration_seconds_count{route="echo"}"#
+        ),
         1.0
     );
 
@@ -134,88 +103,73 @@ async fn counters_move_live_and_close_is_counted() {
     })))
     .await
     .unwrap();
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(STEP, ws.next()).await {}
-    let report = tokio::time::timeout(STEP, reports.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    client::drain(&mut ws).await;
+    let report = proxy.next_report().await;
     assert_eq!(report.close_code, Some(4000));
 
     let (_, after) = get(admin, "/metrics").await;
-    assert_eq!(sample(&after, "wsgate_connections_active", &[route]), 0.0);
-    let close = [route, ("closed_by", "client"), ("code", "4000")];
     assert_eq!(
-        sample(&after, "wsgate_closes_total", &close),
-        1.0,
-        "{after}"
+        value(&after, r#"wsgate_connections_active{route="echo"}"#),
+        0.0
     );
+    let close = r#"wsgate_closes_total{route="echo",closed_by="client",code="4000"}"#;
+    assert_eq!(value(&after, close), 1.0, "{after}");
     assert_eq!(
-        sample(
+        value(
             &after,
-            "wsgate_connections_total",
-            &[route, ("outcome", "normal")]
+            r#"wsgate_connections_total{route="echo",outcome="normal"}"#
         ),
         1.0
     );
     assert_eq!(
-        sample(&after, "wsgate_frames_total", &[route, ("opcode", "close")]),
+        value(
+            &after,
+            r#"wsgate_frames_total{route="echo",opcode="close"}"#
+        ),
         2.0
     );
-    assert_eq!(sample(&after, "wsgate_build_info", &[]), 1.0);
+    assert_eq!(value(&after, "wsgate_build_info"), 1.0);
     // No label ever carries a client address.
     assert!(
         !after.contains("127.0.0.1"),
         "client address leaked into labels"
     );
 
-    shutdown.cancel();
-    running.wait().await;
+    proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn health_readiness_and_unknown_paths() {
-    let config = wsgate::Config::parse(CONFIG, "metrics.yaml").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = wsgate::run(config, shutdown.clone()).await.unwrap();
-    let admin = running.admin_addr().unwrap();
+    let proxy = Proxy::start(CONFIG).await;
+    let admin = proxy.admin_addr();
     assert_eq!(get(admin, "/healthz").await.0, 200);
     assert_eq!(get(admin, "/readyz").await.0, 200);
     assert_eq!(get(admin, "/nope").await.0, 404);
     assert_eq!(get(admin, "/metrics/extra").await.0, 404);
 
     // Hold a connection open so the drain lasts while /readyz is asked.
-    let url = format!("ws://{}/echo", running.listener_addrs()[0]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    shutdown.cancel();
+    let (mut ws, _) = client::connect(proxy.url("/echo")).await;
+    proxy.cancel();
     assert_eq!(get(admin, "/readyz").await.0, 503);
     assert_eq!(get(admin, "/healthz").await.0, 200);
     // The drain sends 1001 to the client; answering it lets the drain finish.
-    let msg = tokio::time::timeout(STEP, ws.next()).await.unwrap();
+    let msg = client::next(&mut ws).await;
     assert!(
-        matches!(msg, Some(Ok(Message::Close(Some(ref f)))) if f.code == CloseCode::Away),
+        matches!(msg, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
         "{msg:?}"
     );
-    while let Ok(Some(Ok(_))) = tokio::time::timeout(STEP, ws.next()).await {}
-    tokio::time::timeout(STEP, running.wait())
-        .await
-        .expect("drained in time");
+    client::drain(&mut ws).await;
+    proxy.shutdown().await;
 }
 
 #[tokio::test]
 async fn promtool_accepts_the_exposition() {
-    let config = wsgate::Config::parse(CONFIG, "metrics.yaml").unwrap();
-    let shutdown = CancellationToken::new();
-    let running = wsgate::run(config, shutdown.clone()).await.unwrap();
-    let admin = running.admin_addr().unwrap();
+    let proxy = Proxy::start(CONFIG).await;
+    let admin = proxy.admin_addr();
     // One connection so the per-route series exist in the exposition.
-    let url = format!("ws://{}/echo", running.listener_addrs()[0]);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (mut ws, _) = client::connect(proxy.url("/echo")).await;
     ws.send(Message::text("x")).await.unwrap();
-    tokio::time::timeout(STEP, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    client::next(&mut ws).await;
     let (_, body) = get(admin, "/metrics").await;
     assert!(body.contains("wsgate_messages_total"));
 
@@ -249,5 +203,4 @@ async fn promtool_accepts_the_exposition() {
         "promtool rejected the exposition:\n{text}"
     );
     assert!(text.trim().is_empty(), "promtool found problems:\n{text}");
-    shutdown.cancel();
 }

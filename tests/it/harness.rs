@@ -1,14 +1,13 @@
 //! Tests of the test harness itself, so a harness bug is not mistaken for a wsgate bug.
 
-mod support;
-
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
-use support::ca::TestCa;
-use support::frame::{self, BINARY, Frame, MASK};
-use support::{client, http, raw};
+use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
+use crate::support::ca::TestCa;
+use crate::support::frame::{self, BINARY, Frame, MASK};
+use crate::support::metrics::{families, metric};
+use crate::support::{client, http, raw};
 
 #[test]
 fn frame_codec_round_trips_every_length_format() {
@@ -109,4 +108,62 @@ async fn tls_backend_and_client_trust_the_test_ca() {
     ws.send(Message::text("secure")).await.unwrap();
     assert_eq!(client::next(&mut ws).await, Message::text("secure"));
     assert!(ca.cert_pem().exists() && ca.key_pem().exists() && ca.ca_pem().exists());
+}
+
+#[test]
+fn metric_reader_matches_labels_in_any_order_and_sums_the_rest() {
+    let text = "# HELP wsgate_x_total An example.\n# TYPE wsgate_x_total counter\n\
+        wsgate_x_total{route=\"a\",direction=\"in\"} 2\n\
+        wsgate_x_total{route=\"a\",direction=\"out\"} 3 1700000000\n\
+        wsgate_x_total{route=\"b\",direction=\"in\"} 7\n\
+        wsgate_x_total_extra{route=\"a\"} 100\n\
+        wsgate_odd{reason=\"say \\\"hi\\\", {x}\"} 1.5\n\
+        wsgate_up 1\n";
+    assert_eq!(
+        metric(text, r#"wsgate_x_total{direction="out",route="a"}"#),
+        Some(3.0)
+    );
+    assert_eq!(metric(text, r#"wsgate_x_total{route="a"}"#), Some(5.0));
+    assert_eq!(metric(text, "wsgate_x_total"), Some(12.0));
+    assert_eq!(metric(text, r#"wsgate_x_total{route="c"}"#), None);
+    assert_eq!(
+        metric(text, r#"wsgate_odd{reason="say \"hi\", {x}"}"#),
+        Some(1.5)
+    );
+    assert_eq!(metric(text, "wsgate_up"), Some(1.0));
+    assert_eq!(metric(text, "wsgate_down"), None);
+    assert_eq!(
+        families(text).into_iter().collect::<Vec<_>>(),
+        ["wsgate_x_total"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn eventually_waits_for_a_condition_and_the_metronome_keeps_steps_small() {
+    let _metronome = crate::support::clock::Metronome::start();
+    let started = tokio::time::Instant::now();
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        set.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    crate::support::eventually("the flag is set", || {
+        flag.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(300)
+            && waited < std::time::Duration::from_millis(320),
+        "{waited:?}"
+    );
+    // A real socket round trip under the metronome costs only a few ticks.
+    let backend = Backend::echo().await;
+    let mut peer = raw::upgrade(backend.addr, "/tick").await;
+    let before = tokio::time::Instant::now();
+    peer.send(Frame::text("tick")).await;
+    assert_eq!(peer.recv_frame().await.payload, b"tick");
+    let took = before.elapsed();
+    assert!(took < std::time::Duration::from_millis(50), "{took:?}");
 }

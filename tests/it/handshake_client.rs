@@ -1,12 +1,10 @@
 //! The client's upgrade request is validated by wsgate itself: a bad one gets
 //! an HTTP error from wsgate, never a 101, and the backend is never contacted.
 
-mod support;
-
-use support::backend::Backend;
-use support::http::{self, Head, KEY};
-use support::proxy::{Proxy, route};
-use support::raw;
+use crate::support::backend::Backend;
+use crate::support::http::{self, Head, KEY};
+use crate::support::proxy::{Proxy, route};
+use crate::support::raw;
 
 /// A valid upgrade for `/app/chat`, as a list of header lines we can edit.
 fn headers() -> Vec<(&'static str, String)> {

@@ -2,14 +2,12 @@
 //! 1009) and the other hop with 1001 (client at fault) or 1014 (backend at
 //! fault); the offending bytes never reach the other side.
 
-mod support;
-
 use std::time::Duration;
 
-use support::backend::{Backend, Handshake, RawBackend, RawConn, record};
-use support::frame::{self, BINARY, CLOSE, Frame, MASK, PING};
-use support::proxy::{Proxy, route};
-use support::raw;
+use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, record};
+use crate::support::frame::{self, BINARY, CLOSE, Frame, MASK, PING};
+use crate::support::proxy::{Proxy, route, yaml};
+use crate::support::raw;
 use wsgate::{ClosedBy, Outcome};
 
 /// Route limits for the size cases: 1 KiB frames, 4 KiB messages.
@@ -41,7 +39,7 @@ async fn client_violation(what: &str, bytes: Vec<u8>, code: u16, outcome: Outcom
     client.send(Frame::close(code, "")).await;
     client.expect_eof().await;
 
-    support::eventually(&format!("{what}: backend closed"), support::STEP, || {
+    crate::support::eventually(&format!("{what}: backend closed"), || {
         backend.log.close().is_some()
     })
     .await;
@@ -242,7 +240,7 @@ async fn backend_violation(what: &'static str, hostile: Vec<u8>) {
         let hostile = hostile.clone();
         async move {
             conn.accept(&[]).await;
-            if let Ok(Some(first)) = conn.io.try_recv(support::STEP).await {
+            if let Ok(Some(first)) = conn.io.try_recv(crate::support::STEP).await {
                 conn.log.record_frame(first);
                 conn.io.write_bytes(&hostile).await;
                 conn.record_until_close().await;
@@ -263,7 +261,7 @@ async fn backend_violation(what: &'static str, hostile: Vec<u8>) {
     client.send(Frame::close(1014, "")).await;
     client.expect_eof().await;
 
-    support::eventually(what, support::STEP, || backend.log.frames().len() >= 2).await;
+    crate::support::eventually(what, || backend.log.frames().len() >= 2).await;
     let frames = backend.log.frames();
     assert_eq!(frames[0].payload, b"go", "{what}");
     assert_eq!(frames[1].opcode, CLOSE, "{what}: backend got {frames:?}");
@@ -303,7 +301,7 @@ async fn malformed_backend_frames_are_1002_to_backend_and_1014_to_client() {
 /// Regression: after answering an invalid Close with 1002, wsgate kept the TCP connection
 /// open for the whole close_timeout, waiting for a second Close that never comes (the
 /// invalid Close already ended the client's side of the handshake, RFC 6455 §7.1.1).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
     let backend = Backend::echo().await;
     let routes = route(
@@ -312,7 +310,7 @@ async fn invalid_close_ends_the_connection_without_waiting_for_close_timeout() {
         &backend.url("/ws"),
         "    close_timeout: 10s\n",
     );
-    let proxy = Proxy::with_routes(&routes).await;
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     let started = tokio::time::Instant::now();
     client.write_bytes(&masked(Frame::close(1005, ""))).await;
@@ -343,7 +341,7 @@ async fn data_already_sent_by_the_backend_arrives_before_the_clients_1002() {
     assert_eq!(client.recv_close().await.close_code(), Some(1002));
     client.send(Frame::close(1002, "")).await;
     client.expect_eof().await;
-    support::eventually("backend got 1001", support::STEP, || {
+    crate::support::eventually("backend got 1001", || {
         backend.log.close().map(|c| c.0) == Some(1001)
     })
     .await;

@@ -1,7 +1,7 @@
 //! Helpers for the backend pool tests: a switchable backend node that names itself in
-//! its 101, a raw client that reports which backend served it, and wsgate with a pool
-//! route whose metrics can be read. [`one_route`] has the one-route proxy the pool
-//! tests share and the helpers that open connections through it.
+//! its 101, a raw client that reports which backend served it, and pool route YAML.
+//! [`one_route`] has the one-route proxy the pool tests share and the helpers that
+//! open connections through it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,13 +12,11 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use wsgate::Config;
 
+use super::eventually_some;
 use super::frame::{self, Frame};
 use super::http::{self, read_head};
-use super::lifecycle::Gate;
 use super::raw::{self, FrameStream, RawClient};
-use super::within;
 
 pub mod one_route;
 
@@ -115,15 +113,9 @@ impl Node {
 
     /// Listens again on the same address (after [`Node::stop`]).
     pub async fn resume(&self) {
-        let listener = within("rebind node", async {
-            // The aborted accept loop drops its listener at its next poll; retry briefly.
-            for _ in 0..100 {
-                if let Ok(l) = TcpListener::bind(self.addr).await {
-                    return l;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            panic!("cannot listen on {} again", self.addr)
+        // The aborted accept loop drops its listener at its next poll.
+        let listener = eventually_some(&format!("listening on {} again", self.addr), || async {
+            TcpListener::bind(self.addr).await.ok()
         })
         .await;
         self.serve(listener);
@@ -224,12 +216,6 @@ async fn echo(mut io: FrameStream<TcpStream>, state: &NodeState) {
     }
 }
 
-/// An address that refuses connections: bound, then released.
-pub async fn dead_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().unwrap()
-}
-
 /// What one upgrade through wsgate got: the status, the backend that answered (its
 /// `X-Backend`), the response head and the open stream.
 pub struct Hit {
@@ -311,57 +297,4 @@ pub fn urls<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<String> {
         .into_iter()
         .map(|n| format!("\"{}\"", n.url()))
         .collect()
-}
-
-/// wsgate in-process, with a pool route, readable metrics and reload.
-pub struct PoolProxy {
-    pub gate: Gate,
-}
-
-impl PoolProxy {
-    pub async fn start(yaml: &str) -> PoolProxy {
-        let config = Config::parse(yaml, "pools.yaml")
-            .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{yaml}"));
-        PoolProxy {
-            gate: Gate::run(config).await,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.gate.addr()
-    }
-
-    /// Applies `yaml`, which must be accepted.
-    pub async fn reload(&self, yaml: &str) {
-        let config = Config::parse(yaml, "reload.yaml")
-            .unwrap_or_else(|e| panic!("reload config rejected: {e}\n---\n{yaml}"));
-        within("reload", self.gate.running.reload(config))
-            .await
-            .unwrap_or_else(|e| panic!("reload failed: {e}"));
-    }
-
-    /// A sample of `metric` with labels `route` and `backend` (in any order); None when absent.
-    pub fn backend_metric(&self, metric: &str, route: &str, backend: &str) -> Option<f64> {
-        let text = self.gate.running.metrics().render();
-        let (route, backend) = (
-            format!("route=\"{route}\""),
-            format!("backend=\"{backend}\""),
-        );
-        text.lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")))
-            .find(|l| l.contains(&route) && l.contains(&backend))
-            .and_then(|l| l.rsplit(' ').next())
-            .map(|v| v.parse().expect("numeric sample"))
-    }
-
-    /// `wsgate_backend_healthy{route, backend}`.
-    pub fn healthy(&self, route: &str, node: &str) -> Option<f64> {
-        self.backend_metric("wsgate_backend_healthy", route, node)
-    }
-
-    /// `wsgate_backend_connect_errors_total{route, backend}` (0 when absent).
-    pub fn connect_errors(&self, route: &str, backend: &str) -> f64 {
-        self.backend_metric("wsgate_backend_connect_errors_total", route, backend)
-            .unwrap_or(0.0)
-    }
 }

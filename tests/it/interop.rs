@@ -8,13 +8,11 @@
 //! installs it. When it is missing these tests FAIL, loudly: an interop test that
 //! skips itself would report a pass for a check that never ran.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::ca::TestCa;
-use support::proxy::Proxy;
+use crate::support::ca::TestCa;
+use crate::support::proxy::Proxy;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 

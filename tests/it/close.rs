@@ -2,8 +2,6 @@
 //! directions, vanished peers become 1001/1014 (never 1006 on the wire), an
 //! unanswered Close is bounded by close_timeout, and shutdown sends 1001.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,10 +9,10 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-use support::backend::{Backend, BackendWs, Handshake, Log, RawBackend, RawConn};
-use support::frame::{CLOSE, Frame};
-use support::proxy::{Proxy, route};
-use support::{STEP, client, eventually, raw, within};
+use crate::support::backend::{Backend, BackendWs, Handshake, Log, RawBackend, RawConn};
+use crate::support::frame::{CLOSE, Frame};
+use crate::support::proxy::{Proxy, route, yaml};
+use crate::support::{STEP, client, eventually, raw, within};
 use wsgate::{ClosedBy, Outcome};
 
 async fn proxy_to(backend: &str, extra: &str) -> Proxy {
@@ -68,7 +66,7 @@ async fn close_on_first_message(mut ws: BackendWs, log: Arc<Log>) {
     if ws.close(Some(bye)).await.is_err() {
         return;
     }
-    support::backend::record(ws, log).await;
+    crate::support::backend::record(ws, log).await;
 }
 
 #[tokio::test]
@@ -84,10 +82,7 @@ async fn backend_close_4000_bye_reaches_client_and_reply_returns() {
     client.send(Frame::close(4000, "bye")).await;
     client.expect_eof().await;
 
-    eventually("backend got the reply", STEP, || {
-        backend.log.close().is_some()
-    })
-    .await;
+    eventually("backend got the reply", || backend.log.close().is_some()).await;
     assert_eq!(backend.log.close(), Some((4000, "bye".to_string())));
     let report = proxy.next_report().await;
     assert!(matches!(report.closed_by, ClosedBy::Backend), "{report:?}");
@@ -106,7 +101,7 @@ async fn empty_close_stays_empty_and_is_never_1005_on_the_wire() {
     let reply = client.recv_close().await;
     assert_eq!(reply.payload, b"", "reply to an empty close: {reply:?}");
     client.expect_eof().await;
-    eventually("backend got the close", STEP, || {
+    eventually("backend got the close", || {
         !backend.log.messages().is_empty()
     })
     .await;
@@ -161,10 +156,7 @@ async fn client_vanishing_gives_backend_1001() {
     assert_eq!(client.recv_frame().await.payload, b"hi");
     drop(client);
 
-    eventually("backend got a close", STEP, || {
-        backend.log.close().is_some()
-    })
-    .await;
+    eventually("backend got a close", || backend.log.close().is_some()).await;
     assert_eq!(
         backend.log.close().unwrap().0,
         1001,
@@ -179,7 +171,7 @@ async fn client_vanishing_gives_backend_1001() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn unanswered_close_is_dropped_after_close_timeout() {
     // The backend reads the forwarded Close but never answers it.
     let backend = RawBackend::start(|mut conn: RawConn| async move {
@@ -192,7 +184,13 @@ async fn unanswered_close_is_dropped_after_close_timeout() {
         }
     })
     .await;
-    let mut proxy = proxy_to(&backend.url("/ws"), "    close_timeout: 400ms\n").await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/ws"),
+        "    close_timeout: 400ms\n",
+    );
+    let mut proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     let started = tokio::time::Instant::now();
     client.send(Frame::close(1000, "done")).await;
@@ -201,7 +199,7 @@ async fn unanswered_close_is_dropped_after_close_timeout() {
     for _ in 0..2 {
         match client.recv().await {
             None => break,
-            Some(frame) => support::frame::assert_wire_close(&frame),
+            Some(frame) => crate::support::frame::assert_wire_close(&frame),
         }
     }
     let waited = started.elapsed();
@@ -209,7 +207,7 @@ async fn unanswered_close_is_dropped_after_close_timeout() {
         waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
         "connection ended {waited:?} after the Close; close_timeout is 400ms"
     );
-    eventually("backend socket closed", STEP, || backend.log.saw("eof")).await;
+    eventually("backend socket closed", || backend.log.saw("eof")).await;
     let frames = backend.log.frames();
     assert_eq!(frames[0].close_code(), Some(1000), "{frames:?}");
     assert_eq!(frames[0].close_reason(), "done");
@@ -228,10 +226,7 @@ async fn shutdown_sends_1001_both_ways_and_stops_listening() {
 
     proxy.cancel();
     client.expect_close(1001).await;
-    eventually("backend got a close", STEP, || {
-        backend.log.close().is_some()
-    })
-    .await;
+    eventually("backend got a close", || backend.log.close().is_some()).await;
     assert_eq!(backend.log.close().unwrap().0, 1001);
     let report = proxy.next_report().await;
     assert_eq!(report.outcome, Outcome::Shutdown, "{report:?}");

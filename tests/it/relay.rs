@@ -2,19 +2,17 @@
 //! 16 MiB, many messages in order, fragments with pings in between, and the
 //! peers' own pings and pongs end to end.
 
-mod support;
-
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WsFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
+use crate::support::backend::{Backend, BackendWs, Handshake, Log, echo};
+use crate::support::ca::TestCa;
+use crate::support::frame::{CLOSE, CONT, Frame, PING, PONG, TEXT};
+use crate::support::proxy::{Proxy, TEST_DEFAULTS, route};
+use crate::support::{client, eventually, raw, within};
 use std::sync::Arc;
-use support::backend::{Backend, BackendWs, Handshake, Log, echo};
-use support::ca::TestCa;
-use support::frame::{CLOSE, CONT, Frame, PING, PONG, TEXT};
-use support::proxy::{Proxy, TEST_DEFAULTS, route};
-use support::{STEP, client, eventually, raw, within};
 use wsgate::{ClosedBy, Outcome};
 
 /// Sends `msg` and expects it back unchanged.
@@ -318,7 +316,7 @@ async fn backend_pings_reach_the_client_and_pongs_come_back() {
     ws.send(Message::Ping("from client".into())).await.unwrap();
     let pong = client::next(&mut ws).await;
     assert_eq!(pong, Message::Pong("from client".into()));
-    eventually("backend got the pong", STEP, || {
+    eventually("backend got the pong", || {
         backend
             .log
             .messages()

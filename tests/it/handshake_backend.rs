@@ -2,19 +2,17 @@
 //! backend did, and any other answer (or none) is relayed or mapped to
 //! 502/504 with no tunnel.
 
-mod support;
-
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
-use support::frame::Frame;
-use support::http::{self, KEY};
-use support::proxy::{Proxy, route};
-use support::{STEP, client, eventually, raw, within};
+use crate::support::backend::{Backend, Handshake, RawBackend, RawConn, echo};
+use crate::support::frame::Frame;
+use crate::support::http::{self, KEY};
+use crate::support::proxy::{Proxy, route, yaml};
+use crate::support::{client, eventually, raw, within};
 
 /// A proxy with route `app` (`/app`) to `backend_url`, with `extra` route lines.
 async fn proxy_to(backend_url: &str, extra: &str) -> Proxy {
@@ -71,7 +69,7 @@ async fn backend_200_and_426_are_relayed_and_early_bytes_never_reach_it() {
 
         assert_eq!(head.status(), status, "{head:?}");
         assert_eq!(head.body_text(), format!("no websocket here ({status})"));
-        eventually("backend connection closed", STEP, || backend.log.saw("eof")).await;
+        eventually("backend connection closed", || backend.log.saw("eof")).await;
         assert_eq!(
             backend.log.frames(),
             vec![],
@@ -83,11 +81,7 @@ async fn backend_200_and_426_are_relayed_and_early_bytes_never_reach_it() {
 
 #[tokio::test]
 async fn unreachable_backend_is_502() {
-    // A port that was bound and then released: nothing listens there.
-    let addr = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    let addr = crate::support::dead_addr().await;
     let proxy = proxy_to(&format!("ws://{addr}/ws"), "").await;
     let head = http::exchange(
         proxy.addr(),
@@ -98,14 +92,20 @@ async fn unreachable_backend_is_502() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn silent_backend_is_504_after_handshake_timeout() {
     let backend = RawBackend::start(|mut conn: RawConn| async move {
         // Accept TCP, read the request, never answer; note when wsgate gives up.
         conn.record_until_close().await;
     })
     .await;
-    let proxy = proxy_to(&backend.url("/ws"), "    handshake_timeout: 300ms\n").await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/ws"),
+        "    handshake_timeout: 300ms\n",
+    );
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
 
     let started = tokio::time::Instant::now();
     let head = http::exchange(
@@ -120,7 +120,7 @@ async fn silent_backend_is_504_after_handshake_timeout() {
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
         "504 after {waited:?}, handshake_timeout is 300ms"
     );
-    eventually("wsgate closed the backend connection", STEP, || {
+    eventually("wsgate closed the backend connection", || {
         backend.log.saw("eof")
     })
     .await;
@@ -206,7 +206,7 @@ async fn broken_101_from_backend_is_502_and_no_tunnel() {
         let request = http::upgrade_request(proxy.addr(), "/app", case.client_headers);
         let head = http::exchange(proxy.addr(), request).await;
         assert_eq!(head.status(), 502, "{}: {head:?}", case.what);
-        eventually(case.what, STEP, || backend.log.saw("eof")).await;
+        eventually(case.what, || backend.log.saw("eof")).await;
         assert_eq!(
             backend.log.frames(),
             vec![],
@@ -296,7 +296,7 @@ async fn client_gets_101_only_after_backend_did() {
     let mut tcp = TcpStream::connect(proxy.addr()).await.unwrap();
     let request = http::upgrade_request(proxy.addr(), "/app", &[]);
     tcp.write_all(request.as_bytes()).await.unwrap();
-    eventually("backend got the request", STEP, || {
+    eventually("backend got the request", || {
         backend.log.requests().len() == 1
     })
     .await;

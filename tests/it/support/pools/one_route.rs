@@ -1,7 +1,8 @@
 //! The one pool route the pool tests put wsgate in front of (`p` on `/p`), and the
 //! helpers that open connections through it one after another or keep them open.
 
-use super::{PoolProxy, config, open, pool_route};
+use super::{config, open, pool_route};
+use crate::support::proxy::Proxy;
 use crate::support::raw::RawClient;
 
 /// The name of the route every pool test's proxy serves.
@@ -14,12 +15,12 @@ pub const FAST_CHECKS: &str =
     "health_check: {path: /health, interval: 100ms, timeout: 200ms, rise: 2, fall: 2}";
 
 /// wsgate with the one route `p` over `backends` (YAML items) and `extra` route lines.
-pub async fn proxy(backends: &[String], extra: &[&str]) -> PoolProxy {
-    PoolProxy::start(&config("1s", &pool_route(ROUTE, PATH, backends, extra))).await
+pub async fn proxy(backends: &[String], extra: &[&str]) -> Proxy {
+    Proxy::start(&config("1s", &pool_route(ROUTE, PATH, backends, extra))).await
 }
 
 /// Connects and drops `n` times in a row (`extra` headers); the serving backend of each.
-pub async fn sequential(proxy: &PoolProxy, n: usize, extra: &[(&str, &str)]) -> Vec<String> {
+pub async fn sequential(proxy: &Proxy, n: usize, extra: &[(&str, &str)]) -> Vec<String> {
     let mut served = Vec::with_capacity(n);
     for _ in 0..n {
         served.push(open(proxy.addr(), PATH, extra).await.0);
@@ -28,7 +29,7 @@ pub async fn sequential(proxy: &PoolProxy, n: usize, extra: &[(&str, &str)]) -> 
 }
 
 /// Opens `n` connections and keeps them; with the serving backend of each.
-pub async fn hold(proxy: &PoolProxy, n: usize) -> Vec<(String, RawClient)> {
+pub async fn hold(proxy: &Proxy, n: usize) -> Vec<(String, RawClient)> {
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
         held.push(open(proxy.addr(), PATH, &[]).await);

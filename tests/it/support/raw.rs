@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::STEP;
 use super::frame::{self, CLOSE, Frame, MASK};
 use super::http::{self, Head};
+use super::patience;
 
 /// Why [`FrameStream::try_recv`] returned no frame.
 #[derive(Debug)]
@@ -89,9 +89,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
         }
     }
 
-    /// Next frame within [`STEP`]; `None` at EOF. Panics on timeout or garbage.
+    /// Next frame within [`patience`]; `None` at EOF. Panics on timeout or garbage.
     pub async fn recv(&mut self) -> Option<Frame> {
-        match self.try_recv(STEP).await {
+        match self.try_recv(patience()).await {
             Ok(frame) => frame,
             Err(e) => panic!("raw peer: no frame: {e:?}"),
         }
@@ -137,9 +137,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameStream<S> {
         reply
     }
 
-    /// Expects EOF within [`STEP`], with no frame before it.
+    /// Expects EOF within [`patience`], with no frame before it.
     pub async fn expect_eof(&mut self) {
-        match self.try_recv(STEP).await {
+        match self.try_recv(patience()).await {
             Ok(None) => {}
             other => panic!("expected the connection to end, got {other:?}"),
         }
@@ -184,9 +184,9 @@ pub async fn upgrade(addr: SocketAddr, path: &str) -> RawClient {
     stream
 }
 
-/// Reads from `io` until EOF, returning everything read (bounded by [`STEP`]).
+/// Reads from `io` until EOF, returning everything read (bounded by [`patience`]).
 pub async fn read_to_eof<S: AsyncRead + Unpin>(io: &mut S) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(STEP, io.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(patience(), io.read_to_end(&mut out)).await;
     out
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use futures_util::StreamExt;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response;
@@ -58,12 +59,43 @@ pub async fn connect_tls(addr: SocketAddr, path: &str, ca: &TestCa) -> (Client, 
     .await
 }
 
-/// The next message, which must arrive within [`super::STEP`].
+/// Like [`connect_tls`], but also returns the leaf certificate (DER) the server
+/// presented, to tell which certificate is served.
+pub async fn connect_tls_cert(addr: SocketAddr, path: &str, ca: &TestCa) -> (Client, Vec<u8>) {
+    within("wss connect", async {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let connector = tokio_rustls::TlsConnector::from(ca.client_config());
+        let name = ServerName::try_from("localhost").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
+        let leaf = tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec();
+        let url = format!("wss://localhost:{}{path}", addr.port());
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url,
+            MaybeTlsStream::Rustls(tls),
+            Some(config()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("upgrade over TLS failed: {e}"));
+        (ws, leaf)
+    })
+    .await
+}
+
+/// The next message, which must arrive within [`super::patience`].
 pub async fn next(client: &mut Client) -> Message {
     within("client message", client.next())
         .await
         .expect("client stream ended")
         .unwrap_or_else(|e| panic!("client read error: {e}"))
+}
+
+/// Sends a Close and reads until the stream ends (bounded): a clean goodbye.
+pub async fn close(client: &mut Client) -> Vec<Result<Message, Error>> {
+    let _ = client.close(None).await;
+    drain(client).await
 }
 
 /// Reads until the stream ends (bounded), returning what arrived.

@@ -1,17 +1,15 @@
 //! The configuration file: the shipped one parses and runs, and every error
 //! names `file:line:column` and what was expected.
 
-mod support;
-
 use std::path::Path;
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::Config;
 
-use support::ca::TestCa;
-use support::client;
-use support::proxy::Proxy;
+use crate::support::ca::TestCa;
+use crate::support::client;
+use crate::support::proxy::Proxy;
 
 const SHIPPED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/wsgate.yaml");
 
@@ -209,7 +207,7 @@ async fn run_fails_cleanly_when_the_port_is_taken() {
     let yaml = format!("listeners:\n  - bind: \"{addr}\"\n{ECHO_ROUTE}");
     let config = Config::parse(&yaml, "test.yaml").unwrap();
     let token = tokio_util::sync::CancellationToken::new();
-    let result = support::within("run", wsgate::run(config, token.clone())).await;
+    let result = crate::support::within("run", wsgate::run(config, token.clone())).await;
     let err = match result {
         Ok(_) => panic!("run succeeded on a port already in use"),
         Err(e) => e.to_string(),

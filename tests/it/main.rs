@@ -1,0 +1,26 @@
+//! wsgate's integration tests: one binary, one module per area, one harness
+//! ([`support`]). Everything runs in this process against real sockets on
+//! 127.0.0.1 port 0, except `lifecycle` (the real binary as a child process) and
+//! `interop` (a third-party Python client). Memory measurements live in their own
+//! binary, `tests/memory.rs`, because they read process-wide counters.
+
+mod support;
+
+mod close;
+mod config;
+mod dashboard;
+mod forwarding;
+mod frames;
+mod handshake_backend;
+mod handshake_client;
+mod harness;
+mod interop;
+mod keepalive;
+mod lifecycle;
+mod limits;
+mod metrics;
+mod pools_balance;
+mod pools_drain;
+mod pools_failover;
+mod relay;
+mod reload;
