@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! One folder per layer; a module imports only from layers below its own (a test in
-//! `tests/it/layers.rs` says so). From the bottom up, in the order a connection meets them:
+//! `tests/layers.rs` says so). From the bottom up, in the order a connection meets them:
 //! 1. [`proto`]: RFC 6455 and HTTP on bytes, no I/O: [`proto::frame`] codec and masking,
 //!    [`proto::close`] codes and payload rules, [`proto::utf8`] incremental checks,
 //!    [`proto::handshake`] accept key, [`proto::headers`] tokens and forwarding rules,
