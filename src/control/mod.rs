@@ -1,6 +1,7 @@
 //! Wires the listeners, routes, metrics, reload and shutdown together.
 
 pub mod admin;
+mod reload;
 pub mod shutdown;
 pub mod watch;
 pub mod workers;
@@ -95,125 +96,9 @@ impl Running {
         &self.gateway.metrics
     }
 
-    /// Applies a new configuration: everything is built and checked first, then swapped in
-    /// at once; on any error the running configuration stays in force untouched.
-    ///
-    /// Unchanged routes keep their connections; removed or changed routes close theirs with
-    /// 1012 spread over `reload.drain_window`; new listeners start, removed ones stop
-    /// accepting (their open connections go on); certificates are re-read.
-    pub async fn reload(&self, new: Config) -> Result<(), StartError> {
-        let result = self.apply(new).await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.gateway.metrics.config_reload(outcome);
-        match &result {
-            Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "reload rejected; the running configuration stays")
-            }
-        }
-        result
-    }
-
-    /// Reads `path` and applies it with [`Running::reload`]; a file that does not parse
-    /// is refused the same way (logged with file:line:column, counted as an error).
-    pub async fn reload_from(&self, path: &std::path::Path) -> Result<(), StartError> {
-        match Config::load(path) {
-            Ok(config) => self.reload(config).await,
-            Err(e) => {
-                self.gateway.metrics.config_reload("error");
-                tracing::error!(error = %e, "reload rejected; the running configuration stays");
-                Err(e.into())
-            }
-        }
-    }
-
     /// The configuration in force.
     pub async fn config(&self) -> Config {
         self.config.lock().await.clone()
-    }
-
-    async fn apply(&self, new: Config) -> Result<(), StartError> {
-        let mut listeners = self.listeners.lock().await;
-        let mut current = self.config.lock().await;
-        // 1. Build everything that can fail, touching nothing that is running.
-        let matched = match_listeners(&listeners, &new.listeners);
-        let mut tls_configs = Vec::new();
-        for (lc, old) in new.listeners.iter().zip(&matched) {
-            tls_configs.push(listener_tls(lc, old.map(|i| &listeners[i]))?);
-        }
-        let (table, rebuilt) = RouteTable::build(
-            &new.routes,
-            &new.defaults,
-            Some(&self.gateway.routes.load()),
-        )?;
-        let mut fresh = Vec::new();
-        for (i, lc) in new.listeners.iter().enumerate() {
-            if matched[i].is_none() {
-                let listener = Listener::bind(
-                    lc.bind,
-                    tls_configs[i].clone(),
-                    self.gateway.clone(),
-                    self.workers.handles().len(),
-                )
-                .map_err(|source| StartError::Bind {
-                    addr: lc.bind,
-                    source,
-                })?;
-                fresh.push((i, listener));
-            }
-        }
-        // 2. Swap.
-        let window = new.reload.drain_window;
-        rebuilt.swap_pools();
-        self.gateway.routes.store(Arc::new(table));
-        self.gateway.settings.store(Arc::new(settings(&new)));
-        start_health_checks(&self.gateway);
-        for pool in &rebuilt.replaced_pools {
-            pool.stop.cancel();
-        }
-        for route in &rebuilt.retired_routes {
-            tracing::info!(
-                route = route.name(),
-                ?window,
-                "route removed or changed: closing its connections with 1012"
-            );
-            route.retirement.retire(route.active(), window);
-            if let Some(pool) = route.pool() {
-                pool.stop.cancel();
-            }
-        }
-        for backend in &rebuilt.retired_backends {
-            tracing::info!(backend = %backend.url, ?window, "backend removed: closing its connections with 1012");
-            backend.retirement.retire(backend.active(), window);
-        }
-        let mut old: Vec<Option<ListenerHandle>> = listeners.drain(..).map(Some).collect();
-        let mut next = Vec::with_capacity(new.listeners.len());
-        for (i, lc) in new.listeners.iter().enumerate() {
-            if let Some(handle) = matched[i].and_then(|j| old[j].take()) {
-                handle.tls.set(tls_configs[i].clone());
-                next.push(ListenerHandle {
-                    config: lc.clone(),
-                    ..handle
-                });
-            } else if let Some(pos) = fresh.iter().position(|(k, _)| *k == i) {
-                let (_, listener) = fresh.swap_remove(pos);
-                next.push(spawn_listener(
-                    listener,
-                    lc.clone(),
-                    &self.workers,
-                    &self.accepting,
-                ));
-            }
-        }
-        for handle in old.into_iter().flatten() {
-            tracing::info!(addr = %handle.addr, "listener removed: no longer accepting");
-            handle.stop.cancel();
-        }
-        *listeners = next;
-        *self.addrs.lock().unwrap_or_else(|p| p.into_inner()) =
-            listeners.iter().map(|h| h.addr).collect();
-        *current = new;
-        Ok(())
     }
 
     /// Waits for shutdown (the token passed to [`run`]) and for connections to drain,
@@ -235,19 +120,6 @@ impl Running {
             );
         }
     }
-}
-
-/// For each new listener config, the running listener it continues (same bind address;
-/// repeated addresses, such as port 0 in tests, pair up in order), or None for a new one.
-fn match_listeners(running: &[ListenerHandle], new: &[ListenerConfig]) -> Vec<Option<usize>> {
-    let mut taken = vec![false; running.len()];
-    new.iter()
-        .map(|lc| {
-            let j = (0..running.len()).find(|&j| !taken[j] && running[j].config.bind == lc.bind)?;
-            taken[j] = true;
-            Some(j)
-        })
-        .collect()
 }
 
 /// Starts the health checks of every pool that has not started them yet.

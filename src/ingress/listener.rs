@@ -1,4 +1,5 @@
-//! Accept loop: TCP options, TLS handshake, and the HTTP/1.1 connection that carries the upgrade.
+//! Listening sockets (one per worker) and the accept loop; each accepted connection is
+//! served by [`conn::serve`] in a task of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,11 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -18,17 +16,11 @@ use tracing::Instrument;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
 
-use crate::ingress::upgrade;
-use crate::shared::client::ClientInfo;
+use crate::ingress::conn;
 use crate::shared::state::ProxyState;
-use crate::shared::stream::Stream;
 
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// After shutdown starts, an HTTP connection that has not upgraded gets this long to finish.
-const HTTP_GRACE: Duration = Duration::from_secs(5);
-/// hyper refuses a read buffer under 8 KiB.
-const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// Pending connections the kernel queues per listening socket.
 const BACKLOG: i32 = 4096;
 
@@ -172,56 +164,6 @@ async fn accept_loop(
         let config = tls.current();
         gateway
             .tracker
-            .spawn(serve_connection(stream, peer, id, config, gateway.clone()).instrument(span));
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    id: u64,
-    tls: Option<Arc<ServerConfig>>,
-    state: Arc<ProxyState>,
-) {
-    // Frames are written whole and flushed; Nagle would only add latency.
-    let _ = tcp.set_nodelay(true);
-    let limits = state.settings.load().limits.clone();
-    let stream = match tls {
-        None => Stream::Tcp(tcp),
-        Some(config) => match tokio::time::timeout(
-            limits.tls_handshake_timeout,
-            TlsAcceptor::from(config).accept(tcp),
-        )
-        .await
-        {
-            Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
-            Ok(Err(e)) => return tracing::debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!("TLS handshake timed out"),
-        },
-    };
-    let client = ClientInfo {
-        id,
-        peer,
-        tls: matches!(stream, Stream::ServerTls(_)),
-    };
-    let gw2 = state.clone();
-    let service = service_fn(move |req| upgrade::serve(req, client, gw2.clone()));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size((limits.max_header_bytes as usize).max(MIN_HEADER_BYTES))
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
-            }
-        }
-        _ = state.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(HTTP_GRACE, conn).await;
-        }
+            .spawn(conn::serve(stream, peer, id, config, gateway.clone()).instrument(span));
     }
 }
