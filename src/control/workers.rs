@@ -93,6 +93,15 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// Waits (at most 5 s) until `done` holds for the count of threads named `prefix…`.
+    fn wait_for_threads(prefix: &str, what: &str, done: impl Fn(usize) -> bool) {
+        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        while !done(threads_named(prefix)) {
+            assert!(std::time::SystemTime::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn a_start_that_fails_partway_stops_the_threads_it_started() {
         // Regression: the threads started before the failing one were never told to stop.
@@ -105,14 +114,11 @@ mod tests {
                 .build()
         });
         assert!(result.is_err());
-        let deadline = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-        while threads_named("wt-partial") > 0 {
-            assert!(
-                std::time::SystemTime::now() < deadline,
-                "worker threads still running after a failed start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_for_threads(
+            "wt-partial",
+            "worker threads still running after a failed start",
+            |n| n == 0,
+        );
     }
 
     #[test]
