@@ -39,8 +39,8 @@ pub struct Tuning {
     #[serde(deserialize_with = "size")]
     pub max_message_bytes: u64,
     /// Most frames one message may have, its first frame and continuations together (else
-    /// close 1009): zero-length continuations never reach `max_message_bytes`. Default 4096
-    /// (a 64MiB message in 16KiB fragments).
+    /// close 1009): zero-length continuations never reach `max_message_bytes`. 0 disables.
+    /// Default 4096 (a 64MiB message in 16KiB fragments).
     pub max_message_frames: u32,
     /// Check that text messages are UTF-8 (else close 1007). Default true.
     pub validate_utf8: bool,

@@ -63,7 +63,7 @@ impl Message {
         if self.size > self.max_bytes {
             return Err(Violation::MessageTooBig);
         }
-        if self.frames > self.max_frames {
+        if self.max_frames != 0 && self.frames > self.max_frames {
             return Err(Violation::TooManyFragments);
         }
         if self.open == Some(OpCode::Text)
