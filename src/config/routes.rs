@@ -38,10 +38,15 @@ pub struct Tuning {
     /// Largest message across its fragments (else close 1009). Default 64MiB.
     #[serde(deserialize_with = "size")]
     pub max_message_bytes: u64,
+    /// Most frames one message may have, its first frame and continuations together (else
+    /// close 1009): zero-length continuations never reach `max_message_bytes`. 0 disables.
+    /// Default 4096 (a 64MiB message in 16KiB fragments).
+    pub max_message_frames: u32,
     /// Check that text messages are UTF-8 (else close 1007). Default true.
     pub validate_utf8: bool,
     /// Messages per second a client may send (bursts up to one second's worth); over it the
-    /// client gets close 1008. 0 disables. Default 0.
+    /// client gets close 1008. Every data frame counts, so a message in N fragments counts N
+    /// and a message that never ends is limited too. 0 disables. Default 0.
     pub max_message_rate: u32,
 }
 
@@ -56,6 +61,7 @@ impl Default for Tuning {
             handshake_timeout: Duration::from_secs(10),
             max_frame_bytes: 16 << 20,
             max_message_bytes: 64 << 20,
+            max_message_frames: 4096,
             validate_utf8: true,
             max_message_rate: 0,
         }
@@ -76,6 +82,7 @@ pub struct TuningOverrides {
     handshake_timeout: Option<Duration>,
     max_frame_bytes: Option<u64>,
     max_message_bytes: Option<u64>,
+    max_message_frames: Option<u32>,
     validate_utf8: Option<bool>,
     max_message_rate: Option<u32>,
 }
@@ -92,6 +99,7 @@ impl TuningOverrides {
             handshake_timeout: self.handshake_timeout.unwrap_or(base.handshake_timeout),
             max_frame_bytes: self.max_frame_bytes.unwrap_or(base.max_frame_bytes),
             max_message_bytes: self.max_message_bytes.unwrap_or(base.max_message_bytes),
+            max_message_frames: self.max_message_frames.unwrap_or(base.max_message_frames),
             validate_utf8: self.validate_utf8.unwrap_or(base.validate_utf8),
             max_message_rate: self.max_message_rate.unwrap_or(base.max_message_rate),
         }
@@ -186,6 +194,8 @@ struct RawRoute {
     #[serde(default, deserialize_with = "opt_size")]
     max_message_bytes: Option<u64>,
     #[serde(default)]
+    max_message_frames: Option<u32>,
+    #[serde(default)]
     validate_utf8: Option<bool>,
 }
 
@@ -243,6 +253,7 @@ impl TryFrom<RawRoute> for RouteConfig {
                 handshake_timeout: raw.handshake_timeout,
                 max_frame_bytes: raw.max_frame_bytes,
                 max_message_bytes: raw.max_message_bytes,
+                max_message_frames: raw.max_message_frames,
                 validate_utf8: raw.validate_utf8,
                 max_message_rate: raw.max_message_rate,
             },

@@ -139,19 +139,42 @@ pub(crate) struct Hello {
 }
 
 /// hyper service entry: answers one request on the client hop.
+///
+/// The upgrade runs in a task of its own because hyper drops this future as soon as the
+/// client goes away: a backend that completes its upgrade after that must still get a
+/// Close and the connection a report (the relay's start sees the client's upgrade fail),
+/// not be dropped halfway through its handshake.
 pub async fn serve(
     req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
 ) -> Result<Response<Body>, Infallible> {
-    match upgrade(req, client, &state).await {
+    let task = state
+        .tracker
+        .spawn(answer(req, client, state.clone()).in_current_span());
+    match task.await {
         Ok(res) => Ok(res),
+        // A panic stays a panic of this connection, as if the upgrade had run here.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels a task.
+        Err(_) => Ok(HandshakeError::ShuttingDown.response()),
+    }
+}
+
+/// Answers one request: the 101 (the relay already spawned) or the refusal, counted.
+async fn answer(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    state: Arc<ProxyState>,
+) -> Response<Body> {
+    match upgrade(req, client, &state).await {
+        Ok(res) => res,
         Err((route, e)) => {
             tracing::info!(status = e.status().as_u16(), route = route.as_deref().unwrap_or(""), error = %e, "upgrade refused");
             state
                 .metrics
                 .handshake_failure(route.as_deref().unwrap_or(""), e.reason());
-            Ok(e.response())
+            e.response()
         }
     }
 }

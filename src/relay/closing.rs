@@ -5,11 +5,14 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::Relay;
+use super::{Relay, Session};
 use crate::proto::close::{self, code};
-use crate::proto::frame::{Frame, OpCode};
+use crate::proto::frame::Frame;
 use crate::relay::hop::Reading;
-use crate::shared::report::{ClosedBy, Outcome};
+use crate::relay::violation::Violation;
+use crate::shared::metrics::ConnMetrics;
+use crate::shared::report::{CloseReport, ClosedBy, Outcome};
+use crate::shared::state::ProxyState;
 
 /// One of the two hops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,44 @@ pub(super) struct FirstClose {
     pub(super) outcome: Outcome,
 }
 
+/// The close report of a connection that started at `started`, with its message and
+/// byte counts per direction (client to backend first).
+pub(super) fn report(
+    session: &mut Session,
+    started: Instant,
+    counts: [(u64, u64); 2],
+    first: FirstClose,
+) -> CloseReport {
+    let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = counts;
+    CloseReport {
+        id: session.id,
+        route: session.route.name().to_string(),
+        backend: std::mem::take(&mut session.backend),
+        client_addr: session.client_addr,
+        tls: session.tls,
+        subprotocol: session.subprotocol.take(),
+        duration: started.elapsed(),
+        msgs_in,
+        msgs_out,
+        bytes_in,
+        bytes_out,
+        close_code: first.code,
+        close_reason: first.reason,
+        closed_by: first.closed_by,
+        outcome: first.outcome,
+    }
+}
+
+/// Takes the connection out of the active gauge, counts its end, logs its report and hands
+/// it to subscribers.
+pub(super) fn publish(state: &ProxyState, live: &mut ConnMetrics, report: CloseReport) {
+    live.finish();
+    state.metrics.connection_closed(&report);
+    report.log();
+    // No subscriber is the normal case outside tests.
+    let _ = state.reports.send(report);
+}
+
 impl Relay {
     /// Keeps how the connection started to end; later events do not overwrite it.
     pub(super) fn record(
@@ -92,40 +133,27 @@ impl Relay {
 
     /// Queues a Close for `side` unless it already got one (a Close owed to it goes instead).
     pub(super) fn send_close(&mut self, side: Side, payload: &[u8]) {
-        let hop = self.hop(side);
-        if hop.close_sent {
-            return;
+        if self.hop(side).queue_close(payload) {
+            self.start_closing();
         }
-        hop.close_sent = true;
-        let owed = hop.pending_close.take();
-        hop.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
-        self.start_closing();
     }
 
     /// Queues a frame for `to`; frames after its Close are dropped.
     pub(super) fn forward(&mut self, to: Side, frame: Frame) {
-        let hop = self.hop(to);
-        if hop.close_sent {
-            return;
-        }
-        if frame.opcode == OpCode::Close {
-            hop.close_sent = true;
-            match hop.pending_close.take() {
-                Some(owed) => hop.queue_own(OpCode::Close, &owed),
-                None => hop.queue_frame(frame),
-            }
+        if self.hop(to).forward(frame) {
             self.start_closing();
-        } else {
-            hop.queue_frame(frame);
         }
     }
 
-    /// `from` vanished or its socket failed: tell the other side.
-    pub(super) fn peer_gone(&mut self, from: Side) {
-        let outcome = if from == Side::Client {
-            Outcome::ClientGone
-        } else {
-            Outcome::BackendError
+    /// `from` vanished (`clean`: its stream ended between frames) or its socket failed:
+    /// tell the other side. A backend that just ends its stream is not an error (mosquitto
+    /// does so after every MQTT DISCONNECT); a reset, a failed read or write or a stream cut
+    /// inside a frame is.
+    pub(super) fn peer_gone(&mut self, from: Side, clean: bool) {
+        let outcome = match from {
+            Side::Client => Outcome::ClientGone,
+            Side::Backend if clean => Outcome::BackendGone,
+            Side::Backend => Outcome::BackendError,
         };
         self.record(from.closed_by(), Some(code::ABNORMAL), "", outcome);
         self.dead(from, "");
@@ -133,7 +161,7 @@ impl Relay {
 
     /// `side` cannot be reached any more: never write to it again, and close the other hop.
     pub(super) fn dead(&mut self, side: Side, why: &str) {
-        self.hop(side).close_sent = true;
+        self.hop(side).unreachable();
         let (code, reason) = side.gone_code();
         let reason = if why.is_empty() {
             reason.to_string()
@@ -150,29 +178,26 @@ impl Relay {
         self.dead(side, why);
     }
 
-    /// `from` broke the protocol or a limit: close it with `code`, and the other hop too.
-    pub(super) fn violation(&mut self, from: Side, code: u16, reason: &str) {
-        let outcome = if code == code::TOO_BIG || code == code::POLICY {
-            Outcome::Limit
-        } else {
-            Outcome::ProtocolError
-        };
+    /// `from` broke the protocol or a limit: close it with the violation's code, and the
+    /// other hop too.
+    pub(super) fn violation(&mut self, from: Side, violation: Violation) {
+        let (code, reason) = (violation.code(), violation.to_string());
         tracing::info!(?from, code, reason, "closing on violation");
-        self.record(ClosedBy::Proxy, Some(code), reason, outcome);
-        let payload = close::close_payload(code, reason);
+        self.record(ClosedBy::Proxy, Some(code), &reason, violation.outcome());
+        let payload = close::close_payload(code, &reason);
         let (other_code, other_reason) = from.gone_code();
         let other_payload = close::close_payload(other_code, other_reason);
         if from == Side::Client {
             // The backend may still be sending what it had before our Close (echoes of the
             // client's valid messages): the client gets its Close after those, when the
             // backend's Close reply is relayed (or at the close timeout at the latest).
-            self.hop(Side::Client).pending_close = Some(payload);
+            self.hop(Side::Client).owe_close(payload);
             self.send_close(Side::Backend, &other_payload);
         } else {
             self.send_close(from, &payload);
             self.send_close(from.other(), &other_payload);
         }
-        self.hop(from).reading = Reading::Draining;
+        self.hop(from).set_reading(Reading::Draining);
     }
 
     /// wsgate itself ends the connection (shutdown, reload, idle): Close to both peers.
@@ -187,7 +212,7 @@ impl Relay {
     pub(super) fn write_failed(&mut self, side: Side, error: &std::io::Error) {
         tracing::debug!(?side, %error, "write failed");
         if self.stop_writing(side) {
-            self.peer_gone(side);
+            self.peer_gone(side, false);
         }
     }
 
@@ -202,7 +227,7 @@ impl Relay {
     /// Drops what was queued for `side` and writes nothing more to it; false when its Close
     /// was already on the way (the connection is ending, nothing more to report).
     fn stop_writing(&mut self, side: Side) -> bool {
-        let was_closing = self.hop(side).close_sent;
+        let was_closing = self.hop(side).close_sent();
         self.hop(side).fail();
         !was_closing
     }

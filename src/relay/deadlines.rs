@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use super::Relay;
 use super::closing::Side;
 use crate::proto::close::code;
-use crate::proto::frame::OpCode;
 use crate::relay::hop::Reading;
 use crate::relay::keepalive::Due;
 use crate::shared::report::Outcome;
@@ -142,8 +141,8 @@ impl Relay {
             consider(self.retire_at.map(|(at, _)| at));
             for hop in &self.hops {
                 consider(hop.write_deadline());
-                match hop.reading {
-                    Reading::Open => consider(hop.keepalive.deadline()),
+                match hop.reading() {
+                    Reading::Open => consider(hop.keepalive().deadline()),
                     Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
                     _ => {}
                 }
@@ -187,20 +186,16 @@ impl Relay {
                     self.write_timed_out(side);
                 }
                 let hop = self.hop(side);
-                match hop.reading {
+                match hop.reading() {
                     Reading::RawDrain { quiet_until } if quiet_until <= now => {
-                        hop.reading = Reading::Done;
+                        hop.set_reading(Reading::Done);
                     }
-                    Reading::Open if hop.keepalive.deadline().is_some_and(|at| at <= now) => {
-                        match hop.keepalive.due() {
-                            Due::Ping(payload) => {
-                                if !hop.close_sent {
-                                    hop.queue_own(OpCode::Ping, &payload);
-                                }
-                            }
+                    Reading::Open if hop.keepalive().deadline().is_some_and(|at| at <= now) => {
+                        match hop.keepalive_mut().due() {
+                            Due::Ping(payload) => hop.queue_ping(&payload),
                             Due::Dead => {
                                 tracing::info!(peer = ?side, "no pong within ping_timeout");
-                                hop.reading = Reading::Done;
+                                hop.set_reading(Reading::Done);
                                 self.give_up(side, "ping timeout", Outcome::PingTimeout);
                             }
                         }

@@ -4,6 +4,9 @@
 //! Both hops of a connection live in one task (see `relay`), so a hop needs no locks: the
 //! stream is read and written from the same place, and a frame waiting to be written is
 //! just a buffer in the queue.
+//!
+//! A hop keeps its own rules: a Close is queued at most once and nothing is queued after
+//! it (nor after a failed write), and a hop that finished reading never reads again.
 
 use std::collections::VecDeque;
 use std::io;
@@ -18,6 +21,7 @@ use tokio::time::Instant;
 use crate::proto::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCode};
 use crate::relay::keepalive::Keepalive;
 use crate::relay::message::Message;
+use crate::relay::violation::Violation;
 use crate::shared::stream::Stream;
 
 /// How long a hop that broke the protocol may keep sending bytes that cannot be parsed
@@ -43,7 +47,7 @@ pub enum Reading {
 /// One peer of the relay.
 pub struct Hop {
     /// The peer's stream, read and written here.
-    pub io: Stream,
+    io: Stream,
     decoder: FrameDecoder,
     /// The frame being written (almost always the only one waiting).
     out: Option<BytesMut>,
@@ -58,18 +62,18 @@ pub struct Hop {
     blocked_since: Option<Instant>,
     write_timeout: Duration,
     /// What happens to what the peer sends.
-    pub reading: Reading,
+    reading: Reading,
     /// A Close was queued for the peer, or it cannot be reached: nothing more is queued.
-    pub close_sent: bool,
+    close_sent: bool,
     /// A write failed: the queue is dropped and nothing more is written.
-    pub broken: bool,
+    broken: bool,
     /// A Close owed to this peer that waits until the other hop has finished its close
     /// handshake, so data the other hop sent before it is still delivered (client violations).
-    pub pending_close: Option<Vec<u8>>,
+    pending_close: Option<Vec<u8>>,
     /// The message in progress from this peer.
-    pub message: Message,
+    message: Message,
     /// wsgate's own pings to this peer.
-    pub keepalive: Keepalive,
+    keepalive: Keepalive,
 }
 
 impl Hop {
@@ -112,14 +116,101 @@ impl Hop {
         Poll::Ready(Ok(read.filled().len()))
     }
 
-    /// Queues a frame read from the other hop, re-masked for this one.
-    pub fn queue_frame(&mut self, frame: Frame) {
-        let key = self.keys.as_mut().map(MaskKeys::next_key);
-        self.queue(frame.into_wire(key));
+    /// What is read from the peer now.
+    pub fn reading(&self) -> Reading {
+        self.reading
+    }
+
+    /// Changes what is read from the peer; once `Done`, nothing is read again.
+    pub fn set_reading(&mut self, next: Reading) {
+        if self.reading != Reading::Done {
+            self.reading = next;
+        }
+    }
+
+    /// Checks a frame from the peer against its message in progress.
+    pub fn check(&mut self, frame: &mut Frame) -> Result<(), Violation> {
+        self.message.check(frame)
+    }
+
+    /// The peer's keepalive state.
+    pub fn keepalive(&self) -> &Keepalive {
+        &self.keepalive
+    }
+
+    /// The peer's keepalive state, to record what it sent or what is due.
+    pub fn keepalive_mut(&mut self) -> &mut Keepalive {
+        &mut self.keepalive
+    }
+
+    /// A Close was queued for the peer, or it cannot be reached: nothing more goes to it.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Queues a frame read from the other hop, re-masked for this one, unless the peer's
+    /// Close is already queued (then it is dropped). A Close goes out as the one owed to the
+    /// peer when there is one. True when this queued the peer's Close.
+    pub fn forward(&mut self, frame: Frame) -> bool {
+        if self.close_sent {
+            return false;
+        }
+        if frame.opcode != OpCode::Close {
+            let key = self.keys.as_mut().map(MaskKeys::next_key);
+            self.queue(frame.into_wire(key));
+            return false;
+        }
+        self.close_sent = true;
+        match self.pending_close.take() {
+            Some(owed) => self.queue_own(OpCode::Close, &owed),
+            None => {
+                let key = self.keys.as_mut().map(MaskKeys::next_key);
+                self.queue(frame.into_wire(key));
+            }
+        }
+        true
+    }
+
+    /// Queues wsgate's own Close with `payload` (or the one owed to the peer), unless a Close
+    /// was already queued; true when this queued it.
+    pub fn queue_close(&mut self, payload: &[u8]) -> bool {
+        if self.close_sent {
+            return false;
+        }
+        self.close_sent = true;
+        let owed = self.pending_close.take();
+        self.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
+        true
+    }
+
+    /// Queues wsgate's own keepalive ping, unless the peer's Close is already queued.
+    pub fn queue_ping(&mut self, payload: &[u8]) {
+        if !self.close_sent {
+            self.queue_own(OpCode::Ping, payload);
+        }
+    }
+
+    /// Keeps `payload` as the Close the peer gets when its Close is next queued (by
+    /// [`Hop::forward`] or [`Hop::queue_close`]), whatever that call carries.
+    pub fn owe_close(&mut self, payload: Vec<u8>) {
+        if !self.close_sent {
+            self.pending_close = Some(payload);
+        }
+    }
+
+    /// A Close is owed to the peer and not queued yet.
+    pub fn owes_close(&self) -> bool {
+        self.pending_close.is_some()
+    }
+
+    /// The peer cannot be reached any more: nothing more is queued for it (what is already
+    /// queued is still written).
+    pub fn unreachable(&mut self) {
+        self.close_sent = true;
     }
 
     /// Queues a frame wsgate makes itself (a Close or a ping).
-    pub fn queue_own(&mut self, opcode: OpCode, payload: &[u8]) {
+    fn queue_own(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = self.keys.as_mut().map(MaskKeys::next_key);
         self.queue(frame::encode(true, opcode, payload, key));
     }

@@ -1,17 +1,21 @@
 //! Message-level checks on the frames of one direction: fragmentation order, message size,
-//! UTF-8 of text across fragments, and Close payloads.
+//! frames per message, UTF-8 of text across fragments, and Close payloads.
 
 use crate::config::Tuning;
-use crate::proto::close::{self, code};
+use crate::proto::close;
 use crate::proto::frame::{Frame, OpCode};
 use crate::proto::utf8::Utf8Validator;
+use crate::relay::violation::Violation;
 
 /// The message in progress in one direction.
 pub struct Message {
     open: Option<OpCode>,
     size: u64,
+    /// Frames of the message in progress: zero-length continuations never grow `size`.
+    frames: u32,
     utf8: Utf8Validator,
     max_bytes: u64,
+    max_frames: u32,
     validate_utf8: bool,
 }
 
@@ -21,45 +25,52 @@ impl Message {
         Message {
             open: None,
             size: 0,
+            frames: 0,
             utf8: Utf8Validator::default(),
             max_bytes: tuning.max_message_bytes,
+            max_frames: tuning.max_message_frames,
             validate_utf8: tuning.validate_utf8,
         }
     }
 
-    /// Checks one frame against the message in progress; Err carries the close code and reason.
-    pub fn check(&mut self, frame: &mut Frame) -> Result<(), (u16, &'static str)> {
+    /// Checks one frame against the message in progress.
+    pub fn check(&mut self, frame: &mut Frame) -> Result<(), Violation> {
         let len = frame.len() as u64;
         let fin = frame.fin;
         match frame.opcode {
             OpCode::Close => {
                 return close::parse_close(frame.payload())
                     .map(drop)
-                    .map_err(|_| (code::PROTOCOL_ERROR, "invalid close frame"));
+                    .map_err(|_| Violation::BadClosePayload);
             }
             OpCode::Ping | OpCode::Pong => return Ok(()),
             OpCode::Text | OpCode::Binary => {
                 if self.open.is_some() {
-                    return Err((code::PROTOCOL_ERROR, "new message inside a fragmented one"));
+                    return Err(Violation::DataInsideFragmented);
                 }
                 self.size = len;
+                self.frames = 1;
                 self.open = Some(frame.opcode);
             }
             OpCode::Continuation => {
                 if self.open.is_none() {
-                    return Err((code::PROTOCOL_ERROR, "continuation without a message"));
+                    return Err(Violation::OrphanContinuation);
                 }
                 self.size += len;
+                self.frames = self.frames.saturating_add(1);
             }
         }
         if self.size > self.max_bytes {
-            return Err((code::TOO_BIG, "message too big"));
+            return Err(Violation::MessageTooBig);
+        }
+        if self.max_frames != 0 && self.frames > self.max_frames {
+            return Err(Violation::TooManyFragments);
         }
         if self.open == Some(OpCode::Text)
             && self.validate_utf8
             && self.utf8.feed(frame.payload(), fin).is_err()
         {
-            return Err((code::INVALID_DATA, "invalid UTF-8 in text message"));
+            return Err(Violation::InvalidUtf8);
         }
         if frame.fin {
             self.open = None;

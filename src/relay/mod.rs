@@ -9,12 +9,14 @@
 //! most once per peer and nothing follows it. One timer serves every deadline (keepalive,
 //! idle, write, close handshake, drain) and is only moved when a deadline comes earlier.
 
+mod abandoned;
 mod closing;
 mod deadlines;
 pub mod hop;
 pub mod keepalive;
 pub mod message;
 mod rate;
+pub mod violation;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,18 +28,19 @@ use bytes::BytesMut;
 use hyper_util::rt::TokioIo;
 use tokio::time::{Instant, Sleep};
 
-use crate::proto::close::{self, code};
+use crate::proto::close;
 use crate::proto::frame::{Frame, FrameError, OpCode};
 use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
-use crate::shared::report::{CloseReport, ClosedBy, Outcome};
+use crate::shared::report::{ClosedBy, Outcome};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 use crate::shared::stream::Stream;
 use closing::{FirstClose, Side};
 use deadlines::ControlWatch;
 use rate::RateLimit;
+use violation::Violation;
 
 /// How long the final FIN / TLS close_notify may take to write before the socket is just dropped.
 const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -78,7 +81,8 @@ pub struct Pending {
 }
 
 /// Waits for hyper to hand over the client's stream after the 101, then relays until both
-/// close handshakes are done (or timed out) and logs the report.
+/// close handshakes are done (or timed out) and logs the report. A client that is gone by
+/// then still ends the backend's side properly, and is reported.
 pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgrade::OnUpgrade) {
     let parts = match on_client_upgrade
         .await
@@ -86,9 +90,14 @@ pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgr
     {
         Ok(Ok(parts)) => parts,
         Ok(Err(_)) => {
-            return tracing::error!("client upgrade produced an unexpected stream type");
+            tracing::error!("client upgrade produced an unexpected stream type");
+            // Boxed, like `finish`: the task's own state stays as small as the relay needs.
+            return Box::pin(abandoned::client_never_upgraded(pending)).await;
         }
-        Err(e) => return tracing::info!(error = %e, "client upgrade failed after 101"),
+        Err(e) => {
+            tracing::info!(error = %e, "client upgrade failed after 101");
+            return Box::pin(abandoned::client_never_upgraded(pending)).await;
+        }
     };
     // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB allocation
     // would live as long as the connection.
@@ -197,7 +206,7 @@ impl Relay {
             if self
                 .hops
                 .iter()
-                .all(|h| h.reading == Reading::Done && h.written())
+                .all(|h| h.reading() == Reading::Done && h.written())
             {
                 return Poll::Ready(());
             }
@@ -213,7 +222,7 @@ impl Relay {
         let to = from.other();
         let mut moved = false;
         loop {
-            let reading = self.hop(from).reading;
+            let reading = self.hop(from).reading();
             match reading {
                 Reading::Done => return moved,
                 Reading::Open if !self.hop(to).written() => return moved,
@@ -221,24 +230,26 @@ impl Relay {
                     let Poll::Ready(read) = self.hop(from).poll_discard(cx) else {
                         return moved;
                     };
-                    self.hop(from).reading = match read {
+                    let next = match read {
                         Ok(n) if n > 0 => Reading::RawDrain {
                             quiet_until: Instant::now() + DRAIN_QUIET,
                         },
                         _ => Reading::Done,
                     };
+                    self.hop(from).set_reading(next);
                 }
                 Reading::Draining => {
                     let Poll::Ready(read) = self.hop(from).poll_frame(cx) else {
                         return moved;
                     };
-                    self.hop(from).reading = match read {
+                    let next = match read {
                         Ok(Some(f)) if f.opcode != OpCode::Close => Reading::Draining,
                         Ok(_) => Reading::Done,
                         Err(_) => Reading::RawDrain {
                             quiet_until: Instant::now() + DRAIN_QUIET,
                         },
                     };
+                    self.hop(from).set_reading(next);
                 }
                 Reading::Open => {
                     let Poll::Ready(read) = self.hop(from).poll_frame(cx) else {
@@ -258,34 +269,27 @@ impl Relay {
         let dir = from as usize;
         let mut frame = match read {
             Ok(Some(frame)) => frame,
-            Ok(None) | Err(FrameError::Io(_)) | Err(FrameError::Truncated) => {
-                self.peer_gone(from);
-                self.hop(from).reading = Reading::Done;
-                return;
-            }
-            Err(e) => {
-                let code = if matches!(e, FrameError::TooLarge(_)) {
-                    code::TOO_BIG
-                } else {
-                    code::PROTOCOL_ERROR
-                };
-                return self.violation(from, code, &e.to_string());
-            }
+            Ok(None) => return self.stream_ended(from, true),
+            Err(e) => match Violation::from_frame_error(&e, from == Side::Client) {
+                Some(violation) => return self.violation(from, violation),
+                None => return self.stream_ended(from, false),
+            },
         };
-        self.hop(from).keepalive.on_frame();
+        self.hop(from).keepalive_mut().on_frame();
+        // Every data frame takes a token, continuations included: a message that never
+        // ends must not escape the rate.
         let over_rate = from == Side::Client
-            && frame.fin
             && !frame.opcode.is_control()
             && self.rate.as_mut().is_some_and(|r| !r.allow());
         if over_rate {
-            return self.violation(from, code::POLICY, "message rate exceeded");
+            return self.violation(from, Violation::RateLimit);
         }
-        if let Err((code, reason)) = self.hop(from).message.check(&mut frame) {
-            self.violation(from, code, reason);
+        if let Err(violation) = self.hop(from).check(&mut frame) {
+            self.violation(from, violation);
             // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
             // nothing more will come, so close now instead of waiting for another Close.
             if frame.opcode == OpCode::Close {
-                self.hop(from).reading = Reading::Done;
+                self.hop(from).set_reading(Reading::Done);
             }
             return;
         }
@@ -297,11 +301,11 @@ impl Relay {
                 self.forward(to, frame);
                 self.live.frame(dir, OpCode::Close, None, false);
                 // Our Close to `from` (if any) and theirs have now crossed: nothing more to read.
-                self.hop(from).reading = Reading::Done;
+                self.hop(from).set_reading(Reading::Done);
                 return;
             }
             OpCode::Pong => {
-                if let Some(rtt) = self.hops[dir].keepalive.on_pong(frame.payload()) {
+                if let Some(rtt) = self.hop(from).keepalive_mut().on_pong(frame.payload()) {
                     if let Some(rtt) = rtt {
                         let route = self.session.route.name();
                         self.state.metrics.ping_rtt(route, from.label(), rtt);
@@ -311,7 +315,7 @@ impl Relay {
             }
             _ => {}
         }
-        if self.hop(to).close_sent {
+        if self.hop(to).close_sent() {
             // `to` already got its Close (or is gone): the frame is dropped, not counted.
             return;
         }
@@ -334,12 +338,18 @@ impl Relay {
         self.forward(to, frame);
     }
 
+    /// `from`'s stream ended (`clean`: between frames) or failed: nothing more is read.
+    fn stream_ended(&mut self, from: Side, clean: bool) {
+        self.peer_gone(from, clean);
+        self.hop(from).set_reading(Reading::Done);
+    }
+
     /// Sends what is still owed, half-closes both hops (each bounded), then counts and logs.
     async fn finish(mut self: Box<Self>) {
         for side in [Side::Client, Side::Backend] {
             // A Close still owed (the other hop never finished its handshake) goes out now:
             // send_close sends the owed payload in place of the one given.
-            if self.hop(side).pending_close.is_some() {
+            if self.hop(side).owes_close() {
                 self.send_close(side, &[]);
             }
             let hop = self.hop(side);
@@ -356,29 +366,7 @@ impl Relay {
             reason: String::new(),
             outcome: Outcome::Normal,
         });
-        let session = &mut self.session;
-        let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = self.counts;
-        let report = CloseReport {
-            id: session.id,
-            route: session.route.name().to_string(),
-            backend: std::mem::take(&mut session.backend),
-            client_addr: session.client_addr,
-            tls: session.tls,
-            subprotocol: session.subprotocol.take(),
-            duration: self.started.elapsed(),
-            msgs_in,
-            msgs_out,
-            bytes_in,
-            bytes_out,
-            close_code: first.code,
-            close_reason: first.reason,
-            closed_by: first.closed_by,
-            outcome: first.outcome,
-        };
-        self.live.finish();
-        self.state.metrics.connection_closed(&report);
-        report.log();
-        // No subscriber is the normal case outside tests.
-        let _ = self.state.reports.send(report);
+        let report = closing::report(&mut self.session, self.started, self.counts, first);
+        closing::publish(&self.state, &mut self.live, report);
     }
 }

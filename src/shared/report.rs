@@ -32,7 +32,9 @@ pub enum Outcome {
     Normal,
     /// The client disappeared without a Close.
     ClientGone,
-    /// The backend disappeared without a Close, or its socket failed.
+    /// The backend ended its stream cleanly (FIN between frames) without a Close.
+    BackendGone,
+    /// The backend's socket failed (reset, I/O error) or its stream was cut inside a frame.
     BackendError,
     /// A peer broke the protocol (1002, 1007).
     ProtocolError,
@@ -56,6 +58,7 @@ impl Outcome {
         match self {
             Outcome::Normal => "normal",
             Outcome::ClientGone => "client_gone",
+            Outcome::BackendGone => "backend_gone",
             Outcome::BackendError => "backend_error",
             Outcome::ProtocolError => "protocol_error",
             Outcome::Limit => "limit",

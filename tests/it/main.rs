@@ -23,4 +23,5 @@ mod pools_balance;
 mod pools_drain;
 mod pools_failover;
 mod relay;
+mod relay_defects;
 mod reload;
