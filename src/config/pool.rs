@@ -22,7 +22,8 @@ pub struct PoolConfig {
     pub health_check: Option<HealthCheck>,
     /// Consecutive connect failures that eject a backend (passive check); 0 = off. Default 3.
     pub max_fails: u32,
-    /// How long an ejected backend gets no new connections. Default 10s.
+    /// How long an ejected backend gets no new connections; 0 = an ejection that ends at
+    /// once (`max_fails: 0` turns ejection off). Default 10s.
     pub fail_timeout: Duration,
     /// Close the connections of a backend that turns unhealthy (1012, spread over
     /// `reload.drain_window`). Default false.
@@ -73,11 +74,18 @@ pub struct HealthCheck {
     /// Path (and query) of the probe upgrade. Default `/`.
     #[serde(default = "root")]
     pub path: String,
-    /// Time between probes. Default 5s.
-    #[serde(default = "five_s", deserialize_with = "crate::config::duration")]
+    /// Time between probes; above 0 (0 would probe without pause). Default 5s.
+    #[serde(
+        default = "five_s",
+        deserialize_with = "crate::config::nonzero_probe_interval"
+    )]
     pub interval: Duration,
-    /// A probe not upgraded within this fails. Default 2s.
-    #[serde(default = "two_s", deserialize_with = "crate::config::duration")]
+    /// A probe not upgraded within this fails; above 0 (0 would fail every probe).
+    /// Default 2s.
+    #[serde(
+        default = "two_s",
+        deserialize_with = "crate::config::nonzero_probe_timeout"
+    )]
     pub timeout: Duration,
     /// Consecutive successes that make an unhealthy backend healthy. Default 2.
     #[serde(default = "two")]
