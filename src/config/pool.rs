@@ -69,46 +69,49 @@ pub enum HashOn {
 
 /// Active health check: a real WebSocket upgrade to `path` on each backend.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// Path (and query) of the probe upgrade. Default `/`.
-    #[serde(default = "root")]
     pub path: String,
     /// Time between probes; above 0 (0 would probe without pause). Default 5s.
-    #[serde(
-        default = "five_s",
-        deserialize_with = "crate::config::nonzero_probe_interval"
-    )]
+    #[serde(deserialize_with = "crate::config::nonzero_probe_interval")]
     pub interval: Duration,
     /// A probe not upgraded within this fails; above 0 (0 would fail every probe).
     /// Default 2s.
-    #[serde(
-        default = "two_s",
-        deserialize_with = "crate::config::nonzero_probe_timeout"
-    )]
+    #[serde(deserialize_with = "crate::config::nonzero_probe_timeout")]
     pub timeout: Duration,
     /// Consecutive successes that make an unhealthy backend healthy. Default 2.
-    #[serde(default = "two")]
     pub rise: u32,
     /// Consecutive failures that make a healthy backend unhealthy. Default 3.
-    #[serde(default = "three")]
     pub fall: u32,
 }
 
-fn root() -> String {
-    "/".into()
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
-fn five_s() -> Duration {
-    Duration::from_secs(5)
-}
-fn two_s() -> Duration {
-    Duration::from_secs(2)
-}
-fn two() -> u32 {
-    2
-}
-fn three() -> u32 {
-    3
+
+/// The defaults of a pool's settings (its backends come from the route).
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            backends: Vec::new(),
+            balance: Balance::RoundRobin,
+            retries: 2,
+            health_check: None,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+            close_on_unhealthy: false,
+            all_unhealthy: AllUnhealthy::Fail,
+        }
+    }
 }
 
 /// What to do when every backend of a pool is unhealthy.

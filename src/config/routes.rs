@@ -114,17 +114,20 @@ impl TryFrom<RawRoute> for RouteConfig {
             .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
         let target = match (raw.echo, raw.backends.is_empty()) {
             (true, true) => Target::Echo,
-            (false, false) => Target::Backends(PoolConfig {
-                balance: pool::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
-                    .map_err(|e| format!("route `{name}`: {e}"))?,
-                backends: raw.backends,
-                retries: raw.retries.unwrap_or(2),
-                health_check: raw.health_check,
-                max_fails: raw.max_fails.unwrap_or(3),
-                fail_timeout: raw.fail_timeout.unwrap_or(Duration::from_secs(10)),
-                close_on_unhealthy: raw.close_on_unhealthy,
-                all_unhealthy: raw.all_unhealthy,
-            }),
+            (false, false) => {
+                let defaults = PoolConfig::default();
+                Target::Backends(PoolConfig {
+                    balance: pool::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
+                        .map_err(|e| format!("route `{name}`: {e}"))?,
+                    backends: raw.backends,
+                    retries: raw.retries.unwrap_or(defaults.retries),
+                    health_check: raw.health_check,
+                    max_fails: raw.max_fails.unwrap_or(defaults.max_fails),
+                    fail_timeout: raw.fail_timeout.unwrap_or(defaults.fail_timeout),
+                    close_on_unhealthy: raw.close_on_unhealthy,
+                    all_unhealthy: raw.all_unhealthy,
+                })
+            }
             (true, false) => {
                 return Err(format!(
                     "route `{name}`: expected `echo: true` or `backends`, not both"
