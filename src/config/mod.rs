@@ -2,8 +2,10 @@
 //!
 //! Every check that can name a place in the file happens while deserialising, so
 //! serde attaches the line and column; errors read `file:line:column: what was expected`.
-//! This file holds the top-level schema; `routes` holds the routes and their tuning, and
-//! `parse` the deserialisers that check values, [`Config::parse`] and [`Config::load`].
+//! What needs several values is checked once, by [`Config::validate`], after the file is read.
+//! This file holds the top-level schema; `routes` holds the routes, `tuning` the
+//! per-connection keys (each declared once), `parse` the deserialisers that check values,
+//! [`Config::parse`] and [`Config::load`], and `validate` the checks across values.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,13 +18,19 @@ mod parse;
 pub mod pool;
 mod routes;
 pub mod tls;
+mod tuning;
 pub mod units;
+mod validate;
 
 pub use backend_url::BackendUrl;
 pub use parse::ConfigError;
-pub(crate) use parse::duration;
-use parse::{non_empty_listeners, opt_file, size, socket_addr, unique_routes};
-pub use routes::{RouteConfig, Target, Tuning};
+pub(crate) use parse::{duration, nonzero_probe_interval, nonzero_probe_timeout};
+use parse::{
+    non_empty_listeners, nonzero_header_read, nonzero_tls_handshake, opt_file, size, socket_addr,
+    unique_routes,
+};
+pub use routes::{RouteConfig, Target};
+pub use tuning::Tuning;
 
 /// The whole wsgate configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,11 +90,13 @@ impl Default for MetricsConfig {
 pub struct Limits {
     /// Relayed connections (and upgrades in progress) at most; beyond → 503. Default 10000.
     pub max_connections: usize,
-    /// A client must finish its TLS handshake within this. Default 10s.
-    #[serde(deserialize_with = "duration")]
+    /// A client must finish its TLS handshake within this; above 0 (0 would end every
+    /// handshake at once). Default 10s.
+    #[serde(deserialize_with = "nonzero_tls_handshake")]
     pub tls_handshake_timeout: Duration,
-    /// A client must send its complete request headers within this (slowloris). Default 10s.
-    #[serde(deserialize_with = "duration")]
+    /// A client must send its complete request headers within this (slowloris); above 0
+    /// (0 would close every connection before its request). Default 10s.
+    #[serde(deserialize_with = "nonzero_header_read")]
     pub header_read_timeout: Duration,
     /// Request headers larger than this are answered 431 (at least 8KiB). Default 64KiB.
     #[serde(deserialize_with = "size")]
@@ -109,7 +119,8 @@ impl Default for Limits {
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Connections of a removed or changed route are closed with 1012 spread evenly over
-    /// this window, so their clients do not all reconnect at once. Default 10s.
+    /// this window, so their clients do not all reconnect at once; 0 = all at once.
+    /// Default 10s.
     #[serde(deserialize_with = "duration")]
     pub drain_window: Duration,
     /// Reload when the config file or a certificate file changes on disk. Default true.
@@ -228,7 +239,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
-    /// How long open connections get to finish their close handshakes. Default 30s.
+    /// How long open connections get to finish their close handshakes; 0 = drop them at
+    /// once. Default 30s.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
 }

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -26,6 +26,14 @@ pub enum ConfigError {
         /// Why it could not be read.
         source: std::io::Error,
     },
+    /// Values that parse but do not fit together (see `Config::validate`).
+    #[error("{origin}: {message}")]
+    Rule {
+        /// File name (or label) of the text.
+        origin: String,
+        /// Which route or section, which keys, and what is allowed.
+        message: String,
+    },
     /// The YAML did not match the schema; `line`/`column` are 1-based.
     #[error("{origin}:{line}:{column}: {message}")]
     Invalid {
@@ -43,7 +51,10 @@ pub enum ConfigError {
 impl Config {
     /// Parses YAML text; `origin` names the text in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        serde_norway::from_str(text).map_err(|e| {
+        clear_binds();
+        let parsed = serde_norway::from_str(text);
+        clear_binds();
+        let config: Config = parsed.map_err(|e| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -58,7 +69,9 @@ impl Config {
                 column,
                 message,
             }
-        })
+        })?;
+        config.validate(origin)?;
+        Ok(config)
     }
 
     /// Reads and parses a configuration file.
@@ -177,11 +190,65 @@ where
     d.deserialize_any(Scalar { expecting, parse })
 }
 
+thread_local! {
+    /// Addresses bound by the file being parsed, so far (`Config::parse` clears it around
+    /// each parse). An address that overlaps an earlier one is refused while its own
+    /// scalar is read, so the error points at the second one.
+    static BINDS: RefCell<Vec<SocketAddr>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Forgets the addresses of the previous parse.
+pub(super) fn clear_binds() {
+    BINDS.with(|binds| binds.borrow_mut().clear());
+}
+
+/// An address to listen on (a listener's or the admin's), refused when it overlaps one
+/// bound earlier in the file.
 pub(super) fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     scalar(d, "an address like 127.0.0.1:8443", |text| {
-        text.parse()
-            .map_err(|_| format!("invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443"))
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            format!("invalid address `{text}`: expected IP:PORT like 127.0.0.1:8443")
+        })?;
+        BINDS.with(|binds| {
+            let mut binds = binds.borrow_mut();
+            if let Some(earlier) = binds.iter().find(|&&earlier| overlaps(earlier, addr)) {
+                return Err(format!(
+                    "`{addr}` overlaps `{earlier}` bound earlier in this file (the same port on \
+                     addresses that meet); expected every listener on its own address and port"
+                ));
+            }
+            binds.push(addr);
+            Ok(addr)
+        })
     })
+}
+
+/// Whether two binds would take the same connections. Our listening sockets set
+/// `SO_REUSEPORT`, so the kernel would let them share a port instead of refusing: the same
+/// address, `0.0.0.0` with any IPv4 address, and `[::]` (dual-stack, as bound) with any
+/// address. Port 0 never overlaps: each such bind gets a port of its own.
+pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let (a, b) = (canonical(a.ip()), canonical(b.ip()));
+    a == b || covers(a, b) || covers(b, a)
+}
+
+/// An IPv4-mapped IPv6 address is the IPv4 address it maps.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether a bind on `wild` takes the connections to `other` (same port).
+fn covers(wild: IpAddr, other: IpAddr) -> bool {
+    match wild {
+        IpAddr::V4(w) => w.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(w) => w.is_unspecified(),
+    }
 }
 
 /// A duration field such as `20s` (also for config structs in other modules).
@@ -197,6 +264,50 @@ pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     scalar(d, "a size like 1MiB", parse_size)
 }
 
-pub(super) fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    size(d).map(Some)
+/// A value read by its own `Deserialize` (the tuning table names a deserializer for every key).
+pub(super) fn plain<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    T::deserialize(d)
+}
+
+/// An optional key read by `T`'s `Deserialize`; absent keys are `None` through `default`.
+pub(super) fn some<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A duration that must be above 0; `zero` says what 0 would do, `like` is an example.
+fn nonzero(text: &str, zero: &str, like: &str) -> Result<Duration, String> {
+    let value = parse_duration(text)?;
+    if value.is_zero() {
+        return Err(format!(
+            "`{text}` {zero}; expected a duration above 0, like {like}"
+        ));
+    }
+    Ok(value)
+}
+
+/// Declares deserializers of durations that must be above 0, each saying what 0 would do.
+macro_rules! nonzero_durations {
+    ($( $(#[$doc:meta])* $name:ident: $zero:literal, $like:literal; )*) => {$(
+        $(#[$doc])*
+        pub(crate) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+            scalar(d, concat!("a duration above 0 like ", $like), |t| nonzero(t, $zero, $like))
+        }
+    )*};
+}
+
+nonzero_durations! {
+    /// `close_timeout`.
+    nonzero_close: "would drop the sockets before the peer could answer a Close", "5s";
+    /// `handshake_timeout`.
+    nonzero_handshake: "would answer every upgrade 504", "10s";
+    /// `limits.tls_handshake_timeout`.
+    nonzero_tls_handshake: "would end every TLS handshake before it starts", "10s";
+    /// `limits.header_read_timeout`.
+    nonzero_header_read: "would close every connection before its request is read", "10s";
+    /// `health_check.interval`.
+    nonzero_probe_interval: "would probe without pause", "5s";
+    /// `health_check.timeout`.
+    nonzero_probe_timeout: "would fail every probe", "2s";
 }

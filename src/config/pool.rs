@@ -22,7 +22,8 @@ pub struct PoolConfig {
     pub health_check: Option<HealthCheck>,
     /// Consecutive connect failures that eject a backend (passive check); 0 = off. Default 3.
     pub max_fails: u32,
-    /// How long an ejected backend gets no new connections. Default 10s.
+    /// How long an ejected backend gets no new connections; 0 = an ejection that ends at
+    /// once (`max_fails: 0` turns ejection off). Default 10s.
     pub fail_timeout: Duration,
     /// Close the connections of a backend that turns unhealthy (1012, spread over
     /// `reload.drain_window`). Default false.
@@ -68,39 +69,49 @@ pub enum HashOn {
 
 /// Active health check: a real WebSocket upgrade to `path` on each backend.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// Path (and query) of the probe upgrade. Default `/`.
-    #[serde(default = "root")]
     pub path: String,
-    /// Time between probes. Default 5s.
-    #[serde(default = "five_s", deserialize_with = "crate::config::duration")]
+    /// Time between probes; above 0 (0 would probe without pause). Default 5s.
+    #[serde(deserialize_with = "crate::config::nonzero_probe_interval")]
     pub interval: Duration,
-    /// A probe not upgraded within this fails. Default 2s.
-    #[serde(default = "two_s", deserialize_with = "crate::config::duration")]
+    /// A probe not upgraded within this fails; above 0 (0 would fail every probe).
+    /// Default 2s.
+    #[serde(deserialize_with = "crate::config::nonzero_probe_timeout")]
     pub timeout: Duration,
     /// Consecutive successes that make an unhealthy backend healthy. Default 2.
-    #[serde(default = "two")]
     pub rise: u32,
     /// Consecutive failures that make a healthy backend unhealthy. Default 3.
-    #[serde(default = "three")]
     pub fall: u32,
 }
 
-fn root() -> String {
-    "/".into()
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
 }
-fn five_s() -> Duration {
-    Duration::from_secs(5)
-}
-fn two_s() -> Duration {
-    Duration::from_secs(2)
-}
-fn two() -> u32 {
-    2
-}
-fn three() -> u32 {
-    3
+
+/// The defaults of a pool's settings (its backends come from the route).
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            backends: Vec::new(),
+            balance: Balance::RoundRobin,
+            retries: 2,
+            health_check: None,
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+            close_on_unhealthy: false,
+            all_unhealthy: AllUnhealthy::Fail,
+        }
+    }
 }
 
 /// What to do when every backend of a pool is unhealthy.

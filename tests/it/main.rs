@@ -8,6 +8,7 @@ mod support;
 
 mod close;
 mod config;
+mod config_defects;
 mod dashboard;
 mod forwarding;
 mod frames;
