@@ -1,5 +1,5 @@
 //! One client connection: TCP options, the TLS handshake within its timeout, and the
-//! HTTP/1.1 connection (hyper) whose requests are served by [`upgrade::serve`].
+//! HTTP/1.1 connection (hyper) whose requests are served by [`request::serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::ingress::upgrade;
+use crate::ingress::request;
 use crate::shared::client::ClientInfo;
 use crate::shared::state::ProxyState;
 use crate::shared::stream::Stream;
@@ -52,8 +52,8 @@ pub async fn serve(
         peer,
         tls: matches!(stream, Stream::ServerTls(_)),
     };
-    let gw2 = state.clone();
-    let service = service_fn(move |req| upgrade::serve(req, client, gw2.clone()));
+    let shared = state.clone();
+    let service = service_fn(move |req| request::serve(req, client, shared.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

@@ -1,12 +1,11 @@
 //! The upgrade: validate the client's request, route it, do the backend handshake first,
 //! and only then answer the client with 101 and start the relay.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use base64::Engine;
 use bytes::BytesMut;
-use http_body_util::{Either, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
@@ -22,8 +21,9 @@ use crate::shared::client::ClientInfo;
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
-/// The body of any response wsgate sends on the client hop.
-pub type Body = Either<Full<Bytes>, Incoming>;
+/// The body of any response wsgate sends on the client hop: always known whole (a
+/// refusal, a relayed refusal read whole, or the empty body of a 101).
+pub type Body = Full<Bytes>;
 
 /// Why an upgrade was refused; each maps to an HTTP status and a metric reason.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +104,9 @@ impl HandshakeError {
         }
     }
 
-    fn response(&self) -> Response<Body> {
-        let mut res = Response::new(Either::Left(Full::new(Bytes::from(format!("{}\n", self)))));
+    /// The response the client gets for this refusal.
+    pub(crate) fn response(&self) -> Response<Body> {
+        let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self))));
         *res.status_mut() = self.status();
         let h = res.headers_mut();
         h.insert(
@@ -138,31 +139,8 @@ pub(crate) struct Hello {
     pub(crate) protocols: Vec<String>,
 }
 
-/// hyper service entry: answers one request on the client hop.
-///
-/// The upgrade runs in a task of its own because hyper drops this future as soon as the
-/// client goes away: a backend that completes its upgrade after that must still get a
-/// Close and the connection a report (the relay's start sees the client's upgrade fail),
-/// not be dropped halfway through its handshake.
-pub async fn serve(
-    req: Request<Incoming>,
-    client: ClientInfo,
-    state: Arc<ProxyState>,
-) -> Result<Response<Body>, Infallible> {
-    let task = state
-        .tracker
-        .spawn(answer(req, client, state.clone()).in_current_span());
-    match task.await {
-        Ok(res) => Ok(res),
-        // A panic stays a panic of this connection, as if the upgrade had run here.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only a runtime shutting down cancels a task.
-        Err(_) => Ok(HandshakeError::ShuttingDown.response()),
-    }
-}
-
 /// Answers one request: the 101 (the relay already spawned) or the refusal, counted.
-async fn answer(
+pub(crate) async fn answer(
     req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
@@ -348,14 +326,14 @@ fn relay_refusal(res: Response<Bytes>) -> Response<Body> {
         h.insert(header::CONTENT_LENGTH, len.clone());
     }
     h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let mut out = Response::new(Either::Left(Full::new(body)));
+    let mut out = Response::new(Full::new(body));
     *out.status_mut() = parts.status;
     *out.headers_mut() = h;
     out
 }
 
 fn switching_protocols(client_key: &HeaderValue, backend_headers: HeaderMap) -> Response<Body> {
-    let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+    let mut res = Response::new(Full::new(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let mut h = backend_headers;
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

@@ -124,7 +124,7 @@ start_wsgate() {
     WSGATE_PID=$BG_PID
     WSGATE_ADDRS=()
     for ((i = 0; i < 100; i++)); do
-        mapfile -t WSGATE_ADDRS < <(grep -E 'server: listening addr=' "$dir/wsgate.log" |
+        mapfile -t WSGATE_ADDRS < <(grep -E ': listening addr=' "$dir/wsgate.log" |
             sed -E 's/.* listening addr=([^ ]+).*/\1/')
         [ "${#WSGATE_ADDRS[@]}" -ge "$n" ] && break
         kill -0 "$WSGATE_PID" 2>/dev/null || break
