@@ -19,6 +19,15 @@ pub async fn proxy(backends: &[String], extra: &[&str]) -> Proxy {
     Proxy::start(&config("1s", &pool_route(ROUTE, PATH, backends, extra))).await
 }
 
+/// [`proxy`] served on the test's paused clock (the test runs with `start_paused = true`),
+/// for tests that wait on a configured duration: it passes in virtual time, exactly.
+pub async fn paused_proxy(backends: &[String], extra: &[&str]) -> Proxy {
+    Proxy::builder(&config("1s", &pool_route(ROUTE, PATH, backends, extra)))
+        .paused()
+        .start()
+        .await
+}
+
 /// Connects and drops `n` times in a row (`extra` headers); the serving backend of each.
 pub async fn sequential(proxy: &Proxy, n: usize, extra: &[(&str, &str)]) -> Vec<String> {
     let mut served = Vec::with_capacity(n);
