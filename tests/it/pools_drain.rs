@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use crate::support::eventually;
 use crate::support::frame::{Frame, TEXT};
-use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, hold, sequential};
+use crate::support::pools::one_route::{
+    FAST_CHECKS, FAST_FALL, FAST_INTERVAL, PATH, ROUTE, hold, sequential,
+};
 use crate::support::pools::{Node, config, count, counts, held_counts, open, pool_route, urls};
 use crate::support::proxy::Proxy;
 use crate::support::raw::RawClient;
@@ -25,10 +27,6 @@ const WINDOW: Duration = Duration::from_millis(800);
 /// What the paused clock adds to a configured duration: each loopback hop on the way
 /// costs up to one 1 ms tick of the metronome, and a close or a probe takes a handful.
 const SLACK: Duration = Duration::from_millis(30);
-
-/// Health-check interval and fall of [`FAST_CHECKS`].
-const CHECK_INTERVAL: Duration = Duration::from_millis(100);
-const FALL: u32 = 2;
 
 /// Asserts that the `i`th of `closes` (sorted) came `window * i / n` after the first,
 /// `n` being their number: the drain gives each its slot of the window.
@@ -150,9 +148,12 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
     assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
     let span = closes[3].1 - closes[0].1;
     eprintln!("close_on_unhealthy: 1012 at {closes:?}, span {span:?}");
-    // The drain starts at the FALLth failed probe: the next probe fails at once or an
+    // The drain starts at the last of FAST_FALL failed probes: the first fails at once or an
     // interval later, and each further one an interval after that.
-    let (earliest, latest) = (CHECK_INTERVAL * (FALL - 1), CHECK_INTERVAL * FALL + SLACK);
+    let (earliest, latest) = (
+        FAST_INTERVAL * (FAST_FALL - 1),
+        FAST_INTERVAL * FAST_FALL + SLACK,
+    );
     assert!(
         (earliest..=latest).contains(&closes[0].1),
         "first 1012 after {:?}, due within {earliest:?}..={latest:?}",

@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::support::http;
-use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, paused_proxy, proxy, sequential};
+use crate::support::pools::one_route::{
+    FAST_CHECKS, FAST_FALL, FAST_INTERVAL, FAST_RISE, PATH, ROUTE, paused_proxy, proxy, sequential,
+};
 use crate::support::pools::{Node, config, count, counts, hit, open, pool_route, urls};
 use crate::support::proxy::Proxy;
 use crate::support::{dead_addr, eventually};
@@ -21,23 +23,31 @@ use crate::support::{dead_addr, eventually};
 /// costs up to one 1 ms tick of the metronome, and a probe or an upgrade takes a handful.
 const SLACK: Duration = Duration::from_millis(30);
 
-/// Health-check interval, rise and fall of [`FAST_CHECKS`].
-const CHECK_INTERVAL: Duration = Duration::from_millis(100);
-const RISE: u32 = 2;
-const FALL: u32 = 2;
-
 /// Asserts that a backend flipped `after` a change in its answers, as `threshold`
-/// probes `CHECK_INTERVAL` apart allow: the first of them comes at once or up to an
+/// probes `FAST_INTERVAL` apart allow: the first of them comes at once or up to an
 /// interval later, each further one an interval after the one before.
 fn assert_flipped_in_time(what: &str, after: Duration, threshold: u32) {
     let (earliest, latest) = (
-        CHECK_INTERVAL * (threshold - 1),
-        CHECK_INTERVAL * threshold + SLACK,
+        FAST_INTERVAL * (threshold - 1),
+        FAST_INTERVAL * threshold + SLACK,
     );
     assert!(
         (earliest..=latest).contains(&after),
         "{what} after {after:?}, due within {earliest:?}..={latest:?}"
     );
+}
+
+#[test]
+fn the_timed_health_checks_are_the_configured_ones() {
+    // The timing checks below read FAST_INTERVAL, FAST_RISE and FAST_FALL; they must be
+    // what FAST_CHECKS configures.
+    for part in [
+        format!("interval: {}ms", FAST_INTERVAL.as_millis()),
+        format!("rise: {FAST_RISE}"),
+        format!("fall: {FAST_FALL}"),
+    ] {
+        assert!(FAST_CHECKS.contains(&part), "{FAST_CHECKS} lacks {part}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,11 +162,11 @@ async fn all_unhealthy_fails_with_503_or_tries_anyway() {
         })
     })
     .await;
-    // The first probes run at the start: FALL failures take FALL - 1 intervals.
+    // The first probes run at the start: FAST_FALL failures take FAST_FALL - 1 intervals.
     let down_after = started.elapsed();
     eprintln!("all unhealthy after {down_after:?}");
     assert!(
-        down_after <= CHECK_INTERVAL * (FALL - 1) + SLACK,
+        down_after <= FAST_INTERVAL * (FAST_FALL - 1) + SLACK,
         "all unhealthy only after {down_after:?}"
     );
     let got = hit(proxy.addr(), "/p", &[]).await;
@@ -188,7 +198,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
     let t0 = Instant::now();
     eventually("b1 unhealthy", || proxy.healthy(ROUTE, &b1) == Some(0.0)).await;
     let down_after = t0.elapsed();
-    assert_flipped_in_time("b1 unhealthy", down_after, FALL);
+    assert_flipped_in_time("b1 unhealthy", down_after, FAST_FALL);
     let served = counts(&sequential(&proxy, 20, &[]).await);
     assert_eq!(count(&served, &nodes[0]), 20, "{served:?}");
     assert_eq!(nodes[1].refused(), 0, "an unhealthy backend got an attempt");
@@ -200,7 +210,7 @@ async fn health_checks_take_a_refusing_backend_out_and_back() {
     })
     .await;
     let up_after = t1.elapsed();
-    assert_flipped_in_time("b1 healthy again", up_after, RISE);
+    assert_flipped_in_time("b1 healthy again", up_after, FAST_RISE);
     let served = counts(&sequential(&proxy, 20, &[]).await);
     assert!(count(&served, &nodes[1]) >= 8, "{served:?}");
     eprintln!("health: unhealthy after {down_after:?}, healthy again after {up_after:?}");
@@ -214,7 +224,14 @@ const POLL: Duration = Duration::from_millis(25);
 #[tokio::test(start_paused = true)]
 async fn passive_ejection_skips_a_dead_backend_for_fail_timeout() {
     let nodes = Node::many(2).await;
-    let proxy = paused_proxy(&urls(&nodes), &["max_fails: 2", "fail_timeout: 1s"]).await;
+    let proxy = paused_proxy(
+        &urls(&nodes),
+        &[
+            "max_fails: 2",
+            &format!("fail_timeout: {}ms", FAIL_TIMEOUT.as_millis()),
+        ],
+    )
+    .await;
     let b1 = nodes[1].url();
     nodes[1].stop();
     // The ejection happens during the connection that sees the second failure, so it is
