@@ -3,6 +3,10 @@
 //!
 //! Backends are real [`Node`]s on 127.0.0.1:0 that name themselves in `X-Backend` and
 //! record the close codes wsgate sends them.
+//!
+//! The drain tests run on tokio's paused clock with wsgate on the test's runtime (see
+//! `support::clock`): the drain window and the health-check interval are virtual time, so
+//! each 1012 is checked against its slot of the window to within [`SLACK`].
 
 use std::time::Duration;
 
@@ -10,10 +14,37 @@ use tokio::time::Instant;
 
 use crate::support::eventually;
 use crate::support::frame::{Frame, TEXT};
-use crate::support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, hold, sequential};
+use crate::support::pools::one_route::{
+    FAST_CHECKS, FAST_FALL, FAST_INTERVAL, PATH, ROUTE, hold, sequential,
+};
 use crate::support::pools::{Node, config, count, counts, held_counts, open, pool_route, urls};
 use crate::support::proxy::Proxy;
 use crate::support::raw::RawClient;
+
+/// The drain window of the drain tests (`reload.drain_window`).
+const WINDOW: Duration = Duration::from_millis(800);
+
+/// What the paused clock adds to a configured duration: each loopback hop on the way
+/// costs up to one 1 ms tick of the metronome, and a close or a probe takes a handful.
+const SLACK: Duration = Duration::from_millis(30);
+
+/// Asserts that the `i`th of `closes` (sorted) came `window * i / n` after the first,
+/// `n` being their number: the drain gives each its slot of the window.
+fn assert_slots(closes: &[(u16, Duration)], window: Duration) {
+    let n = closes.len() as u32;
+    for (i, &(_, at)) in closes.iter().enumerate() {
+        let due = closes[0].1 + window * i as u32 / n;
+        assert!(
+            at.abs_diff(due) <= SLACK,
+            "1012 #{i} at {at:?}, due at {due:?}: {closes:?}"
+        );
+    }
+}
+
+/// The drain config `config` with [`WINDOW`].
+fn drain_config(routes: &str) -> String {
+    config(&format!("{}ms", WINDOW.as_millis()), routes)
+}
 
 /// One echo round trip on a raw client.
 async fn echoes(ws: &mut RawClient, text: &str) {
@@ -100,7 +131,7 @@ async fn adding_a_backend_moves_few_hashed_users() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn close_on_unhealthy_drains_the_backend_with_1012() {
     let nodes = Node::many(2).await;
     let route = pool_route(
@@ -109,7 +140,7 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
         &urls(&nodes),
         &[FAST_CHECKS, "close_on_unhealthy: true"],
     );
-    let proxy = Proxy::start(&config("800ms", &route)).await;
+    let proxy = Proxy::builder(&drain_config(&route)).paused().start().await;
     let (doomed, mut kept) = split_off(hold(&proxy, 8).await, "b1");
     assert_eq!((doomed.len(), kept.len()), (4, 4));
     nodes[1].set_probes_failing(true);
@@ -117,7 +148,19 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
     assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
     let span = closes[3].1 - closes[0].1;
     eprintln!("close_on_unhealthy: 1012 at {closes:?}, span {span:?}");
-    assert!(span >= Duration::from_millis(300), "not spread: {closes:?}");
+    // The drain starts at the last of FAST_FALL failed probes: the first fails at once or an
+    // interval later, and each further one an interval after that.
+    let (earliest, latest) = (
+        FAST_INTERVAL * (FAST_FALL - 1),
+        FAST_INTERVAL * FAST_FALL + SLACK,
+    );
+    assert!(
+        (earliest..=latest).contains(&closes[0].1),
+        "first 1012 after {:?}, due within {earliest:?}..={latest:?}",
+        closes[0].1
+    );
+    // Four closes: slots 0, 200, 400 and 600 ms of the 800 ms window.
+    assert_slots(&closes, WINDOW);
     eventually("b1 saw four 1012s", || nodes[1].closes() == [1012; 4]).await;
     for (i, ws) in kept.iter_mut().enumerate() {
         echoes(ws, &format!("still here {i}")).await;
@@ -127,24 +170,25 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
     proxy.assert_drained().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_backend_removed_by_reload_drains_over_the_window() {
     let nodes = Node::many(3).await;
-    let proxy = Proxy::start(&config(
-        "800ms",
-        &pool_route(ROUTE, PATH, &urls(&nodes), &[]),
-    ))
-    .await;
+    let proxy = Proxy::builder(&drain_config(&pool_route(ROUTE, PATH, &urls(&nodes), &[])))
+        .paused()
+        .start()
+        .await;
     let (doomed, mut kept) = split_off(hold(&proxy, 24).await, "b2");
     assert_eq!((doomed.len(), kept.len()), (8, 16));
     proxy
-        .reload_ok(&config(
-            "800ms",
-            &pool_route(ROUTE, PATH, &urls(&nodes[..2]), &[]),
-        ))
+        .reload_ok(&drain_config(&pool_route(
+            ROUTE,
+            PATH,
+            &urls(&nodes[..2]),
+            &[],
+        )))
         .await;
     let watcher = tokio::spawn(closes_of(doomed, Instant::now()));
-    // The others keep talking through the whole window.
+    // The others keep talking through the whole window (10 rounds, 100 ms apart).
     for round in 0..10 {
         for ws in kept.iter_mut() {
             echoes(ws, &format!("round {round}")).await;
@@ -155,11 +199,10 @@ async fn a_backend_removed_by_reload_drains_over_the_window() {
     assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
     let span = closes[7].1 - closes[0].1;
     eprintln!("removal: 1012 at {closes:?}, span {span:?}");
-    assert!(span >= Duration::from_millis(400), "not spread: {closes:?}");
-    assert!(
-        closes[7].1 <= Duration::from_millis(1800),
-        "too slow: {closes:?}"
-    );
+    // The drain starts within the reload, before the clock was read: slot 0 is due at once.
+    assert!(closes[0].1 <= SLACK, "first 1012 after {:?}", closes[0].1);
+    // Eight closes: slots 0, 100, …, 700 ms of the 800 ms window.
+    assert_slots(&closes, WINDOW);
     assert_eq!(nodes[2].closes(), [1012; 8]);
     let served = counts(&sequential(&proxy, 10, &[]).await);
     assert_eq!(count(&served, &nodes[2]), 0, "{served:?}");
