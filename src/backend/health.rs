@@ -27,6 +27,15 @@ pub fn start(
     if !pool.claim_health_start() {
         return;
     }
+    if pool.config.health_check.is_none() {
+        // A backend kept from a pool whose checks found it unhealthy: with no check left to
+        // say otherwise it is healthy (passive ejection still applies), or it never returns.
+        for (backend, _) in &pool.backends {
+            if backend.set_healthy(true) {
+                tracing::info!(route, backend = %backend.url, "health checks removed: backend healthy");
+            }
+        }
+    }
     for (backend, _) in &pool.backends {
         let gauge = state.metrics.backend_healthy_gauge(route, &backend.url.url);
         gauge.set(backend.usable() as i64);
@@ -75,6 +84,11 @@ async fn run(
             Ok(Err(e)) => Err(e),
             Err(_) => Err("timed out".to_string()),
         };
+        if pool.stop.is_cancelled() {
+            // The pool was replaced while this probe ran: the new pool's checks (or their
+            // absence) decide now, and this verdict must not overwrite theirs.
+            return;
+        }
         match outcome {
             Ok(()) => {
                 (ok_streak, fail_streak) = (ok_streak + 1, 0);
