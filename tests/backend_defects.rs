@@ -3,9 +3,23 @@
 
 mod support;
 
-use support::pools::one_route::{FAST_CHECKS, PATH, ROUTE, proxy};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use futures_util::SinkExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Message;
+
+use support::backend;
+use support::ca::TestCa;
+use support::client::{self, Client};
+use support::lifecycle::replace_file;
+use support::pools::one_route::{FAST_CHECKS, PATH, ROUTE};
 use support::pools::{Node, config, hit, pool_route, urls};
-use support::{STEP, eventually};
+use support::proxy::{self, Proxy};
+use support::{STEP, eventually, within};
 
 /// Bug: removing `health_check` from a route in a reload left a backend that was
 /// unhealthy out of rotation for good, since nothing marked it healthy again.
@@ -13,7 +27,7 @@ use support::{STEP, eventually};
 async fn removing_health_checks_returns_an_unhealthy_backend_to_rotation() {
     let node = Node::start("b0").await;
     node.set_probes_failing(true);
-    let proxy = proxy(&urls([&node]), &[FAST_CHECKS]).await;
+    let proxy = support::pools::one_route::proxy(&urls([&node]), &[FAST_CHECKS]).await;
     eventually("b0 unhealthy", STEP, || {
         proxy.healthy(ROUTE, &node.url()) == Some(0.0)
     })
@@ -31,4 +45,93 @@ async fn removing_health_checks_returns_an_unhealthy_backend_to_rotation() {
         after.head
     );
     assert_eq!(proxy.healthy(ROUTE, &node.url()), Some(1.0));
+}
+
+/// A `wss://` echo backend on 127.0.0.1:0 whose certificate can be replaced while it
+/// runs: each new connection gets the certificate in force when it is accepted.
+struct SwappableTlsBackend {
+    addr: SocketAddr,
+    tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for SwappableTlsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SwappableTlsBackend {
+    /// Most connections it accepts before its loop ends.
+    const MAX_ACCEPTS: usize = 100;
+
+    async fn start(tls: Arc<rustls::ServerConfig>) -> SwappableTlsBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let tls = Arc::new(Mutex::new(tls));
+        let current = tls.clone();
+        let task = tokio::spawn(async move {
+            for _ in 0..Self::MAX_ACCEPTS {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = TlsAcceptor::from(current.lock().unwrap().clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let io: Box<dyn backend::Io> = Box::new(tls);
+                    if let Ok(ws) = tokio_tungstenite::accept_async(io).await {
+                        backend::echo(ws, Arc::default()).await;
+                    }
+                });
+            }
+        });
+        SwappableTlsBackend { addr, tls, task }
+    }
+
+    /// Presents `tls`'s certificate to every connection accepted from now on.
+    fn replace(&self, tls: Arc<rustls::ServerConfig>) {
+        *self.tls.lock().unwrap() = tls;
+    }
+
+    fn url(&self) -> String {
+        format!("wss://localhost:{}/", self.addr.port())
+    }
+}
+
+async fn round_trip(ws: &mut Client, text: &str) {
+    within("send", ws.send(Message::text(text))).await.unwrap();
+    assert_eq!(client::next(ws).await, Message::text(text));
+}
+
+/// Bug: a route's `tls_ca` file was never re-read, though a reload re-reads every
+/// certificate: a backend moved to a certificate from a new CA stayed unreachable.
+#[tokio::test]
+async fn reload_rereads_a_routes_tls_ca_without_retiring_its_connections() {
+    let (ca1, ca2) = (TestCa::new(), TestCa::new());
+    let dir = tempfile::tempdir().unwrap();
+    let trust = dir.path().join("backend-ca.pem");
+    std::fs::copy(ca1.ca_pem(), &trust).unwrap();
+    let backend = SwappableTlsBackend::start(ca1.server_config()).await;
+    let config = proxy::yaml(&proxy::route(
+        "p",
+        "/p",
+        &backend.url(),
+        &format!("    tls_ca: {}\n", trust.display()),
+    ));
+    let proxy = Proxy::start(&config).await;
+    let (mut held, _) = client::connect(proxy.url("/p")).await;
+    round_trip(&mut held, "before").await;
+
+    backend.replace(ca2.server_config());
+    replace_file(&trust, &std::fs::read(ca2.ca_pem()).unwrap());
+    proxy.reload(&config).await.expect("reload");
+
+    let (mut fresh, _) = client::try_connect(proxy.url("/p"))
+        .await
+        .unwrap_or_else(|e| panic!("new connection after the CA change: {e}"));
+    round_trip(&mut fresh, "after").await;
+    round_trip(&mut held, "still open").await;
+    assert_eq!(proxy.active(), 2, "the reload retired no connection");
 }

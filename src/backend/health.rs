@@ -15,29 +15,27 @@ use crate::proto::close::{close_payload, code};
 use crate::proto::frame::{self, MaskKeys, OpCode};
 use crate::proto::handshake::accept_key;
 use crate::shared::pool::{Backend, Pool};
+use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
-/// Starts the checks of `pool` (once per pool), until the pool is replaced or wsgate stops.
-pub fn start(
-    pool: &Arc<Pool>,
-    route: &str,
-    tls: &Arc<rustls::ClientConfig>,
-    state: &Arc<ProxyState>,
-) {
+/// Starts the checks of `pool` (once per pool), a pool of `route`, until the pool is
+/// replaced or wsgate stops. Each probe uses the route's backend TLS config in force.
+pub fn start(pool: &Arc<Pool>, route: &Arc<Route>, state: &Arc<ProxyState>) {
     if !pool.claim_health_start() {
         return;
     }
+    let name = route.name();
     if pool.config.health_check.is_none() {
         // A backend kept from a pool whose checks found it unhealthy: with no check left to
         // say otherwise it is healthy (passive ejection still applies), or it never returns.
         for (backend, _) in &pool.backends {
             if backend.set_healthy(true) {
-                tracing::info!(route, backend = %backend.url, "health checks removed: backend healthy");
+                tracing::info!(route = name, backend = %backend.url, "health checks removed: backend healthy");
             }
         }
     }
     for (backend, _) in &pool.backends {
-        let gauge = state.metrics.backend_healthy_gauge(route, &backend.url.url);
+        let gauge = state.metrics.backend_healthy_gauge(name, &backend.url.url);
         gauge.set(backend.usable() as i64);
         // A backend kept across a reload already has its gauge.
         let _ = backend.gauge.set(gauge);
@@ -47,20 +45,15 @@ pub fn start(
     };
     let stop = pool.stop.clone();
     for (backend, _) in &pool.backends {
-        let (backend, check, tls, state, route) = (
-            backend.clone(),
-            check.clone(),
-            tls.clone(),
-            state.clone(),
-            route.to_string(),
-        );
+        let (backend, check, state, route) =
+            (backend.clone(), check.clone(), state.clone(), route.clone());
         let pool = pool.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
                 _ = state.shutdown.cancelled() => {}
-                _ = run(&backend, &check, &tls, &state, &route, &pool) => {}
+                _ = run(&backend, &check, &state, &route, &pool) => {}
             }
         });
     }
@@ -70,15 +63,18 @@ pub fn start(
 async fn run(
     backend: &Arc<Backend>,
     check: &HealthCheck,
-    tls: &Arc<rustls::ClientConfig>,
     state: &ProxyState,
-    route: &str,
+    route: &Route,
     pool: &Pool,
 ) {
+    let route_name = route.name();
     let (mut ok_streak, mut fail_streak) = (0u32, 0u32);
     loop {
-        let result =
-            tokio::time::timeout(check.timeout, probe(&backend.url, &check.path, tls)).await;
+        let result = tokio::time::timeout(
+            check.timeout,
+            probe(&backend.url, &check.path, &route.backend_tls()),
+        )
+        .await;
         let outcome = match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e),
@@ -93,13 +89,13 @@ async fn run(
             Ok(()) => {
                 (ok_streak, fail_streak) = (ok_streak + 1, 0);
                 if ok_streak >= check.rise && backend.set_healthy(true) {
-                    tracing::info!(route, backend = %backend.url, "backend healthy again");
+                    tracing::info!(route = route_name, backend = %backend.url, "backend healthy again");
                 }
             }
             Err(why) => {
                 (ok_streak, fail_streak) = (0, fail_streak + 1);
                 if fail_streak >= check.fall && backend.set_healthy(false) {
-                    tracing::warn!(route, backend = %backend.url, reason = %why, "backend unhealthy: no new connections");
+                    tracing::warn!(route = route_name, backend = %backend.url, reason = %why, "backend unhealthy: no new connections");
                     if pool.config.close_on_unhealthy {
                         let window = state.settings.load().drain_window;
                         backend.retirement.retire(backend.active(), window);

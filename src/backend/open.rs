@@ -76,7 +76,7 @@ pub(crate) async fn open_backend(
             protocols,
         );
         let attempt = tokio::time::timeout(timeout, async {
-            let stream = dial::connect(&backend.url, &route.backend_tls).await?;
+            let stream = dial::connect(&backend.url, &route.backend_tls()).await?;
             client::handshake(stream, &request, &key, protocols).await
         })
         .await

@@ -162,7 +162,7 @@ impl Running {
         }
         // 2. Swap.
         let window = new.reload.drain_window;
-        rebuilt.swap_pools();
+        rebuilt.install();
         self.gateway.routes.store(Arc::new(table));
         self.gateway.settings.store(Arc::new(settings(&new)));
         // Old checks stop before new ones start, so no stale verdict lands after them.
@@ -245,7 +245,7 @@ fn match_listeners(running: &[ListenerHandle], new: &[ListenerConfig]) -> Vec<Op
 fn start_health_checks(state: &Arc<ProxyState>) {
     for route in state.routes.load().routes() {
         if let Some(pool) = route.pool() {
-            crate::backend::health::start(&pool, route.name(), &route.backend_tls, state);
+            crate::backend::health::start(&pool, route, state);
         }
     }
 }
