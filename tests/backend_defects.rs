@@ -5,12 +5,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures_util::SinkExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 use support::backend;
 use support::ca::TestCa;
@@ -134,4 +136,33 @@ async fn reload_rereads_a_routes_tls_ca_without_retiring_its_connections() {
     round_trip(&mut fresh, "after").await;
     round_trip(&mut held, "still open").await;
     assert_eq!(proxy.active(), 2, "the reload retired no connection");
+}
+
+/// Bug: health-check tasks kept probing after `run()` failed on a later step, so a
+/// proxy that never started went on loading its backends.
+#[tokio::test]
+async fn a_failed_start_leaves_no_health_check_running() {
+    const INTERVAL: Duration = Duration::from_millis(20);
+    let node = Node::start("b0").await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().unwrap();
+    let check = format!(
+        "health_check: {{path: /health, interval: {}ms, timeout: 200ms}}",
+        INTERVAL.as_millis()
+    );
+    let yaml = config("1s", &pool_route(ROUTE, PATH, &urls([&node]), &[&check]))
+        .replace("127.0.0.1:0", &addr.to_string());
+    let config = wsgate::Config::parse(&yaml, "taken.yaml").expect("valid config");
+    let shutdown = CancellationToken::new();
+    let started = within("wsgate::run", wsgate::run(config, shutdown.clone())).await;
+    assert!(
+        matches!(started, Err(wsgate::StartError::Bind { addr: a, .. }) if a == addr),
+        "run() must fail on the taken port: {:?}",
+        started.as_ref().err()
+    );
+    // An absence cannot be polled for: wait out several intervals, then count.
+    tokio::time::sleep(INTERVAL * 10).await;
+    assert_eq!(node.probes(), 0, "probes after a failed start");
+    drop(taken);
+    shutdown.cancel();
 }
