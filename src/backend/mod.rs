@@ -1,6 +1,7 @@
 //! The backend side: dial, balance, the HTTP/1.1 upgrade client, open (pick + retry),
 //! health checks and the built-in echo backend.
 
+pub mod balance;
 pub mod client;
 pub mod dial;
 pub mod echo;

@@ -9,6 +9,7 @@ use hyper::Request;
 use hyper::body::Incoming;
 use hyper::header;
 
+use crate::backend::balance;
 use crate::backend::client::Answer;
 use crate::backend::client::{self, RequestHead};
 use crate::backend::dial;
@@ -58,8 +59,8 @@ pub(crate) async fn open_backend(
             backend: None,
         });
     };
-    let hash_key = pool.hash_key(req.headers(), req.uri().query(), client.peer.ip());
-    let candidates = pool.candidates(hash_key);
+    let hash_key = balance::hash_key(&pool, req.headers(), req.uri().query(), client.peer.ip());
+    let candidates = balance::candidates(&pool, hash_key);
     let mut last = BackendError::NoHealthyBackend;
     let attempts = candidates.len();
     for (n, backend) in candidates.into_iter().enumerate() {
@@ -75,7 +76,7 @@ pub(crate) async fn open_backend(
             protocols,
         );
         let attempt = tokio::time::timeout(timeout, async {
-            let stream = dial::connect(&backend.url, &route.backend_tls).await?;
+            let stream = dial::connect(&backend.url, &route.backend_tls()).await?;
             client::handshake(stream, &request, &key, protocols).await
         })
         .await

@@ -126,7 +126,7 @@ impl Running {
 fn start_health_checks(state: &Arc<ProxyState>) {
     for route in state.routes.load().routes() {
         if let Some(pool) = route.pool() {
-            crate::backend::health::start(&pool, route.name(), &route.backend_tls, state);
+            crate::backend::health::start(&pool, route, state);
         }
     }
 }

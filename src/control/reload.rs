@@ -77,13 +77,14 @@ impl Running {
         }
         // 2. Swap.
         let window = new.reload.drain_window;
-        rebuilt.swap_pools();
+        rebuilt.install();
         self.gateway.routes.store(Arc::new(table));
         self.gateway.settings.store(Arc::new(settings(&new)));
-        start_health_checks(&self.gateway);
+        // Old checks stop before new ones start, so no stale verdict lands after them.
         for pool in &rebuilt.replaced_pools {
             pool.stop.cancel();
         }
+        start_health_checks(&self.gateway);
         for route in &rebuilt.retired_routes {
             tracing::info!(
                 route = route.name(),

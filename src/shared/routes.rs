@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
@@ -18,8 +18,8 @@ pub struct Route {
     pub config: RouteConfig,
     /// `defaults` with this route's overrides applied.
     pub tuning: Tuning,
-    /// TLS client config for this route's `wss://` backends.
-    pub backend_tls: Arc<rustls::ClientConfig>,
+    /// TLS client config for this route's `wss://` backends; rebuilt from `tls_ca` on reload.
+    backend_tls: ArcSwap<rustls::ClientConfig>,
     /// The backend pool (none for the built-in echo); replaced when a reload changes only it.
     pool: ArcSwapOption<Pool>,
     /// Its connections, closed with 1012 when a reload removes or changes the route.
@@ -57,7 +57,9 @@ impl Route {
         };
         Ok(Route {
             tuning: config.tuning.apply(defaults),
-            backend_tls: crate::shared::tls::backend_client_config(config.tls_ca.as_deref())?,
+            backend_tls: ArcSwap::new(crate::shared::tls::backend_client_config(
+                config.tls_ca.as_deref(),
+            )?),
             config: config.clone(),
             pool: ArcSwapOption::new(pool),
             retirement: Retirement::default(),
@@ -69,6 +71,11 @@ impl Route {
     /// The route's name (metric label and log field).
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The TLS client config in force for this route's `wss://` backends.
+    pub fn backend_tls(&self) -> Arc<rustls::ClientConfig> {
+        self.backend_tls.load_full()
     }
 
     /// The backend pool in force; `None` for the built-in echo.
@@ -141,13 +148,19 @@ pub struct Rebuilt {
     pub replaced_pools: Vec<Arc<Pool>>,
     /// Routes whose pool changed, and the new pool to install when the table is swapped in.
     pool_swaps: Vec<(Arc<Route>, Arc<Pool>)>,
+    /// Kept routes with a `tls_ca`, and the client config built from that file anew.
+    tls_swaps: Vec<(Arc<Route>, Arc<rustls::ClientConfig>)>,
 }
 
 impl Rebuilt {
-    /// Installs the new pools of kept routes (call when the new table goes live).
-    pub fn swap_pools(&self) {
+    /// Installs the new pools and backend TLS configs of kept routes (call when the new
+    /// table goes live); open connections keep the TLS session they have.
+    pub fn install(&self) {
         for (route, pool) in &self.pool_swaps {
             route.pool.store(Some(pool.clone()));
+        }
+        for (route, tls) in &self.tls_swaps {
+            route.backend_tls.store(tls.clone());
         }
     }
 }
@@ -176,6 +189,12 @@ impl RouteTable {
                     .map(|r| (r, r.compare(config, defaults)))
                     .find(|(_, c)| *c != Change::Different)
             });
+            if let (Some((route, _)), Some(ca)) = (&old, &config.tls_ca) {
+                // A reload re-reads every certificate, even for a route that is otherwise
+                // unchanged; the public roots alone are compiled in and never change.
+                let tls = crate::shared::tls::backend_client_config(Some(ca))?;
+                rebuilt.tls_swaps.push(((*route).clone(), tls));
+            }
             routes.push(match old {
                 Some((route, Change::Same)) => route.clone(),
                 Some((route, _)) => {
@@ -315,7 +334,7 @@ mod tests {
             "a route whose backends changed is kept"
         );
         let h2_before = old_p.pool().unwrap().backends[1].0.clone();
-        rebuilt.swap_pools();
+        rebuilt.install();
         let pool = new_p.pool().unwrap();
         assert!(
             Arc::ptr_eq(&pool.backends[0].0, &h2_before),

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod backend_defects;
 mod close;
 mod config;
 mod config_defects;

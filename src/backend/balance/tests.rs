@@ -1,0 +1,142 @@
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::config::BackendUrl;
+use crate::config::pool::{BackendConfig, PoolConfig};
+
+fn pool(balance: Balance, weights: &[u32]) -> Pool {
+    let backends = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| BackendConfig {
+            url: BackendUrl::parse(&format!("ws://10.0.0.{i}:80/")).unwrap(),
+            weight,
+        })
+        .collect();
+    Pool::new(
+        PoolConfig {
+            backends,
+            balance,
+            retries: 9,
+            health_check: None,
+            max_fails: 3,
+            fail_timeout: std::time::Duration::from_secs(10),
+            close_on_unhealthy: false,
+            all_unhealthy: AllUnhealthy::Fail,
+        },
+        None,
+    )
+}
+
+fn first(p: &Pool, key: Option<u64>) -> String {
+    candidates(p, key)[0].url.host.clone()
+}
+
+#[test]
+fn weighted_round_robin_is_smooth() {
+    let p = pool(Balance::RoundRobin, &[5, 1, 1]);
+    let picks: Vec<String> = (0..7).map(|_| first(&p, None)).collect();
+    assert_eq!(picks.iter().filter(|h| *h == "10.0.0.0").count(), 5);
+    // Smooth: the heavy backend never gets more than 2 in a row here (5,1,1 → a a b a c a a).
+    assert_ne!(picks[..3], ["10.0.0.0", "10.0.0.0", "10.0.0.0"]);
+}
+
+#[test]
+fn least_connections_prefers_the_idle() {
+    let p = pool(Balance::LeastConnections, &[1, 1, 1]);
+    let _busy: Vec<_> = (0..3).map(|_| p.backends[0].0.occupy()).collect();
+    let _one = p.backends[1].0.occupy();
+    assert_eq!(first(&p, None), "10.0.0.2");
+}
+
+#[test]
+fn consistent_hash_moves_few_keys() {
+    let before = pool(Balance::Hash(HashOn::ClientIp), &[1, 1, 1, 1]);
+    let after = pool(Balance::Hash(HashOn::ClientIp), &[1, 1, 1, 1, 1]);
+    let keys: Vec<u64> = (0..2000u64)
+        .map(|k| stable_hash(&k.to_le_bytes()))
+        .collect();
+    let moved = keys
+        .iter()
+        .filter(|&&k| first(&before, Some(k)) != first(&after, Some(k)))
+        .count();
+    // Ideal is 1/5 of the keys; a modulo hash would move about 4/5.
+    assert!(moved < 2000 * 3 / 10, "moved {moved} of 2000");
+    assert!(
+        keys.iter()
+            .all(|&k| first(&before, Some(k)) == first(&before, Some(k)))
+    );
+}
+
+#[test]
+fn all_unhealthy_fails_or_tries_anyway() {
+    let mut p = pool(Balance::RoundRobin, &[1, 1]);
+    for _ in 0..3 {
+        p.backends[0].0.connect_failed(&p.config);
+    }
+    assert!(
+        (0..4).all(|_| first(&p, None) == "10.0.0.1"),
+        "ejected: skipped"
+    );
+    p.backends[1].0.set_healthy(false);
+    assert!(candidates(&p, None).is_empty(), "all unhealthy → fail");
+    p.config.all_unhealthy = AllUnhealthy::Try;
+    assert_eq!(
+        candidates(&p, None).len(),
+        2,
+        "all unhealthy → try them all"
+    );
+}
+
+#[test]
+fn cookie_and_query_keys() {
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, "a=1; sid=xyz; b=2".parse().unwrap());
+    assert_eq!(cookie(&h, "sid"), Some("xyz"));
+    assert_eq!(query_param(Some("x=1&user=bob"), "user"), Some("bob"));
+    assert_eq!(query_param(None, "user"), None);
+}
+
+/// The sticky hash is SipHash-1-3 with zero keys; these values are fixed forever (the
+/// `alice` and URL vectors agree with CPython's `hash(b"…")` under `PYTHONHASHSEED=0`,
+/// which is SipHash-1-3 with zero keys too). A change here moves every sticky user.
+#[test]
+fn stable_hash_matches_fixed_vectors() {
+    assert_eq!(stable_hash(b"alice"), 0x11af_1c34_7e79_d641);
+    assert_eq!(stable_hash(b"ws://10.0.0.0:80/"), 0xe518_9b35_5488_c9b2);
+    // CPython hashes empty bytes as 0 by special case; this one is the reference output.
+    assert_eq!(stable_hash(b""), 0xd1fb_a762_150c_532c);
+}
+
+/// Known key → known backend for a fixed pool: the same user lands on the same backend
+/// in every build.
+#[test]
+fn sticky_keys_map_to_fixed_backends() {
+    let p = pool(
+        Balance::Hash(HashOn::Header("x-user".into())),
+        &[1, 1, 1, 1],
+    );
+    let pick = |user: &str| {
+        let mut h = HeaderMap::new();
+        h.insert("x-user", user.parse().unwrap());
+        let key = hash_key(&p, &h, None, Ipv4Addr::LOCALHOST.into());
+        first(&p, key)
+    };
+    let users = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let picked: Vec<String> = users.iter().map(|u| pick(u)).collect();
+    assert_eq!(
+        picked,
+        [
+            "10.0.0.2", "10.0.0.2", "10.0.0.0", "10.0.0.2", "10.0.0.3", "10.0.0.3"
+        ]
+    );
+    let by_ip = pool(Balance::Hash(HashOn::ClientIp), &[1, 1, 1, 1]);
+    let key = hash_key(
+        &by_ip,
+        &HeaderMap::new(),
+        None,
+        Ipv4Addr::new(192, 0, 2, 7).into(),
+    );
+    assert_eq!(key, Some(stable_hash(&[192, 0, 2, 7])));
+    assert_eq!(first(&by_ip, key), "10.0.0.3");
+}
