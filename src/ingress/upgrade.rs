@@ -317,7 +317,8 @@ fn relay_refusal(res: Response<Bytes>) -> Response<Body> {
     let (parts, body) = res.into_parts();
     let mut h = forwardable(&parts.headers);
     // The body was read whole (or dropped when too large), so its length is known; a 204 or
-    // 304 has none whatever its Content-Length says, so theirs is passed on as before.
+    // 304 has none whatever its Content-Length says, and a 304's Content-Length describes
+    // the stored representation (RFC 9110 §8.6), so the backend's value is passed on.
     let bodyless =
         parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
     if !bodyless {

@@ -76,7 +76,7 @@ pub struct Pending {
     pub session: Session,
     /// The backend's stream and the bytes it sent after its 101.
     pub backend: (Stream, BytesMut),
-    /// The gateway the connection belongs to.
+    /// The proxy state the connection belongs to.
     pub state: Arc<ProxyState>,
 }
 

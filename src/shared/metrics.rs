@@ -1,4 +1,4 @@
-//! Prometheus metrics, owned by the gateway (never the global registry) so tests are isolated.
+//! Prometheus metrics, owned by the proxy state (never the global registry) so tests are isolated.
 //!
 //! Label values come only from finite sets: route names from the config, directions, hops,
 //! opcodes, `closed_by`, outcomes, close codes of the valid range and failure reasons.
@@ -231,7 +231,7 @@ impl Metrics {
 
     /// Counts a new relayed connection and resolves its live counters (unless `per_frame` is off).
     ///
-    /// `cached` holds the route's resolved handles (see [`crate::shared::routes::Route`]), so a new
+    /// `cached` holds the route's resolved handles (`Route::metrics`), so a new
     /// connection costs no label hashing.
     pub fn connection_opened(
         &self,
