@@ -29,6 +29,9 @@
 #   BENCH_SKIP_BUILD=1     use the binaries already built
 #   BENCH_WSGATE_BIN=PATH  measure this wsgate binary instead of building the work tree
 #                          (e.g. a build of a clean commit while src/ is being edited)
+#   BENCH_BASE_BIN=PATH    another wsgate binary (say, a build of the previous commit),
+#                          measured as target `wsgate-base` in the same run, interleaved
+#                          with the others: add it to BENCH_TARGETS to compare two builds
 #   BENCH_KEEP=1           keep the scratch folder (configs, logs, raw results)
 set -euo pipefail
 
@@ -90,6 +93,7 @@ mkdir -p "$BIN" "$ROOT/benches/results"
 # Copies, so a rebuild during the run does not swap a binary under us.
 cp "$WSGATE_BIN" "$ROOT/benches/loadgen/target/release/loadgen" \
     "$ROOT/benches/loadgen/target/release/echo-backend" "$BIN/"
+if [ -n "${BENCH_BASE_BIN:-}" ]; then cp "$BENCH_BASE_BIN" "$BIN/wsgate-base"; fi
 RESULTS=$RUN/results.tsv
 : >"$RESULTS"
 
@@ -131,7 +135,7 @@ bash "$ROOT/benches/make-certs.sh" "$TLSDIR"
 
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))
-declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14)
+declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14)
 
 render() { # template out port [scratch dir for @RUN@]
     sed -e "s|@RUN@|${4:-$RUN}|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
@@ -188,6 +192,12 @@ start_target() { # name
     local name=$1 port=$((PORT_BASE + ${PORT_OF[$1]}))
     case $name in
     direct) start direct "$port" "$BIN/echo-backend" --listen "127.0.0.1:$port" ;;
+    wsgate-base)
+        [ -x "$BIN/wsgate-base" ] || die "target wsgate-base needs BENCH_BASE_BIN"
+        render wsgate.yaml "$name.yaml" "$port"
+        [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
+        start "$name" "$port" "$BIN/wsgate-base" --config "$RUN/$name.yaml"
+        ;;
     wsgate | wsgate-tls | wsgate-nometrics)
         render "${name%-nometrics}.yaml" "$name.yaml" "$port"
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
