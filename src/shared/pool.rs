@@ -178,7 +178,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::pool::{AllUnhealthy, BackendConfig, Balance};
+    use crate::config::pool::BackendConfig;
 
     fn config(hosts: &[&str]) -> PoolConfig {
         PoolConfig {
@@ -189,13 +189,8 @@ mod tests {
                     weight: 1,
                 })
                 .collect(),
-            balance: Balance::RoundRobin,
             retries: 9,
-            health_check: None,
-            max_fails: 3,
-            fail_timeout: std::time::Duration::from_secs(10),
-            close_on_unhealthy: false,
-            all_unhealthy: AllUnhealthy::Fail,
+            ..PoolConfig::default()
         }
     }
 

@@ -113,43 +113,6 @@ async fn empty_close_stays_empty_and_is_never_1005_on_the_wire() {
 }
 
 #[tokio::test]
-async fn backend_vanishing_gives_client_1014() {
-    // Two ways to vanish: FIN without a Close, and a reset.
-    for reset in [false, true] {
-        let backend = RawBackend::start(move |mut conn: RawConn| async move {
-            conn.accept(&[]).await;
-            if let Ok(Some(first)) = conn.io.try_recv(STEP).await {
-                conn.log.record_frame(first);
-                if reset {
-                    let _ = conn.io.io().set_zero_linger();
-                }
-            }
-            // Dropping the socket here: no Close frame.
-        })
-        .await;
-        let mut proxy = proxy_to(&backend.url("/ws"), "").await;
-        let mut client = raw::upgrade(proxy.addr(), "/app").await;
-        client.send(Frame::text("hi")).await;
-        let close = client.expect_close(1014).await;
-        assert_eq!(close.close_code(), Some(1014), "reset={reset}");
-
-        let report = proxy.next_report().await;
-        assert!(
-            matches!(report.closed_by, ClosedBy::Backend),
-            "reset={reset}: {report:?}"
-        );
-        // A FIN is a backend that left; a reset is one that failed.
-        let outcome = if reset {
-            Outcome::BackendError
-        } else {
-            Outcome::BackendGone
-        };
-        assert_eq!(report.outcome, outcome, "reset={reset}: {report:?}");
-        proxy.assert_drained().await;
-    }
-}
-
-#[tokio::test]
 async fn client_vanishing_gives_backend_1001() {
     let backend = Backend::echo().await;
     let mut proxy = proxy_to(&backend.url("/ws"), "").await;

@@ -37,6 +37,7 @@ fn ended(gate: &Proxy, outcome: &str) -> f64 {
 async fn backend_fin_without_close_is_backend_gone_and_reset_is_backend_error() {
     // Bug: a backend that closed TCP cleanly without a Close frame (mosquitto after every
     // MQTT DISCONNECT) was reported as `backend_error`, inflating the error metrics.
+    // Either way the client gets 1014 and the report says the backend closed.
     for (reset, outcome) in [(false, "backend_gone"), (true, "backend_error")] {
         let backend = RawBackend::start(move |mut conn: RawConn| async move {
             conn.accept(&[]).await;

@@ -18,11 +18,7 @@ fn pool(balance: Balance, weights: &[u32]) -> Pool {
             backends,
             balance,
             retries: 9,
-            health_check: None,
-            max_fails: 3,
-            fail_timeout: std::time::Duration::from_secs(10),
-            close_on_unhealthy: false,
-            all_unhealthy: AllUnhealthy::Fail,
+            ..PoolConfig::default()
         },
         None,
     )
