@@ -15,7 +15,7 @@ use crate::backend::client::{self, RequestHead};
 use crate::backend::dial;
 use crate::backend::error::BackendError;
 use crate::config::BackendUrl;
-use crate::proto::headers::forwardable;
+use crate::proto::headers::{forwardable, forwarded_element};
 use crate::shared::client::ClientInfo;
 use crate::shared::occupancy::Seat;
 use crate::shared::retire::RetireWatch;
@@ -166,22 +166,11 @@ fn backend_request(
     out.header("x-forwarded-for", ip.as_bytes());
     out.header("x-real-ip", ip.as_bytes());
     out.header("x-forwarded-proto", proto.as_bytes());
-    let for_ip = if client.peer.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip.clone()
-    };
-    match host {
-        Some(host) => {
-            out.header("x-forwarded-host", host.as_bytes());
-            let forwarded = format!("for={for_ip};host=\"{host}\";proto={proto}");
-            out.header("forwarded", forwarded.as_bytes());
-        }
-        None => out.header(
-            "forwarded",
-            format!("for={for_ip};proto={proto}").as_bytes(),
-        ),
+    if let Some(host) = host {
+        out.header("x-forwarded-host", host.as_bytes());
     }
+    let element = forwarded_element(client.peer.ip(), host, proto);
+    out.header("forwarded", element.as_bytes());
     if offers {
         out.header("sec-websocket-protocol", protocols.join(", ").as_bytes());
     }

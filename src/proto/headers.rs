@@ -1,6 +1,8 @@
 //! HTTP header helpers shared by both hops: header tokens, and which of a peer's headers
 //! may be forwarded to the other hop (RFC 9110 §7.6.1).
 
+use std::net::IpAddr;
+
 use hyper::header::{self, HeaderMap, HeaderName};
 
 /// Comma-separated tokens of every instance of a header, trimmed.
@@ -60,6 +62,19 @@ pub fn forwardable(from: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The `Forwarded` element wsgate sends for one hop (RFC 7239 §4): the client's address
+/// (an IPv6 literal bracketed and quoted), the Host it asked for, and its protocol.
+pub fn forwarded_element(client: IpAddr, host: Option<&str>, proto: &str) -> String {
+    let for_ip = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    match host {
+        Some(host) => format!("for={for_ip};host=\"{host}\";proto={proto}"),
+        None => format!("for={for_ip};proto={proto}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +94,19 @@ mod tests {
         let out = forwardable(&h);
         assert_eq!(out.len(), 1);
         assert_eq!(out["cookie"], "a=b");
+    }
+
+    #[test]
+    fn forwarded_element_quotes_ipv6_and_host() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            forwarded_element(v4, Some("chat.example.com"), "https"),
+            "for=192.0.2.1;host=\"chat.example.com\";proto=https"
+        );
+        assert_eq!(
+            forwarded_element(v6, None, "http"),
+            "for=\"[2001:db8::1]\";proto=http"
+        );
     }
 }
