@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use self::body::{Framing, fill, framing, read_chunked, read_sized, read_to_eof};
 use crate::backend::error::BackendError;
 use crate::proto::handshake::accept_key;
-use crate::proto::headers::{forwardable, has_token, tokens};
+use crate::proto::headers::{forwardable, has_token, is_token};
 use crate::shared::stream::Stream;
 
 /// First allocation for the answer: a 101 is a few hundred bytes.
@@ -112,16 +112,23 @@ pub(crate) async fn handshake(
         return Err(invalid("101 without Connection: upgrade"));
     }
     let expected = accept_key(key.as_bytes());
-    if h.get(header::SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes()) != Some(expected.as_bytes()) {
-        return Err(invalid("wrong Sec-WebSocket-Accept"));
+    // Exactly one, and right: a client hop told a second value could act on either.
+    let mut accepts = h.get_all(header::SEC_WEBSOCKET_ACCEPT).iter();
+    match (accepts.next(), accepts.next()) {
+        (Some(v), None) if v.as_bytes() == expected.as_bytes() => {}
+        (Some(_), Some(_)) => return Err(invalid("more than one Sec-WebSocket-Accept")),
+        _ => return Err(invalid("wrong Sec-WebSocket-Accept")),
     }
     if h.contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
         return Err(invalid("extension that was not offered"));
     }
-    let chosen: Vec<String> = tokens(&h, &header::SEC_WEBSOCKET_PROTOCOL).collect();
-    match chosen.as_slice() {
-        [] => {}
-        [p] if offered.contains(p) => {}
+    // On the raw values: one line, one token, one of the offered (RFC 6455 §4.1); an
+    // empty or non-token value is not "no subprotocol", it is a wrong answer.
+    let mut chosen = h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter();
+    match (chosen.next(), chosen.next()) {
+        (None, _) => {}
+        (Some(p), None)
+            if is_token(p.as_bytes()) && offered.iter().any(|o| o.as_bytes() == p.as_bytes()) => {}
         _ => return Err(invalid("subprotocol that was not offered")),
     }
     Ok(Answer::Upgraded {
@@ -227,8 +234,12 @@ where
 fn owned_head(res: &httparse::Response<'_, '_>, end: usize) -> Result<Head, BackendError> {
     // httparse sets the code on every complete parse; 0 stands for "impossible" and fails below.
     let code = res.code.unwrap_or(0);
+    // StatusCode takes 100–999, HTTP defines 100–599 (RFC 9110 §15): a 6xx is no answer
+    // to relay.
     let status = StatusCode::from_u16(code)
-        .map_err(|_| invalid(format!("answer with status code {code}")))?;
+        .ok()
+        .filter(|_| code <= 599)
+        .ok_or_else(|| invalid(format!("answer with status code {code}")))?;
     let mut headers = HeaderMap::with_capacity(res.headers.len());
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())

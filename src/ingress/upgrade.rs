@@ -15,7 +15,7 @@ use crate::backend::client::Answer;
 use crate::backend::error::BackendError;
 use crate::backend::open::{Opened, open_backend};
 use crate::proto::handshake::accept_key;
-use crate::proto::headers::{forwardable, has_token, tokens};
+use crate::proto::headers::{forwardable, has_token, is_token, tokens, valid_authority};
 use crate::proto::path::normalize_path;
 use crate::shared::client::ClientInfo;
 use crate::shared::routes::Route;
@@ -46,9 +46,24 @@ pub enum HandshakeError {
     /// `Sec-WebSocket-Version` other than 13.
     #[error("unsupported Sec-WebSocket-Version (13 required)")]
     WsVersion,
-    /// No `Host` header.
-    #[error("Host header required")]
+    /// No `Host`, more than one, or one that is not an authority (RFC 9112 §3.2).
+    #[error("exactly one Host header, an authority (host and optional port), required")]
     Host,
+    /// An absolute-form target whose scheme or authority is not acceptable, or an
+    /// authority-form target (CONNECT only) on a GET.
+    #[error("request target must be a path or an http(s)/ws(s) URI with a valid authority")]
+    Target,
+    /// `Content-Length` over 0 or `Transfer-Encoding`: an upgrade has no body (RFC 9112
+    /// §6.1), and body bytes must never reach the backend as if they were frames.
+    #[error("an upgrade request carries no body")]
+    Body,
+    /// `Connection: close` beside `upgrade`: the connection cannot both close and switch,
+    /// and hyper would announce `close` on the 101.
+    #[error("Connection: close contradicts the upgrade")]
+    ConnectionClose,
+    /// A `Sec-WebSocket-Protocol` offer that is not a comma-separated list of tokens.
+    #[error("Sec-WebSocket-Protocol must list tokens")]
+    Subprotocol,
     /// The path could not be normalised.
     #[error("bad path: {0}")]
     Path(#[from] crate::proto::path::PathError),
@@ -76,7 +91,8 @@ impl HandshakeError {
         match self {
             NotWebSocket | WsVersion => StatusCode::UPGRADE_REQUIRED,
             Method => StatusCode::METHOD_NOT_ALLOWED,
-            HttpVersion | ConnectionHeader | Key | Host | Path(_) => StatusCode::BAD_REQUEST,
+            HttpVersion | ConnectionHeader | ConnectionClose | Key | Host | Target | Body
+            | Subprotocol | Path(_) => StatusCode::BAD_REQUEST,
             NoRoute => StatusCode::NOT_FOUND,
             Origin => StatusCode::FORBIDDEN,
             Backend(e) => e.status(),
@@ -91,10 +107,13 @@ impl HandshakeError {
             NotWebSocket => "not_websocket",
             Method => "method",
             HttpVersion => "http_version",
-            ConnectionHeader => "connection_header",
+            ConnectionHeader | ConnectionClose => "connection_header",
             Key => "key",
             WsVersion => "ws_version",
             Host => "host",
+            Target => "target",
+            Body => "body",
+            Subprotocol => "subprotocol",
             Path(_) => "path",
             NoRoute => "no_route",
             Origin => "origin",
@@ -137,6 +156,8 @@ pub(crate) struct Hello {
     pub(crate) key: HeaderValue,
     /// Subprotocols the client offered.
     pub(crate) protocols: Vec<String>,
+    /// The authority asked for: the absolute-form target's (RFC 9112 §3.2.2), else Host's.
+    pub(crate) host: String,
 }
 
 /// Answers one request: the 101 (the relay already spawned) or the refusal, counted.
@@ -169,11 +190,7 @@ async fn upgrade(
         return Err((None, HandshakeError::ShuttingDown));
     }
     let path = normalize_path(req.uri().path()).map_err(|e| (None, e.into()))?;
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+    let host = Some(hello.host.clone());
     let route = state
         .routes
         .load()
@@ -273,9 +290,17 @@ fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     if !has_token(h, &header::CONNECTION, "upgrade") {
         return Err(HandshakeError::ConnectionHeader);
     }
-    if h.get(header::HOST).is_none() {
-        return Err(HandshakeError::Host);
+    if has_token(h, &header::CONNECTION, "close") {
+        return Err(HandshakeError::ConnectionClose);
     }
+    let body = h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes().trim_ascii() != b"0");
+    if body {
+        return Err(HandshakeError::Body);
+    }
+    let host = requested_host(req)?;
     let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(k), None) => k,
@@ -289,10 +314,46 @@ fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     if versions.len() != 1 || versions[0].as_bytes().trim_ascii() != b"13" {
         return Err(HandshakeError::WsVersion);
     }
+    // Checked on the raw values: `tokens` skips what is not UTF-8, which would let such a
+    // line through to the backend unparsed.
+    let offers_ok = h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().all(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .all(|t| t.is_empty() || is_token(t))
+    });
+    if !offers_ok {
+        return Err(HandshakeError::Subprotocol);
+    }
     Ok(Hello {
         key: key.clone(),
         protocols: tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect(),
+        host,
     })
+}
+
+/// The authority the client asked for: exactly one Host, itself an authority, and with an
+/// absolute-form target that target's authority, which the Host is then ignored for (RFC
+/// 9112 §3.2.2). hyper leaves an absolute-form target whole in `req.uri()`.
+fn requested_host<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => valid_authority(h.as_bytes()).ok_or(HandshakeError::Host)?,
+        _ => return Err(HandshakeError::Host),
+    };
+    let uri = req.uri();
+    let Some(authority) = uri.authority() else {
+        return Ok(host.to_string());
+    };
+    let scheme_ok = uri.scheme_str().is_some_and(|s| {
+        ["http", "https", "ws", "wss"]
+            .iter()
+            .any(|k| s.eq_ignore_ascii_case(k))
+    });
+    match valid_authority(authority.as_str().as_bytes()) {
+        Some(target) if scheme_ok => Ok(target.to_string()),
+        _ => Err(HandshakeError::Target),
+    }
 }
 
 fn check_origin(route: &Route, headers: &HeaderMap) -> Result<(), HandshakeError> {

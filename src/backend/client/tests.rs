@@ -216,6 +216,8 @@ async fn bad_status_lines_are_invalid() {
         "HTTP/2 101 Switching Protocols\r\n\r\n",
         "SSH-2.0-OpenSSH_9.6\r\n\r\n",
         "HTTP/1.1 099 Low\r\n\r\n",
+        "HTTP/1.1 600 Beyond\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 999 Beyond\r\n\r\n",
         "HTTP/1.1 101 OK\r\nBad Header: x\r\n\r\n",
     ] {
         let why = invalid_reason(answer(wire, usize::MAX).await);
@@ -360,5 +362,66 @@ async fn other_101_violations_are_invalid() {
     for (wire, offered, expect) in cases {
         let why = handshake_error(handshake_with(wire.clone(), offered).await);
         assert!(why.contains(expect), "{wire:?}: {why}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_accept_is_invalid_whichever_comes_first() {
+    for extra in [
+        "Sec-WebSocket-Accept: AAAA\r\n".to_string(),
+        format!("Sec-WebSocket-Accept: {ACCEPT}\r\n"),
+    ] {
+        let why = handshake_error(handshake_with(ok101(&extra), &[]).await);
+        assert!(why.contains("Sec-WebSocket-Accept"), "{extra:?}: {why}");
+    }
+    let wrong_first = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: AAAA\r\nSec-WebSocket-Accept: {ACCEPT}\r\n\r\n"
+    );
+    let why = handshake_error(handshake_with(wrong_first, &[]).await);
+    assert!(why.contains("Sec-WebSocket-Accept"), "{why}");
+}
+
+#[tokio::test]
+async fn subprotocols_that_are_empty_or_not_tokens_are_invalid() {
+    let none: &[&str] = &[];
+    let cases: [(&[u8], &[&str]); 7] = [
+        (b"Sec-WebSocket-Protocol: \r\n", none),
+        (b"Sec-WebSocket-Protocol: \r\n", &["a"]),
+        (b"Sec-WebSocket-Protocol: \xc3\xa9\r\n", none),
+        (b"Sec-WebSocket-Protocol: \xff\r\n", &["a"]),
+        (b"Sec-WebSocket-Protocol: ,\r\n", none),
+        (
+            b"Sec-WebSocket-Protocol: a\r\nSec-WebSocket-Protocol: a\r\n",
+            &["a"],
+        ),
+        (b"Sec-WebSocket-Protocol: \"a\"\r\n", &["\"a\""]),
+    ];
+    for (extra, offered) in cases {
+        let mut wire = ok101("").into_bytes();
+        wire.truncate(wire.len() - 2);
+        wire.extend_from_slice(extra);
+        wire.extend_from_slice(b"\r\n");
+        // Non-UTF-8 bytes cannot go through `handshake_with`'s String.
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            theirs.write_all(&wire).await.unwrap();
+            let mut sink = Vec::new();
+            let _ = theirs.read_to_end(&mut sink).await;
+        });
+        let offered: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
+        let r = handshake(
+            Stream::Memory(ours),
+            b"GET / HTTP/1.1\r\n\r\n",
+            KEY,
+            &offered,
+        )
+        .await;
+        let why = handshake_error(r);
+        assert!(
+            why.contains("subprotocol"),
+            "{:?}: {why}",
+            String::from_utf8_lossy(extra)
+        );
     }
 }
