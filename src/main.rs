@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(&cli.config, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            tracing::error!(error = format!("{e:#}"), "wsgate stopped");
             eprintln!("wsgate: {e:#}");
             ExitCode::FAILURE
         }
@@ -111,15 +111,68 @@ fn start_watch(path: &Path, config: &wsgate::Config, old: Option<FileWatch>) -> 
     }
 }
 
+/// Peer strings are recorded as `&str` fields, which the text format quotes and escapes
+/// like Rust string literals and JSON serialises; [`LineGuard`] is the backstop for any
+/// `%` field or message that still carries a control character.
 fn init_logging(log: &wsgate::LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = log.format == LogFormat::Json;
+    let guard = LineGuard {
+        json,
+        ansi: ansi && !json,
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        .with_writer(guard)
+        .with_ansi(guard.ansi);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Writes each formatted event to stderr as exactly one line: every control character
+/// but the final newline (and U+2028/U+2029, line breaks to some readers) is escaped,
+/// `\u{85}` in text, `\u0085` in JSON (where such characters only occur inside strings).
+#[derive(Clone, Copy)]
+struct LineGuard {
+    json: bool,
+    /// Terminal colours on: ESC belongs to the formatter's own colour codes.
+    ansi: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineGuard {
+    type Writer = LineGuard;
+
+    fn make_writer(&'a self) -> LineGuard {
+        *self
+    }
+}
+
+impl std::io::Write for LineGuard {
+    /// The formatter hands over one whole event per call, its newline last.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let body = text.strip_suffix('\n').unwrap_or(&text);
+        let mut line = String::with_capacity(text.len() + 1);
+        for c in body.chars() {
+            let breaks = c.is_control() || c == '\u{2028}' || c == '\u{2029}';
+            if !breaks || (self.ansi && c == '\u{1b}') {
+                line.push(c);
+            } else if self.json {
+                line.push_str(&format!("\\u{:04x}", c as u32));
+            } else {
+                line.push_str(&c.escape_unicode().to_string());
+            }
+        }
+        line.push('\n');
+        std::io::stderr().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

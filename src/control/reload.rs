@@ -2,10 +2,13 @@
 //! unchanged routes and listeners keep their connections.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{Config, ListenerConfig};
 use crate::ingress::listener::Listener;
-use crate::shared::routes::RouteTable;
+use crate::shared::pool::Backend;
+use crate::shared::routes::{Route, RouteTable};
+use crate::shared::state::ProxyState;
 
 use super::{
     ListenerHandle, Running, StartError, listener_tls, settings, spawn_listener,
@@ -77,6 +80,8 @@ impl Running {
         }
         // 2. Swap.
         let window = new.reload.drain_window;
+        // Taken before the swap: a kept route's pool is replaced in place.
+        let before = Snapshot::of(&self.gateway.routes.load());
         rebuilt.install();
         self.gateway.routes.store(Arc::new(table));
         self.gateway.settings.store(Arc::new(settings(&new)));
@@ -99,6 +104,9 @@ impl Running {
         for backend in &rebuilt.retired_backends {
             tracing::info!(backend = %backend.url, ?window, "backend removed: closing its connections with 1012");
             backend.retirement.retire(backend.active(), window);
+        }
+        for (gone, series) in before.removed_in(&self.gateway.routes.load()) {
+            tokio::spawn(forget_when_idle(self.gateway.clone(), gone, series));
         }
         let mut old: Vec<Option<ListenerHandle>> = listeners.drain(..).map(Some).collect();
         let mut next = Vec::with_capacity(new.listeners.len());
@@ -128,6 +136,103 @@ impl Running {
             listeners.iter().map(|h| h.addr).collect();
         *current = new;
         Ok(())
+    }
+}
+
+/// How often a sweep looks whether the connections of a removed route or backend ended:
+/// they get 1012 within the drain window and end a close handshake later, and a seat
+/// count has no wake-up to wait on.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How long past the drain window a sweep waits for the last connection before it drops
+/// the series anyway (a connection still open then only loses its own counts).
+const SWEEP_GRACE: Duration = Duration::from_secs(300);
+
+/// Metric series a reload removed: a route name, or a backend URL of a kept route.
+enum Series {
+    Route(String),
+    Backend(String, String),
+}
+
+/// What the series' connections are counted by, and what they are.
+type Removed = (Arc<dyn Fn() -> usize + Send + Sync>, Series);
+
+/// The routes of a table and their backends, as they were.
+struct Snapshot(Vec<(Arc<Route>, Vec<Arc<Backend>>)>);
+
+impl Snapshot {
+    fn of(table: &RouteTable) -> Snapshot {
+        Snapshot(
+            table
+                .routes()
+                .iter()
+                .map(|r| {
+                    let backends = r.pool().map_or_else(Vec::new, |p| {
+                        p.backends.iter().map(|(b, _)| b.clone()).collect()
+                    });
+                    (r.clone(), backends)
+                })
+                .collect(),
+        )
+    }
+
+    /// Route names `new` no longer has, and backends (by route name and URL) that a route
+    /// kept by name no longer has. A changed route keeps its name, so its series are kept
+    /// too: they go on counting for the new definition.
+    fn removed_in(&self, new: &RouteTable) -> Vec<Removed> {
+        let mut removed: Vec<Removed> = Vec::new();
+        for (route, backends) in &self.0 {
+            let name = route.name().to_string();
+            let Some(kept) = new.routes().iter().find(|r| r.name() == name) else {
+                let r = route.clone();
+                removed.push((Arc::new(move || r.active()), Series::Route(name)));
+                continue;
+            };
+            for backend in backends {
+                if !serves(kept, &backend.url.url) {
+                    let b = backend.clone();
+                    let series = Series::Backend(name.clone(), backend.url.url.clone());
+                    removed.push((Arc::new(move || b.active()), series));
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// Whether `route`'s pool in force has a backend at `url`.
+fn serves(route: &Route, url: &str) -> bool {
+    route
+        .pool()
+        .is_some_and(|p| p.backends.iter().any(|(b, _)| b.url.url == url))
+}
+
+/// Drops `series` once `active` says their last connection ended (a connection that
+/// ends later would write its close counts back), unless a later reload brought the
+/// route or backend back by then.
+async fn forget_when_idle(
+    state: Arc<ProxyState>,
+    active: Arc<dyn Fn() -> usize + Send + Sync>,
+    series: Series,
+) {
+    let patience = state.settings.load().drain_window + SWEEP_GRACE;
+    let max_sweeps = patience.as_millis() / SWEEP_EVERY.as_millis() + 1;
+    for _ in 0..max_sweeps {
+        if active() == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+    }
+    let table = state.routes.load();
+    let route = |name: &str| table.routes().iter().find(|r| r.name() == name).cloned();
+    match &series {
+        Series::Route(name) if route(name).is_none() => state.metrics.forget_route(name),
+        Series::Backend(name, url) if !route(name).is_some_and(|r| serves(&r, url)) => {
+            state.metrics.forget_backend(name, url)
+        }
+        _ => {}
     }
 }
 

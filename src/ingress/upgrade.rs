@@ -169,7 +169,13 @@ pub(crate) async fn answer(
     match upgrade(req, client, &state).await {
         Ok(res) => res,
         Err((route, e)) => {
-            tracing::info!(status = e.status().as_u16(), route = route.as_deref().unwrap_or(""), error = %e, "upgrade refused");
+            // A string field, so the text format quotes whatever a peer put in the error.
+            tracing::info!(
+                status = e.status().as_u16(),
+                route = route.as_deref().unwrap_or(""),
+                error = e.to_string(),
+                "upgrade refused"
+            );
             state
                 .metrics
                 .handshake_failure(route.as_deref().unwrap_or(""), e.reason());

@@ -1,14 +1,17 @@
 //! Prometheus metrics, owned by the proxy state (never the global registry) so tests are isolated.
 //!
-//! Label values come only from finite sets: route names from the config, directions, hops,
-//! opcodes, `closed_by`, outcomes, close codes of the valid range and failure reasons.
+//! Label values come only from finite sets: route names and backend URLs from the config,
+//! directions, hops, opcodes, `closed_by`, outcomes, close code classes ([`code_label`]) and
+//! failure reasons; never a peer's bytes. The series of a route or backend that a reload
+//! removed are dropped ([`Metrics::forget_route`], [`Metrics::forget_backend`]).
 //! A connection resolves its label handles once ([`ConnMetrics`]), so relaying a frame
 //! costs a few atomic adds and no hashing.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -29,6 +32,36 @@ const OPCODES: [OpCode; 6] = [
     OpCode::Ping,
     OpCode::Pong,
 ];
+
+/// The `code` label of `wsgate_closes_total`: a registered code exactly, a private-use
+/// range as its class, anything else `other`, so a peer choosing codes cannot create
+/// more than this fixed set of series.
+///
+/// `None` (an empty Close) is `none`; 1006 never travels on the wire but is what the
+/// report says when a peer vanished.
+pub fn code_label(code: Option<u16>) -> &'static str {
+    let Some(code) = code else { return "none" };
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1003 => "1003",
+        1005 => "1005",
+        1006 => "1006",
+        1007 => "1007",
+        1008 => "1008",
+        1009 => "1009",
+        1010 => "1010",
+        1011 => "1011",
+        1012 => "1012",
+        1013 => "1013",
+        1014 => "1014",
+        1015 => "1015",
+        3000..=3999 => "3xxx",
+        4000..=4999 => "4xxx",
+        _ => "other",
+    }
+}
 
 /// The metrics of one running wsgate.
 pub struct Metrics {
@@ -265,11 +298,8 @@ impl Metrics {
         self.connections_total
             .with_label_values(&[route, r.outcome.as_str()])
             .inc();
-        let code = r
-            .close_code
-            .map_or_else(|| "none".to_string(), |c| c.to_string());
         self.closes_total
-            .with_label_values(&[route, r.closed_by.as_str(), &code])
+            .with_label_values(&[route, r.closed_by.as_str(), code_label(r.close_code)])
             .inc();
         self.connection_duration_seconds
             .with_label_values(&[route])
@@ -314,6 +344,35 @@ impl Metrics {
         self.config_reloads_total.with_label_values(&[result]).inc();
     }
 
+    /// Drops every series labelled with `route` (call once nothing counts for it any more:
+    /// a closing connection would bring its series back).
+    pub fn forget_route(&self, route: &str) {
+        self.forget(&|labels| labels.get("route") == Some(&route));
+    }
+
+    /// Drops the series of `backend` on `route` (same caveat as [`Metrics::forget_route`]).
+    pub fn forget_backend(&self, route: &str, backend: &str) {
+        self.forget(&|labels| {
+            labels.get("route") == Some(&route) && labels.get("backend") == Some(&backend)
+        });
+    }
+
+    /// Removes, from every family, the series whose labels `matches` accepts.
+    fn forget(&self, matches: &dyn Fn(&HashMap<&str, &str>) -> bool) {
+        remove_matching(&self.connections_active, matches);
+        remove_matching(&self.connections_total, matches);
+        remove_matching(&self.handshake_failures_total, matches);
+        remove_matching(&self.handshake_duration_seconds, matches);
+        remove_matching(&self.messages_total, matches);
+        remove_matching(&self.frames_total, matches);
+        remove_matching(&self.bytes_total, matches);
+        remove_matching(&self.closes_total, matches);
+        remove_matching(&self.connection_duration_seconds, matches);
+        remove_matching(&self.ping_rtt_seconds, matches);
+        remove_matching(&self.backend_connect_errors_total, matches);
+        remove_matching(&self.backend_healthy, matches);
+    }
+
     /// Relayed connections open now, over all routes.
     pub fn active_total(&self) -> usize {
         self.connections_active
@@ -334,8 +393,54 @@ impl Metrics {
     }
 }
 
+/// Removes the series of `vec` whose labels `matches` accepts. The prometheus crate removes
+/// only by a full label set, so the sets are read back from the series that exist.
+fn remove_matching<T: MetricVecBuilder>(
+    vec: &MetricVec<T>,
+    matches: &dyn Fn(&HashMap<&str, &str>) -> bool,
+) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name(), l.value()))
+                .collect();
+            // The labels were read from this very vector, so they always fit it.
+            if matches(&labels) {
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_code_labels_are_a_finite_set() {
+        assert_eq!(code_label(None), "none");
+        for code in (1000..=1003).chain(1005..=1015) {
+            assert_eq!(code_label(Some(code)), code.to_string());
+        }
+        assert_eq!(code_label(Some(1004)), "other");
+        assert_eq!(code_label(Some(1016)), "other");
+        assert_eq!(code_label(Some(2999)), "other");
+        assert_eq!(code_label(Some(3000)), "3xxx");
+        assert_eq!(code_label(Some(3999)), "3xxx");
+        assert_eq!(code_label(Some(4000)), "4xxx");
+        assert_eq!(code_label(Some(4999)), "4xxx");
+        assert_eq!(code_label(Some(5000)), "other");
+        assert_eq!(code_label(Some(0)), "other");
+        let all: std::collections::BTreeSet<_> =
+            (0..=u16::MAX).map(|c| code_label(Some(c))).collect();
+        assert_eq!(all.len(), 18, "15 registered codes, two classes, other");
     }
 }

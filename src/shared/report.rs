@@ -108,6 +108,10 @@ pub struct CloseReport {
 
 impl CloseReport {
     /// Writes the close report line (text or JSON is the subscriber's choice).
+    ///
+    /// Strings a peer controls (subprotocol, close reason) are recorded as `&str`, never
+    /// with `%`: the text format then quotes and escapes them (`"bye\n…"`), JSON
+    /// serialises them, so a reason can neither break the line nor add a field.
     pub fn log(&self) {
         tracing::info!(
             target: "wsgate::close",
@@ -123,7 +127,7 @@ impl CloseReport {
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
             close_code = self.close_code.unwrap_or(1005),
-            close_reason = %self.close_reason,
+            close_reason = self.close_reason.as_str(),
             closed_by = self.closed_by.as_str(),
             outcome = self.outcome.as_str(),
             "connection closed"

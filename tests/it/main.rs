@@ -12,6 +12,7 @@ mod config;
 mod config_defects;
 mod dashboard;
 mod edge_handshake;
+mod edge_logs;
 mod forwarding;
 mod frames;
 mod handshake_backend;

@@ -103,8 +103,14 @@ impl Child {
     }
 }
 
-/// The address in a text-format `listening addr=IP:PORT …` line.
+/// The address in a `listening addr=IP:PORT …` line, text or JSON format.
 fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        return match event.get("message")?.as_str()? {
+            "listening" => event.get("addr")?.as_str()?.parse().ok(),
+            _ => None,
+        };
+    }
     let (_, rest) = line.split_once(" listening addr=")?;
     rest.split_whitespace().next()?.parse().ok()
 }
