@@ -276,6 +276,7 @@ impl Relay {
             },
         };
         self.hop(from).keepalive_mut().on_frame();
+        eprintln!("DBG frame {from:?} {:?} {:?}", frame.opcode, Instant::now());
         // Every data frame takes a token, continuations included: a message that never
         // ends must not escape the rate.
         let over_rate = from == Side::Client
@@ -306,10 +307,8 @@ impl Relay {
             }
             OpCode::Pong => {
                 if let Some(rtt) = self.hop(from).keepalive_mut().on_pong(frame.payload()) {
-                    if let Some(rtt) = rtt {
-                        let route = self.session.route.name();
-                        self.state.metrics.ping_rtt(route, from.label(), rtt);
-                    }
+                    let route = self.session.route.name();
+                    self.state.metrics.ping_rtt(route, from.label(), rtt);
                     return;
                 }
             }

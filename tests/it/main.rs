@@ -11,6 +11,7 @@ mod close;
 mod config;
 mod config_defects;
 mod dashboard;
+mod edge_keepalive;
 mod forwarding;
 mod frames;
 mod handshake_backend;
