@@ -3,12 +3,16 @@
 //! waiting for their request are capped before `accept`, so idle sockets cannot pile
 //! up; the admin listener caps header size and connections.
 
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::backend::{Backend, RawBackend, RawConn};
 use crate::support::frame::{CLOSE, Frame, PING, PONG};
 use crate::support::proxy::{Proxy, route, yaml};
-use crate::support::{eventually, raw};
+use crate::support::{eventually, http, raw, within};
 
 /// The payload prefix of wsgate's own pings (`src/relay/keepalive.rs`).
 const MARK: &[u8] = b"wsgate\0";
@@ -137,4 +141,40 @@ async fn successive_keepalive_pings_carry_unpredictable_payloads() {
     assert_ne!(payloads[1..], [lookalike(2), lookalike(3)], "{payloads:?}");
     assert_ne!(payloads[0], payloads[1]);
     close_and_drain(client, &proxy).await;
+}
+
+#[tokio::test]
+async fn pending_cap_leaves_the_next_connection_unaccepted_until_one_goes() {
+    // Bug: the accept loop took no permit, so idle sockets each held a task until the
+    // header timeout, without bound.
+    let backend = Backend::echo().await;
+    let app = route("app", "/app", &backend.url("/ws"), "");
+    // One worker: one listening socket, so the kernel hands connections over in order.
+    let config = yaml(&app) + "workers: 1\nlimits: { max_pending_connections: 2 }\n";
+    let proxy = Proxy::start(&config).await;
+    let silent = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let _silent = TcpStream::connect(proxy.addr()).await.expect("connect");
+    // The kernel completes this handshake, but wsgate does not take the connection.
+    let mut third = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let request = http::upgrade_request(proxy.addr(), "/app", &[]);
+    third.write_all(request.as_bytes()).await.expect("write");
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "the connection over the cap was served: {early:?}"
+    );
+    assert_eq!(backend.log.accepted(), 0);
+
+    drop(silent);
+    let mut buf = Vec::new();
+    let head = within(
+        "the waiting client is served",
+        http::read_head(&mut third, &mut buf),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(head.status(), 101, "{head:?}");
+    drop(third);
+    proxy.assert_drained().await;
 }
