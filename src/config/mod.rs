@@ -90,6 +90,12 @@ impl Default for MetricsConfig {
 pub struct Limits {
     /// Relayed connections (and upgrades in progress) at most; beyond → 503. Default 10000.
     pub max_connections: usize,
+    /// Client connections each listener holds before they relay (TLS handshake, request
+    /// headers, plain HTTP) at most; beyond, wsgate stops accepting and new connections
+    /// wait in the kernel's backlog. A connection leaves this count when it upgrades
+    /// (then `max_connections` counts it) or closes. Read when the listener starts.
+    /// Default 10000.
+    pub max_pending_connections: usize,
     /// A client must finish its TLS handshake within this; above 0 (0 would end every
     /// handshake at once). Default 10s.
     #[serde(deserialize_with = "nonzero_tls_handshake")]
@@ -107,6 +113,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 10_000,
+            max_pending_connections: 10_000,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,

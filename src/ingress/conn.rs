@@ -9,6 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::ingress::request;
@@ -22,14 +23,17 @@ const HTTP_GRACE: Duration = Duration::from_secs(5);
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// Serves one accepted connection: TLS (when the listener has it), then HTTP/1.1 whose
-/// requests go to the upgrade; ends when the connection does, or after a grace period
-/// once shutdown began.
+/// requests go to the upgrade; ends when the connection does (hyper's connection ends
+/// too once it upgraded, the relay going on in a task of its own), or after a grace
+/// period once shutdown began. `_pending` is the listener's place for a connection that
+/// does not relay yet, held until then.
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
     tls: Option<Arc<ServerConfig>>,
     state: Arc<ProxyState>,
+    _pending: OwnedSemaphorePermit,
 ) {
     // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);

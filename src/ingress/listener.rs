@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -88,13 +89,21 @@ impl Listener {
 
     /// Starts one accept loop per worker runtime, each on its own socket; `loops` tracks
     /// them, so shutdown can wait until every listening socket is closed.
+    ///
+    /// The loops share one cap, `limits.max_pending_connections`: a permit is taken before
+    /// each `accept` and held by the connection until it upgrades or closes, so idle
+    /// sockets cannot pile up; while none is free, connections wait in the kernel backlog.
     pub fn serve(self, workers: &[Handle], loops: &TaskTracker) {
+        let cap = self.gateway.settings.load().limits.max_pending_connections;
+        // At least one: a cap of 0 would never accept anything.
+        let pending = Arc::new(Semaphore::new(cap.clamp(1, Semaphore::MAX_PERMITS)));
         for (socket, handle) in self.sockets.into_iter().zip(workers) {
             let (tls, gateway, stop) = (self.tls.clone(), self.gateway.clone(), self.stop.clone());
+            let pending = pending.clone();
             handle.spawn(loops.track_future(async move {
                 // Registering with the reactor needs this worker's runtime, hence inside the task.
                 match TcpListener::from_std(socket) {
-                    Ok(tcp) => accept_loop(tcp, tls, gateway, stop).await,
+                    Ok(tcp) => accept_loop(tcp, tls, gateway, stop, pending).await,
                     Err(e) => tracing::error!(error = %e, "cannot register the listening socket"),
                 }
             }));
@@ -140,20 +149,33 @@ pub fn bind_sockets(
     Ok((bound, sockets))
 }
 
-/// Accepts until stopped; one task per connection, on this worker.
+/// Accepts until stopped, each connection only once a `pending` permit is free; one task
+/// per connection, on this worker.
 async fn accept_loop(
     tcp: TcpListener,
     tls: Arc<TlsSlot>,
     gateway: Arc<ProxyState>,
     stop: CancellationToken,
+    pending: Arc<Semaphore>,
 ) {
     loop {
+        let permit: OwnedSemaphorePermit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = pending.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed: the loops hold the semaphore until they return.
+                Err(_) => return,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = tcp.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
+                    // EMFILE/ENFILE and the like: waiting frees descriptors, retrying at
+                    // once would spin. The permit goes back and is taken again.
                     tracing::warn!(error = %e, "accept failed");
+                    drop(permit);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -164,6 +186,6 @@ async fn accept_loop(
         let config = tls.current();
         gateway
             .tracker
-            .spawn(conn::serve(stream, peer, id, config, gateway.clone()).instrument(span));
+            .spawn(conn::serve(stream, peer, id, config, gateway.clone(), permit).instrument(span));
     }
 }

@@ -1,11 +1,22 @@
 //! Per-hop keepalive: wsgate's own pings to a quiet peer, and the deadline for its pong.
+//!
+//! Only a pong that answers a ping wsgate sent on this hop and that is not answered yet is
+//! wsgate's: it is consumed and timed. Every other pong (the peers' own, a repeat, one for
+//! a ping already answered) passes end to end, whatever its payload looks like, so a
+//! peer's ping never loses its pong. Each round of pings carries a fresh random token, so
+//! no peer can answer a ping it never saw; the hop keeps only that token (8 bytes), how
+//! many pings carry it, and when the latest was sent.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Prefix of the payload of wsgate's own pings, so their pongs are recognised and consumed.
+/// Prefix of the payload of wsgate's own pings, so they are recognisable on the wire; the
+/// random token after it is what a pong must match.
 const MARK: &[u8; 7] = b"wsgate\0";
+
+/// Length of a ping payload of wsgate's: the mark, then the token.
+pub const PING_LEN: usize = MARK.len() + 8;
 
 /// The keepalive state of one peer; the relay's one timer waits for its deadline.
 #[derive(Debug)]
@@ -13,16 +24,23 @@ pub struct Keepalive {
     interval: Duration,
     timeout: Duration,
     last_rx: Instant,
-    outstanding: bool,
-    last_ping: Option<(u64, Instant)>,
-    seq: u64,
+    /// When the latest ping was sent.
+    sent: Instant,
+    /// The token of the pings not answered yet.
+    token: [u8; 8],
+    /// Pings sent with `token` and not answered yet: that many pongs carrying it are
+    /// consumed. A peer busy with data is pinged again each quiet `interval` before its
+    /// pong comes; those pings reuse the token, so a late pong is still recognised.
+    unanswered: u8,
+    /// Nothing came from the peer since the latest ping: it is dead at `sent + timeout`.
+    silent: bool,
 }
 
 /// What the pump should do when the keepalive deadline passes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Due {
     /// Send this ping payload to the peer.
-    Ping(Vec<u8>),
+    Ping([u8; PING_LEN]),
     /// The peer did not answer the last ping in time: it is dead.
     Dead,
 }
@@ -30,13 +48,15 @@ pub enum Due {
 impl Keepalive {
     /// `interval` of zero disables keepalive.
     pub fn new(interval: Duration, timeout: Duration) -> Keepalive {
+        let now = Instant::now();
         Keepalive {
             interval,
             timeout,
-            last_rx: Instant::now(),
-            outstanding: false,
-            last_ping: None,
-            seq: 0,
+            last_rx: now,
+            sent: now,
+            token: [0; 8],
+            unanswered: 0,
+            silent: false,
         }
     }
 
@@ -45,23 +65,29 @@ impl Keepalive {
         if self.interval.is_zero() {
             return None;
         }
-        match (self.outstanding, self.last_ping) {
-            (true, Some((_, sent))) => Some(sent + self.timeout),
-            _ => Some(self.last_rx + self.interval),
+        if self.silent {
+            Some(self.sent + self.timeout)
+        } else {
+            Some(self.last_rx + self.interval)
         }
     }
 
-    /// The deadline passed: ping, or declare the peer dead.
+    /// The deadline passed: ping, or declare the peer dead. A fresh token is drawn when
+    /// every earlier ping was answered.
     pub fn due(&mut self) -> Due {
-        if self.outstanding {
+        if self.silent {
             return Due::Dead;
         }
-        self.seq += 1;
-        let now = Instant::now();
-        self.last_ping = Some((self.seq, now));
-        self.outstanding = true;
-        let mut payload = MARK.to_vec();
-        payload.extend_from_slice(&self.seq.to_be_bytes());
+        if self.unanswered == 0 {
+            crate::shared::random::fill(&mut self.token);
+        }
+        // Saturating: past 255 unanswered pings a few repeats more are consumed, no harm.
+        self.unanswered = self.unanswered.saturating_add(1);
+        self.sent = Instant::now();
+        self.silent = true;
+        let mut payload = [0u8; PING_LEN];
+        payload[..MARK.len()].copy_from_slice(MARK);
+        payload[MARK.len()..].copy_from_slice(&self.token);
         Due::Ping(payload)
     }
 
@@ -72,22 +98,22 @@ impl Keepalive {
             return;
         }
         self.last_rx = Instant::now();
-        self.outstanding = false;
+        self.silent = false;
     }
 
-    /// Whether a pong answers one of our pings (then it is consumed, not forwarded);
-    /// returns the round trip when it answers the latest one.
-    pub fn on_pong(&mut self, payload: &[u8]) -> Option<Option<Duration>> {
-        if payload.len() != MARK.len() + 8 || &payload[..MARK.len()] != MARK {
+    /// The round trip (from the latest ping) when `payload` answers a ping of wsgate's
+    /// not answered yet (the pong is then consumed, not forwarded); `None` for every other
+    /// pong.
+    pub fn on_pong(&mut self, payload: &[u8]) -> Option<Duration> {
+        let ours = self.unanswered > 0
+            && payload.len() == PING_LEN
+            && payload[..MARK.len()] == MARK[..]
+            && payload[MARK.len()..] == self.token;
+        if !ours {
             return None;
         }
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&payload[MARK.len()..]);
-        let rtt = match self.last_ping {
-            Some((want, sent)) if want == u64::from_be_bytes(seq) => Some(sent.elapsed()),
-            _ => None,
-        };
-        Some(rtt)
+        self.unanswered -= 1;
+        Some(self.sent.elapsed())
     }
 }
 
@@ -106,17 +132,49 @@ mod tests {
         };
         assert_eq!(k.deadline(), Some(start + Duration::from_secs(30)));
         tokio::time::advance(Duration::from_millis(5)).await;
-        assert_eq!(k.on_pong(&payload), Some(Some(Duration::from_millis(5))));
         assert_eq!(k.on_pong(b"app ping"), None);
+        assert_eq!(k.on_pong(&payload), Some(Duration::from_millis(5)));
+        assert_eq!(k.on_pong(&payload), None, "a ping is answered once");
         tokio::time::sleep_until(k.deadline().unwrap()).await;
-        assert_eq!(k.due(), Due::Dead);
+        assert_eq!(
+            k.due(),
+            Due::Dead,
+            "a pong is not a frame: the relay calls on_frame"
+        );
         k.on_frame();
         assert_eq!(k.deadline(), Some(Instant::now() + Duration::from_secs(20)));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn pings_before_the_pong_share_its_token_and_each_is_answered_once() {
+        let second = Duration::from_secs(1);
+        let mut k = Keepalive::new(second, second);
+        let Due::Ping(first) = k.due() else {
+            panic!("expected a ping")
+        };
+        // Data proves the peer alive; the next quiet interval pings again, same token.
+        k.on_frame();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let Due::Ping(again) = k.due() else {
+            panic!("expected a ping")
+        };
+        assert_eq!(first, again);
+        assert_eq!(k.on_pong(&first), Some(Duration::ZERO));
+        assert_eq!(k.on_pong(&first), Some(Duration::ZERO));
+        assert_eq!(k.on_pong(&first), None, "a third pong answers nothing");
+        k.on_frame();
+        let Due::Ping(next) = k.due() else {
+            panic!("expected a ping")
+        };
+        assert_ne!(first, next, "a fresh token once every ping was answered");
+    }
+
     #[test]
-    fn disabled() {
-        let k = Keepalive::new(Duration::ZERO, Duration::from_secs(10));
+    fn disabled_consumes_no_pong() {
+        let mut k = Keepalive::new(Duration::ZERO, Duration::from_secs(10));
         assert_eq!(k.deadline(), None);
+        let mut lookalike = MARK.to_vec();
+        lookalike.extend_from_slice(&[0; 8]);
+        assert_eq!(k.on_pong(&lookalike), None);
     }
 }

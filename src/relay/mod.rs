@@ -306,10 +306,8 @@ impl Relay {
             }
             OpCode::Pong => {
                 if let Some(rtt) = self.hop(from).keepalive_mut().on_pong(frame.payload()) {
-                    if let Some(rtt) = rtt {
-                        let route = self.session.route.name();
-                        self.state.metrics.ping_rtt(route, from.label(), rtt);
-                    }
+                    let route = self.session.route.name();
+                    self.state.metrics.ping_rtt(route, from.label(), rtt);
                     return;
                 }
             }

@@ -13,6 +13,7 @@ mod config_defects;
 mod dashboard;
 mod edge_handshake;
 mod edge_logs;
+mod edge_keepalive;
 mod forwarding;
 mod frames;
 mod handshake_backend;
