@@ -11,12 +11,20 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::control::StartError;
 use crate::shared::state::ProxyState;
 
 /// Content type of the Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Admin connections served at once: scrapers and probes need a handful, and a cap keeps
+/// a flood of idle connections from holding tasks and descriptors without bound.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Largest request head (hyper's minimum read buffer); admin requests are a line or two.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// A request head must arrive within this (slowloris).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Binds the admin address; serving starts with [`serve`].
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -26,10 +34,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
 }
 
 /// Answers admin requests until shutdown has finished draining (so `/readyz` says 503 meanwhile).
+///
+/// A permit is taken before each accept and held until the connection ends, so at most
+/// [`MAX_CONNECTIONS`] are served; the rest wait in the kernel's backlog.
 pub async fn serve(listener: TcpListener, state: Arc<ProxyState>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((tcp, _)) = listener.accept().await else {
             // Out of descriptors or similar: the admin port must not spin; try again shortly.
+            drop(permit);
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;
         };
@@ -38,9 +55,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>) {
             let service = service_fn(move |req| answer(req, state.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
+            drop(permit);
         });
     }
 }
