@@ -12,6 +12,13 @@ impl Config {
             origin: origin.to_string(),
             message,
         };
+        if self.limits.max_pending_connections == 0 {
+            return Err(rule(
+                "limits.max_pending_connections: 0 would never accept a connection; expected \
+                 at least 1 (default 10000)"
+                    .into(),
+            ));
+        }
         check_tuning(&self.defaults).map_err(|why| rule(format!("defaults: {why}")))?;
         for route in &self.routes {
             check_tuning(&route.tuning.apply(&self.defaults))

@@ -203,3 +203,11 @@ async fn a_second_wsgate_on_the_port_of_a_running_one_fails_to_start() {
     token.cancel();
     first.shutdown().await;
 }
+
+#[test]
+fn zero_pending_connections_is_refused() {
+    let err = refused(&format!(
+        "{HEAD}limits: {{ max_pending_connections: 0 }}\n{ECHO}"
+    ));
+    assert!(err.contains("max_pending_connections"), "{err}");
+}
