@@ -12,6 +12,7 @@
 # Fast and silent about installing when everything is already there.
 #
 # Environment:
+#   FUZZ_SECONDS  seconds per fuzz target in the fuzz smoke step (default: 20).
 #   PYTHON   interpreter for the interop tests (default: python3); the Rust tests
 #            read the same variable.
 set -euo pipefail
@@ -20,6 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 export PYTHON="${PYTHON:-python3}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+export FUZZ_SECONDS="${FUZZ_SECONDS:-20}"
 
 # The new asyncio client API (websockets.asyncio.client) used by
 # tests/interop/python_echo.py appeared in websockets 13; the interop clients use send(text=True), new in 14.
@@ -114,6 +116,45 @@ ensure_apt_packages() {
     command -v promtool
 }
 
+# Fuzz smoke (fuzz/, cargo-fuzz): each target for FUZZ_SECONDS on its committed corpus, with
+# one process (the long runs are documented in README.md). Needs the nightly toolchain; without
+# one the step says so and passes. cargo-fuzz is installed the same way as in the README.
+fuzz_smoke() {
+    if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+        echo "skipped: no nightly toolchain (rustup toolchain install nightly to run it)"
+        return 0
+    fi
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "installing cargo-fuzz with cargo install --locked"
+        cargo install cargo-fuzz --locked --quiet || {
+            echo "error: cargo install cargo-fuzz failed" >&2
+            return 1
+        }
+    fi
+    cargo +nightly fuzz --version
+    local target rc=0 targets log scratch
+    targets=$(cd fuzz && cargo +nightly fuzz list) || return 1
+    log=$(mktemp)
+    for target in $targets; do
+        echo "-- fuzz target $target (${FUZZ_SECONDS}s)"
+        # New inputs go to a scratch directory (libFuzzer writes to the first one), so the
+        # committed corpus stays as it is.
+        scratch=$(mktemp -d)
+        if (cd fuzz && cargo +nightly fuzz run "$target" "$scratch" "corpus/$target" -- \
+            -max_total_time="$FUZZ_SECONDS" -print_final_stats=1) >"$log" 2>&1; then
+            grep -E '^(#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units)' "$log" || true
+        else
+            # cargo fuzz exits non-zero on a crash, a leak or a timeout; the log names the artifact.
+            tail -n 40 "$log"
+            echo "error: fuzz target $target failed" >&2
+            rc=1
+        fi
+        rm -rf "$scratch"
+    done
+    rm -f "$log"
+    return "$rc"
+}
+
 run_step "apt packages" ensure_apt_packages
 run_step "python websockets" ensure_python_websockets
 run_step "rust toolchain" ensure_rust_components
@@ -122,6 +163,7 @@ run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
 run_step "cargo test --all-targets" cargo test --all-targets
 # --all-targets leaves out doc tests; run them too (a library is always present).
 run_step "cargo test --doc" cargo test --doc
+run_step "fuzz smoke" fuzz_smoke
 # Interop and conformance (tests/interop/): Python `websockets` and Node `ws` clients, a
 # real headless Chromium over wss, and Autobahn|Testsuite (direct vs through wsgate),
 # all against a release build of wsgate. install.sh brings Debian's chromium, the npm

@@ -67,3 +67,248 @@ pub use control::watch::{FileWatch, files as watched_files};
 pub use control::{Running, StartError, run, run_here};
 pub use shared::metrics::Metrics;
 pub use shared::report::{CloseReport, ClosedBy, Outcome};
+
+/// Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): thin wrappers that run one
+/// internal layer on arbitrary bytes and return what it decided, so a target can check
+/// invariants. Not part of the API; nothing else calls them.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::task::{Context, Poll, Waker};
+
+    use bytes::BytesMut;
+    use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+    use hyper::{Method, Request, Version};
+    use tokio::io::AsyncWriteExt;
+
+    use crate::backend::client::{Answer, handshake};
+    use crate::config::Tuning;
+    use crate::proto::frame::FrameDecoder;
+    use crate::proto::headers::forwardable;
+    use crate::relay::message::Message;
+    use crate::relay::violation::Violation;
+    use crate::shared::stream::Stream;
+
+    /// The key wsgate masks frames for a backend with, in [`frames`] (any fixed key will do).
+    const FORWARD_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    /// One frame that passed every check, as the relay would forward it.
+    #[derive(Debug)]
+    pub struct Forwarded {
+        /// FIN bit.
+        pub fin: bool,
+        /// Opcode number.
+        pub opcode: u8,
+        /// The unmasked payload.
+        pub payload: Vec<u8>,
+        /// The bytes written to the other hop (masked when `expect_masked`).
+        pub wire: Vec<u8>,
+    }
+
+    /// What the relay made of one hop's bytes.
+    #[derive(Debug)]
+    pub struct Frames {
+        /// The frames forwarded before the input ended or broke a rule.
+        pub frames: Vec<Forwarded>,
+        /// The violation that ended the hop: its close code and reason.
+        pub violation: Option<(u16, String)>,
+        /// The input ended inside a frame.
+        pub truncated: bool,
+    }
+
+    /// For the fuzz targets: decodes `bytes` as what one peer sends (a client when
+    /// `expect_masked`) with the relay's per-frame and per-message checks, re-encoding each
+    /// good frame for the other hop. Message limits are derived from `max_frame` (4 frames'
+    /// worth, at most 8 fragments) so that the fuzzer reaches them with small inputs.
+    pub fn frames(bytes: &[u8], expect_masked: bool, max_frame: u64) -> Frames {
+        let tuning = Tuning {
+            max_frame_bytes: max_frame,
+            max_message_bytes: max_frame.saturating_mul(4),
+            max_message_frames: 8,
+            ..Tuning::default()
+        };
+        let mut decoder = FrameDecoder::new(BytesMut::new(), expect_masked, max_frame);
+        let mut message = Message::new(&tuning);
+        let mut io = bytes;
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Frames {
+            frames: Vec::new(),
+            violation: None,
+            truncated: false,
+        };
+        // Each frame takes at least 2 bytes, so this bound is never the one that ends it.
+        for _ in 0..=bytes.len() {
+            // A slice never returns Pending: it has the bytes or is at its end.
+            let Poll::Ready(read) = decoder.poll_frame(&mut io, &mut cx) else {
+                break;
+            };
+            let mut frame = match read {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    match Violation::from_frame_error(&e, expect_masked) {
+                        Some(v) => out.violation = Some((v.code(), v.to_string())),
+                        None => out.truncated = true,
+                    }
+                    break;
+                }
+            };
+            if let Err(v) = message.check(&mut frame) {
+                out.violation = Some((v.code(), v.to_string()));
+                break;
+            }
+            let (fin, opcode, payload) = (frame.fin, frame.opcode as u8, frame.payload().to_vec());
+            let wire = frame
+                .into_wire(expect_masked.then_some(FORWARD_KEY))
+                .to_vec();
+            out.frames.push(Forwarded {
+                fin,
+                opcode,
+                payload,
+                wire,
+            });
+        }
+        out
+    }
+
+    /// What the client-upgrade checks made of one request head.
+    #[derive(Debug)]
+    pub struct ClientRequest {
+        /// The request as hyper would hand it to wsgate.
+        pub request: Request<()>,
+        /// `Ok(offered subprotocols)` when the upgrade is valid, else the refusal's reason.
+        pub hello: Result<Vec<String>, &'static str>,
+        /// The normalised path, or why it was refused.
+        pub path: Result<String, crate::proto::path::PathError>,
+        /// The headers that would be forwarded to the backend.
+        pub forwarded: HeaderMap,
+    }
+
+    /// For the fuzz targets: parses an HTTP/1.1 request head with httparse into a
+    /// `hyper::Request` (`None` when that fails, as hyper would refuse it), then runs the
+    /// client-upgrade validation, path normalisation and header forwarding on it.
+    pub fn client_request(bytes: &[u8]) -> Option<ClientRequest> {
+        let mut slots = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut slots);
+        if !matches!(parsed.parse(bytes), Ok(httparse::Status::Complete(_))) {
+            return None;
+        }
+        let mut builder = Request::builder()
+            .method(Method::from_bytes(parsed.method?.as_bytes()).ok()?)
+            .uri(parsed.path?)
+            .version(match parsed.version? {
+                0 => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            });
+        let headers = builder.headers_mut()?;
+        for h in parsed.headers.iter() {
+            headers.append(
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                HeaderValue::from_bytes(h.value).ok()?,
+            );
+        }
+        let request = builder.body(()).ok()?;
+        let hello = crate::ingress::upgrade::validate(&request)
+            .map(|h| h.protocols)
+            .map_err(|e| e.reason());
+        let path = crate::proto::path::normalize_path(request.uri().path());
+        let forwarded = forwardable(request.headers());
+        Some(ClientRequest {
+            request,
+            hello,
+            path,
+            forwarded,
+        })
+    }
+
+    /// The upgrade request [`backend_answer`] sends; its key is RFC 6455's sample nonce, so
+    /// a seed can carry the right accept key (`s3pPLMBiTxaQ9kYGzzhZRbK+xOo=`).
+    pub const BACKEND_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /// The subprotocols [`backend_answer`] offers.
+    pub const OFFERED: [&str; 2] = ["chat", "superchat"];
+
+    /// How the backend's answer was taken.
+    #[derive(Debug)]
+    pub enum BackendAnswer {
+        /// A valid 101: the headers passed to the client and the bytes after the head.
+        Upgraded {
+            /// Headers forwarded to the client.
+            headers: HeaderMap,
+            /// Bytes the backend sent after its 101.
+            leftover: Vec<u8>,
+        },
+        /// Another final status, relayed with its headers and body.
+        Refused {
+            /// The status code.
+            status: u16,
+            /// The backend's headers.
+            headers: HeaderMap,
+            /// The body's length.
+            body_len: usize,
+        },
+        /// A 502/504 reason.
+        Failed(String),
+    }
+
+    thread_local! {
+        /// One runtime for every input: building one per input would dwarf the parsing.
+        static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            // Building a runtime without I/O or timers only fails if the OS refuses a thread
+            // parker, which a fuzzing process cannot run without anyway.
+            .expect("a current-thread runtime");
+    }
+
+    /// For the fuzz targets: sends the upgrade request to a backend that answers `bytes` and
+    /// then closes, over an in-memory stream, and runs the backend client's answer reading
+    /// and 101 checks on it.
+    pub fn backend_answer(bytes: &[u8]) -> BackendAnswer {
+        RUNTIME.with(|rt| {
+            rt.block_on(async {
+                let (ours, mut theirs) = tokio::io::duplex(bytes.len() + 4096);
+                // Both fit in the pipe's buffer, so neither write waits for a reader.
+                if theirs.write_all(bytes).await.is_err() || theirs.shutdown().await.is_err() {
+                    return BackendAnswer::Failed("in-memory pipe".into());
+                }
+                let request = format!(
+                    "GET / HTTP/1.1\r\nhost: fuzz\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
+                     sec-websocket-key: {BACKEND_KEY}\r\nsec-websocket-version: 13\r\n\
+                     sec-websocket-protocol: chat, superchat\r\n\r\n"
+                );
+                let offered = OFFERED.map(String::from);
+                let answer = handshake(
+                    Stream::Memory(ours),
+                    request.as_bytes(),
+                    BACKEND_KEY,
+                    &offered,
+                )
+                .await;
+                drop(theirs);
+                match answer {
+                    Ok(Answer::Upgraded {
+                        headers, leftover, ..
+                    }) => BackendAnswer::Upgraded {
+                        headers,
+                        leftover: leftover.to_vec(),
+                    },
+                    Ok(Answer::Refused(res)) => BackendAnswer::Refused {
+                        status: res.status().as_u16(),
+                        body_len: res.body().len(),
+                        headers: res.headers().clone(),
+                    },
+                    Err(e) => BackendAnswer::Failed(e.to_string()),
+                }
+            })
+        })
+    }
+
+    /// For the fuzz targets: the configuration parser and validation (`Config::parse`).
+    pub fn config(text: &str) -> Result<crate::Config, crate::ConfigError> {
+        crate::Config::parse(text, "fuzz")
+    }
+
+    /// For the fuzz targets: request-path normalisation.
+    pub fn path(s: &str) -> Result<String, crate::proto::path::PathError> {
+        crate::proto::path::normalize_path(s)
+    }
+}

@@ -282,7 +282,7 @@ async fn upgrade(
     Ok(switching_protocols(&hello.key, backend_headers))
 }
 
-fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
+pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     let h = req.headers();
     if !has_token(h, &header::UPGRADE, "websocket") {
         return Err(HandshakeError::NotWebSocket);
