@@ -30,4 +30,5 @@ mod pools_drain;
 mod pools_failover;
 mod relay;
 mod relay_defects;
+mod relay_props;
 mod reload;

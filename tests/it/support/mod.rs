@@ -21,6 +21,9 @@
 //! - [`pools`]: backend nodes that name themselves, for pool routes.
 //! - [`client`]: tokio-tungstenite clients over ws and wss.
 //! - [`raw`]: a raw frame peer and a hand-made upgrade.
+//! - [`scripted`]: scripted raw peers for property tests, [`relay_cases`] the cases
+//!   they run; [`strict`]: a strict
+//!   checker of the frames wsgate writes.
 //! - [`frame`]: a tiny frame codec; [`http`]: a tiny HTTP/1.1 head codec.
 //! - [`ca`]: a throw-away CA: a default `localhost` leaf as PEM files, and
 //!   leaves with chosen serial numbers.
@@ -40,6 +43,9 @@ pub mod metrics;
 pub mod pools;
 pub mod proxy;
 pub mod raw;
+pub mod relay_cases;
+pub mod scripted;
+pub mod strict;
 
 use std::future::Future;
 use std::sync::OnceLock;
