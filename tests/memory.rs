@@ -84,9 +84,14 @@ async fn sink_backend() -> RawBackend {
                 _ => break,
             }
         }
+        SINK_ENDED.fetch_add(1, Ordering::SeqCst);
     })
     .await
 }
+
+/// Sink sessions that ended, so a test can wait for its backends' memory to be released
+/// before the next test measures.
+static SINK_ENDED: AtomicUsize = AtomicUsize::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_frame_headers_do_not_allocate_the_claimed_size() {
@@ -292,6 +297,7 @@ const STALL_AFTER: usize = 256 * 1024;
 async fn clients_stalled_inside_huge_frames_pin_little_memory() {
     let _turn = TURN.lock().await;
     let sink = sink_backend().await;
+    SINK_ENDED.store(0, Ordering::SeqCst);
     let echo = Backend::echo().await;
     let routes = route("sink", "/sink", &sink.url("/ws"), "    frame_timeout: 0s\n")
         + &route("app", "/app", &echo.url("/ws"), "");
@@ -341,4 +347,8 @@ async fn clients_stalled_inside_huge_frames_pin_little_memory() {
     );
     drop((stalled, others));
     proxy.assert_drained().await;
+    support::eventually("sink sessions ended", || {
+        SINK_ENDED.load(Ordering::SeqCst) >= sink.log.accepted()
+    })
+    .await;
 }

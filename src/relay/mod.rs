@@ -3,11 +3,12 @@
 //!
 //! One task owns both streams (design §8: per-connection state is what idle connections
 //! cost, and cross-task wakeups and locks are what small frames cost). A frame read from
-//! one hop (or a piece of one too large to buffer whole) is queued for the other, and nothing more is read from that hop until the
-//! queue is written, so backpressure is the loop itself; each hop's queue drains on its
-//! own, so a peer that stops reading never stops the other direction. A Close is sent at
-//! most once per peer and nothing follows it. One timer serves every deadline (keepalive,
-//! idle, write, close handshake, drain) and is only moved when a deadline comes earlier.
+//! one hop (or a piece of one too large to buffer whole) is queued for the other, and
+//! nothing more is read from that hop until the queue is written, so backpressure is the
+//! loop itself; each hop's queue drains on its own, so a peer that stops reading never
+//! stops the other direction. A Close is sent at most once per peer and nothing follows
+//! it. One timer serves every deadline (keepalive, idle, write, close handshake, drain,
+//! a started frame) and is only moved when a deadline comes earlier.
 
 mod abandoned;
 mod closing;
