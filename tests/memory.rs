@@ -68,10 +68,35 @@ const CLAIM: u64 = (16 << 20) - 1;
 /// The tests of this file take turns: each reads the process-wide count.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A backend that echoes the first frame, then reads and drops everything: wsgate forwards
+/// a large frame's header at once, and a tungstenite backend would itself allocate the
+/// length it claims, so only wsgate may hold frame bytes here.
+async fn sink_backend() -> RawBackend {
+    RawBackend::start(|mut conn: RawConn| async move {
+        conn.accept(&[]).await;
+        if let Ok(Some(first)) = conn.io.try_recv(STEP).await {
+            conn.io.send(Frame::new(first.opcode, first.payload)).await;
+        }
+        let mut buf = [0u8; 4096];
+        for _ in 0..1_000_000 {
+            match conn.io.io().read(&mut buf).await {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+        SINK_ENDED.fetch_add(1, Ordering::SeqCst);
+    })
+    .await
+}
+
+/// Sink sessions that ended, so a test can wait for its backends' memory to be released
+/// before the next test measures.
+static SINK_ENDED: AtomicUsize = AtomicUsize::new(0);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lying_frame_headers_do_not_allocate_the_claimed_size() {
     let _turn = TURN.lock().await;
-    let backend = Backend::echo().await;
+    let backend = sink_backend().await;
     let extra = "    max_frame_bytes: 16MiB\n";
     let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), extra)).await;
     let mut liars = Vec::new();
@@ -258,4 +283,72 @@ async fn write_timeout_frees_a_client_that_never_reads_and_memory_stays_flat() {
     assert_eq!(report.outcome, Outcome::WriteTimeout, "{report:?}");
     assert!(matches!(report.closed_by, ClosedBy::Proxy), "{report:?}");
     proxy.assert_drained().await;
+}
+
+/// Clients stalled at once inside a frame of `max_frame_bytes`.
+const STALLED: usize = 500;
+/// What each of them sends of its 16 MiB frame before stalling.
+const STALL_AFTER: usize = 256 * 1024;
+
+/// Each stalled client pins at most one streaming chunk of wsgate's memory, not what it
+/// sent (the frame's payload streams on to the backend as it arrives), and the others
+/// keep being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalled_inside_huge_frames_pin_little_memory() {
+    let _turn = TURN.lock().await;
+    let sink = sink_backend().await;
+    SINK_ENDED.store(0, Ordering::SeqCst);
+    let echo = Backend::echo().await;
+    let routes = route("sink", "/sink", &sink.url("/ws"), "    frame_timeout: 0s\n")
+        + &route("app", "/app", &echo.url("/ws"), "");
+    let proxy = Proxy::with_routes(&routes).await;
+    let mut others = Vec::new();
+    for _ in 0..10 {
+        others.push(raw::upgrade(proxy.addr(), "/app").await);
+    }
+    let baseline = rss_bytes();
+    let mut bytes = frame::header(true, 0, BINARY, Some(MASK), CLAIM);
+    bytes.extend(vec![0x5au8; STALL_AFTER]);
+    let mut stalled = Vec::new();
+    let mut peak = baseline;
+    for i in 0..STALLED {
+        let mut c = raw::upgrade(proxy.addr(), "/sink").await;
+        c.send(Frame::text("sync")).await;
+        assert_eq!(c.recv_frame().await.payload, b"sync");
+        c.write_bytes(&bytes).await;
+        stalled.push(c);
+        if i % 50 == 49 {
+            peak = peak.max(rss_bytes());
+            // Everyone else still gets their echoes.
+            for (j, o) in others.iter_mut().enumerate() {
+                let msg = format!("echo {i} {j}");
+                o.send(Frame::text(msg.clone())).await;
+                assert_eq!(o.recv_frame().await.payload, msg.as_bytes());
+            }
+        }
+    }
+    // Let the last writes be forwarded (a bounded observation window, not a readiness wait).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    peak = peak.max(rss_bytes());
+    let growth = peak.saturating_sub(baseline);
+    println!(
+        "{STALLED} clients stalled after {} KiB of a 16 MiB frame: RSS {} MiB before, \
+         peak {} MiB (+{:.1} MiB, {:.1} KiB per client)",
+        STALL_AFTER >> 10,
+        baseline >> 20,
+        peak >> 20,
+        growth as f64 / MIB as f64,
+        growth as f64 / 1024.0 / STALLED as f64
+    );
+    assert!(
+        growth < RSS_BOUND,
+        "RSS grew by {} MiB with {STALLED} stalled clients",
+        growth >> 20
+    );
+    drop((stalled, others));
+    proxy.assert_drained().await;
+    support::eventually("sink sessions ended", || {
+        SINK_ENDED.load(Ordering::SeqCst) >= sink.log.accepted()
+    })
+    .await;
 }

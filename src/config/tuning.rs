@@ -31,6 +31,9 @@ macro_rules! tuning_keys {
             /// A frame that cannot be written to a peer within this closes the connection
             /// (the peer stopped reading); 0 = off. Default 30s.
             write_timeout: Duration = Duration::from_secs(30), "duration";
+            /// A frame must arrive whole within this of its first byte (else close 1008 to
+            /// its sender); time between frames does not count. 0 = off. Default 30s.
+            frame_timeout: Duration = Duration::from_secs(30), "duration";
             /// Backend connect plus backend upgrade must finish within this (else 504);
             /// above 0 (0 would make every upgrade 504). Default 10s.
             handshake_timeout: Duration = Duration::from_secs(10), "nonzero_handshake";

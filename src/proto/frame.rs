@@ -18,6 +18,13 @@ const SCRATCH_BYTES: usize = 16 * 1024;
 const DIRECT_READ_MIN: usize = 4 * 1024;
 /// An empty connection buffer larger than this is released rather than kept for later.
 const KEEP_MAX: usize = 64 * 1024;
+/// A frame larger than this (header included) is not buffered whole: its header and then
+/// its payload are handed out in pieces as they arrive, so a peer that stalls inside a
+/// frame pins at most one chunk whatever `max_frame_bytes` is. At least 64 KiB + 14, so a
+/// streamed frame always has a 64-bit length (minimally encoded, its header reusable).
+const STREAM_MIN: usize = 64 * 1024 + 14;
+/// The room a streamed frame's payload is read into: the most one piece holds.
+const STREAM_CHUNK: usize = 32 * 1024;
 
 thread_local! {
     /// Reads of connections with no room of their own land here and only the bytes that
@@ -73,8 +80,9 @@ impl OpCode {
     }
 }
 
-/// One frame as it arrived: header and payload in one buffer, so forwarding it to the
-/// other hop rewrites at most the masking key and writes it with one call.
+/// One frame as it arrived, or one piece of a frame too large to buffer whole: header
+/// (on the first piece only) and payload in one buffer, so forwarding it to the other hop
+/// rewrites at most the masking key and writes it with one call.
 #[derive(Debug)]
 pub struct Frame {
     /// Final fragment of its message.
@@ -89,18 +97,39 @@ pub struct Frame {
     key: Option<[u8; 4]>,
     /// Whether the length was encoded in the fewest bytes; only such headers are reused.
     minimal: bool,
+    /// Where this piece's payload starts in the frame's payload (0 for a whole frame).
+    offset: u64,
+    /// Payload length of the whole frame (this piece's length for a whole frame).
+    total: u64,
+    /// This piece ends the frame (always, for a whole frame).
+    last: bool,
 }
 
 impl Frame {
-    /// Payload length.
+    /// Payload length of this piece (of the frame, when it came whole).
     pub fn len(&self) -> usize {
         self.raw.len() - self.head
     }
 
-    /// The unmasked payload (unmasked in place on first use).
+    /// Payload length of the whole frame, from its header.
+    pub fn frame_len(&self) -> u64 {
+        self.total
+    }
+
+    /// This piece carries the frame's header (a whole frame always does).
+    pub fn starts(&self) -> bool {
+        self.head > 0
+    }
+
+    /// This piece ends the frame (a whole frame always does).
+    pub fn ends(&self) -> bool {
+        self.last
+    }
+
+    /// The unmasked payload of this piece (unmasked in place on first use).
     pub fn payload(&mut self) -> &[u8] {
         if let Some(key) = self.key.take() {
-            apply_mask(&mut self.raw[self.head..], key);
+            apply_mask(&mut self.raw[self.head..], rotate(key, self.offset));
         }
         &self.raw[self.head..]
     }
@@ -110,11 +139,18 @@ impl Frame {
     /// The header is reused whenever it already has the right shape (always, between a
     /// client and a backend, for minimally encoded lengths): a payload still masked by the
     /// client is re-masked in one pass with the XOR of both keys.
+    ///
+    /// A piece of a streamed frame goes out with the same `key` for every piece of its
+    /// frame: masking is positional, so each piece is masked from its offset in the frame.
+    /// Only a whole frame can need a new header (a streamed frame's 64-bit length is
+    /// always minimal, and both hops agree on the key slot, see [`FrameDecoder`]).
     pub fn into_wire(mut self, key: Option<[u8; 4]>) -> BytesMut {
-        let has_key_slot = self.raw[1] & 0x80 != 0;
-        if !self.minimal || has_key_slot != key.is_some() {
-            let (fin, opcode) = (self.fin, self.opcode);
-            return encode(fin, opcode, self.payload(), key);
+        if self.starts() && self.last && self.offset == 0 {
+            let has_key_slot = self.raw[1] & 0x80 != 0;
+            if !self.minimal || has_key_slot != key.is_some() {
+                let (fin, opcode) = (self.fin, self.opcode);
+                return encode(fin, opcode, self.payload(), key);
+            }
         }
         if let Some(new) = key {
             let combined = match self.key {
@@ -126,11 +162,20 @@ impl Frame {
                 ],
                 None => new,
             };
-            apply_mask(&mut self.raw[self.head..], combined);
-            self.raw[self.head - 4..self.head].copy_from_slice(&new);
+            apply_mask(&mut self.raw[self.head..], rotate(combined, self.offset));
+            if self.head >= 4 {
+                self.raw[self.head - 4..self.head].copy_from_slice(&new);
+            }
         }
         self.raw
     }
+}
+
+/// The key as it applies from payload byte `offset` on (masking is positional, RFC 6455 §5.3).
+fn rotate(key: [u8; 4], offset: u64) -> [u8; 4] {
+    let mut key = key;
+    key.rotate_left((offset % 4) as usize);
+    key
 }
 
 /// Writes a frame header for `len` payload bytes into `head`; returns its length.
@@ -210,10 +255,26 @@ pub enum FrameError {
 
 /// Cuts frames out of what one peer sends, enforcing the hop's masking direction and the
 /// frame limit; the stream itself is passed in, so the same stream can be written to.
+///
+/// A frame larger than [`STREAM_MIN`] comes out in pieces: the first as soon as its header
+/// is known (with whatever payload came with it), then one per read, never reassembled.
 pub struct FrameDecoder {
     buf: BytesMut,
     expect_masked: bool,
     max_frame: u64,
+    /// The streamed frame in progress, if any.
+    stream: Option<Streaming>,
+}
+
+/// What a streamed frame's later pieces need from its header.
+#[derive(Debug, Clone, Copy)]
+struct Streaming {
+    fin: bool,
+    opcode: OpCode,
+    key: Option<[u8; 4]>,
+    total: u64,
+    /// Payload bytes not handed out yet.
+    remaining: u64,
 }
 
 impl FrameDecoder {
@@ -223,7 +284,13 @@ impl FrameDecoder {
             buf: leftover,
             expect_masked,
             max_frame,
+            stream: None,
         }
+    }
+
+    /// Part of a frame has arrived and the rest has not (a frame deadline runs).
+    pub fn inside_frame(&self) -> bool {
+        self.stream.is_some() || !self.buf.is_empty()
     }
 
     /// Reads until one frame is complete; `Ok(None)` on a clean end of stream between frames.
@@ -240,7 +307,7 @@ impl FrameDecoder {
                 self.buf = BytesMut::new();
             }
             if ready!(self.poll_fill(io, cx))? == 0 {
-                return Poll::Ready(if self.buf.is_empty() {
+                return Poll::Ready(if !self.inside_frame() {
                     Ok(None)
                 } else {
                     Err(FrameError::Truncated)
@@ -256,6 +323,14 @@ impl FrameDecoder {
         io: &mut R,
         cx: &mut Context<'_>,
     ) -> Poll<std::io::Result<usize>> {
+        if self.stream.is_some() && self.buf.is_empty() {
+            // A streamed frame's pieces were written and dropped before this read (the
+            // relay reads a hop only once the other is written), so its chunk comes back.
+            if !self.buf.try_reclaim(STREAM_CHUNK) {
+                self.buf = BytesMut::with_capacity(STREAM_CHUNK);
+            }
+            return tokio_util::io::poll_read_buf(std::pin::Pin::new(io), cx, &mut self.buf);
+        }
         // The room of the last frame comes back once that frame was written and dropped.
         if self.buf.capacity() - self.buf.len() >= DIRECT_READ_MIN
             || (self.buf.is_empty() && self.buf.try_reclaim(SCRATCH_BYTES))
@@ -273,6 +348,9 @@ impl FrameDecoder {
 
     /// Takes one complete frame from the buffer, or says how much more to wait for.
     fn parse(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(stream) = self.stream {
+            return Ok(self.piece(stream, 0));
+        }
         let b = &self.buf[..];
         if b.len() < 2 {
             return Ok(None);
@@ -321,6 +399,24 @@ impl FrameDecoder {
         let Ok(total) = usize::try_from(len + header as u64) else {
             return Err(FrameError::TooLarge(len));
         };
+        if self.buf.len() < total && total > STREAM_MIN {
+            if self.buf.len() < header {
+                return Ok(None);
+            }
+            let key = masked.then(|| {
+                let mut key = [0u8; 4];
+                key.copy_from_slice(&self.buf[key_at..key_at + 4]);
+                key
+            });
+            let stream = Streaming {
+                fin,
+                opcode,
+                key,
+                total: len,
+                remaining: len,
+            };
+            return Ok(self.piece(stream, header));
+        }
         if self.buf.len() < total {
             // Grow towards the frame's size as it arrives, capped so a header that lies costs nothing.
             let want = (total - self.buf.len()).min(256 * 1024);
@@ -346,7 +442,37 @@ impl FrameDecoder {
             head: header,
             key,
             minimal,
+            offset: 0,
+            total: len,
+            last: true,
         }))
+    }
+
+    /// The next piece of a streamed frame: its `head` header bytes (on the first piece)
+    /// and the payload that has arrived; `None` when nothing new arrived.
+    fn piece(&mut self, mut stream: Streaming, head: usize) -> Option<Frame> {
+        let arrived = (self.buf.len() - head) as u64;
+        let take = arrived.min(stream.remaining);
+        if take == 0 && head == 0 {
+            return None;
+        }
+        let offset = stream.total - stream.remaining;
+        stream.remaining -= take;
+        let last = stream.remaining == 0;
+        self.stream = (!last).then_some(stream);
+        // Fits: take <= what the buffer holds.
+        let raw = self.buf.split_to(head + take as usize);
+        Some(Frame {
+            fin: stream.fin,
+            opcode: stream.opcode,
+            raw,
+            head,
+            key: stream.key,
+            minimal: true,
+            offset,
+            total: stream.total,
+            last,
+        })
     }
 }
 
@@ -417,9 +543,9 @@ mod tests {
     #[tokio::test]
     async fn round_trip_masked_and_checks() {
         let key = MaskKeys::new(42).next_key();
-        let out = encode(true, OpCode::Binary, &[7u8; 70_000], Some(key));
+        let out = encode(true, OpCode::Binary, &[7u8; 60_000], Some(key));
         let mut f = read_one(&out, true, 1 << 20).await.unwrap().unwrap();
-        assert_eq!((f.fin, f.opcode, f.len()), (true, OpCode::Binary, 70_000));
+        assert_eq!((f.fin, f.opcode, f.len()), (true, OpCode::Binary, 60_000));
         assert!(f.payload().iter().all(|&b| b == 7));
         // Same bytes at a server reader: masked frames from a server are a violation.
         assert!(matches!(
@@ -428,7 +554,7 @@ mod tests {
         ));
         assert!(matches!(
             read_one(&out, true, 1000).await,
-            Err(FrameError::TooLarge(70_000))
+            Err(FrameError::TooLarge(60_000))
         ));
     }
 
@@ -468,7 +594,7 @@ mod tests {
             (OpCode::Binary, 0),
             (OpCode::Binary, 125),
             (OpCode::Text, 126),
-            (OpCode::Binary, 70_000),
+            (OpCode::Binary, 65_535),
         ] {
             let payload: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let wire = encode(true, opcode, &payload, Some([9, 8, 7, 6]));
@@ -503,5 +629,43 @@ mod tests {
         let f = read_one(&masked, true, 100).await.unwrap().unwrap();
         let out = f.into_wire(Some([0, 0, 0, 0]));
         assert_eq!(&out[..], &[0x82u8, 0x81, 0, 0, 0, 0, 42][..]);
+    }
+
+    /// A frame too large to buffer whole comes out in pieces (the first as soon as its
+    /// header is known), none larger than a chunk; forwarded piece by piece with one key,
+    /// the bytes are exactly the whole frame masked with that key.
+    #[tokio::test]
+    async fn large_frames_stream_in_pieces_masked_by_position() {
+        let len = 3 * STREAM_MIN + 3;
+        let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let wire = encode(false, OpCode::Text, &payload, Some([9, 8, 7, 6]));
+        let mut d = FrameDecoder::new(BytesMut::new(), true, 1 << 20);
+        let mut io = &wire[..];
+        let (mut unmasked, mut out, mut pieces) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..1000 {
+            let mut piece = std::future::poll_fn(|cx| d.poll_frame(&mut io, cx))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                (piece.starts(), piece.frame_len()),
+                (pieces == 0, len as u64)
+            );
+            assert!(piece.len() <= STREAM_CHUNK, "piece of {}", piece.len());
+            pieces += 1;
+            let ends = piece.ends();
+            unmasked.extend_from_slice(piece.payload());
+            out.extend_from_slice(&piece.into_wire(Some([1, 2, 3, 4])));
+            if ends {
+                break;
+            }
+        }
+        assert!(pieces > 3, "{pieces} pieces");
+        assert_eq!(unmasked, payload);
+        assert_eq!(
+            out,
+            &encode(false, OpCode::Text, &payload, Some([1, 2, 3, 4]))[..]
+        );
+        assert!(!d.inside_frame());
     }
 }

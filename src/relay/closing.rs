@@ -200,6 +200,30 @@ impl Relay {
         self.hop(from).set_reading(Reading::Draining);
     }
 
+    /// A hop inside a streamed frame whose sender will never finish it (it broke the
+    /// protocol, vanished or ran out of time mid-frame) cannot get a Close: a Close inside
+    /// a frame would be read as payload (RFC 6455 §5.4). It is cut instead, its connection
+    /// closed without a Close, which its peer reports as 1006 (§7.1.5); the sender gets the
+    /// Close it is owed now. True when a hop was cut.
+    pub(super) fn cut_abandoned(&mut self) -> bool {
+        let mut cut = false;
+        for side in [Side::Client, Side::Backend] {
+            if self.hop(side).inside_frame_out()
+                && self.hop(side.other()).reading() != Reading::Open
+            {
+                tracing::debug!(
+                    ?side,
+                    "frame toward this hop abandoned: closing it without a Close"
+                );
+                self.hop(side).cut();
+                let (code, reason) = side.gone_code();
+                self.send_close(side.other(), &close::close_payload(code, reason));
+                cut = true;
+            }
+        }
+        cut
+    }
+
     /// wsgate itself ends the connection (shutdown, reload, idle): Close to both peers.
     pub(super) fn initiate(&mut self, code: u16, reason: &str, outcome: Outcome) {
         self.record(ClosedBy::Proxy, Some(code), reason, outcome);

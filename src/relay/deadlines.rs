@@ -142,7 +142,10 @@ impl Relay {
             for hop in &self.hops {
                 consider(hop.write_deadline());
                 match hop.reading() {
-                    Reading::Open => consider(hop.keepalive().deadline()),
+                    Reading::Open => {
+                        consider(hop.keepalive().deadline());
+                        consider(hop.frame_deadline(tuning.frame_timeout));
+                    }
                     Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
                     _ => {}
                 }
@@ -180,10 +183,20 @@ impl Relay {
                 self.retire_at = None;
                 self.initiate(code::SERVICE_RESTART, why, Outcome::Reload);
             }
+            let frame_timeout = self.session.route.tuning.frame_timeout;
             for side in [Side::Client, Side::Backend] {
                 let hop = self.hop(side);
                 if hop.write_deadline().is_some_and(|at| at <= now) {
                     self.write_timed_out(side);
+                }
+                let hop = self.hop(side);
+                if hop.reading() == Reading::Open
+                    && hop
+                        .frame_deadline(frame_timeout)
+                        .is_some_and(|at| at <= now)
+                {
+                    tracing::info!(peer = ?side, "frame not finished within frame_timeout");
+                    self.violation(side, crate::relay::violation::Violation::FrameTimeout);
                 }
                 let hop = self.hop(side);
                 match hop.reading() {

@@ -74,6 +74,17 @@ pub struct Hop {
     message: Message,
     /// wsgate's own pings to this peer.
     keepalive: Keepalive,
+    /// A streamed frame is being forwarded to the peer, with the key its pieces are
+    /// masked with: nothing else may be written to the peer until its last piece.
+    inside: Option<Option<[u8; 4]>>,
+    /// wsgate's own frames (a ping, a Close) that wait for the end of that frame.
+    held: Option<BytesMut>,
+    /// The peer is inside a frame that will never be finished: it gets no Close, and its
+    /// connection is shut down once what is queued is written (`shut` once done).
+    cut: bool,
+    shut: bool,
+    /// When the first bytes of the frame being read from the peer arrived.
+    frame_started: Option<Instant>,
 }
 
 impl Hop {
@@ -100,12 +111,59 @@ impl Hop {
             pending_close: None,
             message: Message::new(tuning),
             keepalive: Keepalive::new(tuning.ping_interval, tuning.ping_timeout),
+            inside: None,
+            held: None,
+            cut: false,
+            shut: false,
+            frame_started: None,
         }
     }
 
-    /// Reads the next frame from the peer.
+    /// Reads the next frame, or piece of a streamed frame, from the peer.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameError>> {
-        self.decoder.poll_frame(&mut self.io, cx)
+        let read = self.decoder.poll_frame(&mut self.io, cx);
+        match &read {
+            // Only a frame that did not arrive in one read reads the clock.
+            Poll::Pending if self.frame_started.is_none() && self.decoder.inside_frame() => {
+                self.frame_started = Some(Instant::now());
+            }
+            Poll::Ready(Ok(Some(frame))) if frame.ends() => self.frame_started = None,
+            _ => {}
+        }
+        read
+    }
+
+    /// When the frame being read from the peer must be complete (`timeout` 0 = never).
+    pub fn frame_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.frame_started
+            .filter(|_| !timeout.is_zero())
+            .map(|at| at + timeout)
+    }
+
+    /// A streamed frame is being forwarded to the peer and is not finished.
+    pub fn inside_frame_out(&self) -> bool {
+        self.inside.is_some()
+    }
+
+    /// Whether [`Hop::forward`] would queue `frame`: a new frame until the peer's Close is
+    /// queued, the rest of the frame in progress toward the peer even after that.
+    pub fn accepts(&self, frame: &Frame) -> bool {
+        if frame.starts() {
+            !self.close_sent
+        } else {
+            self.inside.is_some()
+        }
+    }
+
+    /// The frame in progress toward the peer will never be finished: the peer gets no
+    /// Close (none can be sent inside a frame) and its connection is shut down once what is
+    /// already queued is written.
+    pub fn cut(&mut self) {
+        self.close_sent = true;
+        self.pending_close = None;
+        self.held = None;
+        self.inside = None;
+        self.cut = true;
     }
 
     /// Reads and drops raw bytes; the count read (0 at the end of the stream).
@@ -151,13 +209,24 @@ impl Hop {
     /// Queues a frame read from the other hop, re-masked for this one, unless the peer's
     /// Close is already queued (then it is dropped). A Close goes out as the one owed to the
     /// peer when there is one. True when this queued the peer's Close.
+    ///
+    /// The pieces of a streamed frame all go out with the key its first piece got, and
+    /// wsgate's own frames wait until its last piece is queued.
     pub fn forward(&mut self, frame: Frame) -> bool {
-        if self.close_sent {
+        if !self.accepts(&frame) {
             return false;
         }
         if frame.opcode != OpCode::Close {
-            let key = self.keys.as_mut().map(MaskKeys::next_key);
+            let key = match self.inside {
+                Some(key) if !frame.starts() => key,
+                _ => self.keys.as_mut().map(MaskKeys::next_key),
+            };
+            let ends = frame.ends();
+            self.inside = (!ends).then_some(key);
             self.queue(frame.into_wire(key));
+            if ends && let Some(held) = self.held.take() {
+                self.queue(held);
+            }
             return false;
         }
         self.close_sent = true;
@@ -165,7 +234,7 @@ impl Hop {
             Some(owed) => self.queue_own(OpCode::Close, &owed),
             None => {
                 let key = self.keys.as_mut().map(MaskKeys::next_key);
-                self.queue(frame.into_wire(key));
+                self.push(frame.into_wire(key));
             }
         }
         true
@@ -212,7 +281,18 @@ impl Hop {
     /// Queues a frame wsgate makes itself (a Close or a ping).
     fn queue_own(&mut self, opcode: OpCode, payload: &[u8]) {
         let key = self.keys.as_mut().map(MaskKeys::next_key);
-        self.queue(frame::encode(true, opcode, payload, key));
+        self.push(frame::encode(true, opcode, payload, key));
+    }
+
+    /// Queues a whole frame, or holds it while a streamed frame toward the peer is open.
+    fn push(&mut self, bytes: BytesMut) {
+        if self.inside.is_none() {
+            return self.queue(bytes);
+        }
+        match self.held.as_mut() {
+            Some(held) => held.extend_from_slice(&bytes),
+            None => self.held = Some(bytes),
+        }
     }
 
     fn queue(&mut self, bytes: BytesMut) {
@@ -226,7 +306,7 @@ impl Hop {
 
     /// Nothing is waiting to be written (or nothing can be any more).
     pub fn written(&self) -> bool {
-        self.broken || (self.out.is_none() && !self.unflushed)
+        self.broken || (self.out.is_none() && !self.unflushed && self.cut == self.shut)
     }
 
     /// Writes what is queued; ready once all of it is written and flushed.
@@ -267,6 +347,11 @@ impl Hop {
             ready!(Pin::new(&mut self.io).poll_flush(cx))?;
             self.unflushed = false;
         }
+        if self.cut && !self.shut {
+            // FIN (and close_notify) inside a frame: the peer sees its connection end.
+            let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+            self.shut = true;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -278,6 +363,8 @@ impl Hop {
         self.more = VecDeque::new();
         self.unflushed = false;
         self.blocked_since = None;
+        self.inside = None;
+        self.held = None;
     }
 
     /// When the write that is waiting times out.
@@ -288,7 +375,7 @@ impl Hop {
     /// Sends FIN (and TLS close_notify). Plain TCP skips it: the socket is closed right
     /// after, which sends the same FIN without a system call of its own.
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.broken || matches!(self.io, Stream::Tcp(_)) {
+        if self.broken || self.shut || matches!(self.io, Stream::Tcp(_)) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_shutdown(cx)

@@ -33,10 +33,34 @@ impl Message {
         }
     }
 
-    /// Checks one frame against the message in progress.
+    /// Checks one frame, or one piece of a streamed frame, against the message in
+    /// progress: the header's checks on the piece that carries it, UTF-8 on every piece
+    /// (a character may be split across pieces as across fragments).
     pub fn check(&mut self, frame: &mut Frame) -> Result<(), Violation> {
-        let len = frame.len() as u64;
-        let fin = frame.fin;
+        let len = frame.frame_len();
+        let fin = frame.fin && frame.ends();
+        if frame.opcode.is_control() {
+            // Always whole (at most 125 bytes), and not part of the message in progress.
+            return self.check_start(frame, len);
+        }
+        if frame.starts() {
+            self.check_start(frame, len)?;
+        }
+        if self.open == Some(OpCode::Text)
+            && self.validate_utf8
+            && self.utf8.feed(frame.payload(), fin).is_err()
+        {
+            return Err(Violation::InvalidUtf8);
+        }
+        if fin {
+            self.open = None;
+            self.utf8 = Utf8Validator::default();
+        }
+        Ok(())
+    }
+
+    /// The checks made once per frame, from its header (and a Close's payload).
+    fn check_start(&mut self, frame: &mut Frame, len: u64) -> Result<(), Violation> {
         match frame.opcode {
             OpCode::Close => {
                 return close::parse_close(frame.payload())
@@ -65,16 +89,6 @@ impl Message {
         }
         if self.max_frames != 0 && self.frames > self.max_frames {
             return Err(Violation::TooManyFragments);
-        }
-        if self.open == Some(OpCode::Text)
-            && self.validate_utf8
-            && self.utf8.feed(frame.payload(), fin).is_err()
-        {
-            return Err(Violation::InvalidUtf8);
-        }
-        if frame.fin {
-            self.open = None;
-            self.utf8 = Utf8Validator::default();
         }
         Ok(())
     }

@@ -3,11 +3,12 @@
 //!
 //! One task owns both streams (design §8: per-connection state is what idle connections
 //! cost, and cross-task wakeups and locks are what small frames cost). A frame read from
-//! one hop is queued whole for the other, and nothing more is read from that hop until the
-//! queue is written, so backpressure is the loop itself; each hop's queue drains on its
-//! own, so a peer that stops reading never stops the other direction. A Close is sent at
-//! most once per peer and nothing follows it. One timer serves every deadline (keepalive,
-//! idle, write, close handshake, drain) and is only moved when a deadline comes earlier.
+//! one hop (or a piece of one too large to buffer whole) is queued for the other, and
+//! nothing more is read from that hop until the queue is written, so backpressure is the
+//! loop itself; each hop's queue drains on its own, so a peer that stops reading never
+//! stops the other direction. A Close is sent at most once per peer and nothing follows
+//! it. One timer serves every deadline (keepalive, idle, write, close handshake, drain,
+//! a started frame) and is only moved when a deadline comes earlier.
 
 mod abandoned;
 mod closing;
@@ -198,7 +199,8 @@ impl Relay {
         loop {
             self.write_out(Side::Client, cx);
             self.write_out(Side::Backend, cx);
-            let moved = self.pump(Side::Client, cx) | self.pump(Side::Backend, cx);
+            let moved =
+                self.pump(Side::Client, cx) | self.pump(Side::Backend, cx) | self.cut_abandoned();
             let (expired, acted) = self.poll_deadlines(cx);
             if expired {
                 return Poll::Ready(());
@@ -279,6 +281,7 @@ impl Relay {
         // Every data frame takes a token, continuations included: a message that never
         // ends must not escape the rate.
         let over_rate = from == Side::Client
+            && frame.starts()
             && !frame.opcode.is_control()
             && self.rate.as_mut().is_some_and(|r| !r.allow());
         if over_rate {
@@ -313,19 +316,22 @@ impl Relay {
             }
             _ => {}
         }
-        if self.hop(to).close_sent() {
+        if !self.hop(to).accepts(&frame) {
             // `to` already got its Close (or is gone): the frame is dropped, not counted.
             return;
         }
         let is_data = !frame.opcode.is_control();
         let len = frame.len() as u64;
         // Counted before the write, so a peer that has received a message always finds it
-        // in the counters (the write completes on another thread than a scrape).
-        self.live
-            .frame(dir, frame.opcode, is_data.then_some(len), frame.fin);
+        // in the counters (the write completes on another thread than a scrape); a
+        // streamed frame is counted once, from its header.
+        if frame.starts() {
+            let data_len = is_data.then_some(frame.frame_len());
+            self.live.frame(dir, frame.opcode, data_len, frame.fin);
+        }
         if is_data {
             self.counts[dir].1 += len;
-            if frame.fin {
+            if frame.fin && frame.ends() {
                 self.counts[dir].0 += 1;
             }
             // Only the idle timeout reads it; without one, spare the per-frame clock read.

@@ -56,6 +56,9 @@ pub enum Violation {
     /// More data frames per second than `max_message_rate`.
     #[error("message rate exceeded")]
     RateLimit,
+    /// A frame not complete within `frame_timeout` of its first byte.
+    #[error("frame not finished within frame_timeout")]
+    FrameTimeout,
 }
 
 impl Violation {
@@ -83,7 +86,7 @@ impl Violation {
                 code::TOO_BIG
             }
             Violation::InvalidUtf8 => code::INVALID_DATA,
-            Violation::RateLimit => code::POLICY,
+            Violation::RateLimit | Violation::FrameTimeout => code::POLICY,
             _ => code::PROTOCOL_ERROR,
         }
     }
@@ -112,6 +115,7 @@ mod tests {
             (Violation::MessageTooBig, 1009, Outcome::Limit),
             (Violation::TooManyFragments, 1009, Outcome::Limit),
             (Violation::RateLimit, 1008, Outcome::Limit),
+            (Violation::FrameTimeout, 1008, Outcome::Limit),
         ];
         for (v, code, outcome) in cases {
             assert_eq!((v.code(), v.outcome()), (code, outcome), "{v:?}");

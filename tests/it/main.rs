@@ -15,6 +15,7 @@ mod edge_admin;
 mod edge_handshake;
 mod edge_keepalive;
 mod edge_logs;
+mod edge_stream;
 mod forwarding;
 mod frames;
 mod handshake_backend;
