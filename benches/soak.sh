@@ -12,7 +12,9 @@
 # 64 B messages, plus a steady stream of short-lived connections that each echo a few
 # messages and end in turn with a Close handshake, a TCP FIN without Close, or a reset.
 # Every SOAK_INTERVAL it prints one row: elapsed, wsgate's VmRSS, its open descriptors,
-# wsgate_connections_active, messages/s, churned connections/s, errors. At the end: the
+# wsgate_connections_active, messages/s, churned connections/s, errors (descriptors: the
+# least of 5 counts 0.1 s apart, so a burst of churn in flight is not taken for growth).
+# At the end: the
 # drift of RSS and descriptors (first row against last) and a verdict against the goal
 # (RSS within SOAK_RSS_GOAL %, descriptors flat within SOAK_FD_SLACK), then whether
 # connections and descriptors went back to their idle values once the load stopped.
@@ -31,7 +33,7 @@
 #   SOAK_PROBE_DURATION=4   seconds per probe run
 #   SOAK_RSS_GOAL=5         allowed RSS growth, percent (last row against the first)
 #   SOAK_FD_SLACK=8         allowed descriptor growth (short-lived connections in flight
-#                           at sampling time hold 2 each)
+#                           at every sample hold 2 each)
 #   SOAK_NICE=              autogroup/nice value for the run (root), as BENCH_NICE in
 #                           compare.sh; empty = none, so a long run does not starve others
 #   SOAK_PORT_BASE=18800    ports: +1 backend, +2 wsgate, +9 admin (/metrics)
@@ -148,6 +150,15 @@ for _ in $(seq 200); do ss -Hltn "sport = :$ADMIN_PORT" | grep -q . && break; sl
 alive() { kill -0 "$WSGATE_PID" 2>/dev/null || { tail -n 20 "$RUN/wsgate.log" >&2; die "wsgate exited"; }; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$WSGATE_PID/status"; }
 fds() { find "/proc/$WSGATE_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+# The least of 5 counts 0.1 s apart: a burst of short-lived connections in flight at one
+# instant (a stall on a busy machine piles up to SOAK_CHURN_MAX of them, 2 descriptors
+# each) is not growth, while a leak raises every sample.
+fds_min() {
+    local m v
+    m=$(fds)
+    for _ in 1 2 3 4; do sleep 0.1; v=$(fds); [ "$v" -lt "$m" ] && m=$v; done
+    echo "$m"
+}
 metrics() { curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" || true; }
 # Sum of a metric over its label sets, from the text in $1.
 msum() { awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d", s}' <<<"$1"; }
@@ -171,10 +182,11 @@ if [ -z "$RATE" ]; then
     done
     MAX=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
     RATE=$((MAX / 2))
+    MAX="$MAX msg/s"
     log "max 64 B echo rate (median of $PROBE_REPS): $MAX msg/s; soaking at half: $RATE msg/s"
     sleep 2 # the probe's connections drain before the first row
 else
-    MAX="not measured (SOAK_RATE)"
+    MAX="not measured (SOAK_RATE given)"
 fi
 
 # ---------------------------------------------------------------- soak
@@ -188,7 +200,7 @@ STARTED+=("$LG_PID")
 
 echo
 echo "wsgate soak: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
-echo "max 64 B echo: $MAX msg/s; soak: $CONNS conns at $RATE msg/s + churn $CHURN_RATE conn/s; row every ${INTERVAL}s for ${DURATION}s"
+echo "max 64 B echo: $MAX; soak: $CONNS conns at $RATE msg/s + churn $CHURN_RATE conn/s; row every ${INTERVAL}s for ${DURATION}s"
 echo
 echo "| elapsed | RSS KiB | fds | active | msg/s | churn/s | errors | hs fail | wsgate CPU % |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -209,7 +221,7 @@ for k in $(seq "$ROWS_TOTAL"); do
     [ -n "$tick" ] || { log "loadgen ended early: $(tail -n 3 "$RUN/soak.err")"; break; }
     alive
     rss=$(rss_kb)
-    fd=$(fds)
+    fd=$(fds_min)
     m=$(metrics)
     active=$(msum "$m" wsgate_connections_active)
     hs=$(msum "$m" wsgate_handshake_failures_total)
