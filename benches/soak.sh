@@ -182,8 +182,8 @@ if [ -z "$RATE" ]; then
     done
     MAX=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
     RATE=$((MAX / 2))
-    MAX="$MAX msg/s"
     log "max 64 B echo rate (median of $PROBE_REPS): $MAX msg/s; soaking at half: $RATE msg/s"
+    MAX="$MAX msg/s"
     sleep 2 # the probe's connections drain before the first row
 else
     MAX="not measured (SOAK_RATE given)"
