@@ -202,8 +202,11 @@ echo
 echo "wsgate soak: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 echo "max 64 B echo: $MAX; soak: $CONNS conns at $RATE msg/s + churn $CHURN_RATE conn/s; row every ${INTERVAL}s for ${DURATION}s"
 echo
-echo "| elapsed | RSS KiB | fds | active | msg/s | churn/s | errors | hs fail | wsgate CPU % |"
-echo "|---|---|---|---|---|---|---|---|---|"
+# fds − 2 × active: descriptors not held by a relayed connection (client + backend
+# socket each); constant unless one leaks (the two are read a moment apart, so churn
+# in flight can move it by a few).
+echo "| elapsed | RSS KiB | fds | active | fds − 2×active | msg/s | churn/s | errors | hs fail | wsgate CPU % |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 
 ROWS_RSS=()
 ROWS_FDS=()
@@ -228,8 +231,8 @@ for k in $(seq "$ROWS_TOTAL"); do
     ROWS_RSS+=("$rss")
     ROWS_FDS+=("$fd")
     el=$(kv elapsed_s "$tick")
-    printf '| %d:%02d | %s | %s | %s | %s | %s | %s | %s | %s |\n' $((el / 60)) $((el % 60)) "$rss" "$fd" \
-        "$active" "$(kv msg_per_s "$tick")" "$(kv churn_per_s "$tick")" "$(kv errors "$tick")" \
+    printf '| %d:%02d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' $((el / 60)) $((el % 60)) "$rss" "$fd" \
+        "$active" "$((fd - 2 * active))" "$(kv msg_per_s "$tick")" "$(kv churn_per_s "$tick")" "$(kv errors "$tick")" \
         "$((hs - HS0))" "$(kv watch_cpu_pct "$tick")"
     HS0=$hs
 done
@@ -265,6 +268,10 @@ echo "totals: ${result:-none}"
 echo
 echo "drift ($n rows):"
 echo "- RSS: first row $rss_first KiB, last row $rss_last KiB ($(pct "$rss_first" "$rss_last")), max $rss_max KiB ($(pct "$rss_first" "$rss_max") over the first)"
+# A leak keeps growing; a one-off step (the allocator keeping what a stall's backlog
+# needed, on a busy machine) does not, so the second half is shown on its own.
+rss_mid=${ROWS_RSS[n / 2]}
+echo "- RSS, second half: row $((n / 2 + 1)) $rss_mid KiB, last row $rss_last KiB ($(pct "$rss_mid" "$rss_last"))"
 echo "- descriptors: first row $fd_first, last row $fd_last ($(pct "$fd_first" "$fd_last"), $((fd_last - fd_first)) descriptors), max $fd_max"
 echo "- after the load: $after_active active, $after_fds descriptors (idle before the run: $IDLE_FDS), RSS $after_rss KiB (idle before: $IDLE_RSS KiB)"
 echo "- outcomes: $(grep -E '^wsgate_connections_total\{' <<<"$final_metrics" | sed -E 's/.*outcome="([^"]*)".* ([0-9.e+]+)$/\1=\2/' | sort | tr '\n' ' ')"
