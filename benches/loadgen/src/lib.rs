@@ -8,7 +8,7 @@
 //! # Layout
 //! - [`ws`]: frame header encode/decode, masking, the streaming [`ws::Parser`].
 //! - [`net`]: loopback TCP, optional TLS (rustls), the client upgrade.
-//! - [`modes`]: `echo`, `latency`, `connrate`, `idle`.
+//! - [`modes`]: `echo`, `latency`, `connrate`, `idle`, `soak`.
 //! - [`cpu`]: CPU time of this process and of the watched proxy/backend.
 //! - [`args`]: `--key value` parsing.
 

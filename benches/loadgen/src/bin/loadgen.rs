@@ -7,9 +7,11 @@
 //!   latency   --conns 50 --rate 5000 --size 64
 //!   connrate  --concurrency 32
 //!   idle      --conns 9000 --concurrency 100 --hold 5 [--echo-first true]
+//!   soak      --conns 50 --rate 10000 --size 64 --churn-rate 100 --churn-max 64
+//!             --churn-msgs 3 --interval 60 --hold-after 0   (--duration: the whole soak)
 //! ```
 //! Prints one line `RESULT key=value …` on success (idle also prints `ALL_OPEN …` once
-//! every connection is open); exits 1 with the reason on stderr otherwise.
+//! every connection is open, soak a `TICK …` line per interval); exits 1 with the reason on stderr otherwise.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -26,7 +28,7 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(mode) = argv.next().filter(|m| !m.starts_with('-')) else {
         eprintln!(
-            "usage: loadgen echo|latency|connrate|idle --addr 127.0.0.1:PORT [options] (see the source header)"
+            "usage: loadgen echo|latency|connrate|idle|soak --addr 127.0.0.1:PORT [options] (see the source header)"
         );
         return ExitCode::from(2);
     };
@@ -122,6 +124,24 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
                 return tokio::time::timeout(hold + Duration::from_secs(200), r)
                     .await
                     .unwrap_or_else(|_| Err("watchdog: idle run took too long".into()));
+            }
+            "soak" => {
+                let plan = modes::soak::Plan {
+                    conns: a.get("conns", 50)?,
+                    rate: a.get("rate", 10_000.0)?,
+                    size: a.get("size", 64)?,
+                    churn_rate: a.get("churn-rate", 100.0)?,
+                    churn_max: a.get("churn-max", 64)?,
+                    churn_msgs: a.get("churn-msgs", 3)?,
+                    interval: a.secs("interval", 60.0)?,
+                    hold_after: a.secs("hold-after", 0.0)?,
+                };
+                a.finish()?;
+                let hold = plan.hold_after;
+                let r = modes::soak::run(&c, &plan);
+                return tokio::time::timeout(c.duration + hold + WATCHDOG_SLACK, r)
+                    .await
+                    .unwrap_or_else(|_| Err("watchdog: soak run took too long".into()));
             }
             other => Err(format!("unknown mode {other:?}")),
         }

@@ -15,6 +15,7 @@ pub mod connrate;
 pub mod echo;
 pub mod idle;
 pub mod latency;
+pub mod soak;
 #[cfg(feature = "tungstenite")]
 pub mod tung;
 
