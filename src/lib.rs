@@ -135,6 +135,7 @@ pub mod fuzzing {
             violation: None,
             truncated: false,
         };
+        let mut partial: Option<Forwarded> = None;
         // Each frame takes at least 2 bytes, so this bound is never the one that ends it.
         for _ in 0..=bytes.len() {
             // A slice never returns Pending: it has the bytes or is at its end.
@@ -156,16 +157,33 @@ pub mod fuzzing {
                 out.violation = Some((v.code(), v.to_string()));
                 break;
             }
+            // A large frame comes in pieces: joined here, so each entry is one whole frame.
+            let ends = frame.ends();
             let (fin, opcode, payload) = (frame.fin, frame.opcode as u8, frame.payload().to_vec());
             let wire = frame
                 .into_wire(expect_masked.then_some(FORWARD_KEY))
                 .to_vec();
-            out.frames.push(Forwarded {
-                fin,
-                opcode,
-                payload,
-                wire,
-            });
+            match partial.as_mut() {
+                Some(p) => {
+                    p.payload.extend_from_slice(&payload);
+                    p.wire.extend_from_slice(&wire);
+                }
+                None => {
+                    partial = Some(Forwarded {
+                        fin,
+                        opcode,
+                        payload,
+                        wire,
+                    })
+                }
+            }
+            if ends {
+                out.frames.extend(partial.take());
+            }
+        }
+        // The input ended inside a streamed frame: its pieces so far are not a frame.
+        if partial.is_some() {
+            out.truncated = true;
         }
         out
     }
