@@ -20,6 +20,7 @@
 //!    - `config::tuning`: each per-connection key declared once (struct, default, override, merge).
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at load.
+//!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -42,8 +43,11 @@
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
 //!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
-//!      and the HTTP connection; `ingress::request`: the service entry;
-//!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101.
+//!      and the HTTP/1.1 connection; `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
+//!      `ingress::request`: the service entry;
+//!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
+//!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
+//!      `ingress::hello`: what a client asks for, and every refusal with its status.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod backend_url;
+mod http2;
 mod parse;
 pub mod pool;
 mod routes;
@@ -23,6 +24,7 @@ pub mod units;
 mod validate;
 
 pub use backend_url::BackendUrl;
+pub use http2::{Alpn, DEFAULT_ALPN, Http2Config};
 pub use parse::ConfigError;
 pub(crate) use parse::{duration, nonzero_probe_interval, nonzero_probe_timeout};
 use parse::{
@@ -63,6 +65,9 @@ pub struct Config {
     /// What is measured.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Limits of HTTP/2 client connections (TLS listeners that offer `h2`).
+    #[serde(default)]
+    pub http2: Http2Config,
     /// Worker threads, each a single-threaded runtime with its own accept socket per
     /// listener; 0 = one per available core. Default 0.
     #[serde(default)]
@@ -153,6 +158,17 @@ pub struct ListenerConfig {
     /// TLS settings; plain WebSocket (`ws://`) when absent.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Protocols offered in TLS ALPN, preferred first (`h2`, `http/1.1`); TLS listeners
+    /// only (a plain listener speaks HTTP/1.1). Default `[h2, http/1.1]`.
+    #[serde(default, deserialize_with = "http2::alpn_list")]
+    pub alpn: Option<Vec<Alpn>>,
+}
+
+impl ListenerConfig {
+    /// The protocols this listener offers in ALPN (the default when `alpn` is not given).
+    pub fn alpn(&self) -> &[Alpn] {
+        self.alpn.as_deref().unwrap_or(&DEFAULT_ALPN)
+    }
 }
 
 /// TLS for a listener: certificate files, or a certificate generated in memory.

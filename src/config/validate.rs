@@ -19,6 +19,15 @@ impl Config {
                     .into(),
             ));
         }
+        for l in &self.listeners {
+            if l.tls.is_none() && l.alpn.is_some() {
+                return Err(rule(format!(
+                    "listener {}: `alpn` needs `tls` (a plain listener speaks HTTP/1.1 only)",
+                    l.bind
+                )));
+            }
+        }
+        self.http2.check().map_err(rule)?;
         check_tuning(&self.defaults).map_err(|why| rule(format!("defaults: {why}")))?;
         for route in &self.routes {
             check_tuning(&route.tuning.apply(&self.defaults))

@@ -140,14 +140,18 @@ fn listener_tls(
 ) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
     Ok(match (&lc.tls, running) {
         (None, _) => None,
-        (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h.tls.current(),
-        (Some(t), _) => Some(crate::shared::tls::server_config(t)?),
+        (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h
+            .tls
+            .current()
+            .map(|c| crate::shared::tls::with_alpn(&c, lc.alpn())),
+        (Some(t), _) => Some(crate::shared::tls::server_config(t, lc.alpn())?),
     })
 }
 
 fn settings(config: &Config) -> Settings {
     Settings {
         limits: config.limits.clone(),
+        http2: config.http2.clone(),
         log_open: config.log.connection_open,
         per_frame_metrics: config.metrics.per_frame,
         drain_window: config.reload.drain_window,

@@ -1,5 +1,6 @@
-//! One client connection: TCP options, the TLS handshake within its timeout, and the
-//! HTTP/1.1 connection (hyper) whose requests are served by [`request::serve`].
+//! One client connection: TCP options, the TLS handshake within its timeout, and the HTTP
+//! connection (hyper) whose requests are served by [`request::serve`]: HTTP/2 when ALPN
+//! chose `h2` ([`http2::serve`]), else HTTP/1.1. A plain listener speaks HTTP/1.1 only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,21 +13,23 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
-use crate::ingress::request;
-use crate::shared::client::ClientInfo;
-use crate::shared::state::ProxyState;
+use crate::ingress::{http2, request};
+use crate::shared::client::{ClientInfo, ClientProtocol};
+use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
 
-/// After shutdown starts, an HTTP connection that has not upgraded gets this long to finish.
+/// After shutdown starts, an HTTP connection that has not upgraded gets this long to finish
+/// (an HTTP/2 connection, this long after its last WebSocket closed).
 const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// hyper refuses a read buffer under 8 KiB.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Serves one accepted connection: TLS (when the listener has it), then HTTP/1.1 whose
-/// requests go to the upgrade; ends when the connection does (hyper's connection ends
-/// too once it upgraded, the relay going on in a task of its own), or after a grace
-/// period once shutdown began. `_pending` is the listener's place for a connection that
-/// does not relay yet, held until then.
+/// Serves one accepted connection: TLS (when the listener has it), then HTTP/1.1 or
+/// HTTP/2 whose requests go to [`request::serve`]; ends when the connection does (an
+/// HTTP/1.1 connection also once it upgraded, the relay going on in a task of its own;
+/// an HTTP/2 connection carries its WebSockets, so it lasts as long as they do), or after
+/// a grace period once shutdown began. `_pending` is the listener's place for a connection
+/// that does not relay yet, held until then (by an HTTP/2 connection for its whole life).
 pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -37,11 +40,11 @@ pub async fn serve(
 ) {
     // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);
-    let limits = state.settings.load().limits.clone();
+    let settings = state.settings.load_full();
     let stream = match tls {
         None => Stream::Tcp(tcp),
         Some(config) => match tokio::time::timeout(
-            limits.tls_handshake_timeout,
+            settings.limits.tls_handshake_timeout,
             TlsAcceptor::from(config).accept(tcp),
         )
         .await
@@ -51,11 +54,30 @@ pub async fn serve(
             Err(_) => return tracing::debug!("TLS handshake timed out"),
         },
     };
+    let protocol = match &stream {
+        Stream::ServerTls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => ClientProtocol::H2,
+        _ => ClientProtocol::H1,
+    };
     let client = ClientInfo {
         id,
         peer,
         tls: matches!(stream, Stream::ServerTls(_)),
+        protocol,
     };
+    match protocol {
+        ClientProtocol::H1 => serve_http1(stream, client, &settings, state).await,
+        ClientProtocol::H2 => http2::serve(stream, client, &settings, state, HTTP_GRACE).await,
+    }
+}
+
+/// HTTP/1.1 until the connection ends or upgrades, or `HTTP_GRACE` after shutdown began.
+async fn serve_http1(
+    stream: Stream,
+    client: ClientInfo,
+    settings: &Settings,
+    state: Arc<ProxyState>,
+) {
+    let limits = &settings.limits;
     let shared = state.clone();
     let service = service_fn(move |req| request::serve(req, client, shared.clone()));
     let conn = hyper::server::conn::http1::Builder::new()

@@ -1,6 +1,10 @@
-//! The client side up to the relay: accept, TLS, HTTP/1.1 serving, the client upgrade and the 101.
+//! The client side up to the relay: accept, TLS, HTTP/1.1 and HTTP/2 serving, the client
+//! upgrade (or extended CONNECT) and the 101 (or 200).
 
 pub mod conn;
+pub mod connect;
+pub mod hello;
+pub mod http2;
 pub mod listener;
 pub mod request;
 pub mod upgrade;

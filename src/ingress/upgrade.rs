@@ -1,5 +1,6 @@
-//! The upgrade: validate the client's request, route it, do the backend handshake first,
-//! and only then answer the client with 101 and start the relay.
+//! The upgrade: validate the client's request (an HTTP/1.1 upgrade, or an HTTP/2 extended
+//! CONNECT checked by [`connect`]), route it, do the backend handshake first, and only
+//! then answer the client with 101 (200 on HTTP/2) and start the relay.
 
 use std::sync::Arc;
 
@@ -12,153 +13,16 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
 
 use crate::backend::client::Answer;
-use crate::backend::error::BackendError;
 use crate::backend::open::{Opened, open_backend};
+use crate::ingress::connect;
+pub use crate::ingress::hello::{Body, HandshakeError};
+use crate::ingress::hello::{Hello, offered_subprotocols};
 use crate::proto::handshake::accept_key;
-use crate::proto::headers::{forwardable, has_token, is_token, tokens, valid_authority};
+use crate::proto::headers::{forwardable, has_token, valid_authority};
 use crate::proto::path::normalize_path;
-use crate::shared::client::ClientInfo;
+use crate::shared::client::{ClientInfo, StreamHold};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
-
-/// The body of any response wsgate sends on the client hop: always known whole (a
-/// refusal, a relayed refusal read whole, or the empty body of a 101).
-pub type Body = Full<Bytes>;
-
-/// Why an upgrade was refused; each maps to an HTTP status and a metric reason.
-#[derive(Debug, thiserror::Error)]
-pub enum HandshakeError {
-    /// Not an upgrade to WebSocket at all (or an upgrade to something else).
-    #[error("expected an upgrade to websocket")]
-    NotWebSocket,
-    /// Upgrade requested with a method other than GET.
-    #[error("method must be GET")]
-    Method,
-    /// HTTP/1.0 or another version.
-    #[error("HTTP/1.1 required")]
-    HttpVersion,
-    /// `Connection` lacks the `upgrade` token.
-    #[error("Connection header must contain `upgrade`")]
-    ConnectionHeader,
-    /// Missing, repeated or malformed `Sec-WebSocket-Key`.
-    #[error("Sec-WebSocket-Key must be 16 bytes in base64")]
-    Key,
-    /// `Sec-WebSocket-Version` other than 13.
-    #[error("unsupported Sec-WebSocket-Version (13 required)")]
-    WsVersion,
-    /// No `Host`, more than one, or one that is not an authority (RFC 9112 §3.2).
-    #[error("exactly one Host header, an authority (host and optional port), required")]
-    Host,
-    /// An absolute-form target whose scheme or authority is not acceptable, or an
-    /// authority-form target (CONNECT only) on a GET.
-    #[error("request target must be a path or an http(s)/ws(s) URI with a valid authority")]
-    Target,
-    /// `Content-Length` over 0 or `Transfer-Encoding`: an upgrade has no body (RFC 9112
-    /// §6.1), and body bytes must never reach the backend as if they were frames.
-    #[error("an upgrade request carries no body")]
-    Body,
-    /// `Connection: close` beside `upgrade`: the connection cannot both close and switch,
-    /// and hyper would announce `close` on the 101.
-    #[error("Connection: close contradicts the upgrade")]
-    ConnectionClose,
-    /// A `Sec-WebSocket-Protocol` offer that is not a comma-separated list of tokens.
-    #[error("Sec-WebSocket-Protocol must list tokens")]
-    Subprotocol,
-    /// The path could not be normalised.
-    #[error("bad path: {0}")]
-    Path(#[from] crate::proto::path::PathError),
-    /// No route matches.
-    #[error("no route")]
-    NoRoute,
-    /// `Origin` not on the route's allowlist.
-    #[error("origin not allowed")]
-    Origin,
-    /// No backend of the route completed the upgrade.
-    #[error(transparent)]
-    Backend(#[from] BackendError),
-    /// wsgate is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
-    /// `max_connections` (global or the route's) is reached.
-    #[error("too many {0}")]
-    Overloaded(&'static str),
-}
-
-impl HandshakeError {
-    /// The HTTP status sent to the client.
-    pub fn status(&self) -> StatusCode {
-        use HandshakeError::*;
-        match self {
-            NotWebSocket | WsVersion => StatusCode::UPGRADE_REQUIRED,
-            Method => StatusCode::METHOD_NOT_ALLOWED,
-            HttpVersion | ConnectionHeader | ConnectionClose | Key | Host | Target | Body
-            | Subprotocol | Path(_) => StatusCode::BAD_REQUEST,
-            NoRoute => StatusCode::NOT_FOUND,
-            Origin => StatusCode::FORBIDDEN,
-            Backend(e) => e.status(),
-            ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
-    /// Short label for the `handshake_failures_total` metric.
-    pub fn reason(&self) -> &'static str {
-        use HandshakeError::*;
-        match self {
-            NotWebSocket => "not_websocket",
-            Method => "method",
-            HttpVersion => "http_version",
-            ConnectionHeader | ConnectionClose => "connection_header",
-            Key => "key",
-            WsVersion => "ws_version",
-            Host => "host",
-            Target => "target",
-            Body => "body",
-            Subprotocol => "subprotocol",
-            Path(_) => "path",
-            NoRoute => "no_route",
-            Origin => "origin",
-            Backend(e) => e.reason(),
-            ShuttingDown => "shutting_down",
-            Overloaded(_) => "max_connections",
-        }
-    }
-
-    /// The response the client gets for this refusal.
-    pub(crate) fn response(&self) -> Response<Body> {
-        let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self))));
-        *res.status_mut() = self.status();
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        match self {
-            HandshakeError::NotWebSocket | HandshakeError::WsVersion => {
-                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                h.insert(
-                    header::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                );
-            }
-            HandshakeError::Method => {
-                h.insert(header::ALLOW, HeaderValue::from_static("GET"));
-            }
-            _ => {}
-        }
-        res
-    }
-}
-
-/// What the client asked for, once validated.
-pub(crate) struct Hello {
-    /// The client's `Sec-WebSocket-Key`.
-    pub(crate) key: HeaderValue,
-    /// Subprotocols the client offered.
-    pub(crate) protocols: Vec<String>,
-    /// The authority asked for: the absolute-form target's (RFC 9112 §3.2.2), else Host's.
-    pub(crate) host: String,
-}
 
 /// Answers one request: the 101 (the relay already spawned) or the refusal, counted.
 pub(crate) async fn answer(
@@ -192,6 +56,9 @@ async fn upgrade(
     state: &Arc<ProxyState>,
 ) -> Result<Response<Body>, Refusal> {
     let hello = validate(&req).map_err(|e| (None, e))?;
+    if req.version() == Version::HTTP_2 {
+        connect::join_cookies(req.headers_mut());
+    }
     if state.shutdown.is_cancelled() {
         return Err((None, HandshakeError::ShuttingDown));
     }
@@ -264,6 +131,8 @@ async fn upgrade(
         backend: backend_label,
         client_addr: client.peer,
         tls: client.tls,
+        protocol: client.protocol,
+        _stream_hold: req.extensions_mut().remove::<StreamHold>(),
         subprotocol,
         _slots: (global_slot, route_slot),
         _backend_slot: backend_slot,
@@ -279,10 +148,22 @@ async fn upgrade(
     state
         .tracker
         .spawn(crate::relay::after_upgrade(pending, on_client_upgrade).in_current_span());
-    Ok(switching_protocols(&hello.key, backend_headers))
+    Ok(match &hello.key {
+        Some(key) => switching_protocols(key, backend_headers),
+        None => {
+            let mut res = Response::new(Full::new(Bytes::new()));
+            *res.headers_mut() = connect::accepted(backend_headers);
+            res
+        }
+    })
 }
 
+/// Checks the client's request: an HTTP/1.1 upgrade here, an HTTP/2 extended CONNECT in
+/// [`connect::validate`].
 pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
+    if req.version() == Version::HTTP_2 {
+        return connect::validate(req);
+    }
     let h = req.headers();
     if !has_token(h, &header::UPGRADE, "websocket") {
         return Err(HandshakeError::NotWebSocket);
@@ -320,20 +201,9 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     if versions.len() != 1 || versions[0].as_bytes().trim_ascii() != b"13" {
         return Err(HandshakeError::WsVersion);
     }
-    // Checked on the raw values: `tokens` skips what is not UTF-8, which would let such a
-    // line through to the backend unparsed.
-    let offers_ok = h.get_all(header::SEC_WEBSOCKET_PROTOCOL).iter().all(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-            .all(|t| t.is_empty() || is_token(t))
-    });
-    if !offers_ok {
-        return Err(HandshakeError::Subprotocol);
-    }
     Ok(Hello {
-        key: key.clone(),
-        protocols: tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect(),
+        key: Some(key.clone()),
+        protocols: offered_subprotocols(h)?,
         host,
     })
 }

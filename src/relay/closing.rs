@@ -13,6 +13,7 @@ use crate::relay::violation::Violation;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::report::{CloseReport, ClosedBy, Outcome};
 use crate::shared::state::ProxyState;
+use crate::shared::stream::is_stream_reset;
 
 /// One of the two hops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ pub(super) fn report(
         backend: std::mem::take(&mut session.backend),
         client_addr: session.client_addr,
         tls: session.tls,
+        protocol: session.protocol,
         subprotocol: session.subprotocol.take(),
         duration: started.elapsed(),
         msgs_in,
@@ -232,9 +234,25 @@ impl Relay {
         self.send_close(Side::Backend, &payload);
     }
 
+    /// A read or write on `side` failed with `error`: a client's HTTP/2 stream reset is
+    /// reported as such (the peer_gone that follows keeps it, the first event winning).
+    pub(super) fn note_reset(&mut self, side: Side, error: &std::io::Error) {
+        if side == Side::Client && is_stream_reset(error) {
+            self.record(
+                ClosedBy::Client,
+                Some(code::ABNORMAL),
+                "",
+                Outcome::ClientReset,
+            );
+        }
+    }
+
     /// A write to `side` failed: the peer is gone.
     pub(super) fn write_failed(&mut self, side: Side, error: &std::io::Error) {
         tracing::debug!(?side, %error, "write failed");
+        if !self.hop(side).close_sent() {
+            self.note_reset(side, error);
+        }
         if self.stop_writing(side) {
             self.peer_gone(side, false);
         }

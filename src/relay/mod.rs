@@ -32,12 +32,13 @@ use tokio::time::{Instant, Sleep};
 use crate::proto::close;
 use crate::proto::frame::{Frame, FrameError, OpCode};
 use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
+use crate::shared::client::ClientProtocol;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
 use crate::shared::report::{ClosedBy, Outcome};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
-use crate::shared::stream::Stream;
+use crate::shared::stream::{Stream, is_stream_reset};
 use closing::{FirstClose, Side};
 use deadlines::ControlWatch;
 use rate::RateLimit;
@@ -58,6 +59,8 @@ pub struct Session {
     pub client_addr: SocketAddr,
     /// Whether the client hop is TLS.
     pub tls: bool,
+    /// The client hop's HTTP version.
+    pub protocol: ClientProtocol,
     /// Subprotocol chosen by the backend.
     pub subprotocol: Option<String>,
     /// Places in the global and the route's connection counts, held (never read) until
@@ -65,6 +68,9 @@ pub struct Session {
     pub _slots: (Seat, Seat),
     /// The connection's place on its backend (least_connections counts it), held likewise.
     pub _backend_slot: Option<Seat>,
+    /// For a WebSocket on an HTTP/2 stream: keeps its connection up at shutdown until
+    /// the relay ends (held, never read).
+    pub _stream_hold: Option<crate::shared::client::StreamHold>,
     /// Retirement of its route: closes it with 1012.
     pub route_watch: crate::shared::retire::RetireWatch,
     /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).
@@ -85,11 +91,21 @@ pub struct Pending {
 /// close handshakes are done (or timed out) and logs the report. A client that is gone by
 /// then still ends the backend's side properly, and is reported.
 pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgrade::OnUpgrade) {
-    let parts = match on_client_upgrade
+    let client = match on_client_upgrade
         .await
         .map(|u| u.downcast::<TokioIo<Stream>>())
     {
-        Ok(Ok(parts)) => parts,
+        Ok(Ok(parts)) => {
+            // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB
+            // allocation would live as long as the connection.
+            let leftover = BytesMut::from(&parts.read_buf[..]);
+            drop(parts.read_buf);
+            (parts.io.into_inner(), leftover)
+        }
+        // An HTTP/2 stream is hyper's own type, relayed as it is (nothing was read ahead).
+        Ok(Err(stream)) if pending.session.protocol == ClientProtocol::H2 => {
+            (Stream::H2(Box::new(TokioIo::new(stream))), BytesMut::new())
+        }
         Ok(Err(_)) => {
             tracing::error!("client upgrade produced an unexpected stream type");
             // Boxed, like `finish`: the task's own state stays as small as the relay needs.
@@ -100,13 +116,9 @@ pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgr
             return Box::pin(abandoned::client_never_upgraded(pending)).await;
         }
     };
-    // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB allocation
-    // would live as long as the connection.
-    let leftover = BytesMut::from(&parts.read_buf[..]);
-    drop(parts.read_buf);
     // On the heap, and polled through the box: an async fn taking the relay by value would
     // keep a second copy of it in its own state for the connection's whole life.
-    let mut relay = Box::new(Relay::new(*pending, (parts.io.into_inner(), leftover)));
+    let mut relay = Box::new(Relay::new(*pending, client));
     std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
     // Boxed: the ending's state is only needed once, not for the connection's whole life.
     Box::pin(relay.finish()).await;
@@ -274,7 +286,12 @@ impl Relay {
             Ok(None) => return self.stream_ended(from, true),
             Err(e) => match Violation::from_frame_error(&e, from == Side::Client) {
                 Some(violation) => return self.violation(from, violation),
-                None => return self.stream_ended(from, false),
+                None => {
+                    if let FrameError::Io(io) = &e {
+                        self.note_reset(from, io);
+                    }
+                    return self.stream_ended(from, false);
+                }
             },
         };
         self.hop(from).keepalive_mut().on_frame();
@@ -362,7 +379,16 @@ impl Relay {
                 std::task::ready!(hop.poll_write_out(cx))?;
                 hop.poll_shutdown(cx)
             });
-            let _ = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, end).await;
+            let ended = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, end).await;
+            // An HTTP/2 stream reset with CANCEL reads as its end: only the write side
+            // tells a client that vanished from one that reset its stream.
+            if let (Side::Client, Ok(Err(e))) = (side, &ended)
+                && is_stream_reset(e)
+                && let Some(f) = self.first.as_mut()
+                && f.outcome == Outcome::ClientGone
+            {
+                f.outcome = Outcome::ClientReset;
+            }
         }
         let first = self.first.take().unwrap_or(FirstClose {
             closed_by: ClosedBy::Proxy,

@@ -68,6 +68,7 @@ pub struct Metrics {
     registry: Registry,
     connections_active: IntGaugeVec,
     connections_total: IntCounterVec,
+    connections_protocol_total: IntCounterVec,
     handshake_failures_total: IntCounterVec,
     handshake_duration_seconds: HistogramVec,
     messages_total: IntCounterVec,
@@ -190,6 +191,14 @@ impl Metrics {
                 "Relayed connections ended, by outcome",
                 &["route", "outcome"],
             ),
+            // A family of its own rather than a label on `connections_total`: existing
+            // queries and dashboards keep their series, and each family stays small.
+            connections_protocol_total: counter(
+                r,
+                "connections_protocol_total",
+                "Relayed connections ended, by the client hop's HTTP version (h1, h2)",
+                &["route", "protocol"],
+            ),
             handshake_failures_total: counter(
                 r,
                 "handshake_failures_total",
@@ -298,6 +307,9 @@ impl Metrics {
         self.connections_total
             .with_label_values(&[route, r.outcome.as_str()])
             .inc();
+        self.connections_protocol_total
+            .with_label_values(&[route, r.protocol.as_str()])
+            .inc();
         self.closes_total
             .with_label_values(&[route, r.closed_by.as_str(), code_label(r.close_code)])
             .inc();
@@ -361,6 +373,7 @@ impl Metrics {
     fn forget(&self, matches: &dyn Fn(&HashMap<&str, &str>) -> bool) {
         remove_matching(&self.connections_active, matches);
         remove_matching(&self.connections_total, matches);
+        remove_matching(&self.connections_protocol_total, matches);
         remove_matching(&self.handshake_failures_total, matches);
         remove_matching(&self.handshake_duration_seconds, matches);
         remove_matching(&self.messages_total, matches);

@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::shared::client::ClientProtocol;
+
 /// Which side ended the connection first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClosedBy {
@@ -32,6 +34,8 @@ pub enum Outcome {
     Normal,
     /// The client disappeared without a Close.
     ClientGone,
+    /// The client reset its HTTP/2 stream (RST_STREAM) without a Close.
+    ClientReset,
     /// The backend ended its stream cleanly (FIN between frames) without a Close.
     BackendGone,
     /// The backend's socket failed (reset, I/O error) or its stream was cut inside a frame.
@@ -58,6 +62,7 @@ impl Outcome {
         match self {
             Outcome::Normal => "normal",
             Outcome::ClientGone => "client_gone",
+            Outcome::ClientReset => "client_reset",
             Outcome::BackendGone => "backend_gone",
             Outcome::BackendError => "backend_error",
             Outcome::ProtocolError => "protocol_error",
@@ -84,6 +89,8 @@ pub struct CloseReport {
     pub client_addr: SocketAddr,
     /// Whether the client hop was TLS.
     pub tls: bool,
+    /// The client hop's HTTP version (`h1` or `h2`).
+    pub protocol: ClientProtocol,
     /// Subprotocol the backend chose.
     pub subprotocol: Option<String>,
     /// From the client's 101 to the end.
@@ -120,6 +127,7 @@ impl CloseReport {
             backend = %self.backend,
             client_addr = %self.client_addr,
             tls = self.tls,
+            protocol = self.protocol.as_str(),
             subprotocol = self.subprotocol.as_deref().unwrap_or(""),
             duration_ms = self.duration.as_millis() as u64,
             msgs_in = self.msgs_in,

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Limits;
+use crate::config::{Http2Config, Limits};
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::report::CloseReport;
@@ -20,6 +20,8 @@ use crate::shared::routes::RouteTable;
 pub struct Settings {
     /// Connection limits and client-hop timeouts.
     pub limits: Limits,
+    /// Limits of HTTP/2 client connections.
+    pub http2: Http2Config,
     /// Log a line when a connection opens.
     pub log_open: bool,
     /// Count messages, frames and bytes per connection (off only to measure their cost).

@@ -1,9 +1,12 @@
-//! One stream type for every hop: plain TCP, TLS from a client, TLS to a backend, or in-memory.
+//! One stream type for every hop: plain TCP, TLS from a client, an HTTP/2 stream from a
+//! client, TLS to a backend, or in-memory.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -13,6 +16,10 @@ pub enum Stream {
     Tcp(TcpStream),
     /// TLS accepted from a client.
     ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// One HTTP/2 stream of a client, after its extended CONNECT (RFC 8441): reads are
+    /// its DATA, a write shutdown is its END_STREAM. Boxed, so the hops that are not h2
+    /// do not pay for its size.
+    H2(Box<TokioIo<Upgraded>>),
     /// TLS to a `wss://` backend.
     ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     /// The in-process echo backend.
@@ -24,6 +31,7 @@ macro_rules! delegate {
         match $self.get_mut() {
             Stream::Tcp($s) => $e,
             Stream::ServerTls($s) => $e,
+            Stream::H2($s) => $e,
             Stream::ClientTls($s) => $e,
             Stream::Memory($s) => $e,
         }
@@ -61,6 +69,7 @@ impl AsyncWrite for Stream {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::ServerTls(s) => s.is_write_vectored(),
+            Stream::H2(s) => s.is_write_vectored(),
             Stream::ClientTls(s) => s.is_write_vectored(),
             Stream::Memory(s) => s.is_write_vectored(),
         }
@@ -73,4 +82,19 @@ impl AsyncWrite for Stream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         delegate!(self, s => Pin::new(s).poll_shutdown(cx))
     }
+}
+
+/// Whether `e`, from a read or write on an HTTP/2 stream, says that the stream was reset
+/// (RST_STREAM, any reason) rather than that the connection failed.
+pub fn is_stream_reset(e: &io::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|e| e as _);
+    // Bounded: hyper wraps h2's error once or twice.
+    for _ in 0..4 {
+        let Some(c) = cause else { return false };
+        if let Some(h2) = c.downcast_ref::<h2::Error>() {
+            return h2.is_reset() || (h2.reason().is_some() && !h2.is_go_away());
+        }
+        cause = c.source();
+    }
+    false
 }

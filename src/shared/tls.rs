@@ -9,8 +9,8 @@ use std::sync::Arc;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::TlsConfig;
 use crate::config::tls::{PemError, load_certs, load_key};
+use crate::config::{Alpn, TlsConfig};
 
 /// A certificate or key that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +30,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the server config for a TLS listener.
-pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the server config for a TLS listener that offers `alpn` (preferred first).
+pub fn server_config(tls: &TlsConfig, alpn: &[Alpn]) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = match tls {
         TlsConfig::Files { cert, key } => (load_certs(cert)?, load_key(key)?),
         TlsConfig::SelfSigned => {
@@ -51,8 +51,20 @@ pub fn server_config(tls: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn_ids(alpn);
     Ok(Arc::new(config))
+}
+
+/// `config` offering `alpn` instead: the same certificate (a self-signed one is kept
+/// across reloads), only the offer changed.
+pub fn with_alpn(config: &ServerConfig, alpn: &[Alpn]) -> Arc<ServerConfig> {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn_ids(alpn);
+    Arc::new(config)
+}
+
+fn alpn_ids(alpn: &[Alpn]) -> Vec<Vec<u8>> {
+    alpn.iter().map(|a| a.id().to_vec()).collect()
 }
 
 /// Builds the client config for `wss://` backends: public roots plus an optional extra CA file.

@@ -25,6 +25,7 @@
 //!   they run; [`strict`]: a strict
 //!   checker of the frames wsgate writes.
 //! - [`frame`]: a tiny frame codec; [`http`]: a tiny HTTP/1.1 head codec.
+//! - [`h2client`]: HTTP/2 over TLS (ALPN) and WebSockets by extended CONNECT.
 //! - [`ca`]: a throw-away CA: a default `localhost` leaf as PEM files, and
 //!   leaves with chosen serial numbers.
 //! - [`child`]: the real binary as a child process; files replaced as editors do.
@@ -38,6 +39,7 @@ pub mod child;
 pub mod client;
 pub mod clock;
 pub mod frame;
+pub mod h2client;
 pub mod http;
 pub mod metrics;
 pub mod pools;

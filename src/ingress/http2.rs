@@ -1,0 +1,97 @@
+//! HTTP/2 on one client connection (TLS with ALPN `h2`): the limits of the `http2`
+//! section, extended CONNECT on (RFC 8441), every stream a task of its own, and graceful
+//! shutdown that lets the WebSockets on the connection close before it ends.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::ingress::request;
+use crate::shared::client::{ClientInfo, StreamHold};
+use crate::shared::state::{ProxyState, Settings};
+use crate::shared::stream::Stream;
+
+/// hyper's executor for the connection's stream tasks: spawned in the connection's span
+/// (so their logs name it) and tracked, so shutdown waits for them like for any connection.
+#[derive(Clone)]
+struct StreamTasks(TaskTracker);
+
+impl<F> hyper::rt::Executor<F> for StreamTasks
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        self.0.spawn(fut.in_current_span());
+    }
+}
+
+/// The connection's HTTP/2 server, set from `settings`.
+fn builder(settings: &Settings, tasks: TaskTracker) -> http2::Builder<StreamTasks> {
+    let h2 = &settings.http2;
+    // In range: `Http2Config::check` bounds windows and frame size below 2^31.
+    let window = |v: u64| u32::try_from(v).unwrap_or(u32::MAX >> 1);
+    let mut b = http2::Builder::new(StreamTasks(tasks));
+    b.timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .initial_stream_window_size(window(h2.initial_stream_window_bytes))
+        .initial_connection_window_size(window(h2.initial_connection_window_bytes))
+        .max_frame_size(window(h2.max_frame_bytes))
+        .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(h2.max_local_error_reset_streams);
+    if !h2.keepalive_interval.is_zero() {
+        b.keep_alive_interval(h2.keepalive_interval)
+            .keep_alive_timeout(h2.keepalive_timeout);
+    }
+    b
+}
+
+/// Serves HTTP/2 on `stream` until the client ends the connection, or, once shutdown
+/// began, until its streams are done: GOAWAY first, then the WebSockets on it close
+/// (each relay sends its Close 1001), then `grace` for what else is left.
+pub async fn serve(
+    stream: Stream,
+    client: ClientInfo,
+    settings: &Settings,
+    state: Arc<ProxyState>,
+    grace: Duration,
+) {
+    // The WebSockets of this connection hold it open at shutdown until they are closed.
+    let streams = TaskTracker::new();
+    let shared = state.clone();
+    let holds = streams.clone();
+    let service = service_fn(move |mut req| {
+        req.extensions_mut().insert(StreamHold::new(&holds));
+        request::serve(req, client, shared.clone())
+    });
+    let conn =
+        builder(settings, state.tracker.clone()).serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+            }
+        }
+        _ = state.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            streams.close();
+            let deadline = async {
+                streams.wait().await;
+                tokio::time::sleep(grace).await;
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = deadline => {}
+            }
+        }
+    }
+}

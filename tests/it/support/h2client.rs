@@ -1,0 +1,152 @@
+//! HTTP/2 clients for wsgate's TLS listeners: a TLS connection with a chosen ALPN offer,
+//! hyper's HTTP/2 client on it, and WebSockets by extended CONNECT (RFC 8441) run with
+//! tokio-tungstenite over the upgraded stream.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::Upgraded;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use super::ca::TestCa;
+use super::within;
+
+/// A WebSocket on one HTTP/2 stream.
+pub type H2Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// TLS to `addr` (SNI `localhost`) offering `alpn`; returns the stream and the protocol
+/// the server chose.
+pub async fn tls(
+    addr: SocketAddr,
+    ca: &TestCa,
+    alpn: &[&[u8]],
+) -> (TlsStream<TcpStream>, Option<Vec<u8>>) {
+    let mut config = (*ca.client_config()).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    within("TLS connect", async {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
+        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        (tls, chosen)
+    })
+    .await
+}
+
+/// One HTTP/2 connection to wsgate.
+pub struct H2Conn {
+    /// Sends requests on the connection.
+    pub sender: SendRequest<Empty<Bytes>>,
+    /// The connection's task; ends with the connection.
+    pub task: JoinHandle<Result<(), hyper::Error>>,
+    port: u16,
+}
+
+impl Drop for H2Conn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl H2Conn {
+    /// TLS with ALPN `h2` only, then the HTTP/2 handshake.
+    pub async fn connect(addr: SocketAddr, ca: &TestCa) -> H2Conn {
+        let (tls, chosen) = tls(addr, ca, &[b"h2"]).await;
+        assert_eq!(chosen.as_deref(), Some(&b"h2"[..]), "server chose h2");
+        let (sender, conn) = within(
+            "h2 handshake",
+            hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(tls)),
+        )
+        .await
+        .expect("h2 handshake");
+        let task = tokio::spawn(conn);
+        H2Conn {
+            sender,
+            task,
+            port: addr.port(),
+        }
+    }
+
+    /// An extended CONNECT for `path` with version 13 and `headers`, not yet sent.
+    pub fn request(&self, path: &str, headers: &[(&str, &str)]) -> Request<Empty<Bytes>> {
+        let mut req = Request::builder()
+            .method(Method::CONNECT)
+            .uri(format!("https://localhost:{}{path}", self.port))
+            .header("sec-websocket-version", "13")
+            .extension(hyper::ext::Protocol::from_static("websocket"));
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(Empty::new()).expect("request")
+    }
+
+    /// Sends `req`; the response head and its body read whole.
+    pub async fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> Result<(Response<()>, Bytes), hyper::Error> {
+        within("h2 request", async {
+            self.sender.ready().await?;
+            let res = self.sender.send_request(req).await?;
+            let (parts, body) = res.into_parts();
+            let body = if parts.status == StatusCode::OK {
+                // The tunnel's body is the WebSocket; not read here.
+                Bytes::new()
+            } else {
+                body.collect().await?.to_bytes()
+            };
+            Ok((Response::from_parts(parts, ()), body))
+        })
+        .await
+    }
+
+    /// Opens a WebSocket on a new stream; the 200 (with its headers) and the socket, or
+    /// the refusal with its body.
+    pub async fn try_websocket(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(Response<()>, H2Ws), (Response<()>, Bytes)> {
+        let req = self.request(path, headers);
+        let res = within("h2 websocket", async {
+            self.sender.ready().await.expect("connection ready");
+            self.sender.send_request(req).await.expect("response")
+        })
+        .await;
+        if res.status() != StatusCode::OK {
+            let (parts, body) = res.into_parts();
+            let body = within("refusal body", body.collect())
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            return Err((Response::from_parts(parts, ()), body));
+        }
+        let mut res = res;
+        let upgraded = within("h2 upgrade", hyper::upgrade::on(&mut res))
+            .await
+            .expect("upgraded stream");
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+        let (parts, _) = res.into_parts();
+        Ok((Response::from_parts(parts, ()), ws))
+    }
+
+    /// Opens a WebSocket on a new stream, which must succeed.
+    pub async fn websocket(&mut self, path: &str) -> H2Ws {
+        match self.try_websocket(path, &[]).await {
+            Ok((_, ws)) => ws,
+            Err((res, body)) => panic!("extended CONNECT refused: {} {body:?}", res.status()),
+        }
+    }
+}
