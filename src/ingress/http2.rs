@@ -77,8 +77,9 @@ pub async fn serve(
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "HTTP/2 connection ended with an error");
+            match res {
+                Err(e) => tracing::debug!(error = %e, "HTTP/2 connection ended with an error"),
+                Ok(()) => tracing::debug!("HTTP/2 connection ended"),
             }
         }
         _ = state.shutdown.cancelled() => {

@@ -30,16 +30,30 @@ pub async fn tls(
     ca: &TestCa,
     alpn: &[&[u8]],
 ) -> (TlsStream<TcpStream>, Option<Vec<u8>>) {
+    let (tls, chosen, _) = tls_with_handle(addr, ca, alpn).await;
+    (tls, chosen)
+}
+
+/// Like [`tls`], plus a duplicate of the socket to cut the connection with, whatever
+/// the client library on it still holds open.
+pub async fn tls_with_handle(
+    addr: SocketAddr,
+    ca: &TestCa,
+    alpn: &[&[u8]],
+) -> (TlsStream<TcpStream>, Option<Vec<u8>>, std::net::TcpStream) {
     let mut config = (*ca.client_config()).clone();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     within("TLS connect", async {
         let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        let std = tcp.into_std().expect("std socket");
+        let handle = std.try_clone().expect("dup socket");
+        let tcp = TcpStream::from_std(std).expect("tokio socket");
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap_or_else(|e| panic!("TLS handshake failed: {e}"));
         let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        (tls, chosen)
+        (tls, chosen, handle)
     })
     .await
 }
@@ -51,6 +65,7 @@ pub struct H2Conn {
     /// The connection's task; ends with the connection.
     pub task: JoinHandle<Result<(), hyper::Error>>,
     port: u16,
+    socket: std::net::TcpStream,
 }
 
 impl Drop for H2Conn {
@@ -62,7 +77,7 @@ impl Drop for H2Conn {
 impl H2Conn {
     /// TLS with ALPN `h2` only, then the HTTP/2 handshake.
     pub async fn connect(addr: SocketAddr, ca: &TestCa) -> H2Conn {
-        let (tls, chosen) = tls(addr, ca, &[b"h2"]).await;
+        let (tls, chosen, socket) = tls_with_handle(addr, ca, &[b"h2"]).await;
         assert_eq!(chosen.as_deref(), Some(&b"h2"[..]), "server chose h2");
         let (sender, conn) = within(
             "h2 handshake",
@@ -76,7 +91,13 @@ impl H2Conn {
             sender,
             task,
             port: addr.port(),
+            socket,
         }
+    }
+
+    /// Cuts the TCP connection under the client, as a client that vanished.
+    pub fn cut(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
     /// An extended CONNECT for `path` with version 13 and `headers`, not yet sent.
@@ -149,4 +170,14 @@ impl H2Conn {
             Err((res, body)) => panic!("extended CONNECT refused: {} {body:?}", res.status()),
         }
     }
+}
+
+/// A config with one TLS listener (the CA's default leaf) plus `listener_extra` lines
+/// (indented 4), the test defaults, `top` sections, and `routes`.
+pub fn tls_yaml(ca: &TestCa, listener_extra: &str, top: &str, routes: &str) -> String {
+    format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\n    tls: {}\n{listener_extra}{}{top}routes:\n{routes}",
+        ca.listener_tls_yaml(),
+        super::proxy::TEST_DEFAULTS,
+    )
 }
