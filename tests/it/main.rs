@@ -18,6 +18,8 @@ mod edge_logs;
 mod edge_stream;
 mod forwarding;
 mod frames;
+mod h2_endings;
+mod h2_floods;
 mod h2_websocket;
 mod handshake_backend;
 mod handshake_client;

@@ -25,7 +25,8 @@
 //!   they run; [`strict`]: a strict
 //!   checker of the frames wsgate writes.
 //! - [`frame`]: a tiny frame codec; [`http`]: a tiny HTTP/1.1 head codec.
-//! - [`h2client`]: HTTP/2 over TLS (ALPN) and WebSockets by extended CONNECT.
+//! - [`h2client`]: HTTP/2 over TLS (ALPN) and WebSockets by extended CONNECT;
+//!   [`h2raw`]: hand-made HTTP/2 frames for floods.
 //! - [`ca`]: a throw-away CA: a default `localhost` leaf as PEM files, and
 //!   leaves with chosen serial numbers.
 //! - [`child`]: the real binary as a child process; files replaced as editors do.
@@ -40,6 +41,7 @@ pub mod client;
 pub mod clock;
 pub mod frame;
 pub mod h2client;
+pub mod h2raw;
 pub mod http;
 pub mod metrics;
 pub mod pools;
