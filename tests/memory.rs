@@ -352,3 +352,56 @@ async fn clients_stalled_inside_huge_frames_pin_little_memory() {
     })
     .await;
 }
+
+/// WebSockets held open on one HTTP/2 connection in the h2 idle test.
+const H2_IDLE: usize = 300;
+/// Heap per idle WebSocket on an HTTP/2 stream, beyond what the same WebSocket costs
+/// client and backend over HTTP/1.1: wsgate's relay (as for HTTP/1.1), plus hyper's
+/// upgraded stream and its send task, plus the h2 stream state of wsgate *and of the
+/// test's own h2 client* (both counted here), so a generous bound.
+const H2_IDLE_HEAP_BOUND: usize = 24 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
+    use support::h2client::{data, h2_client, next_frame, open_path, tls_yaml};
+    let _turn = TURN.lock().await;
+    let ca = support::ca::TestCa::new();
+    let backend = Backend::echo().await;
+    let top = format!("http2: {{ max_concurrent_streams: {} }}\n", H2_IDLE * 2);
+    let routes = route("app", "/app", &backend.url("/ws"), "");
+    let proxy = Proxy::start(&tls_yaml(&ca, "", &top, &routes)).await;
+    let (direct, direct_bytes) = open_idle(backend.addr, "/ws").await;
+
+    // The connection itself (TLS, h2 buffers both sides) is counted apart from its streams.
+    let mut client = h2_client(proxy.addr(), &ca).await;
+    let (mut send, mut recv) = open_path(&mut client, proxy.addr().port(), "/app").await;
+    let mut buf = Vec::new();
+    send.send_data(data(Frame::binary(&[7u8; 64][..])), false).unwrap();
+    assert_eq!(next_frame(&mut recv, &mut buf).await.payload.len(), 64);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = LIVE.load(Ordering::SeqCst);
+    let mut streams = Vec::new();
+    for _ in 0..H2_IDLE {
+        let (mut send, mut recv) = open_path(&mut client, proxy.addr().port(), "/app").await;
+        let mut buf = Vec::new();
+        send.send_data(data(Frame::binary(&[7u8; 64][..])), false).unwrap();
+        assert_eq!(next_frame(&mut recv, &mut buf).await.payload.len(), 64);
+        streams.push((send, recv));
+    }
+    // Let the last echoes' buffers be released (a bounded pause, not a readiness wait).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h2_bytes = LIVE.load(Ordering::SeqCst).saturating_sub(before);
+    let per_stream = (h2_bytes / H2_IDLE).saturating_sub(direct_bytes / IDLE);
+    println!(
+        "heap per idle WebSocket: direct HTTP/1.1 {} B, on an h2 stream {} B, the h2 share \
+         (wsgate and the test's h2 client) {per_stream} B",
+        direct_bytes / IDLE,
+        h2_bytes / H2_IDLE
+    );
+    assert!(
+        per_stream < H2_IDLE_HEAP_BOUND,
+        "{per_stream} heap bytes per idle h2 WebSocket (bound {H2_IDLE_HEAP_BOUND})"
+    );
+    drop((direct, streams, send, recv, client));
+    proxy.assert_drained().await;
+}

@@ -4,67 +4,15 @@
 //! the test chooses exactly which frames the client sends.
 
 use bytes::Bytes;
-use h2::client::SendRequest;
-use h2::{Reason, RecvStream, SendStream};
-use hyper::{Method, Request};
+use h2::Reason;
 
 use crate::support::backend::{Backend, Handshake, record};
 use crate::support::ca::TestCa;
-use crate::support::frame::{self, CLOSE, Frame};
-use crate::support::h2client::{tls, tls_yaml};
+use crate::support::frame::{CLOSE, Frame};
+use crate::support::h2client::{data, h2_client, next_frame, open, tls_yaml};
 use crate::support::proxy::{Proxy, route};
 use crate::support::{eventually, within};
 use wsgate::{ClosedBy, Outcome};
-
-/// An h2-crate client connection; its task runs beside.
-async fn h2_client(proxy: &Proxy, ca: &TestCa) -> SendRequest<Bytes> {
-    let (io, chosen) = tls(proxy.addr(), ca, &[b"h2"]).await;
-    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
-    let (client, conn) = within("h2 handshake", h2::client::handshake(io))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
-    client
-}
-
-/// Opens a WebSocket on a new stream: its send half and the response's body.
-async fn open(client: &mut SendRequest<Bytes>, port: u16) -> (SendStream<Bytes>, RecvStream) {
-    let req = Request::builder()
-        .method(Method::CONNECT)
-        .uri(format!("https://localhost:{port}/app"))
-        .header("sec-websocket-version", "13")
-        .extension(h2::ext::Protocol::from_static("websocket"))
-        .body(())
-        .unwrap();
-    let mut client = within("ready", client.clone().ready())
-        .await
-        .expect("ready");
-    let (res, send) = client.send_request(req, false).expect("send CONNECT");
-    let res = within("200", res).await.expect("response");
-    assert_eq!(res.status(), 200);
-    (send, res.into_body())
-}
-
-/// Reads the next whole WebSocket frame from `recv` (buffering across DATA frames).
-async fn next_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> Frame {
-    for _ in 0..1_000 {
-        if let Some((frame, used)) = frame::decode(buf).expect("valid frame") {
-            buf.drain(..used);
-            return frame;
-        }
-        let data = within("DATA", recv.data())
-            .await
-            .expect("stream still open")
-            .expect("no stream error");
-        let _ = recv.flow_control().release_capacity(data.len());
-        buf.extend_from_slice(&data);
-    }
-    panic!("no frame in 1000 DATA frames");
-}
-
-fn data(frame: Frame) -> Bytes {
-    Bytes::from(frame.masked().encode())
-}
 
 #[tokio::test]
 async fn a_client_rst_stream_is_a_client_reset_and_the_backend_gets_1001() {
@@ -73,7 +21,7 @@ async fn a_client_rst_stream_is_a_client_reset_and_the_backend_gets_1001() {
         let backend = Backend::start(Handshake::Accept, None, record).await;
         let yaml = tls_yaml(&ca, "", "", &route("app", "/app", &backend.url("/ws"), ""));
         let mut proxy = Proxy::start(&yaml).await;
-        let mut client = h2_client(&proxy, &ca).await;
+        let mut client = h2_client(proxy.addr(), &ca).await;
         let (mut send, _recv) = open(&mut client, proxy.addr().port()).await;
         send.send_data(data(Frame::text("hi")), false).unwrap();
         eventually("backend got hi", || !backend.log.data_messages().is_empty()).await;
@@ -109,7 +57,7 @@ async fn a_close_handshake_then_end_stream_is_orderly_both_ways() {
     let backend = Backend::echo().await;
     let yaml = tls_yaml(&ca, "", "", &route("app", "/app", &backend.url("/ws"), ""));
     let mut proxy = Proxy::start(&yaml).await;
-    let mut client = h2_client(&proxy, &ca).await;
+    let mut client = h2_client(proxy.addr(), &ca).await;
     let (mut send, mut recv) = open(&mut client, proxy.addr().port()).await;
     let mut buf = Vec::new();
     send.send_data(data(Frame::text("echo me")), false).unwrap();

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use h2::client::SendRequest as H2SendRequest;
+use h2::{RecvStream, SendStream};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http2::SendRequest;
 use hyper::upgrade::Upgraded;
@@ -18,6 +20,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::ca::TestCa;
+use super::frame::{self, Frame};
 use super::within;
 
 /// A WebSocket on one HTTP/2 stream.
@@ -180,4 +183,66 @@ pub fn tls_yaml(ca: &TestCa, listener_extra: &str, top: &str, routes: &str) -> S
         ca.listener_tls_yaml(),
         super::proxy::TEST_DEFAULTS,
     )
+}
+
+// The h2 crate's client, for tests that choose each frame (resets, END_STREAM).
+
+/// An h2-crate client connection over TLS (ALPN h2); its task runs beside.
+pub async fn h2_client(addr: SocketAddr, ca: &TestCa) -> H2SendRequest<Bytes> {
+    let (io, chosen) = tls(addr, ca, &[b"h2"]).await;
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
+    let (client, conn) = within("h2 handshake", h2::client::handshake(io))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    client
+}
+
+/// Opens a WebSocket on a new stream: its send half and the response's body.
+pub async fn open_path(
+    client: &mut H2SendRequest<Bytes>,
+    port: u16,
+    path: &str,
+) -> (SendStream<Bytes>, RecvStream) {
+    let req = Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("https://localhost:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .extension(h2::ext::Protocol::from_static("websocket"))
+        .body(())
+        .unwrap();
+    let mut client = within("ready", client.clone().ready())
+        .await
+        .expect("ready");
+    let (res, send) = client.send_request(req, false).expect("send CONNECT");
+    let res = within("200", res).await.expect("response");
+    assert_eq!(res.status(), 200);
+    (send, res.into_body())
+}
+
+/// Reads the next whole WebSocket frame from `recv` (buffering across DATA frames).
+pub async fn next_frame(recv: &mut RecvStream, buf: &mut Vec<u8>) -> Frame {
+    for _ in 0..1_000 {
+        if let Some((frame, used)) = frame::decode(buf).expect("valid frame") {
+            buf.drain(..used);
+            return frame;
+        }
+        let data = within("DATA", recv.data())
+            .await
+            .expect("stream still open")
+            .expect("no stream error");
+        let _ = recv.flow_control().release_capacity(data.len());
+        buf.extend_from_slice(&data);
+    }
+    panic!("no frame in 1000 DATA frames");
+}
+
+/// `frame` masked, as a client sends it, for `send_data`.
+pub fn data(frame: Frame) -> Bytes {
+    Bytes::from(frame.masked().encode())
+}
+
+/// [`open_path`] on `/app`.
+pub async fn open(client: &mut H2SendRequest<Bytes>, port: u16) -> (SendStream<Bytes>, RecvStream) {
+    open_path(client, port, "/app").await
 }
