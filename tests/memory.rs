@@ -365,6 +365,7 @@ const H2_IDLE_HEAP_BOUND: usize = 24 * 1024;
 async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     use support::h2client::{data, h2_client, next_frame, open_path, tls_yaml};
     let _turn = TURN.lock().await;
+    let start = LIVE.load(Ordering::SeqCst);
     let ca = support::ca::TestCa::new();
     let backend = Backend::echo().await;
     let top = format!("http2: {{ max_concurrent_streams: {} }}\n", H2_IDLE * 2);
@@ -376,7 +377,8 @@ async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     let mut client = h2_client(proxy.addr(), &ca).await;
     let (mut send, mut recv) = open_path(&mut client, proxy.addr().port(), "/app").await;
     let mut buf = Vec::new();
-    send.send_data(data(Frame::binary(&[7u8; 64][..])), false).unwrap();
+    send.send_data(data(Frame::binary(&[7u8; 64][..])), false)
+        .unwrap();
     assert_eq!(next_frame(&mut recv, &mut buf).await.payload.len(), 64);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let before = LIVE.load(Ordering::SeqCst);
@@ -384,7 +386,8 @@ async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     for _ in 0..H2_IDLE {
         let (mut send, mut recv) = open_path(&mut client, proxy.addr().port(), "/app").await;
         let mut buf = Vec::new();
-        send.send_data(data(Frame::binary(&[7u8; 64][..])), false).unwrap();
+        send.send_data(data(Frame::binary(&[7u8; 64][..])), false)
+            .unwrap();
         assert_eq!(next_frame(&mut recv, &mut buf).await.payload.len(), 64);
         streams.push((send, recv));
     }
@@ -404,4 +407,11 @@ async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     );
     drop((direct, streams, send, recv, client));
     proxy.assert_drained().await;
+    // Everything freed before the next test takes its turn: it reads the same counter.
+    proxy.shutdown().await;
+    drop(backend);
+    support::eventually("this test's heap is released", || {
+        LIVE.load(Ordering::SeqCst) < start + (4 << 20)
+    })
+    .await;
 }

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::ingress::request;
-use crate::shared::client::{ClientInfo, StreamHold};
+use crate::shared::client::{ClientInfo, StreamCount};
 use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
 
@@ -56,7 +56,9 @@ fn builder(settings: &Settings, tasks: TaskTracker) -> http2::Builder<StreamTask
 
 /// Serves HTTP/2 on `stream` until the client ends the connection, or, once shutdown
 /// began, until its streams are done: GOAWAY first, then the WebSockets on it close
-/// (each relay sends its Close 1001), then `grace` for what else is left.
+/// (each relay sends its Close 1001), then `grace` for what else is left. A connection
+/// without any stream for `limits.header_read_timeout` gets GOAWAY too (what the header
+/// timeout is to HTTP/1.1: a connection that asks for nothing does not hold its place).
 pub async fn serve(
     stream: Stream,
     client: ClientInfo,
@@ -64,34 +66,45 @@ pub async fn serve(
     state: Arc<ProxyState>,
     grace: Duration,
 ) {
-    // The WebSockets of this connection hold it open at shutdown until they are closed.
-    let streams = TaskTracker::new();
+    let streams = Arc::new(StreamCount::default());
     let shared = state.clone();
     let holds = streams.clone();
     let service = service_fn(move |mut req| {
-        req.extensions_mut().insert(StreamHold::new(&holds));
+        req.extensions_mut().insert(holds.hold());
         request::serve(req, client, shared.clone())
     });
     let conn =
         builder(settings, state.tracker.clone()).serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        res = conn.as_mut() => {
-            match res {
-                Err(e) => tracing::debug!(error = %e, "HTTP/2 connection ended with an error"),
-                Ok(()) => tracing::debug!("HTTP/2 connection ended"),
+    let idle = streams.none_for(settings.limits.header_read_timeout);
+    tokio::pin!(idle);
+    let mut idle_closed = false;
+    // Two rounds at most: the idle GOAWAY, then the end or shutdown.
+    for _ in 0..3 {
+        tokio::select! {
+            res = conn.as_mut() => {
+                match res {
+                    Err(e) => tracing::debug!(error = %e, "HTTP/2 connection ended with an error"),
+                    Ok(()) => tracing::debug!("HTTP/2 connection ended"),
+                }
+                return;
             }
-        }
-        _ = state.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            streams.close();
-            let deadline = async {
-                streams.wait().await;
-                tokio::time::sleep(grace).await;
-            };
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = deadline => {}
+            _ = &mut idle, if !idle_closed => {
+                tracing::debug!("HTTP/2 connection idle: GOAWAY");
+                idle_closed = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = state.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let deadline = async {
+                    streams.none().await;
+                    tokio::time::sleep(grace).await;
+                };
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = deadline => {}
+                }
+                return;
             }
         }
     }

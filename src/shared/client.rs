@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 
-use tokio_util::task::TaskTracker;
-use tokio_util::task::task_tracker::TaskTrackerToken;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// Who is on the client hop of this HTTP connection.
 #[derive(Debug, Clone, Copy)]
@@ -37,19 +40,68 @@ impl ClientProtocol {
     }
 }
 
-/// Held by whatever serves one stream of an HTTP/2 connection (a WebSocket's relay, a
-/// request): at shutdown the connection stays up, after its GOAWAY, until none is left.
-#[derive(Debug, Clone)]
-pub struct StreamHold {
-    /// Counts as a task of the connection's tracker while held (never read).
-    _token: TaskTrackerToken,
+/// The streams of one HTTP/2 connection being served: a request from its headers until
+/// it is dropped, a WebSocket until its relay ends. The connection waits on it at shutdown
+/// and closes once it stayed at zero too long.
+#[derive(Debug, Default)]
+pub struct StreamCount {
+    live: AtomicUsize,
+    changed: Notify,
 }
 
-impl StreamHold {
-    /// A hold on the connection whose streams `tracker` counts.
-    pub fn new(tracker: &TaskTracker) -> StreamHold {
-        StreamHold {
-            _token: tracker.token(),
+impl StreamCount {
+    /// A hold on one stream, counted until dropped.
+    pub fn hold(self: &Arc<Self>) -> StreamHold {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        StreamHold(self.clone())
+    }
+
+    /// Resolves once no stream is held.
+    pub async fn none(&self) {
+        // Bounded by the holds' own lives: each round waits for a change.
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.live.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Resolves once no stream was held for `quiet` in a row.
+    pub async fn none_for(&self, quiet: Duration) {
+        loop {
+            self.none().await;
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.live.load(Ordering::SeqCst) == 0
+                && tokio::time::timeout(quiet, changed).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Held by whatever serves one stream of an HTTP/2 connection (see [`StreamCount`]);
+/// a clone is a hold of its own.
+#[derive(Debug)]
+pub struct StreamHold(Arc<StreamCount>);
+
+impl Clone for StreamHold {
+    fn clone(&self) -> Self {
+        self.0.hold()
+    }
+}
+
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_waiters();
         }
     }
 }

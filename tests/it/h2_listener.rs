@@ -241,3 +241,28 @@ async fn shutdown_closes_h2_websockets_with_1001_then_the_connection() {
     ended.await;
     proxy.assert_drained().await;
 }
+
+#[tokio::test]
+async fn an_h2_connection_without_streams_gets_goaway_after_the_header_timeout() {
+    let ca = TestCa::new();
+    let top = "limits: { header_read_timeout: 300ms }\n";
+    let proxy = Proxy::start(&tls_yaml(&ca, "", top, ECHO)).await;
+    // Asks for nothing: closed, as an HTTP/1.1 connection sending no request would be.
+    let idle = H2Conn::connect(proxy.addr(), &ca).await;
+    eventually("the idle h2 connection ends", || idle.task.is_finished()).await;
+
+    // A WebSocket keeps its connection open however long it lasts.
+    let mut conn = H2Conn::connect(proxy.addr(), &ca).await;
+    let mut ws = conn.websocket("/echo").await;
+    // Time passing, not a readiness wait: three header timeouts.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    assert!(!conn.task.is_finished());
+    ws.send(Message::text("alive")).await.unwrap();
+    assert_eq!(
+        within("echo", ws.next()).await.unwrap().unwrap(),
+        Message::text("alive")
+    );
+    ws.close(None).await.unwrap();
+    let _ = within("close reply", ws.next()).await;
+    eventually("the connection ends once idle", || conn.task.is_finished()).await;
+}
