@@ -58,7 +58,8 @@ fn builder(settings: &Settings, tasks: TaskTracker) -> http2::Builder<StreamTask
 /// began, until its streams are done: GOAWAY first, then the WebSockets on it close
 /// (each relay sends its Close 1001), then `grace` for what else is left. A connection
 /// without any stream for `limits.header_read_timeout` gets GOAWAY too (what the header
-/// timeout is to HTTP/1.1: a connection that asks for nothing does not hold its place).
+/// timeout is to HTTP/1.1: a connection that asks for nothing does not hold its place),
+/// and is closed if it still has none `grace` later.
 pub async fn serve(
     stream: Stream,
     client: ClientInfo,
@@ -78,8 +79,8 @@ pub async fn serve(
     tokio::pin!(conn);
     let idle = streams.none_for(settings.limits.header_read_timeout);
     tokio::pin!(idle);
-    let mut idle_closed = false;
-    // Two rounds at most: the idle GOAWAY, then the end or shutdown.
+    let mut goaway_sent = false;
+    // Three rounds at most: the idle GOAWAY, its deadline, and the end or shutdown.
     for _ in 0..3 {
         tokio::select! {
             res = conn.as_mut() => {
@@ -89,10 +90,16 @@ pub async fn serve(
                 }
                 return;
             }
-            _ = &mut idle, if !idle_closed => {
+            _ = &mut idle => {
+                if goaway_sent {
+                    // hyper's graceful close waits for the answer to its PING, which a
+                    // client may never send.
+                    return tracing::debug!("HTTP/2 connection still idle after its GOAWAY: closed");
+                }
                 tracing::debug!("HTTP/2 connection idle: GOAWAY");
-                idle_closed = true;
+                goaway_sent = true;
                 conn.as_mut().graceful_shutdown();
+                idle.set(streams.none_for(grace));
             }
             _ = state.shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();

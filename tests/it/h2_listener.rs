@@ -10,7 +10,7 @@ use wsgate::{Config, Outcome};
 use crate::support::ca::TestCa;
 use crate::support::client;
 use crate::support::h2client::{H2Conn, tls, tls_yaml};
-use crate::support::h2raw::PREFACE;
+use crate::support::h2raw::{PREFACE, RawH2};
 use crate::support::proxy::{Proxy, yaml};
 use crate::support::{eventually, eventually_some, within};
 
@@ -150,18 +150,40 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 #[tokio::test]
 async fn the_http2_limits_are_announced_in_settings() {
     let ca = TestCa::new();
-    let top = "limits: { max_header_bytes: 32KiB }\nhttp2: { max_concurrent_streams: 7 }\n";
+    let top = "limits: { max_header_bytes: 32KiB, header_read_timeout: 200ms }\n\
+               http2: { max_concurrent_streams: 7, initial_stream_window_bytes: 100000, \
+               initial_connection_window_bytes: 1MiB, max_frame_bytes: 32KiB }\n";
     let proxy = Proxy::start(&tls_yaml(&ca, "", top, ECHO)).await;
-    let (io, _) = tls(proxy.addr(), &ca, &[b"h2"]).await;
-    let (client, conn) = within("h2 handshake", h2::client::handshake(io))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    eventually("SETTINGS applied", || {
-        client.current_max_send_streams() == 7
-    })
-    .await;
-    assert!(client.is_extended_connect_protocol_enabled());
+    // Read raw: the server's SETTINGS and first connection WINDOW_UPDATE, until the idle
+    // connection is closed: GOAWAY after the header timeout; the raw client never answers
+    // the PING of hyper's graceful close, so wsgate closes it 5 s later.
+    let raw = RawH2::connect(proxy.addr(), &ca).await;
+    let seen = raw.seen_within(std::time::Duration::from_secs(20)).await;
+    assert_eq!(seen.goaway, Some(0), "GOAWAY NO_ERROR: {seen:?}");
+    let setting = |id: u16| {
+        seen.settings
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(setting(0x3), Some(7), "MAX_CONCURRENT_STREAMS: {seen:?}");
+    assert_eq!(setting(0x4), Some(100_000), "INITIAL_WINDOW_SIZE");
+    assert_eq!(setting(0x5), Some(32 << 10), "MAX_FRAME_SIZE");
+    assert_eq!(setting(0x6), Some(32 << 10), "MAX_HEADER_LIST_SIZE");
+    assert_eq!(setting(0x8), Some(1), "ENABLE_CONNECT_PROTOCOL");
+    assert_eq!(seen.connection_window_increment, Some((1 << 20) - 65_535));
+    assert_eq!(seen.pings, 0, "keepalive is off by default");
+}
+
+#[tokio::test]
+async fn the_h2_keepalive_pings_and_closes_a_connection_that_never_answers() {
+    let ca = TestCa::new();
+    let top = "http2: { keepalive_interval: 100ms, keepalive_timeout: 200ms }\n";
+    let proxy = Proxy::start(&tls_yaml(&ca, "", top, ECHO)).await;
+    // The raw client never answers a PING (and the header timeout, 10 s, is far off).
+    let seen = RawH2::connect(proxy.addr(), &ca).await.seen().await;
+    assert!(seen.pings >= 1, "{seen:?}");
+    assert!(seen.closed);
 }
 
 #[tokio::test]

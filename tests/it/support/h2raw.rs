@@ -20,7 +20,9 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
+pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
+pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 /// Flags.
 pub const END_STREAM: u8 = 0x1;
@@ -85,6 +87,12 @@ pub struct Seen {
     pub goaway: Option<u32>,
     /// Frames received.
     pub frames: usize,
+    /// The parameters of the server's first SETTINGS frame (identifier, value).
+    pub settings: Vec<(u16, u32)>,
+    /// The increment of the first connection-level WINDOW_UPDATE.
+    pub connection_window_increment: Option<u32>,
+    /// PING frames the server sent before any GOAWAY (not ACKs).
+    pub pings: usize,
     /// The server closed the connection (EOF or an error).
     pub closed: bool,
 }
@@ -130,6 +138,16 @@ impl RawH2 {
             .await
             .expect("reader task")
     }
+
+    /// Like [`RawH2::seen`], waiting up to `limit` (for closes that take longer than
+    /// the patience by design).
+    pub async fn seen_within(self, limit: std::time::Duration) -> Seen {
+        drop(self.writer);
+        match tokio::time::timeout(limit, self.reader).await {
+            Ok(seen) => seen.expect("reader task"),
+            Err(_) => panic!("the server did not close the connection within {limit:?}"),
+        }
+    }
 }
 
 async fn read_frames(mut read: ReadHalf<TlsStream<TcpStream>>, hung_up: Arc<AtomicBool>) -> Seen {
@@ -148,6 +166,25 @@ async fn read_frames(mut read: ReadHalf<TlsStream<TcpStream>>, hung_up: Arc<Atom
                 let code = &buf[9 + 4..9 + 8];
                 seen.goaway = Some(u32::from_be_bytes([code[0], code[1], code[2], code[3]]));
                 hung_up.store(true, Ordering::SeqCst);
+            }
+            let (flags, stream) = (buf[4], u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]));
+            let payload = &buf[9..9 + len];
+            match kind {
+                SETTINGS if flags & 1 == 0 && seen.settings.is_empty() => {
+                    seen.settings = payload
+                        .chunks_exact(6)
+                        .map(|p| {
+                            let id = u16::from_be_bytes([p[0], p[1]]);
+                            (id, u32::from_be_bytes([p[2], p[3], p[4], p[5]]))
+                        })
+                        .collect();
+                }
+                WINDOW_UPDATE if stream == 0 && len == 4 => {
+                    let inc = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    seen.connection_window_increment.get_or_insert(inc);
+                }
+                PING if flags & 1 == 0 && seen.goaway.is_none() => seen.pings += 1,
+                _ => {}
             }
             seen.frames += 1;
             buf.drain(..9 + len);
