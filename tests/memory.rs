@@ -3,7 +3,8 @@
 //! live in a binary of their own (in `it` every other test would be counted) and
 //! take turns. Frame headers that lie must not make wsgate allocate the claimed
 //! sizes; an idle relayed connection must stay small; the write timeout frees a
-//! connection whose client stopped reading while memory stays flat.
+//! connection whose client stopped reading while memory stays flat; an idle WebSocket on
+//! an HTTP/2 stream stays small too, and HTTP/2 floods leave the heap flat.
 //!
 //! The harness is `tests/it`'s, compiled once more here.
 
@@ -141,6 +142,7 @@ const IDLE_HEAP_BOUND: usize = 4 * 1024;
 /// Opens `IDLE` connections to `addr`, each echoing one 64-byte message first (so any
 /// buffer allocated on first use is counted), and returns them with the heap growth.
 async fn open_idle(addr: std::net::SocketAddr, path: &str) -> (Vec<raw::RawClient>, usize) {
+    settle().await;
     let before = LIVE.load(Ordering::SeqCst);
     let mut conns = Vec::new();
     for _ in 0..IDLE {
@@ -152,6 +154,21 @@ async fn open_idle(addr: std::net::SocketAddr, path: &str) -> (Vec<raw::RawClien
     // Let the last echoes' buffers be released (a bounded pause, not a readiness wait).
     tokio::time::sleep(Duration::from_millis(100)).await;
     (conns, LIVE.load(Ordering::SeqCst).saturating_sub(before))
+}
+
+/// Waits (bounded) until the heap stops moving: what an earlier test let go (its
+/// connections' tasks end on their own threads) must not count as this one's.
+async fn settle() {
+    let mut last = LIVE.load(Ordering::SeqCst);
+    for _ in 0..100 {
+        // Time passing, not a readiness wait: the heap is still for this long.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = LIVE.load(Ordering::SeqCst);
+        if now.abs_diff(last) < 16 << 10 {
+            return;
+        }
+        last = now;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,7 +397,7 @@ async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     send.send_data(data(Frame::binary(&[7u8; 64][..])), false)
         .unwrap();
     assert_eq!(next_frame(&mut recv, &mut buf).await.payload.len(), 64);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    settle().await;
     let before = LIVE.load(Ordering::SeqCst);
     let mut streams = Vec::new();
     for _ in 0..H2_IDLE {
@@ -410,6 +427,82 @@ async fn an_idle_websocket_on_an_h2_stream_costs_little_heap() {
     // Everything freed before the next test takes its turn: it reads the same counter.
     proxy.shutdown().await;
     drop(backend);
+    support::eventually("this test's heap is released", || {
+        LIVE.load(Ordering::SeqCst) < start + (4 << 20)
+    })
+    .await;
+}
+
+/// Flooding connections at once in the h2 flood test, of each kind.
+const H2_FLOODERS: usize = 10;
+/// The heap wsgate (and the test's flooders) may reach above the start during the floods:
+/// each flooder writes up to 5000 reset streams or 10 MiB of one header block.
+const H2_FLOOD_PEAK_BOUND: usize = 16 << 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_floods_keep_the_heap_flat() {
+    use support::h2client::tls_yaml;
+    use support::h2raw::{
+        CANCEL, CONTINUATION, END_HEADERS, END_STREAM, HEADERS, RST_STREAM, RawH2, connect_block,
+        frame, literal,
+    };
+    let _turn = TURN.lock().await;
+    let ca = Arc::new(support::ca::TestCa::new());
+    let echo = "  - name: echo\n    path: /echo\n    echo: true\n";
+    let proxy = Proxy::start(&tls_yaml(&ca, "", "", echo)).await;
+    let start = LIVE.load(Ordering::SeqCst);
+    PEAK.store(start, Ordering::SeqCst);
+    let mut floods = Vec::new();
+    for n in 0..H2_FLOODERS * 2 {
+        let (addr, ca) = (proxy.addr(), ca.clone());
+        floods.push(tokio::spawn(async move {
+            let mut raw = RawH2::connect(addr, &ca).await;
+            let block = connect_block("/echo");
+            if n % 2 == 0 {
+                // Rapid reset: HEADERS + RST_STREAM, 100 pairs a write, 5000 at most.
+                for batch in 0..50u32 {
+                    let mut bytes = Vec::new();
+                    for i in 0..100u32 {
+                        let stream = 2 * (batch * 100 + i) + 1;
+                        bytes.extend(frame(HEADERS, END_HEADERS, stream, &block));
+                        bytes.extend(frame(RST_STREAM, 0, stream, &CANCEL.to_be_bytes()));
+                    }
+                    if !raw.send(&bytes).await {
+                        break;
+                    }
+                }
+            } else {
+                // A header block that never ends, 10 MiB at most.
+                let piece = frame(CONTINUATION, 0, 1, &literal("x-flood", &[b'a'; 1000]));
+                if raw.send(&frame(HEADERS, END_STREAM, 1, &block)).await {
+                    for _ in 0..10_000 {
+                        if !raw.send(&piece).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            raw.seen().await
+        }));
+    }
+    for flood in floods {
+        let seen = flood.await.expect("flooder");
+        assert!(seen.goaway.is_some() && seen.closed, "{seen:?}");
+    }
+    let peak = PEAK.load(Ordering::SeqCst).saturating_sub(start);
+    println!(
+        "heap peak above the start during {} h2 floods: {} KiB",
+        H2_FLOODERS * 2,
+        peak >> 10
+    );
+    assert!(
+        peak < H2_FLOOD_PEAK_BOUND,
+        "heap peaked {} KiB above the start during the floods",
+        peak >> 10
+    );
+    proxy.assert_drained().await;
+    // Everything freed before the next test takes its turn: it reads the same counter.
+    proxy.shutdown().await;
     support::eventually("this test's heap is released", || {
         LIVE.load(Ordering::SeqCst) < start + (4 << 20)
     })
