@@ -61,6 +61,10 @@ pub enum HandshakeError {
     /// and hyper would announce `close` on the 101.
     #[error("Connection: close contradicts the upgrade")]
     ConnectionClose,
+    /// An `Expect` other than `100-continue`, which is the only expectation defined (RFC
+    /// 9110 §10.1.1); wsgate cannot meet one it does not know.
+    #[error("the only expectation met is 100-continue")]
+    Expectation,
     /// A `Sec-WebSocket-Protocol` offer that is not a comma-separated list of tokens.
     #[error("Sec-WebSocket-Protocol must list tokens")]
     Subprotocol,
@@ -95,6 +99,7 @@ impl HandshakeError {
             | Subprotocol | Path(_) => StatusCode::BAD_REQUEST,
             NoRoute => StatusCode::NOT_FOUND,
             Origin => StatusCode::FORBIDDEN,
+            Expectation => StatusCode::EXPECTATION_FAILED,
             Backend(e) => e.status(),
             ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -113,6 +118,7 @@ impl HandshakeError {
             Host => "host",
             Target => "target",
             Body => "body",
+            Expectation => "expect",
             Subprotocol => "subprotocol",
             Path(_) => "path",
             NoRoute => "no_route",
@@ -305,6 +311,16 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
             .any(|v| v.as_bytes().trim_ascii() != b"0");
     if body {
         return Err(HandshakeError::Body);
+    }
+    // An upgrade has no body, so a `100-continue` has nothing to wait for and is met by the
+    // final answer; it is never forwarded (not on the allowlist of `forwardable`).
+    let expect_ok = h.get_all(header::EXPECT).iter().all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    });
+    if !expect_ok {
+        return Err(HandshakeError::Expectation);
     }
     let host = requested_host(req)?;
     let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
