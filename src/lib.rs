@@ -88,6 +88,7 @@ pub mod fuzzing {
     use crate::config::Tuning;
     use crate::proto::frame::FrameDecoder;
     use crate::proto::headers::forwardable;
+    use crate::proto::room::Room;
     use crate::relay::message::Message;
     use crate::relay::violation::Violation;
     use crate::shared::stream::Stream;
@@ -119,6 +120,30 @@ pub mod fuzzing {
         pub truncated: bool,
     }
 
+    /// Room that refuses every other request at first (as a used-up budget would, until
+    /// room comes back) and checks that what the decoder asks for stays bounded.
+    struct Stingy {
+        refuse: bool,
+        held: usize,
+    }
+
+    impl Room for Stingy {
+        fn poll_grant(&mut self, bytes: usize, _cx: &mut Context<'_>) -> Poll<()> {
+            assert!(bytes <= 64 * 1024 + 14, "asked for {bytes} bytes of room");
+            self.refuse = !self.refuse;
+            if self.refuse {
+                return Poll::Pending;
+            }
+            self.held = bytes;
+            Poll::Ready(())
+        }
+
+        fn release(&mut self) {
+            assert!(self.held > 0, "room given back that was never granted");
+            self.held = 0;
+        }
+    }
+
     /// For the fuzz targets: decodes `bytes` as what one peer sends (a client when
     /// `expect_masked`) with the relay's per-frame and per-message checks, re-encoding each
     /// good frame for the other hop. Message limits are derived from `max_frame` (4 frames'
@@ -140,11 +165,17 @@ pub mod fuzzing {
             truncated: false,
         };
         let mut partial: Option<Forwarded> = None;
-        // Each frame takes at least 2 bytes, so this bound is never the one that ends it.
-        for _ in 0..=bytes.len() {
-            // A slice never returns Pending: it has the bytes or is at its end.
-            let Poll::Ready(read) = decoder.poll_frame(&mut io, &mut cx) else {
-                break;
+        let mut room = Stingy {
+            refuse: false,
+            held: 0,
+        };
+        // Each frame takes at least 2 bytes and each piece of one a byte, and every other
+        // poll may wait for room, so this bound is never the one that ends it.
+        for _ in 0..=4 * bytes.len() + 4 {
+            // A slice never returns Pending: it has the bytes or is at its end; only the
+            // room can be pending, and it grants the next time.
+            let Poll::Ready(read) = decoder.poll_frame(&mut io, &mut room, &mut cx) else {
+                continue;
             };
             let mut frame = match read {
                 Ok(Some(frame)) => frame,

@@ -508,3 +508,84 @@ async fn h2_floods_keep_the_heap_flat() {
     })
     .await;
 }
+
+/// Clients stalled at once inside a frame small enough to be buffered whole.
+const WHOLE_STALLED: usize = 500;
+/// Their frame: larger than a connection's own 16 KiB, so it needs room in the budget.
+const WHOLE_LEN: usize = 60 * 1024;
+/// The budget they share in the bounded run.
+const BUDGET: usize = 4 << 20;
+
+/// The heap growth with [`WHOLE_STALLED`] clients stalled 1 KiB before the end of a
+/// [`WHOLE_LEN`] frame, under a budget of `budget` bytes.
+async fn heap_with_stalled_whole_frames(budget: usize) -> usize {
+    let sink = sink_backend().await;
+    SINK_ENDED.store(0, Ordering::SeqCst);
+    let yaml = format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\n{}limits: {{ max_buffered_bytes: {budget} }}\n\
+         routes:\n{}",
+        support::proxy::TEST_DEFAULTS,
+        route("sink", "/sink", &sink.url("/ws"), "    frame_timeout: 0s\n")
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let mut other = raw::upgrade(proxy.addr(), "/sink").await;
+    other.send(Frame::text("sync")).await;
+    assert_eq!(other.recv_frame().await.payload, b"sync");
+    let wire = Frame::binary(vec![0x5a; WHOLE_LEN]).masked().encode();
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut stalled = Vec::new();
+    for _ in 0..WHOLE_STALLED {
+        let mut c = raw::upgrade(proxy.addr(), "/sink").await;
+        c.send(Frame::text("sync")).await;
+        assert_eq!(c.recv_frame().await.payload, b"sync");
+        c.write_bytes(&wire[..WHOLE_LEN - 1024]).await;
+        stalled.push(c);
+    }
+    let wanted = (WHOLE_STALLED * WHOLE_LEN).min(budget - WHOLE_LEN - 1024);
+    support::eventually("the stalled frames asked for room", || {
+        proxy.metric("wsgate_buffered_bytes").unwrap_or(0.0) as usize >= wanted
+    })
+    .await;
+    // Let the last writes be read (a bounded observation window, not a readiness wait).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let growth = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    drop((stalled, other));
+    proxy.assert_drained().await;
+    support::eventually("sink sessions ended", || {
+        SINK_ENDED.load(Ordering::SeqCst) >= sink.log.accepted()
+    })
+    .await;
+    growth
+}
+
+/// Without a budget every client stalled inside a 60 KiB frame pins its 60 KiB (500 of
+/// them: 30 MiB); with `max_buffered_bytes`, those beyond the budget stop reading and hold
+/// only what they read before the header said how large the frame is (one 16 KiB read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stalled_inside_buffered_frames_stay_within_the_budget() {
+    let _turn = TURN.lock().await;
+    let unbounded = heap_with_stalled_whole_frames(1 << 30).await;
+    let bounded = heap_with_stalled_whole_frames(BUDGET).await;
+    println!(
+        "{WHOLE_STALLED} clients stalled inside {} KiB frames: heap +{:.1} MiB with a 1 GiB \
+         budget, +{:.1} MiB with a {} MiB one ({:.1} vs {:.1} KiB per client, both hops and \
+         the test's own peers included)",
+        WHOLE_LEN >> 10,
+        unbounded as f64 / MIB as f64,
+        bounded as f64 / MIB as f64,
+        BUDGET >> 20,
+        unbounded as f64 / 1024.0 / WHOLE_STALLED as f64,
+        bounded as f64 / 1024.0 / WHOLE_STALLED as f64,
+    );
+    // Unbounded, wsgate must hold every byte the stalled clients sent (29 MiB); bounded,
+    // the test's peers and wsgate together hold less than that: the waiting clients'
+    // bytes beyond their first read stay in the kernel's socket buffers.
+    let sent = WHOLE_STALLED * (WHOLE_LEN - 1024);
+    assert!(
+        bounded < sent,
+        "{} MiB held for {} MiB sent by stalled clients under a {} MiB budget",
+        bounded >> 20,
+        sent >> 20,
+        BUDGET >> 20
+    );
+}

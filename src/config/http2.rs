@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use super::parse::{duration, size};
+use super::parse::{duration, h2_frame, h2_window};
 
 /// A protocol a TLS listener offers in ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -57,17 +57,17 @@ pub struct Http2Config {
     /// Flow-control window of each stream: what a client may send on one stream before
     /// wsgate has read it, so the most one stream whose backend is slow buffers.
     /// 64KiB to 2GiB−1. Default 256KiB.
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "h2_window")]
     pub initial_stream_window_bytes: u64,
     /// Flow-control window of the whole connection: what a client may have sent, across
     /// its streams, that wsgate has not read yet. Streams whose backends stall hold their
     /// part of it, so it is the most one connection buffers, and the others stall only once
     /// it is used up (32 stalled streams with the defaults). 64KiB to 2GiB−1. Default 8MiB.
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "h2_window")]
     pub initial_connection_window_bytes: u64,
     /// Largest frame payload a client may send (SETTINGS_MAX_FRAME_SIZE). 16KiB to
     /// 16MiB−1. Default 16KiB.
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "h2_frame")]
     pub max_frame_bytes: u64,
     /// PING a connection after this long without a frame from it, and close it when no
     /// answer comes within `keepalive_timeout`; 0 = off (each WebSocket already pings its

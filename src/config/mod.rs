@@ -26,11 +26,11 @@ mod validate;
 pub use backend_url::BackendUrl;
 pub use http2::{Alpn, DEFAULT_ALPN, Http2Config};
 pub use parse::ConfigError;
-pub(crate) use parse::{duration, nonzero_probe_interval, nonzero_probe_timeout};
 use parse::{
-    non_empty_listeners, nonzero_header_read, nonzero_tls_handshake, opt_file, size, socket_addr,
-    unique_routes,
+    buffer_budget, header_size, non_empty_listeners, nonzero_header_read, nonzero_tls_handshake,
+    opt_file, socket_addr, unique_routes,
 };
+pub(crate) use parse::{duration, nonzero_probe_interval, nonzero_probe_timeout};
 pub use routes::{RouteConfig, Target};
 pub use tuning::Tuning;
 
@@ -110,8 +110,14 @@ pub struct Limits {
     #[serde(deserialize_with = "nonzero_header_read")]
     pub header_read_timeout: Duration,
     /// Request headers larger than this are answered 431 (at least 8KiB). Default 64KiB.
-    #[serde(deserialize_with = "size")]
+    #[serde(deserialize_with = "header_size")]
     pub max_header_bytes: u64,
+    /// The bytes all relayed connections together may hold for frames over 16 KiB (a
+    /// frame buffered whole up to 64 KiB, or the chunk a larger one streams through);
+    /// once it is used up, connections stop reading such frames until room comes back, so
+    /// the peers' TCP windows fill instead of wsgate's memory. At least 1MiB. Default 256MiB.
+    #[serde(deserialize_with = "buffer_budget")]
+    pub max_buffered_bytes: u64,
 }
 
 impl Default for Limits {
@@ -122,6 +128,7 @@ impl Default for Limits {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
+            max_buffered_bytes: 256 << 20,
         }
     }
 }

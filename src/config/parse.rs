@@ -260,8 +260,41 @@ pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
     duration(d).map(Some)
 }
 
-pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    scalar(d, "a size like 1MiB", parse_size)
+/// A size that must be at least `min` bytes (`floor` says so in words); `zero` says what a
+/// smaller one would do, `like` is an example.
+fn sized_from(text: &str, min: u64, floor: &str, zero: &str, like: &str) -> Result<u64, String> {
+    let value = parse_size(text)?;
+    if value < min {
+        return Err(format!(
+            "`{text}` {zero}; expected a size {floor}, like {like}"
+        ));
+    }
+    Ok(value)
+}
+
+/// Declares deserializers of sizes with a floor, each saying what a value below it would do.
+macro_rules! floored_sizes {
+    ($( $(#[$doc:meta])* $name:ident: $min:expr, $floor:literal, $zero:literal, $like:literal; )*) => {$(
+        $(#[$doc])*
+        pub(crate) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            scalar(d, concat!("a size like ", $like), |t| sized_from(t, $min, $floor, $zero, $like))
+        }
+    )*};
+}
+
+floored_sizes! {
+    /// `max_frame_bytes`.
+    nonzero_frame: 1, "above 0", "would refuse every frame that carries a payload", "16MiB";
+    /// `max_message_bytes`.
+    nonzero_message: 1, "above 0", "would refuse every message that carries a payload", "64MiB";
+    /// `limits.max_header_bytes`: hyper reads request heads into at least 8 KiB.
+    header_size: 8 << 10, "of at least 8KiB", "is below the 8KiB that request heads are read into", "64KiB";
+    /// `limits.max_buffered_bytes`: one connection's large frame takes up to 64 KiB of it.
+    buffer_budget: 1 << 20, "of at least 1MiB", "would leave too little room for large frames to be relayed", "256MiB";
+    /// `http2.initial_*_window_bytes`: HTTP/2's smallest window (RFC 9113 §6.9.2).
+    h2_window: 65_535, "of at least 65535 bytes", "is below the smallest window HTTP/2 allows", "256KiB";
+    /// `http2.max_frame_bytes`: HTTP/2's smallest largest-frame (RFC 9113 §6.5.2).
+    h2_frame: 16 << 10, "of at least 16KiB", "is below the smallest frame size HTTP/2 allows", "16KiB";
 }
 
 /// A value read by its own `Deserialize` (the tuning table names a deserializer for every key).

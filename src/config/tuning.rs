@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::parse::{duration, nonzero_close, nonzero_handshake, plain, size};
+use super::parse::{
+    duration, nonzero_close, nonzero_frame, nonzero_handshake, nonzero_message, plain,
+};
 
 /// The table of tuning keys: `doc; name: type = default, "deserializer";` per key.
 ///
@@ -37,11 +39,11 @@ macro_rules! tuning_keys {
             /// Backend connect plus backend upgrade must finish within this (else 504);
             /// above 0 (0 would make every upgrade 504). Default 10s.
             handshake_timeout: Duration = Duration::from_secs(10), "nonzero_handshake";
-            /// Largest frame payload accepted from either peer (else close 1009).
+            /// Largest frame payload accepted from either peer (else close 1009); above 0.
             /// Default 16MiB.
-            max_frame_bytes: u64 = 16 << 20, "size";
-            /// Largest message across its fragments (else close 1009). Default 64MiB.
-            max_message_bytes: u64 = 64 << 20, "size";
+            max_frame_bytes: u64 = 16 << 20, "nonzero_frame";
+            /// Largest message across its fragments (else close 1009); above 0. Default 64MiB.
+            max_message_bytes: u64 = 64 << 20, "nonzero_message";
             /// Most frames one message may have, its first frame and continuations together
             /// (else close 1009): zero-length continuations never reach `max_message_bytes`.
             /// 0 = off. Default 1048576: the default `max_message_bytes` in 64-byte

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ListenerConfig, TlsConfig};
 use crate::control::workers::Workers;
 use crate::ingress::listener::{Listener, TlsSlot};
+use crate::shared::budget::Budget;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::Occupancy;
 use crate::shared::report::CloseReport;
@@ -195,10 +196,17 @@ async fn start(
     workers: Arc<Workers>,
 ) -> Result<Running, StartError> {
     let (table, _) = RouteTable::build(&config.routes, &config.defaults, None)?;
+    let metrics = Arc::new(Metrics::new());
+    let budget = Budget::new(
+        config.limits.max_buffered_bytes,
+        metrics.buffered_bytes.clone(),
+        metrics.buffer_waits_total.clone(),
+    );
     let gateway = Arc::new(ProxyState {
         routes: ArcSwap::from_pointee(table),
         settings: ArcSwap::from_pointee(settings(&config)),
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        budget,
         reports: broadcast::channel(REPORT_BACKLOG).0,
         tracker: TaskTracker::new(),
         shutdown,

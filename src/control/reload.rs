@@ -84,6 +84,7 @@ impl Running {
         let before = Snapshot::of(&self.gateway.routes.load());
         rebuilt.install();
         self.gateway.routes.store(Arc::new(table));
+        self.gateway.budget.resize(new.limits.max_buffered_bytes);
         self.gateway.settings.store(Arc::new(settings(&new)));
         // Old checks stop before new ones start, so no stale verdict lands after them.
         for pool in &rebuilt.replaced_pools {

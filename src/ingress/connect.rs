@@ -10,7 +10,7 @@
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request};
 
-use crate::ingress::hello::{HandshakeError, Hello, offered_subprotocols};
+use crate::ingress::hello::{HandshakeError, Hello, check_expectation, offered_subprotocols};
 use crate::proto::headers::valid_authority;
 
 /// Checks an HTTP/2 request that reached the upgrade: an extended CONNECT for
@@ -36,6 +36,7 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     if body {
         return Err(HandshakeError::Body);
     }
+    check_expectation(h)?;
     let versions: Vec<_> = h.get_all(header::SEC_WEBSOCKET_VERSION).iter().collect();
     if versions.len() != 1 || versions[0].as_bytes().trim_ascii() != b"13" {
         return Err(HandshakeError::ConnectWsVersion);
@@ -163,6 +164,10 @@ mod tests {
         assert_eq!(status(ws_scheme), Some(400));
         let bad_offer = connect(Some("websocket")).header("sec-websocket-protocol", "a b");
         assert_eq!(status(bad_offer), Some(400));
+        let expect = connect(Some("websocket")).header("expect", "something-else");
+        assert_eq!(status(expect), Some(417));
+        let continue_ = connect(Some("websocket")).header("expect", "100-continue");
+        assert!(check(continue_).is_ok());
         let get = Request::builder()
             .method(Method::GET)
             .uri("https://example.com/chat");

@@ -50,6 +50,10 @@ pub enum HandshakeError {
     /// and hyper would announce `close` on the 101.
     #[error("Connection: close contradicts the upgrade")]
     ConnectionClose,
+    /// An `Expect` other than `100-continue`, which is the only expectation defined (RFC
+    /// 9110 §10.1.1); wsgate cannot meet one it does not know.
+    #[error("the only expectation met is 100-continue")]
+    Expectation,
     /// A `Sec-WebSocket-Protocol` offer that is not a comma-separated list of tokens.
     #[error("Sec-WebSocket-Protocol must list tokens")]
     Subprotocol,
@@ -97,6 +101,7 @@ impl HandshakeError {
             Protocol => StatusCode::NOT_IMPLEMENTED,
             NoRoute => StatusCode::NOT_FOUND,
             Origin => StatusCode::FORBIDDEN,
+            Expectation => StatusCode::EXPECTATION_FAILED,
             Backend(e) => e.status(),
             ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -117,6 +122,7 @@ impl HandshakeError {
             Host => "host",
             Target => "target",
             Body => "body",
+            Expectation => "expect",
             Subprotocol => "subprotocol",
             Path(_) => "path",
             NoRoute => "no_route",
@@ -184,4 +190,20 @@ pub(crate) fn offered_subprotocols(h: &HeaderMap) -> Result<Vec<String>, Handsha
         return Err(HandshakeError::Subprotocol);
     }
     Ok(tokens(h, &header::SEC_WEBSOCKET_PROTOCOL).collect())
+}
+
+/// Only `Expect: 100-continue` is met: an upgrade (or extended CONNECT) has no body, so it
+/// has nothing to wait for and is met by the final answer; it is never forwarded (not on
+/// the allowlist of `forwardable`).
+pub(crate) fn check_expectation(h: &HeaderMap) -> Result<(), HandshakeError> {
+    let expect_ok = h.get_all(header::EXPECT).iter().all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    });
+    if expect_ok {
+        Ok(())
+    } else {
+        Err(HandshakeError::Expectation)
+    }
 }

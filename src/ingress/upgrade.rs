@@ -16,7 +16,7 @@ use crate::backend::client::Answer;
 use crate::backend::open::{Opened, open_backend};
 use crate::ingress::connect;
 pub use crate::ingress::hello::{Body, HandshakeError};
-use crate::ingress::hello::{Hello, offered_subprotocols};
+use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, valid_authority};
 use crate::proto::path::normalize_path;
@@ -187,6 +187,7 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
     if body {
         return Err(HandshakeError::Body);
     }
+    check_expectation(h)?;
     let host = requested_host(req)?;
     let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {

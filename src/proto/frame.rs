@@ -10,6 +10,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::proto::room::Room;
+
 /// Size of the per-thread scratch buffer that reads land in when the connection has no
 /// room of its own (one read of a typical burst).
 const SCRATCH_BYTES: usize = 16 * 1024;
@@ -258,12 +260,20 @@ pub enum FrameError {
 ///
 /// A frame larger than [`STREAM_MIN`] comes out in pieces: the first as soon as its header
 /// is known (with whatever payload came with it), then one per read, never reassembled.
+///
+/// A frame over [`SCRATCH_BYTES`] (buffered whole, or streamed through one chunk) is read
+/// only once a [`Room`] granted its buffer; the room goes back when the connection has
+/// nothing more to read after it, so an idle connection holds none.
 pub struct FrameDecoder {
     buf: BytesMut,
     expect_masked: bool,
     max_frame: u64,
     /// The streamed frame in progress, if any.
     stream: Option<Streaming>,
+    /// Bytes of room granted (0: none held).
+    granted: u32,
+    /// Room the frame being read needs before more of it is read (0: none).
+    wanted: u32,
 }
 
 /// What a streamed frame's later pieces need from its header.
@@ -285,6 +295,8 @@ impl FrameDecoder {
             expect_masked,
             max_frame,
             stream: None,
+            granted: 0,
+            wanted: 0,
         }
     }
 
@@ -293,20 +305,56 @@ impl FrameDecoder {
         self.stream.is_some() || !self.buf.is_empty()
     }
 
-    /// Reads until one frame is complete; `Ok(None)` on a clean end of stream between frames.
-    pub fn poll_frame<R: AsyncRead + Unpin>(
+    /// Nothing more will be read: the room granted (and the buffer it paid for) goes back.
+    pub fn give_back<M: Room>(&mut self, room: &mut M) {
+        if self.granted > 0 {
+            room.release();
+            self.granted = 0;
+            self.buf = BytesMut::new();
+        }
+    }
+
+    /// Reads until one frame is complete; `Ok(None)` on a clean end of stream between
+    /// frames. A large frame's buffer is granted by `room` first: pending while `room` has
+    /// none to grant.
+    ///
+    /// The caller must have written (and dropped) the frames this returned before it
+    /// polls again: the room is given back on that next poll, when nothing more arrived.
+    pub fn poll_frame<R: AsyncRead + Unpin, M: Room>(
         &mut self,
         io: &mut R,
+        room: &mut M,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<Frame>, FrameError>> {
         loop {
             if let Some(frame) = self.parse()? {
                 return Poll::Ready(Ok(Some(frame)));
             }
-            if self.buf.is_empty() && self.buf.capacity() > KEEP_MAX {
+            if self.stream.is_some() && (self.granted as usize) < STREAM_CHUNK {
+                self.wanted = STREAM_CHUNK as u32;
+            }
+            if self.wanted > self.granted {
+                ready!(room.poll_grant(self.wanted as usize, cx));
+                self.granted = self.wanted;
+                self.wanted = 0;
+                // Parsed again: the frame's buffer is reserved now.
+                continue;
+            }
+            let between = self.buf.is_empty() && self.stream.is_none();
+            if between && self.granted == 0 && self.buf.capacity() > KEEP_MAX {
                 self.buf = BytesMut::new();
             }
-            if ready!(self.poll_fill(io, cx))? == 0 {
+            let filled = match self.poll_fill(io, cx) {
+                Poll::Ready(filled) => filled?,
+                // Nothing follows the large frame for now: its room (and the buffer it
+                // paid for) goes back. A frame that follows at once keeps both.
+                Poll::Pending if between => {
+                    self.give_back(room);
+                    return Poll::Pending;
+                }
+                Poll::Pending => return Poll::Pending,
+            };
+            if filled == 0 {
                 return Poll::Ready(if !self.inside_frame() {
                     Ok(None)
                 } else {
@@ -418,6 +466,11 @@ impl FrameDecoder {
             return Ok(self.piece(stream, header));
         }
         if self.buf.len() < total {
+            if total > SCRATCH_BYTES && (self.granted as usize) < total {
+                // Fits: total <= STREAM_MIN here.
+                self.wanted = total as u32;
+                return Ok(None);
+            }
             // Grow towards the frame's size as it arrives, capped so a header that lies costs nothing.
             let want = (total - self.buf.len()).min(256 * 1024);
             if self.buf.capacity() - self.buf.len() < want {
@@ -516,6 +569,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::room::Unbounded;
 
     #[test]
     fn mask_matches_bytewise() {
@@ -537,7 +591,7 @@ mod tests {
         max: u64,
     ) -> Result<Option<Frame>, FrameError> {
         let mut d = FrameDecoder::new(BytesMut::new(), masked, max);
-        std::future::poll_fn(|cx| d.poll_frame(&mut bytes, cx)).await
+        std::future::poll_fn(|cx| d.poll_frame(&mut bytes, &mut Unbounded, cx)).await
     }
 
     #[tokio::test]
@@ -643,7 +697,7 @@ mod tests {
         let mut io = &wire[..];
         let (mut unmasked, mut out, mut pieces) = (Vec::new(), Vec::new(), 0);
         for _ in 0..1000 {
-            let mut piece = std::future::poll_fn(|cx| d.poll_frame(&mut io, cx))
+            let mut piece = std::future::poll_fn(|cx| d.poll_frame(&mut io, &mut Unbounded, cx))
                 .await
                 .unwrap()
                 .unwrap();

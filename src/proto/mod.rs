@@ -5,4 +5,5 @@ pub mod frame;
 pub mod handshake;
 pub mod headers;
 pub mod path;
+pub mod room;
 pub mod utf8;

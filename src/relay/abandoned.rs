@@ -33,7 +33,7 @@ pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
             .metrics
             .connection_opened(session.route.name(), per_frame, &session.route.metrics);
     let tuning = &session.route.tuning;
-    let mut hop = Hop::new(backend.0, backend.1, false, tuning);
+    let mut hop = Hop::new(backend.0, backend.1, false, tuning, state.budget.lease());
     hop.queue_close(&close::close_payload(code::GOING_AWAY, "client went away"));
     // Our Close out, then whatever the backend still sends up to its Close reply or the
     // end of its stream, dropped: there is no one to forward it to.

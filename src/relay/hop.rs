@@ -22,6 +22,7 @@ use crate::proto::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCod
 use crate::relay::keepalive::Keepalive;
 use crate::relay::message::Message;
 use crate::relay::violation::Violation;
+use crate::shared::budget::Lease;
 use crate::shared::stream::Stream;
 
 /// How long a hop that broke the protocol may keep sending bytes that cannot be parsed
@@ -83,18 +84,26 @@ pub struct Hop {
     /// connection is shut down once what is queued is written (`shut` once done).
     cut: bool,
     shut: bool,
-    /// When the first bytes of the frame being read from the peer arrived.
+    /// When the first bytes of the frame being read from the peer arrived (moved later by
+    /// the time wsgate did not read it).
     frame_started: Option<Instant>,
+    /// Since when wsgate has not read the frame in progress (the other hop is not written,
+    /// or there is no room for the frame): that time is not the peer's.
+    held_since: Option<Instant>,
+    /// The room this hop holds for a large frame from the peer.
+    lease: Lease,
 }
 
 impl Hop {
     /// A hop over `io`; `leftover` holds bytes read past the handshake; `is_client` says which
-    /// masking direction applies (clients mask, and frames to servers are masked).
+    /// masking direction applies (clients mask, and frames to servers are masked); `lease`
+    /// grants its large frames room.
     pub fn new(
         io: Stream,
         leftover: BytesMut,
         is_client: bool,
         tuning: &crate::config::Tuning,
+        lease: Lease,
     ) -> Hop {
         Hop {
             io,
@@ -116,16 +125,28 @@ impl Hop {
             cut: false,
             shut: false,
             frame_started: None,
+            held_since: None,
+            lease,
         }
     }
 
     /// Reads the next frame, or piece of a streamed frame, from the peer.
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, FrameError>> {
-        let read = self.decoder.poll_frame(&mut self.io, cx);
+        if let Some(since) = self.held_since.take()
+            && let Some(started) = self.frame_started.as_mut()
+        {
+            *started += since.elapsed();
+        }
+        let read = self.decoder.poll_frame(&mut self.io, &mut self.lease, cx);
         match &read {
             // Only a frame that did not arrive in one read reads the clock.
-            Poll::Pending if self.frame_started.is_none() && self.decoder.inside_frame() => {
-                self.frame_started = Some(Instant::now());
+            Poll::Pending if self.decoder.inside_frame() => {
+                if self.frame_started.is_none() {
+                    self.frame_started = Some(Instant::now());
+                }
+                if self.lease.waiting() {
+                    self.hold_frame_clock();
+                }
             }
             Poll::Ready(Ok(Some(frame))) if frame.ends() => self.frame_started = None,
             _ => {}
@@ -133,10 +154,19 @@ impl Hop {
         read
     }
 
-    /// When the frame being read from the peer must be complete (`timeout` 0 = never).
+    /// wsgate does not read the peer now (what it sent is not written on yet): the frame
+    /// in progress from it, if any, does not age meanwhile.
+    pub fn hold_frame_clock(&mut self) {
+        if self.frame_started.is_some() && self.held_since.is_none() {
+            self.held_since = Some(Instant::now());
+        }
+    }
+
+    /// When the frame being read from the peer must be complete (`timeout` 0 = never);
+    /// none while wsgate holds it up.
     pub fn frame_deadline(&self, timeout: Duration) -> Option<Instant> {
         self.frame_started
-            .filter(|_| !timeout.is_zero())
+            .filter(|_| !timeout.is_zero() && self.held_since.is_none())
             .map(|at| at + timeout)
     }
 
@@ -183,6 +213,10 @@ impl Hop {
     pub fn set_reading(&mut self, next: Reading) {
         if self.reading != Reading::Done {
             self.reading = next;
+        }
+        if next == Reading::Done {
+            // Nothing more is read: its room goes back now, not when the connection ends.
+            self.decoder.give_back(&mut self.lease);
         }
     }
 

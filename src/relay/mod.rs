@@ -170,8 +170,8 @@ impl Relay {
         drop(settings);
         let tuning = &session.route.tuning;
         let hops = [
-            Hop::new(client.0, client.1, true, tuning),
-            Hop::new(backend.0, backend.1, false, tuning),
+            Hop::new(client.0, client.1, true, tuning, state.budget.lease()),
+            Hop::new(backend.0, backend.1, false, tuning, state.budget.lease()),
         ];
         let rate = (tuning.max_message_rate > 0).then(|| RateLimit::new(tuning.max_message_rate));
         let control = ControlWatch::new(
@@ -239,7 +239,10 @@ impl Relay {
             let reading = self.hop(from).reading();
             match reading {
                 Reading::Done => return moved,
-                Reading::Open if !self.hop(to).written() => return moved,
+                Reading::Open if !self.hop(to).written() => {
+                    self.hop(from).hold_frame_clock();
+                    return moved;
+                }
                 Reading::RawDrain { .. } => {
                     let Poll::Ready(read) = self.hop(from).poll_discard(cx) else {
                         return moved;

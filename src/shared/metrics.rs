@@ -80,6 +80,10 @@ pub struct Metrics {
     backend_connect_errors_total: IntCounterVec,
     config_reloads_total: IntCounterVec,
     backend_healthy: IntGaugeVec,
+    /// Bytes of the buffer budget granted now (the budget updates it).
+    pub buffered_bytes: IntGauge,
+    /// Waits for buffer room (the budget counts them).
+    pub buffer_waits_total: IntCounter,
 }
 
 /// One connection's live counters, resolved once when it starts.
@@ -266,6 +270,22 @@ impl Metrics {
                 "config_reloads_total",
                 "Configuration reloads, by result",
                 &["result"],
+            ),
+            buffered_bytes: register(
+                r,
+                IntGauge::new(
+                    "buffered_bytes",
+                    "Bytes of limits.max_buffered_bytes granted to frames over 16 KiB now",
+                )
+                .expect("static metric definition"),
+            ),
+            buffer_waits_total: register(
+                r,
+                IntCounter::new(
+                    "buffer_waits_total",
+                    "Times a connection stopped reading a large frame until buffer room came back",
+                )
+                .expect("static metric definition"),
             ),
             registry,
         }

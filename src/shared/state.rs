@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Http2Config, Limits};
+use crate::shared::budget::Budget;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::report::CloseReport;
@@ -48,6 +49,8 @@ pub struct ProxyState {
     pub next_id: AtomicU64,
     /// Relayed connections and upgrades in progress, for `limits.max_connections`.
     pub connections: Occupancy,
+    /// Room for large frames, shared by all relayed connections (`limits.max_buffered_bytes`).
+    pub budget: Arc<Budget>,
 }
 
 impl ProxyState {

@@ -118,6 +118,62 @@ fn zero_timeouts_that_cannot_mean_off_are_refused_at_their_line() {
 }
 
 #[test]
+fn sizes_that_cannot_work_are_refused_at_their_line() {
+    // Bug: `max_frame_bytes: 0` refused every frame with a payload (1009 on the first
+    // message) and `max_header_bytes: 0` was quietly read as 8 KiB.
+    let cases = [
+        (
+            format!("{HEAD}defaults:\n  max_frame_bytes: 0\n{ECHO}"),
+            4,
+            "max_frame_bytes",
+        ),
+        (
+            format!("{HEAD}defaults:\n  max_message_bytes: 0B\n{ECHO}"),
+            4,
+            "max_message_bytes",
+        ),
+        (
+            format!(
+                "{HEAD}routes:\n  - name: e\n    path: /e\n    echo: true\n    max_frame_bytes: 0\n"
+            ),
+            7,
+            "max_frame_bytes",
+        ),
+        (
+            format!("{HEAD}limits:\n  max_header_bytes: 0\n{ECHO}"),
+            4,
+            "max_header_bytes",
+        ),
+        (
+            format!("{HEAD}limits:\n  max_header_bytes: 4KiB\n{ECHO}"),
+            4,
+            "max_header_bytes",
+        ),
+        (
+            format!("{HEAD}limits:\n  max_buffered_bytes: 0\n{ECHO}"),
+            4,
+            "max_buffered_bytes",
+        ),
+        (
+            format!("{HEAD}limits:\n  max_buffered_bytes: 64KiB\n{ECHO}"),
+            4,
+            "max_buffered_bytes",
+        ),
+    ];
+    for (yaml, line, key) in cases {
+        let err = refused(&yaml);
+        assert_at(&err, line);
+        let floor = err.contains("above 0") || err.contains("at least");
+        assert!(err.contains(key) && floor, "{err}");
+    }
+    let fine = format!(
+        "{HEAD}defaults: {{ max_frame_bytes: 1, max_message_bytes: 1 }}\n\
+         limits: {{ max_header_bytes: 8KiB, max_buffered_bytes: 1MiB }}\n{ECHO}"
+    );
+    Config::parse(&fine, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
 fn zero_means_off_where_the_code_says_so() {
     let yaml = format!(
         "{HEAD}defaults: {{ ping_interval: 0s, idle_timeout: 0s, write_timeout: 0s }}\n\

@@ -259,6 +259,26 @@ async fn expect_100_continue_is_answered_by_the_upgrade_and_not_forwarded() {
 }
 
 #[tokio::test]
+async fn an_expectation_other_than_100_continue_is_417_without_backend_contact() {
+    let backend = Backend::echo().await;
+    let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), "")).await;
+    for value in ["200-ok", "100-continue, foo", "100-continue-please"] {
+        let request = http::upgrade_request(proxy.addr(), "/app", &[("Expect", value)]);
+        let head = http::exchange(proxy.addr(), request).await;
+        assert_eq!(head.status(), 417, "Expect: {value}: {head:?}");
+    }
+    // Case does not matter for the one expectation that is defined (RFC 9110 §10.1.1).
+    let (head, _client) =
+        raw::upgrade_with(proxy.addr(), "/app", &[("Expect", "100-Continue")]).await;
+    assert_eq!(head.status(), 101, "{head:?}");
+    assert_eq!(
+        backend.log.accepted(),
+        1,
+        "only the 100-continue upgrade reached the backend"
+    );
+}
+
+#[tokio::test]
 async fn switching_protocols_never_announces_connection_close() {
     // The backend tries to slip its own `Connection: close` into the 101.
     let backend = RawBackend::start(|mut conn: RawConn| async move {

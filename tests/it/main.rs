@@ -12,6 +12,7 @@ mod config;
 mod config_defects;
 mod dashboard;
 mod edge_admin;
+mod edge_budget;
 mod edge_handshake;
 mod edge_keepalive;
 mod edge_logs;
