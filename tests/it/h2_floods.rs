@@ -156,3 +156,28 @@ async fn a_reset_extended_connect_frees_its_backend_handshake_at_once() {
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn malformed_requests_past_max_local_error_reset_streams_get_goaway() {
+    let ca = TestCa::new();
+    let top = "http2: { max_local_error_reset_streams: 5 }\n";
+    let proxy = Proxy::start(&tls_yaml(&ca, "", top, ECHO)).await;
+    let mut raw = RawH2::connect(proxy.addr(), &ca).await;
+    // An extended CONNECT without :path is malformed (RFC 8441 §4): h2 resets the stream
+    // itself with PROTOCOL_ERROR, and counts it.
+    let mut block = literal(":method", b"CONNECT");
+    block.push(0x87); // :scheme https
+    block.extend(literal(":authority", b"localhost"));
+    block.extend(literal(":protocol", b"websocket"));
+    for i in 0..20u32 {
+        if !raw
+            .send(&frame(HEADERS, END_HEADERS, 2 * i + 1, &block))
+            .await
+        {
+            break;
+        }
+    }
+    let seen = raw.seen().await;
+    assert_eq!(seen.goaway, Some(ENHANCE_YOUR_CALM), "{seen:?}");
+    still_serves(&proxy, &ca).await;
+}
