@@ -27,7 +27,8 @@
 //!    - `shared::occupancy`: seats counted per group; `shared::retire`: 1012 spread over a window.
 //!    - `shared::metrics`: Prometheus handles; `shared::report`: the close report.
 //!    - `shared::tls`: rustls configs built from files; `shared::stream`: one stream type;
-//!      `shared::client`: who is on the client hop; `shared::random`: OS randomness.
+//!      `shared::client`: who is on the client hop (and the streams of an HTTP/2
+//!      connection); `shared::random`: OS randomness.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).

@@ -3,9 +3,13 @@
 //! shutdown that lets the WebSockets on the connection close before it ends.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::Request;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -13,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::ingress::request;
-use crate::shared::client::{ClientInfo, StreamCount};
+use crate::shared::client::{ClientInfo, StreamCount, StreamHold};
 use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
 
@@ -29,6 +33,33 @@ where
 {
     fn execute(&self, fut: F) {
         self.0.spawn(fut.in_current_span());
+    }
+}
+
+/// A response body that keeps its stream counted until hyper has sent it (or dropped it),
+/// so a response still streaming counts as a stream of its connection.
+struct Held<B> {
+    body: B,
+    _hold: StreamHold,
+}
+
+impl<B: Body + Unpin> Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -70,9 +101,19 @@ pub async fn serve(
     let streams = Arc::new(StreamCount::default());
     let shared = state.clone();
     let holds = streams.clone();
-    let service = service_fn(move |mut req| {
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        // One hold for whatever takes the stream over (a relay moves it out of the
+        // request), one for the response until hyper has sent it.
         req.extensions_mut().insert(holds.hold());
-        request::serve(req, client, shared.clone())
+        let answering = holds.hold();
+        let serving = request::serve(req, client, shared.clone());
+        async move {
+            let res = serving.await?;
+            Ok::<_, std::convert::Infallible>(res.map(|body| Held {
+                body,
+                _hold: answering,
+            }))
+        }
     });
     let conn =
         builder(settings, state.tracker.clone()).serve_connection(TokioIo::new(stream), service);
@@ -114,5 +155,31 @@ pub async fn serve(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_held_body_counts_its_stream_until_it_is_sent() {
+        let streams = Arc::new(StreamCount::default());
+        let body = Held {
+            body: Full::new(Bytes::from_static(b"streaming")),
+            _hold: streams.hold(),
+        };
+        let quiet = Duration::from_millis(20);
+        assert!(tokio::time::timeout(quiet, streams.none()).await.is_err());
+        assert_eq!(body.size_hint().exact(), Some(9));
+        let sent = body.collect().await.expect("infallible").to_bytes();
+        assert_eq!(&sent[..], b"streaming");
+        // `collect` consumed (and dropped) the body: its stream is no longer counted.
+        assert!(tokio::time::timeout(quiet, streams.none()).await.is_ok());
     }
 }
