@@ -28,6 +28,7 @@ pub const CONTINUATION: u8 = 0x9;
 pub const END_STREAM: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 /// Error codes.
+pub const PROTOCOL_ERROR: u32 = 0x1;
 pub const CANCEL: u32 = 0x8;
 pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 
@@ -93,6 +94,8 @@ pub struct Seen {
     pub connection_window_increment: Option<u32>,
     /// PING frames the server sent before any GOAWAY (not ACKs).
     pub pings: usize,
+    /// RST_STREAM frames the server sent: (stream, error code).
+    pub resets: Vec<(u32, u32)>,
     /// The server closed the connection (EOF or an error).
     pub closed: bool,
 }
@@ -184,6 +187,10 @@ async fn read_frames(mut read: ReadHalf<TlsStream<TcpStream>>, hung_up: Arc<Atom
                     seen.connection_window_increment.get_or_insert(inc);
                 }
                 PING if flags & 1 == 0 && seen.goaway.is_none() => seen.pings += 1,
+                RST_STREAM if len == 4 => {
+                    let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    seen.resets.push((stream, code));
+                }
                 _ => {}
             }
             seen.frames += 1;
