@@ -2,6 +2,7 @@
 //! metrics, the close report, TLS configs, streams and randomness.
 
 pub mod client;
+pub mod idle_conns;
 pub mod metrics;
 pub mod occupancy;
 pub mod pool;

@@ -21,6 +21,7 @@ mod frames;
 mod handshake_backend;
 mod handshake_client;
 mod harness;
+mod http_forward;
 mod interop;
 mod keepalive;
 mod lifecycle;
