@@ -143,14 +143,13 @@ pub(crate) async fn answer(
         log.outcome = Some("ok");
     }
     let mut h = forwardable(&res_parts.headers);
-    // A HEAD's or 304's Content-Length describes the representation, not this (empty) body
-    // (RFC 9110 §8.6); elsewhere hyper frames the body from its length, or chunked.
-    let representation =
-        parts.method == Method::HEAD || res_parts.status == StatusCode::NOT_MODIFIED;
+    // A HEAD's Content-Length describes the representation, not this (empty) body (RFC 9110
+    // §9.3.2); elsewhere hyper frames the body from its length, or chunked. (hyper's server
+    // writes no Content-Length on a 204 or 304 whatever is given.)
     if let Some(len) = res_parts
         .headers
         .get(header::CONTENT_LENGTH)
-        .filter(|_| representation)
+        .filter(|_| parts.method == Method::HEAD)
     {
         h.insert(header::CONTENT_LENGTH, len.clone());
     }
@@ -281,6 +280,10 @@ impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Logged<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.log.bytes_out += data.len() as u64;
+                }
+                // A length-framed body is over with its last byte; hyper need not ask again.
+                if self.inner.is_end_stream() {
+                    self.log.outcome.get_or_insert("ok");
                 }
             }
             Poll::Ready(Some(Err(e))) => {

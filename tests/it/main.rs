@@ -22,6 +22,8 @@ mod handshake_backend;
 mod handshake_client;
 mod harness;
 mod http_forward;
+mod http_pool;
+mod http_smuggling;
 mod interop;
 mod keepalive;
 mod lifecycle;

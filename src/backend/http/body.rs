@@ -184,6 +184,12 @@ impl Body for BackendBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            // A length-framed body is over with its last byte; its reader need not ask again.
+            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
+                if let Some(conn) = self.conn.take() {
+                    conn.give_back();
+                }
+            }
             Poll::Ready(None) => {
                 if let Some(conn) = self.conn.take() {
                     conn.give_back();

@@ -154,7 +154,10 @@ impl HttpBackend {
                     builder.timer(TokioTimer::new());
                     match tls {
                         None => {
-                            let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                            let _ = builder
+                                .serve_connection(TokioIo::new(tcp), service)
+                                .with_upgrades()
+                                .await;
                         }
                         Some(tls) => {
                             if let Ok(stream) =
@@ -211,7 +214,22 @@ impl Fetched {
 
 /// Sends `req` on a new client connection (hyper's client) to `addr` and reads the answer whole.
 pub async fn fetch(addr: SocketAddr, req: Request<Body>) -> Fetched {
-    super::within("plain HTTP request", async move {
+    super::within("plain HTTP request", fetch_inner(addr, req)).await
+}
+
+/// [`fetch`] waiting up to `patience` (for answers held on purpose, under a paused clock).
+pub async fn fetch_for(
+    addr: SocketAddr,
+    req: Request<Body>,
+    patience: std::time::Duration,
+) -> Fetched {
+    tokio::time::timeout(patience, fetch_inner(addr, req))
+        .await
+        .expect("plain HTTP request within its patience")
+}
+
+async fn fetch_inner(addr: SocketAddr, req: Request<Body>) -> Fetched {
+    {
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connect to proxy");
@@ -227,8 +245,7 @@ pub async fn fetch(addr: SocketAddr, req: Request<Body>) -> Fetched {
             headers: parts.headers,
             body,
         }
-    })
-    .await
+    }
 }
 
 /// A request for `path` with Host `wsgate.test` and `body`.
@@ -244,4 +261,38 @@ pub fn with_body(method: &str, path: &str, body: Body) -> Request<Body> {
         .header("host", "wsgate.test")
         .body(body)
         .expect("valid request")
+}
+
+/// A 101 answer to a WebSocket upgrade request (the tunnel is then dropped), or `None`
+/// when `req` is no upgrade.
+pub fn switch(req: &Request<Incoming>) -> Option<Response<Body>> {
+    let key = req.headers().get("sec-websocket-key")?.to_str().ok()?;
+    Response::builder()
+        .status(101)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", super::http::accept_key(key))
+        .body(text(""))
+        .ok()
+}
+
+/// A gate handlers wait at until the test opens it.
+#[derive(Clone)]
+pub struct Gate(Arc<tokio::sync::Semaphore>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(Arc::new(tokio::sync::Semaphore::new(0)))
+    }
+}
+
+impl Gate {
+    /// Waits until [`Gate::open`].
+    pub async fn pass(&self) {
+        let _ = self.0.acquire().await.map(|p| p.forget());
+    }
+    /// Lets `n` waiters through.
+    pub fn open(&self, n: usize) {
+        self.0.add_permits(n);
+    }
 }
