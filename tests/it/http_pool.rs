@@ -424,3 +424,78 @@ async fn a_request_in_flight_at_shutdown_is_answered() {
     let res = client.await.unwrap();
     assert_eq!((res.status, res.text().as_str()), (200, "finished"));
 }
+
+#[tokio::test]
+async fn a_reload_drops_the_http_series_of_a_removed_route() {
+    let backend = hello().await;
+    let before = yaml(&format!(
+        "{}{}",
+        route("keep", "/keep", &backend.url("/"), ""),
+        route("gone", "/gone", &backend.url("/"), "")
+    ))
+    .replace("routes:", "reload: { drain_window: 0s }\nroutes:");
+    let after = yaml(&route("keep", "/keep", &backend.url("/"), ""))
+        .replace("routes:", "reload: { drain_window: 0s }\nroutes:");
+    let proxy = Proxy::start(&before).await;
+    fetch(proxy.addr(), get("/keep")).await;
+    fetch(proxy.addr(), get("/gone")).await;
+    let series = |route: &str| {
+        proxy
+            .metric(&format!(
+                r#"wsgate_http_requests_total{{route="{route}",code="2xx"}}"#
+            ))
+            .is_some()
+            || proxy
+                .metric(&format!(
+                    r#"wsgate_http_request_duration_seconds_count{{route="{route}"}}"#
+                ))
+                .is_some()
+    };
+    assert!(series("gone") && series("keep"));
+    proxy.reload_ok(&after).await;
+    eventually("the removed route's HTTP series are gone", || {
+        !series("gone")
+    })
+    .await;
+    assert!(series("keep"));
+}
+
+/// A request still in flight when the HTTP grace after shutdown is over is cut.
+#[tokio::test(start_paused = true)]
+async fn a_request_still_in_flight_after_the_shutdown_grace_is_cut() {
+    let backend = HttpBackend::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Response::new(hb::text("never"))
+    })
+    .await;
+    let proxy = Proxy::builder(&yaml(&route("app", "/app", &backend.url("/"), "")))
+        .paused()
+        .start()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(b"GET /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request at the backend", || {
+        backend.stats.seen().len() == 1
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    proxy.cancel();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt;
+        tcp.read_to_end(&mut rest).await
+    })
+    .await;
+    assert!(read.is_ok(), "the request outlived the shutdown grace");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "cut before the grace"
+    );
+    eventually("the backend connection closed", || {
+        backend.stats.closed() == 1
+    })
+    .await;
+}
