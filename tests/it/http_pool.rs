@@ -499,3 +499,94 @@ async fn a_request_still_in_flight_after_the_shutdown_grace_is_cut() {
     })
     .await;
 }
+
+/// A backend that closes each connection after its answer (without saying so): the pooled
+/// connection it closed is not used again, so even a POST (never retried once it may have
+/// been sent) reaches a backend.
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_not_used_for_the_next_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = closed.clone();
+    let _task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            if read_head(&mut tcp, &mut buf).await.is_some() {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+            drop(tcp);
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let proxy = Proxy::start(&yaml(&route("app", "/app", &format!("ws://{addr}/"), ""))).await;
+    for n in 1..=3 {
+        let res = fetch(proxy.addr(), with_body("POST", "/app", hb::text("x"))).await;
+        assert_eq!(res.status, 200, "request {n}");
+        eventually("the backend closed its side", || {
+            closed.load(Ordering::SeqCst) == n
+        })
+        .await;
+    }
+}
+
+/// A backend that stops reading the request body is given up on after
+/// `http_idle_timeout` (504); a client that stops sending it gets 408. Neither waits for
+/// the response-head deadline.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upload_is_cut_after_the_idle_timeout_on_either_side() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf = listener.local_addr().unwrap();
+    let _deaf = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let _ = read_head(&mut tcp, &mut buf).await;
+            held.push(tcp);
+        }
+    });
+    let patient = HttpBackend::start(|req: hyper::Request<Incoming>| async move {
+        use http_body_util::BodyExt;
+        let _ = req.into_body().collect().await;
+        Response::new(hb::text("read"))
+    })
+    .await;
+    let extra = "    http_idle_timeout: 2s\n    http_response_timeout: 1h\n";
+    let routes = format!(
+        "{}{}",
+        route("deaf", "/deaf", &format!("ws://{deaf}/"), extra),
+        route("patient", "/patient", &patient.url("/"), extra)
+    );
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
+
+    // 64 MiB: far more than the socket buffers between wsgate and a backend that reads nothing.
+    let size = 64usize << 20;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let head =
+        format!("POST /deaf HTTP/1.1\r\nHost: wsgate.test\r\nContent-Length: {size}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let _writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_head(&mut rd, &mut buf)).await;
+    assert_eq!(answer.expect("an answer").expect("a head").status(), 504);
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(b"POST /patient HTTP/1.1\r\nHost: wsgate.test\r\nContent-Length: 10\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_head(&mut tcp, &mut buf)).await;
+    assert_eq!(answer.expect("an answer").expect("a head").status(), 408);
+}
