@@ -29,11 +29,14 @@
 //!    - `shared::tls`: rustls configs built from files; `shared::stream`: one stream type;
 //!      `shared::client`: who is on the client hop (and the streams of an HTTP/2
 //!      connection); `shared::random`: OS randomness.
+//!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
+//!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
+//!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!
 //!    `relay`, beside it: the tunnel after 101.
 //!    - `relay` (mod): one task drives both hops; `relay::hop`: one side's stream and queue.
@@ -45,10 +48,11 @@
 //! 5. `ingress`: the client side.
 //!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
 //!      and the HTTP/1.1 connection; `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
-//!      `ingress::request`: the service entry;
+//!      `ingress::request`: the service entry (route, then upgrade or forward);
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
-//!      `ingress::hello`: what a client asks for, and every refusal with its status.
+//!      `ingress::hello`: what a client asks for, and every refusal with its status;
+//!      `ingress::forward`: plain requests forwarded, the access log.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

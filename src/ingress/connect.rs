@@ -53,7 +53,12 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
 /// The `:authority` asked for (required: the extended CONNECT names a host like a Host
 /// header does), with an `http`/`https` `:scheme`; a Host header beside it must name the
 /// same authority (RFC 9113 §8.3.1), or the two could route differently.
-fn authority<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+pub(crate) fn authority<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+    // A classic CONNECT has an authority and nothing else to route on: it is refused as
+    // such, whichever check meets it first.
+    if req.method() == Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_none() {
+        return Err(HandshakeError::PlainConnect);
+    }
     let uri = req.uri();
     let target = uri
         .authority()

@@ -211,8 +211,13 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
 
 /// The authority the client asked for: exactly one Host, itself an authority, and with an
 /// absolute-form target that target's authority, which the Host is then ignored for (RFC
-/// 9112 §3.2.2). hyper leaves an absolute-form target whole in `req.uri()`.
-fn requested_host<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+/// 9112 §3.2.2). hyper leaves an absolute-form target whole in `req.uri()`. On HTTP/2,
+/// `:authority` ([`connect::authority`]).
+pub(crate) fn requested_host<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+    // HTTP/2 names it in `:authority` (RFC 9113 §8.3.1).
+    if req.version() == Version::HTTP_2 {
+        return connect::authority(req);
+    }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(h), None) => valid_authority(h.as_bytes()).ok_or(HandshakeError::Host)?,

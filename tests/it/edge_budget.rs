@@ -21,7 +21,7 @@ fn config(limits: &str, backend: &str, extra: &str) -> String {
     )
 }
 
-/// A backend that stops reading for a second after its 101, then reads everything; it
+/// A backend that stops reading for three seconds after its 101, then reads everything; it
 /// reports how many bytes it got by the end of the stream.
 async fn slow_reader() -> (RawBackend, tokio::sync::mpsc::UnboundedReceiver<usize>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -29,8 +29,8 @@ async fn slow_reader() -> (RawBackend, tokio::sync::mpsc::UnboundedReceiver<usiz
         let tx = tx.clone();
         async move {
             conn.accept(&[]).await;
-            // Long past frame_timeout: wsgate's writes to this hop block meanwhile.
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Well past frame_timeout: wsgate's writes to this hop block meanwhile.
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0;
             for _ in 0..1_000_000 {
@@ -52,7 +52,9 @@ async fn slow_reader() -> (RawBackend, tokio::sync::mpsc::UnboundedReceiver<usiz
 #[tokio::test]
 async fn a_frame_held_up_by_a_slow_receiver_is_not_timed_out() {
     let (backend, mut got) = slow_reader().await;
-    let extra = "    frame_timeout: 300ms\n    max_frame_bytes: 64MiB\n";
+    // Long enough for the transfer itself on a loaded machine in a debug build, far
+    // shorter than the backend's stall.
+    let extra = "    frame_timeout: 1500ms\n    max_frame_bytes: 64MiB\n";
     let mut proxy = Proxy::start(&config("", &backend.url("/ws"), extra)).await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     // Far more than the loopback socket buffers hold, so wsgate must wait for the backend.

@@ -320,3 +320,30 @@ async fn one_stalled_stream_does_not_stall_99_others_on_the_same_connection() {
     drop(stalled);
     proxy.assert_drained().await;
 }
+
+#[tokio::test]
+async fn a_plain_get_over_h2_is_forwarded_beside_a_websocket_on_the_same_connection() {
+    use crate::support::http_backend::{self as hb, HttpBackend};
+    let ca = TestCa::new();
+    let backend =
+        HttpBackend::start(|_req| async { hyper::Response::new(hb::text("hello")) }).await;
+    let routes = route("app", "/app", &backend.url("/base"), "    http: true\n")
+        + "  - name: echo\n    path: /echo\n    echo: true\n";
+    let proxy = Proxy::start(&tls_yaml(&ca, "", "", &routes)).await;
+    let mut conn = H2Conn::connect(proxy.addr(), &ca).await;
+    let mut ws = conn.websocket("/echo").await;
+    let get = hyper::Request::get(format!(
+        "https://localhost:{}/app/x?q=1",
+        proxy.addr().port()
+    ))
+    .body(http_body_util::Empty::new())
+    .unwrap();
+    let (res, _) = conn.send(get).await.expect("answered");
+    assert_eq!(res.status(), 200);
+    let seen = backend.stats.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].method, "GET");
+    assert!(seen[0].target.ends_with("/x?q=1"), "{}", seen[0].target);
+    ws.send(Message::text("both")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("both"));
+}

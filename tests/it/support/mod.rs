@@ -43,6 +43,7 @@ pub mod frame;
 pub mod h2client;
 pub mod h2raw;
 pub mod http;
+pub mod http_backend;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;
