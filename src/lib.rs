@@ -27,11 +27,14 @@
 //!    - `shared::metrics`: Prometheus handles; `shared::report`: the close report.
 //!    - `shared::tls`: rustls configs built from files; `shared::stream`: one stream type;
 //!      `shared::client`: who is on the client hop; `shared::random`: OS randomness.
+//!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
+//!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
+//!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!
 //!    `relay`, beside it: the tunnel after 101.
 //!    - `relay` (mod): one task drives both hops; `relay::hop`: one side's stream and queue.
@@ -42,8 +45,9 @@
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
 //!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
-//!      and the HTTP connection; `ingress::request`: the service entry;
-//!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101.
+//!      and the HTTP connection; `ingress::request`: the service entry (route, then
+//!      upgrade or forward); `ingress::upgrade`: the client's upgrade, the backend first,
+//!      then the 101; `ingress::forward`: plain requests forwarded, the access log.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

@@ -26,6 +26,10 @@ pub enum BackendError {
     /// The backend answered, but not with a valid WebSocket upgrade (or HTTP at all).
     #[error("invalid backend handshake: {0}")]
     Invalid(String),
+    /// A plain HTTP exchange failed: the connection broke before the response head, or the
+    /// head was invalid or too large.
+    #[error("backend HTTP exchange failed: {0}")]
+    Exchange(#[source] hyper::Error),
     /// Every backend of the route is unhealthy (and `all_unhealthy: fail`).
     #[error("no healthy backend")]
     NoHealthyBackend,
@@ -43,9 +47,10 @@ impl BackendError {
         match self {
             BackendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             BackendError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
-            BackendError::Connect(_) | BackendError::Io { .. } | BackendError::Invalid(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            BackendError::Connect(_)
+            | BackendError::Io { .. }
+            | BackendError::Invalid(_)
+            | BackendError::Exchange(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -54,7 +59,7 @@ impl BackendError {
         match self {
             BackendError::Connect(_) => "backend_connect",
             BackendError::Timeout => "backend_timeout",
-            BackendError::Io { .. } => "backend_io",
+            BackendError::Io { .. } | BackendError::Exchange(_) => "backend_io",
             BackendError::Invalid(_) => "backend_invalid",
             BackendError::NoHealthyBackend => "no_healthy_backend",
         }

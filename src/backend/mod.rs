@@ -7,4 +7,5 @@ pub mod dial;
 pub mod echo;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod open;

@@ -15,7 +15,7 @@ use crate::backend::client::{self, RequestHead};
 use crate::backend::dial;
 use crate::backend::error::BackendError;
 use crate::config::BackendUrl;
-use crate::proto::headers::{forwardable, forwarded_element};
+use crate::proto::headers::{ProxyHeaders, forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::occupancy::Seat;
 use crate::shared::retire::RetireWatch;
@@ -141,9 +141,11 @@ fn backend_request(
     let mut nonce = [0u8; 16];
     crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
-    let ip = client.peer.ip().to_string();
-    let proto = if client.tls { "https" } else { "http" };
-    let backend_host = url.map_or_else(|| "echo".to_string(), |u| u.host_header());
+    let backend_host = match (url, host) {
+        (_, Some(host)) if route.config.preserve_host => host.to_string(),
+        (Some(u), _) => u.host_header(),
+        (None, _) => "echo".to_string(),
+    };
     // Sized once for the client's headers plus wsgate's (a few hundred bytes with the offer).
     let client_bytes: usize = forwarded
         .iter()
@@ -163,14 +165,8 @@ fn backend_request(
     out.header("connection", b"Upgrade");
     out.header("sec-websocket-key", key.as_bytes());
     out.header("sec-websocket-version", b"13");
-    out.header("x-forwarded-for", ip.as_bytes());
-    out.header("x-real-ip", ip.as_bytes());
-    out.header("x-forwarded-proto", proto.as_bytes());
-    if let Some(host) = host {
-        out.header("x-forwarded-host", host.as_bytes());
-    }
-    let element = forwarded_element(client.peer.ip(), host, proto);
-    out.header("forwarded", element.as_bytes());
+    ProxyHeaders::new(client.peer.ip(), client.tls, host)
+        .each(|name, value| out.header(name, value));
     if offers {
         out.header("sec-websocket-protocol", protocols.join(", ").as_bytes());
     }

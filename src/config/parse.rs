@@ -331,6 +331,12 @@ nonzero_durations! {
     nonzero_close: "would drop the sockets before the peer could answer a Close", "5s";
     /// `handshake_timeout`.
     nonzero_handshake: "would answer every upgrade 504", "10s";
+    /// `http_connect_timeout`.
+    nonzero_http_connect: "would fail every new backend connection", "10s";
+    /// `http_response_timeout`.
+    nonzero_http_response: "would answer every plain request 504", "60s";
+    /// `http_pool_idle_timeout` (`http_pool_idle_max: 0` turns reuse off).
+    nonzero_http_pool_idle: "would close every idle connection at once (set http_pool_idle_max: 0 instead)", "60s";
     /// `limits.tls_handshake_timeout`.
     nonzero_tls_handshake: "would end every TLS handshake before it starts", "10s";
     /// `limits.header_read_timeout`.

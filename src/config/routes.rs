@@ -30,6 +30,15 @@ pub struct RouteConfig {
     pub tls_ca: Option<PathBuf>,
     /// Connections on this route at most; beyond → 503. Default unlimited (only the global cap).
     pub max_connections: Option<usize>,
+    /// Forward plain (non-upgrade) HTTP requests to the backends; when false they get 426.
+    /// Default true for routes with backends; always false on the built-in echo.
+    pub http: bool,
+    /// Send the client's `Host` to the backend (upgrades and plain requests) instead of the
+    /// backend URL's. Default false.
+    pub preserve_host: bool,
+    /// Log a plain request's query string with its path. Default false (queries carry
+    /// session ids and tokens).
+    pub log_query: bool,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
 }
@@ -97,6 +106,12 @@ tuning_keys!(raw_route! {
     tls_ca: Option<PathBuf>,
     #[serde(default)]
     max_connections: Option<usize>,
+    #[serde(default)]
+    http: Option<bool>,
+    #[serde(default)]
+    preserve_host: bool,
+    #[serde(default)]
+    log_query: bool,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -139,7 +154,19 @@ impl TryFrom<RawRoute> for RouteConfig {
                 ));
             }
         };
+        let http = match (&target, raw.http) {
+            (Target::Echo, Some(true)) => {
+                return Err(format!(
+                    "route `{name}`: `http: true` needs backends (the built-in echo serves only upgrades)"
+                ));
+            }
+            (Target::Echo, _) => false,
+            (Target::Backends(_), http) => http.unwrap_or(true),
+        };
         Ok(RouteConfig {
+            http,
+            preserve_host: raw.preserve_host,
+            log_query: raw.log_query,
             name,
             path,
             exact: raw.exact,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::parse::{
-    duration, nonzero_close, nonzero_frame, nonzero_handshake, nonzero_message, plain,
+    duration, nonzero_close, nonzero_frame, nonzero_handshake, nonzero_http_connect,
+    nonzero_http_pool_idle, nonzero_http_response, nonzero_message, plain,
 };
 
 /// The table of tuning keys: `doc; name: type = default, "deserializer";` per key.
@@ -56,6 +57,21 @@ macro_rules! tuning_keys {
             /// N fragments counts N and a message that never ends is limited too. 0 = off.
             /// Default 0.
             max_message_rate: u32 = 0, "plain";
+            /// Plain HTTP: a new backend connection (TCP, and TLS for `wss://`) must be
+            /// up within this (else the next backend, then 502 or 504). Default 10s.
+            http_connect_timeout: Duration = Duration::from_secs(10), "nonzero_http_connect";
+            /// Plain HTTP: the backend's response head must arrive within this of the
+            /// request being sent (else 504). Default 60s.
+            http_response_timeout: Duration = Duration::from_secs(60), "nonzero_http_response";
+            /// Plain HTTP: a request or response body that moves no byte for this long is
+            /// cut (logged, outcome `timeout`); 0 = off. Default 60s.
+            http_idle_timeout: Duration = Duration::from_secs(60), "duration";
+            /// Plain HTTP: idle keep-alive connections kept per backend; 0 = no reuse.
+            /// Default 32.
+            http_pool_idle_max: u32 = 32, "plain";
+            /// Plain HTTP: an idle keep-alive backend connection is closed after this.
+            /// Default 60s.
+            http_pool_idle_timeout: Duration = Duration::from_secs(60), "nonzero_http_pool_idle";
         }
     };
 }

@@ -357,7 +357,7 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
 /// The authority the client asked for: exactly one Host, itself an authority, and with an
 /// absolute-form target that target's authority, which the Host is then ignored for (RFC
 /// 9112 §3.2.2). hyper leaves an absolute-form target whole in `req.uri()`.
-fn requested_host<B>(req: &Request<B>) -> Result<String, HandshakeError> {
+pub(crate) fn requested_host<B>(req: &Request<B>) -> Result<String, HandshakeError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let host = match (hosts.next(), hosts.next()) {
         (Some(h), None) => valid_authority(h.as_bytes()).ok_or(HandshakeError::Host)?,

@@ -66,6 +66,43 @@ pub fn forwardable(from: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The forwarding headers wsgate writes on the backend hop of every request, upgrade or
+/// plain: the client's address (`X-Forwarded-For`, `X-Real-IP`), the protocol it used
+/// (`X-Forwarded-Proto`), the authority it asked for (`X-Forwarded-Host`, when known) and
+/// all three again as one `Forwarded` element. The client's own values were removed by
+/// [`forwardable`] first, so these replace them (no trusted hops are configured).
+pub struct ProxyHeaders<'h> {
+    ip: String,
+    proto: &'static str,
+    host: Option<&'h str>,
+    forwarded: String,
+}
+
+impl<'h> ProxyHeaders<'h> {
+    /// The headers for a client at `client`, over TLS or not; `host` was checked against
+    /// [`valid_authority`].
+    pub fn new(client: IpAddr, tls: bool, host: Option<&'h str>) -> ProxyHeaders<'h> {
+        let proto = if tls { "https" } else { "http" };
+        ProxyHeaders {
+            ip: client.to_string(),
+            proto,
+            host,
+            forwarded: forwarded_element(client, host, proto),
+        }
+    }
+
+    /// Calls `add(name, value)` for each header, in a fixed order.
+    pub fn each(&self, mut add: impl FnMut(&'static str, &[u8])) {
+        add("x-forwarded-for", self.ip.as_bytes());
+        add("x-real-ip", self.ip.as_bytes());
+        add("x-forwarded-proto", self.proto.as_bytes());
+        if let Some(host) = self.host {
+            add("x-forwarded-host", host.as_bytes());
+        }
+        add("forwarded", self.forwarded.as_bytes());
+    }
+}
+
 /// The `Forwarded` element wsgate sends for one hop (RFC 7239 §4): the client's address
 /// (an IPv6 literal bracketed and quoted), the Host it asked for as a quoted-string, and
 /// its protocol.

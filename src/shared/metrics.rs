@@ -79,6 +79,8 @@ pub struct Metrics {
     backend_connect_errors_total: IntCounterVec,
     config_reloads_total: IntCounterVec,
     backend_healthy: IntGaugeVec,
+    http_requests_total: IntCounterVec,
+    http_request_duration_seconds: HistogramVec,
     /// Bytes of the buffer budget granted now (the budget updates it).
     pub buffered_bytes: IntGauge,
     /// Waits for buffer room (the budget counts them).
@@ -256,6 +258,19 @@ impl Metrics {
                 "1 when a backend takes new connections (health checks, passive ejection)",
                 &["route", "backend"],
             ),
+            http_requests_total: counter(
+                r,
+                "http_requests_total",
+                "Plain HTTP requests answered, by status class",
+                &["route", "code"],
+            ),
+            http_request_duration_seconds: histogram(
+                r,
+                "http_request_duration_seconds",
+                "Plain HTTP requests, from the request head to the response body's end",
+                &["route"],
+                (0.0005, 2.0, 20),
+            ),
             config_reloads_total: counter(
                 r,
                 "config_reloads_total",
@@ -347,6 +362,23 @@ impl Metrics {
             .observe(rtt.as_secs_f64());
     }
 
+    /// Counts a plain HTTP request answered with `status` and how long it took.
+    pub fn http_request(&self, route: &str, status: u16, took: Duration) {
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests_total
+            .with_label_values(&[route, class])
+            .inc();
+        self.http_request_duration_seconds
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
     /// Counts a failed backend connect.
     pub fn backend_connect_error(&self, route: &str, backend: &str) {
         self.backend_connect_errors_total
@@ -391,6 +423,8 @@ impl Metrics {
         remove_matching(&self.ping_rtt_seconds, matches);
         remove_matching(&self.backend_connect_errors_total, matches);
         remove_matching(&self.backend_healthy, matches);
+        remove_matching(&self.http_requests_total, matches);
+        remove_matching(&self.http_request_duration_seconds, matches);
     }
 
     /// Relayed connections open now, over all routes.

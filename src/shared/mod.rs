@@ -3,6 +3,7 @@
 
 pub mod budget;
 pub mod client;
+pub mod idle_conns;
 pub mod metrics;
 pub mod occupancy;
 pub mod pool;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BackendUrl;
 use crate::config::pool::PoolConfig;
+use crate::shared::idle_conns::IdleConns;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::retire::Retirement;
 
@@ -30,6 +31,8 @@ pub struct Backend {
     pub retirement: Retirement,
     /// Its `wsgate_backend_healthy` gauge, set when the pool's checks start.
     pub gauge: OnceLock<IntGauge>,
+    /// Idle keep-alive connections for plain HTTP requests.
+    pub http_idle: IdleConns,
 }
 
 impl Backend {
@@ -42,6 +45,7 @@ impl Backend {
             ejected_until: Mutex::new(None),
             retirement: Retirement::default(),
             gauge: OnceLock::new(),
+            http_idle: IdleConns::default(),
         }
     }
 

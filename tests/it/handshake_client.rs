@@ -39,17 +39,23 @@ fn request(start_line: &str, edits: &[(&'static str, Option<&str>)]) -> String {
 
 const GET: &str = "GET /app/chat HTTP/1.1";
 
-/// A proxy with route `app` (`/app`, origins limited to good.example) to an echo backend.
-async fn setup() -> (Proxy, Backend) {
+/// A proxy with route `app` (`/app`, origins limited to good.example, plus `extra` lines)
+/// to an echo backend.
+async fn setup(extra: &str) -> (Proxy, Backend) {
     let backend = Backend::echo().await;
-    let extra = "    origins: [\"https://good.example\"]\n";
-    let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), extra)).await;
+    let extra = format!("    origins: [\"https://good.example\"]\n{extra}");
+    let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/ws"), &extra)).await;
     (proxy, backend)
 }
 
 /// Sends `request` and checks that wsgate answered `status` on its own.
 async fn rejected(request: String, status: u16) -> Head {
-    let (proxy, backend) = setup().await;
+    rejected_on("", request, status).await
+}
+
+/// [`rejected`] with `extra` lines on the route.
+async fn rejected_on(extra: &str, request: String, status: u16) -> Head {
+    let (proxy, backend) = setup(extra).await;
     let head = http::exchange(proxy.addr(), request.clone()).await;
     assert_eq!(head.status(), status, "answer to\n{request}\nwas {head:?}");
     assert_eq!(backend.log.accepted(), 0, "the backend was contacted");
@@ -60,7 +66,7 @@ async fn rejected(request: String, status: u16) -> Head {
 
 /// Sends `request` and checks that it is upgraded and reached the backend.
 async fn accepted(request: String) {
-    let (proxy, backend) = setup().await;
+    let (proxy, backend) = setup("").await;
     let head = http::exchange(proxy.addr(), request.clone()).await;
     assert_eq!(head.status(), 101, "answer to\n{request}\nwas {head:?}");
     assert_eq!(backend.log.requests().len(), 1, "backend requests");
@@ -136,9 +142,10 @@ async fn wrong_version_is_426_naming_13() {
 }
 
 #[tokio::test]
-async fn plain_get_and_h2c_are_426() {
+async fn plain_get_on_a_route_without_http_and_h2c_are_426() {
     let plain = "GET /app/chat HTTP/1.1\r\nHost: wsgate.test\r\n\r\n".to_string();
-    rejected(plain, 426).await;
+    let head = rejected_on("    http: false\n", plain, 426).await;
+    assert_eq!(head.header("upgrade"), Some("websocket"), "{head:?}");
     let h2c = request(
         GET,
         &[
@@ -192,7 +199,7 @@ async fn huge_or_too_many_headers_are_431() {
 #[tokio::test]
 async fn upgrade_with_raw_client_gets_correct_accept() {
     // The 101 wsgate writes carries the accept for *our* key (RFC 6455 §4.2.2).
-    let (proxy, _backend) = setup().await;
+    let (proxy, _backend) = setup("").await;
     let (head, stream) = raw::upgrade_with(proxy.addr(), "/app/chat", &[]).await;
     assert_eq!(head.status(), 101, "{head:?}");
     assert_eq!(

@@ -39,6 +39,7 @@ pub mod client;
 pub mod clock;
 pub mod frame;
 pub mod http;
+pub mod http_backend;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;

@@ -1,0 +1,205 @@
+//! Plain HTTP requests to a route's backends: the same balancing, health, ejection and
+//! seats as upgrades, over a keep-alive pool per backend.
+//!
+//! The pool is wsgate's own, small, over hyper's `client::conn::http1` rather than
+//! hyper-util's legacy `Client`: that `Client` takes the request by value and does not give
+//! it back when its connect fails, so the next backend could not be tried with the
+//! client's body intact (it is streamed, never buffered). With `SendRequest` a connect
+//! failure leaves the request in our hands, and `try_send_request` returns it when a
+//! pooled connection turned out closed before anything was written.
+//!
+//! Retries: another connection or backend is tried when nothing was sent (connect failed,
+//! or a pooled connection was found closed first); after something may have been sent,
+//! only for an idempotent method whose request had no body (it is rebuilt from its head).
+
+pub mod body;
+pub(crate) mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, Uri};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::balance;
+use crate::backend::error::BackendError;
+use crate::config::BackendUrl;
+use crate::proto::headers::has_token;
+use crate::shared::idle_conns::ForwardBody;
+use crate::shared::metrics::Metrics;
+use crate::shared::occupancy::Seat;
+use crate::shared::routes::Route;
+use body::{BackendBody, Reusable, UploadBody};
+pub(crate) use pool::PoolSettings;
+
+/// A plain request for the backends: everything but the target and Host, which depend on
+/// the backend chosen.
+pub(crate) struct Outgoing<'a> {
+    /// The client's method.
+    pub(crate) method: Method,
+    /// Headers to send (already cleaned of hop-by-hop ones, wsgate's forwarding headers
+    /// added), without Host.
+    pub(crate) headers: HeaderMap,
+    /// The normalised path, the part after the route's prefix, and the query.
+    pub(crate) path: &'a str,
+    /// See `path`.
+    pub(crate) remainder: &'a str,
+    /// See `path`.
+    pub(crate) query: Option<&'a str>,
+    /// The client's Host, sent instead of the backend's with `preserve_host`.
+    pub(crate) host: Option<&'a str>,
+    /// The balancer's hash key for this request.
+    pub(crate) hash_key: Option<u64>,
+}
+
+/// The backend's answer, its label and the request's seat on it (held until the response
+/// body ends, so least-connections and drains see requests in flight).
+pub(crate) struct Exchanged {
+    /// The response, its body streaming from the backend.
+    pub(crate) response: Response<BackendBody>,
+    /// The backend's URL, for logs.
+    pub(crate) label: String,
+    /// The request's place on the backend.
+    pub(crate) seat: Seat,
+}
+
+/// Timeouts and pool settings of one exchange (the route's tuning and the limits).
+pub(crate) struct ExchangeSettings {
+    /// How connections are made and kept.
+    pub(crate) pool: PoolSettings,
+    /// Response head deadline, from the end of the request body.
+    pub(crate) response_timeout: Duration,
+    /// Idle-body timeout of the response.
+    pub(crate) idle_timeout: Duration,
+}
+
+/// Sends the request to a backend of the route and returns its response head, trying the
+/// next candidate where that is safe (see the module doc).
+pub(crate) async fn exchange(
+    route: &Arc<Route>,
+    out: Outgoing<'_>,
+    body: ForwardBody,
+    settings: &ExchangeSettings,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Result<Exchanged, BackendError> {
+    let pool = route.pool().ok_or(BackendError::NoHealthyBackend)?;
+    let tls = route.backend_tls();
+    let replayable = is_idempotent(&out.method) && body.is_end_stream();
+    let (body, uploaded) = UploadBody::new(body);
+    // Taken once it resolved: a oneshot receiver must not be polled again.
+    let mut uploaded = Some(uploaded);
+    let mut body = Some(body.boxed_unsync());
+    let mut last = BackendError::NoHealthyBackend;
+    for backend in balance::candidates(&pool, out.hash_key) {
+        let seat = backend.occupy();
+        let Some(b) = body.take() else { break };
+        let mut req = request(&out, &backend.url, route.config.preserve_host, b);
+        // Pooled connections found closed, then one new connection (bounded by the list).
+        let attempt = loop {
+            let (mut conn, reused) =
+                match pool::checkout(&backend, &tls, &settings.pool, shutdown).await {
+                    Ok(c) => c,
+                    Err(e) => break Err((e, Some(req))),
+                };
+            let sent = conn.sender.try_send_request(req);
+            tokio::pin!(sent);
+            let res = tokio::select! {
+                res = &mut sent => res,
+                _ = async {
+                    if let Some(rx) = uploaded.as_mut() {
+                        let _ = rx.await;
+                    }
+                    uploaded = None;
+                    tokio::time::sleep(settings.response_timeout).await;
+                } => break Err((BackendError::Timeout, None)),
+            };
+            match res {
+                Ok(res) => break Ok((res, conn)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    unsent => break Err((BackendError::Exchange(e.into_error()), unsent)),
+                },
+            }
+        };
+        let (error, unsent) = match attempt {
+            Ok((res, conn)) => {
+                backend.connect_ok();
+                let keep = !has_token(res.headers(), &header::CONNECTION, "close");
+                let reusable = keep.then(|| Reusable {
+                    conn,
+                    backend: backend.clone(),
+                    idle_max: settings.pool.idle_max,
+                });
+                let response = res.map(|b| BackendBody::new(b, settings.idle_timeout, reusable));
+                return Ok(Exchanged {
+                    response,
+                    label: backend.url.url.clone(),
+                    seat,
+                });
+            }
+            Err(e) => e,
+        };
+        if matches!(&error, BackendError::Exchange(e) if e.is_user()) {
+            // The client's body failed (it went away or went quiet): not the backend's fault.
+            return Err(error);
+        }
+        tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend HTTP attempt failed");
+        metrics.backend_connect_error(route.name(), &backend.url.url);
+        if backend.connect_failed(&pool.config) {
+            tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
+                "backend ejected after consecutive failures");
+        }
+        let timed_out = matches!(error, BackendError::Timeout) && unsent.is_none();
+        body = match unsent {
+            Some(req) => Some(req.into_body()),
+            None if replayable && !timed_out => Some(empty()),
+            None => None,
+        };
+        last = error;
+        if body.is_none() || !last.retryable() {
+            break;
+        }
+    }
+    Err(last)
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn empty() -> ForwardBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn request(
+    out: &Outgoing<'_>,
+    url: &BackendUrl,
+    preserve_host: bool,
+    body: ForwardBody,
+) -> Request<ForwardBody> {
+    let target = url.request_target(out.remainder, out.path, out.query);
+    let mut req = Request::new(body);
+    *req.method_mut() = out.method.clone();
+    // The target is a normalised path plus the client's query, both already valid in a URI.
+    *req.uri_mut() = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
+    let mut headers = out.headers.clone();
+    let host = match out.host {
+        Some(h) if preserve_host => h.to_string(),
+        _ => url.host_header(),
+    };
+    if let Ok(v) = HeaderValue::try_from(host) {
+        headers.insert(header::HOST, v);
+    }
+    *req.headers_mut() = headers;
+    req
+}

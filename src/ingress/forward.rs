@@ -1,0 +1,313 @@
+//! Plain HTTP on a route: the client's request, cleaned of its hop-by-hop headers and
+//! given wsgate's forwarding headers, goes to a backend of the route's pool; the response
+//! comes back the same way. Bodies stream both ways (never buffered whole), each with the
+//! idle-body timeout; one access-log line and the metrics are written when the response
+//! body ends or the client goes away.
+//!
+//! Works on any `Request<Incoming>`: hyper's server has framed the request and refused the
+//! smuggling shapes it sees, whatever the HTTP version.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::time::Instant;
+
+use crate::backend::balance;
+use crate::backend::error::BackendError;
+use crate::backend::http::body::{IdleBody, is_idle_timeout};
+use crate::backend::http::{self, ExchangeSettings, Outgoing, PoolSettings};
+use crate::proto::headers::{ProxyHeaders, forwardable};
+use crate::shared::client::ClientInfo;
+use crate::shared::idle_conns::BoxError;
+use crate::shared::occupancy::Seat;
+use crate::shared::routes::Route;
+use crate::shared::state::ProxyState;
+
+/// The body of every response on the client hop: a backend's, streamed, or wsgate's own.
+pub type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A whole body of wsgate's own as a [`ResponseBody`].
+pub fn full(body: Full<Bytes>) -> ResponseBody {
+    body.map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Forwards one plain request of `route` (`host` and `path` as routed) and answers it.
+pub(crate) async fn answer(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    route: Arc<Route>,
+    host: String,
+    path: String,
+    state: Arc<ProxyState>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut log = AccessLog {
+        route: route.clone(),
+        state: state.clone(),
+        method: req.method().clone(),
+        path: match req.uri().query() {
+            Some(q) if route.config.log_query => format!("{path}?{q}"),
+            _ => path.clone(),
+        },
+        status: 0,
+        backend: String::new(),
+        started,
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        bytes_out: 0,
+        outcome: None,
+        _seat: None,
+    };
+    // Any expectation but 100-continue (which hyper's server answers when the body is
+    // first read) cannot be met (RFC 9110 §10.1.1); Expect itself never travels on.
+    let expect_ok = req.headers().get_all(header::EXPECT).iter().all(|v| {
+        v.as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"100-continue")
+    });
+    if !expect_ok {
+        return log.refuse(StatusCode::EXPECTATION_FAILED, "expectation not supported");
+    }
+    let Some(pool) = route.pool() else {
+        return log.refuse(StatusCode::UPGRADE_REQUIRED, "route takes only upgrades");
+    };
+    let tuning = &route.tuning;
+    let limits = state.settings.load().limits.clone();
+    let settings = ExchangeSettings {
+        pool: PoolSettings {
+            connect_timeout: tuning.http_connect_timeout,
+            idle_max: tuning.http_pool_idle_max as usize,
+            idle_timeout: tuning.http_pool_idle_timeout,
+            max_header_bytes: limits.max_header_bytes as usize,
+        },
+        response_timeout: tuning.http_response_timeout,
+        idle_timeout: tuning.http_idle_timeout,
+    };
+    let (parts, body) = req.into_parts();
+    let query = parts.uri.query();
+    let mut headers = forwardable(&parts.headers);
+    ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).each(|name, value| {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            headers.insert(name, v);
+        }
+    });
+    let out = Outgoing {
+        method: parts.method.clone(),
+        headers,
+        path: &path,
+        remainder: route.remainder(&path),
+        query,
+        host: Some(&host),
+        hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
+    };
+    let body = Counted {
+        inner: IdleBody::new(body, tuning.http_idle_timeout),
+        count: log.bytes_in.clone(),
+    }
+    .boxed_unsync();
+    let exchanged = http::exchange(
+        &route,
+        out,
+        body,
+        &settings,
+        &state.metrics,
+        &state.shutdown,
+    )
+    .await;
+    let ex = match exchanged {
+        Ok(ex) => ex,
+        Err(e) => {
+            log.outcome = Some(match &e {
+                BackendError::Timeout => "timeout",
+                BackendError::Exchange(h) if is_idle_timeout(h) => "timeout",
+                BackendError::Exchange(h) if h.is_user() => "client_gone",
+                _ => "backend_error",
+            });
+            tracing::debug!(route = route.name(), error = %e, "plain request failed");
+            return log.refuse(e.status(), &e.to_string());
+        }
+    };
+    log.backend = ex.label;
+    log._seat = Some(ex.seat);
+    let (res_parts, res_body) = ex.response.into_parts();
+    log.status = res_parts.status.as_u16();
+    if res_body.is_end_stream() {
+        // Over before it started (HEAD, 204, 304, length 0): hyper may never read it.
+        log.outcome = Some("ok");
+    }
+    let mut h = forwardable(&res_parts.headers);
+    // A HEAD's Content-Length describes the representation, not this (empty) body (RFC 9110
+    // §9.3.2); elsewhere hyper frames the body from its length, or chunked. (hyper's server
+    // writes no Content-Length on a 204 or 304 whatever is given.)
+    if let Some(len) = res_parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .filter(|_| parts.method == Method::HEAD)
+    {
+        h.insert(header::CONTENT_LENGTH, len.clone());
+    }
+    let mut res = Response::new(
+        Logged {
+            inner: res_body,
+            log,
+        }
+        .boxed_unsync(),
+    );
+    *res.status_mut() = res_parts.status;
+    *res.headers_mut() = h;
+    res
+}
+
+/// What the access-log line says; written when dropped (response body ended, cut, or the
+/// client gone).
+struct AccessLog {
+    route: Arc<Route>,
+    state: Arc<ProxyState>,
+    method: Method,
+    path: String,
+    status: u16,
+    backend: String,
+    started: Instant,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    outcome: Option<&'static str>,
+    /// The request's seat on its backend, held to the end of the response.
+    _seat: Option<Seat>,
+}
+
+impl AccessLog {
+    /// wsgate's own answer (the log line written as this returns).
+    fn refuse(mut self, status: StatusCode, why: &str) -> Response<ResponseBody> {
+        self.status = status.as_u16();
+        self.outcome.get_or_insert("refused");
+        let mut res = Response::new(full(Full::new(Bytes::from(format!("{why}\n")))));
+        *res.status_mut() = status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if status == StatusCode::UPGRADE_REQUIRED {
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        res
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let took = self.started.elapsed();
+        let outcome = self.outcome.unwrap_or("client_gone");
+        // String fields (not Display), so every log format escapes the client's path.
+        tracing::info!(
+            target: "wsgate::http",
+            route = self.route.name(),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            status = self.status,
+            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_out = self.bytes_out,
+            duration_ms = took.as_millis() as u64,
+            backend = self.backend.as_str(),
+            outcome,
+            "http request"
+        );
+        self.state
+            .metrics
+            .http_request(self.route.name(), self.status, took);
+    }
+}
+
+/// A request body counting its bytes into `count`.
+struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that counts its bytes and settles the request's outcome for the log.
+struct Logged<B> {
+    inner: B,
+    log: AccessLog,
+}
+
+impl<B: Body<Data = Bytes, Error = BoxError> + Unpin> Body for Logged<B> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.log.bytes_out += data.len() as u64;
+                }
+                // A length-framed body is over with its last byte; hyper need not ask again.
+                if self.inner.is_end_stream() {
+                    self.log.outcome.get_or_insert("ok");
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = if is_idle_timeout(e.as_ref()) {
+                    "timeout"
+                } else {
+                    "backend_error"
+                };
+                tracing::info!(route = self.log.route.name(), error = %e, "plain response cut");
+                self.log.outcome = Some(outcome);
+            }
+            Poll::Ready(None) => {
+                self.log.outcome.get_or_insert("ok");
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
