@@ -172,6 +172,14 @@ async def main() -> int:
         except (ValueError, KeyError):
             kernel_id = None
         t.add("POST /api/kernels (X-XSRFToken) → 201", kernel_id is not None, f"HTTP {status}, kernel {kernel_id}")
+    # preserve_host passes any Host on: Jupyter on loopback refuses a name that is not
+    # local (its DNS-rebinding guard) unless ServerApp.allow_remote_access is set.
+    # The token header authenticates whatever the Host (the login cookie is named after it).
+    by_token = {"Authorization": f"token {args.token}", "Origin": None}
+    local, _, _ = anon.request("GET", "/api/status", headers=by_token)
+    status, _, _ = anon.request("GET", "/api/status", headers={**by_token, "Host": "jupyter.example"})
+    t.add("Host jupyter.example → 403 (allow_remote_access off)", local == 200 and status == 403,
+          f"HTTP {status} (with the local Host: {local})")
     if kernel_id:
         try:
             result, reply, seen = await execute(b, kernel_id, "1+1")

@@ -12,8 +12,8 @@
 #
 # The route is README's Socket.IO example: `balance: hash` on the client address
 # (`hash_on: client_ip`), so the sid-less first request and every later polling request
-# and the websocket upgrade of one client reach the same server. A second route hashes
-# on `query:sid` to show that this breaks sessions. Each part prints its table; exits
+# and the websocket upgrade of one client reach the same server. Two more routes hash
+# on `query:sid` and `cookie:io` to show that these break sessions. Each part prints its table; exits
 # non-zero if any check failed or anything needed (node + npm, chromium) is missing.
 #
 # Environment: CHROMIUM (default /usr/bin/chromium), WSGATE_BIN (as autobahn.sh).
@@ -54,6 +54,13 @@ routes:
     backends: $yaml_backends
     balance: hash
     hash_on: query:sid
+  # Sticky on the io cookie (Socket.IO's `cookie: true`): the same.
+  - name: cookiehash
+    host: cookiehash.test
+    path: /
+    backends: $yaml_backends
+    balance: hash
+    hash_on: cookie:io
 log: { format: text, level: info }
 YAML
 start_wsgate "$work" "$work/wsgate.yaml"
@@ -64,7 +71,7 @@ echo
 echo "== Node socket.io-client (default options) =="
 direct="$(printf 'http://%s,' "${backends[@]}")"
 timeout --kill-after=10 120 node "$INTEROP_DIR/socketio/client.mjs" --url "http://$WSGATE_ADDR" \
-    --backends "${direct%,}" --sid-hash-host sidhash.test || rc=1
+    --backends "${direct%,}" --sid-hash-host sidhash.test --cookie-hash-host cookiehash.test || rc=1
 echo
 echo "== browser socket.io client in headless Chromium =="
 timeout --kill-after=10 120 node "$INTEROP_DIR/socketio/browser.mjs" --url "http://$WSGATE_ADDR" \

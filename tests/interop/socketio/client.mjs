@@ -4,12 +4,13 @@
 // tests/interop/socketio.sh:
 //
 //   node client.mjs --url http://WSGATE --backends http://B1,http://B2,http://B3 \
-//       --sid-hash-host NAME
+//       --sid-hash-host NAME --cookie-hash-host NAME
 //
 // --url is a wsgate route with `balance: hash` (client_ip); each client connects from its
 // own loopback address (127.0.0.11, .12, …) through an http.Agent with `localAddress`, the
-// only option set, so that clients look like different hosts. --sid-hash-host is the Host
-// of a route with `hash_on: query:sid` over the same servers (on the same wsgate), checked to show why that is not the
+// only option set, so that clients look like different hosts. --sid-hash-host and
+// --cookie-hash-host are the Hosts of routes with `hash_on: query:sid` and `cookie:io`
+// over the same servers (on the same wsgate), checked to show why that is not the
 // Socket.IO config. The servers' /report (read directly) tells which sessions each saw on
 // which transport. Prints a table (check, result, detail); exits 0 only if every check
 // passed.
@@ -25,7 +26,7 @@ const SID_HASH_SESSIONS = 20;
 function arg(name) {
   const i = process.argv.indexOf(name);
   if (i < 0 || i + 1 >= process.argv.length) {
-    console.error(`usage: node client.mjs --url URL --backends URL,URL,URL --sid-hash-host NAME (missing ${name})`);
+    console.error(`usage: node client.mjs --url URL --backends URL,URL,URL --sid-hash-host NAME --cookie-hash-host NAME (missing ${name})`);
     process.exit(2);
   }
   return process.argv[i + 1].replace(/\/$/, '');
@@ -34,6 +35,7 @@ function arg(name) {
 const url = arg('--url');
 const backends = arg('--backends').split(',');
 const sidHashHost = arg('--sid-hash-host');
+const cookieHashHost = arg('--cookie-hash-host');
 
 function withTimeout(promise, ms, what) {
   let timer;
@@ -73,9 +75,9 @@ function client(n) {
 }
 
 // A request with its own Host header (fetch cannot set one), body read whole.
-function hostRequest(method, target, host, body) {
+function hostRequest(method, target, host, body, headers = {}) {
   const done = new Promise((resolve, reject) => {
-    const req = request(target, { method, headers: { host }, agent: false }, (res) => {
+    const req = request(target, { method, headers: { ...headers, host }, agent: false }, (res) => {
       const chunks = [];
       res.on('data', (d) => chunks.push(d));
       res.on('end', () => resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString() }));
@@ -191,24 +193,31 @@ async function main() {
     for (const c of clients) c.agent.destroy();
     return '';
   });
-  // Why `hash_on: query:sid` is not the Socket.IO config: the first request has no sid,
-  // so it is hashed on the client address; the sid it gets is made by whichever server
-  // that was, and later requests hash on that sid, which names some server at random.
-  await check(`hash_on query:sid breaks sessions (${SID_HASH_SESSIONS} handshakes)`, async () => {
-    let unknown = 0;
-    for (let k = 0; k < SID_HASH_SESSIONS; k++) {
-      const base = `${url}/socket.io/?EIO=4&transport=polling`;
-      const hs = await hostRequest('GET', base, sidHashHost);
-      ensure(hs.status === 200, `handshake HTTP ${hs.status} ${hs.text}`);
-      const sid = JSON.parse(hs.text.slice(1)).sid;
-      // `40` is Socket.IO's CONNECT packet, what the client posts next.
-      const next = await hostRequest('POST', `${base}&sid=${encodeURIComponent(sid)}`, sidHashHost, '40');
-      if (next.status === 400 && next.text.includes('Session ID unknown')) unknown++;
-      else ensure(next.status === 200, `HTTP ${next.status} ${next.text}`);
-    }
-    ensure(unknown > 0, 'every session stayed on its server (expected some to be sent elsewhere)');
-    return `${unknown} of ${SID_HASH_SESSIONS} sessions got 400 "Session ID unknown"`;
-  });
+  // Why neither `hash_on: query:sid` nor `cookie:io` is the Socket.IO config: the first
+  // request has no sid (nor cookie), so it is hashed on the client address; the sid it
+  // gets is made by whichever server that was, and later requests hash on that sid (the
+  // `io` cookie of the server's `cookie: true` holds the same value), which names some
+  // server at random.
+  for (const [key, host, extra] of [
+    ['query:sid', sidHashHost, () => ({})],
+    ['cookie:io', cookieHashHost, (sid) => ({ cookie: `io=${sid}` })],
+  ]) {
+    await check(`hash_on ${key} breaks sessions (${SID_HASH_SESSIONS} handshakes)`, async () => {
+      let unknown = 0;
+      for (let k = 0; k < SID_HASH_SESSIONS; k++) {
+        const base = `${url}/socket.io/?EIO=4&transport=polling`;
+        const hs = await hostRequest('GET', base, host);
+        ensure(hs.status === 200, `handshake HTTP ${hs.status} ${hs.text}`);
+        const sid = JSON.parse(hs.text.slice(1)).sid;
+        // `40` is Socket.IO's CONNECT packet, what the client posts next.
+        const next = await hostRequest('POST', `${base}&sid=${encodeURIComponent(sid)}`, host, '40', extra(sid));
+        if (next.status === 400 && next.text.includes('Session ID unknown')) unknown++;
+        else ensure(next.status === 200, `HTTP ${next.status} ${next.text}`);
+      }
+      ensure(unknown > 0, 'every session stayed on its server (expected some to be sent elsewhere)');
+      return `${unknown} of ${SID_HASH_SESSIONS} sessions got 400 "Session ID unknown"`;
+    });
+  }
 
   const width = Math.max(...rows.map((r) => r[0].length));
   console.log(`${'check'.padEnd(width)}  result  detail`);
