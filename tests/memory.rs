@@ -433,3 +433,182 @@ async fn clients_stalled_inside_buffered_frames_stay_within_the_budget() {
         BUDGET >> 20
     );
 }
+
+/// Bytes each way in the plain-HTTP streaming tests.
+const GIB: u64 = 1 << 30;
+/// Allowed heap and RSS growth while a GiB streams through a plain request.
+const HTTP_STREAM_BOUND: u64 = 32 << 20;
+/// One chunk of the streamed bodies: a static buffer, so neither end allocates per chunk.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// A body of `left` zero bytes in static 64 KiB chunks, with its exact length.
+struct Zeros {
+    left: u64,
+}
+
+impl hyper::body::Body for Zeros {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(ZEROS.len() as u64);
+        self.left -= n;
+        let chunk = bytes::Bytes::from_static(&ZEROS[..n as usize]);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk))))
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.left)
+    }
+}
+
+/// Reads `body` to its end, sampling RSS every 256 chunks; returns its length and the peak RSS.
+async fn drain<B>(mut body: B) -> (u64, u64)
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    use http_body_util::BodyExt;
+    let (mut total, mut peak, mut frames) = (0u64, rss_bytes(), 0u64);
+    // Bounded: a GiB is 16 Ki chunks of 64 KiB or more of smaller ones.
+    for _ in 0..100_000_000u64 {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Some(data) = frame.expect("body frame").data_ref() {
+            total += data.len() as u64;
+        }
+        frames += 1;
+        if frames % 256 == 0 {
+            peak = peak.max(rss_bytes());
+        }
+    }
+    (total, peak)
+}
+
+/// One request on a new client connection to `addr`.
+async fn plain_request(
+    addr: std::net::SocketAddr,
+    req: hyper::Request<Zeros>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send.send_request(req).await.expect("response head")
+}
+
+fn zeros_request(method: &str, len: u64) -> hyper::Request<Zeros> {
+    hyper::Request::builder()
+        .method(method)
+        .uri("/app")
+        .header("host", "wsgate.test")
+        .body(Zeros { left: len })
+        .unwrap()
+}
+
+/// Checks the heap and RSS growth of a transfer against [`HTTP_STREAM_BOUND`].
+fn assert_streamed(what: &str, heap_before: usize, rss_before: u64, rss_peak: u64) {
+    let heap = PEAK.load(Ordering::SeqCst).saturating_sub(heap_before) as u64;
+    let rss = rss_peak.saturating_sub(rss_before);
+    println!(
+        "{what}: 1 GiB through wsgate, heap peak +{:.1} MiB, RSS peak +{:.1} MiB",
+        heap as f64 / MIB as f64,
+        rss as f64 / MIB as f64
+    );
+    assert!(
+        heap < HTTP_STREAM_BOUND,
+        "{what}: heap grew by {heap} bytes"
+    );
+    assert!(rss < HTTP_STREAM_BOUND, "{what}: RSS grew by {rss} bytes");
+}
+
+/// Runs `test` on a runtime of its own, dropped before this returns (with wsgate shut
+/// down inside it), and waits for the heap to settle: the next test's baseline must not
+/// see this one's connections freed under it.
+async fn isolated<F, Fut>(test: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime");
+        rt.block_on(test());
+        drop(rt);
+    })
+    .await
+    .expect("the test passed");
+    // Bounded: 40 samples 25 ms apart, until two agree.
+    let mut last = LIVE.load(Ordering::SeqCst);
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let now = LIVE.load(Ordering::SeqCst);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gib_download_streams_through_a_plain_request_in_bounded_memory() {
+    let _turn = TURN.lock().await;
+    isolated(|| async {
+        let backend = support::http_backend::HttpBackend::start(|_req| async {
+            use http_body_util::BodyExt;
+            hyper::Response::new(Zeros { left: GIB }.boxed_unsync())
+        })
+        .await;
+        let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/"), "")).await;
+        let (heap_before, rss_before) = (LIVE.load(Ordering::SeqCst), rss_bytes());
+        PEAK.store(heap_before, Ordering::SeqCst);
+        let res = plain_request(proxy.addr(), zeros_request("GET", 0)).await;
+        assert_eq!(res.status(), 200);
+        let (total, rss_peak) = drain(res.into_body()).await;
+        assert_eq!(total, GIB);
+        assert_streamed("download", heap_before, rss_before, rss_peak);
+        proxy.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gib_upload_streams_through_a_plain_request_in_bounded_memory() {
+    let _turn = TURN.lock().await;
+    isolated(|| async {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let p = peak.clone();
+        let backend = support::http_backend::HttpBackend::start(move |req| {
+            let p = p.clone();
+            async move {
+                let (total, rss_peak) = drain(req.into_body()).await;
+                p.fetch_max(rss_peak as usize, Ordering::SeqCst);
+                hyper::Response::new(support::http_backend::text(total.to_string()))
+            }
+        })
+        .await;
+        let proxy = Proxy::with_routes(&route("app", "/app", &backend.url("/"), "")).await;
+        let (heap_before, rss_before) = (LIVE.load(Ordering::SeqCst), rss_bytes());
+        PEAK.store(heap_before, Ordering::SeqCst);
+        let res = plain_request(proxy.addr(), zeros_request("POST", GIB)).await;
+        assert_eq!(res.status(), 200);
+        use http_body_util::BodyExt;
+        let answer = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(answer, GIB.to_string());
+        let rss_peak = peak.load(Ordering::SeqCst) as u64;
+        assert_streamed("upload", heap_before, rss_before, rss_peak);
+        proxy.shutdown().await;
+    })
+    .await;
+}

@@ -124,14 +124,20 @@ pub(crate) async fn answer(
     let ex = match exchanged {
         Ok(ex) => ex,
         Err(e) => {
-            log.outcome = Some(match &e {
-                BackendError::Timeout => "timeout",
-                BackendError::Exchange(h) if is_idle_timeout(h) => "timeout",
-                BackendError::Exchange(h) if h.is_user() => "client_gone",
-                _ => "backend_error",
-            });
+            // The client's own body failing (it went quiet or away) is the client's side.
+            let (status, outcome) = match &e {
+                BackendError::Exchange(h) if is_idle_timeout(h) => {
+                    (StatusCode::REQUEST_TIMEOUT, "timeout")
+                }
+                BackendError::Exchange(h) if h.is_user() => {
+                    (StatusCode::BAD_REQUEST, "client_gone")
+                }
+                BackendError::Timeout => (e.status(), "timeout"),
+                _ => (e.status(), "backend_error"),
+            };
+            log.outcome = Some(outcome);
             tracing::debug!(route = route.name(), error = %e, "plain request failed");
-            return log.refuse(e.status(), &e.to_string());
+            return log.refuse(status, &e.to_string());
         }
     };
     log.backend = ex.label;

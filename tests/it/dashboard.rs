@@ -66,6 +66,13 @@ async fn every_dashboard_metric_exists() {
         client::try_connect(proxy.url("/nowhere")).await.is_err(),
         "no route → 404"
     );
+    let plain = "GET /dead HTTP/1.1\r\nHost: wsgate.test\r\n\r\n";
+    assert_eq!(
+        crate::support::http::exchange(proxy.addr(), plain)
+            .await
+            .status(),
+        502
+    );
     let (mut ws, _) = client::connect(proxy.url("/echo")).await;
     ws.send(Message::text("hello")).await.unwrap();
     // Reading answers wsgate's keepalive pings (tungstenite replies to pings itself).

@@ -51,6 +51,29 @@ async fn routing_comes_first_unknown_path_is_404_and_a_routed_get_is_forwarded()
     );
 }
 
+/// An absolute-form target is routed by its authority (RFC 9112 §3.2.2) and reaches the
+/// backend in origin form.
+#[tokio::test]
+async fn an_absolute_form_target_is_routed_by_its_authority_and_sent_in_origin_form() {
+    let backend = hello().await;
+    let routes = route(
+        "app",
+        "/app",
+        &backend.url("/base"),
+        "    host: chat.example\n",
+    );
+    let proxy = Proxy::start(&yaml(&routes)).await;
+    let req = "GET http://chat.example/app/x?y=1 HTTP/1.1\r\nHost: other.example\r\n\r\n";
+    let res = http::exchange(proxy.addr(), req).await;
+    assert_eq!(res.status(), 200, "{res:?}");
+    let seen = &backend.stats.seen()[0];
+    assert_eq!(seen.target, "/base/x?y=1");
+    assert_eq!(
+        seen.one("x-forwarded-host").as_deref(),
+        Some("chat.example")
+    );
+}
+
 #[tokio::test]
 async fn a_missing_invalid_or_duplicate_host_is_400_for_a_plain_request() {
     let backend = hello().await;
@@ -454,6 +477,10 @@ async fn one_access_log_line_per_request_escaped_and_without_the_query() {
             &backend.url("/"),
             "    log_query: true\n    http: true\n"
         ),
+    )
+    .replace(
+        "log:",
+        &format!("{}log:", route("ws_only", "/ws", &backend.url("/"), "    http: false\n")),
     );
     std::fs::write(&path, config).unwrap();
     let gate = Child::start(&path).await;
@@ -464,6 +491,7 @@ async fn one_access_log_line_per_request_escaped_and_without_the_query() {
     .await;
     assert_eq!(res.status, 200);
     fetch(gate.addr, get("/q/x?sid=shown")).await;
+    assert_eq!(fetch(gate.addr, get("/ws/x")).await.status, 426);
     let lines = |gate: &Child| -> Vec<serde_json::Value> {
         gate.log()
             .iter()
@@ -491,4 +519,10 @@ async fn one_access_log_line_per_request_escaped_and_without_the_query() {
         "the query was logged"
     );
     assert_eq!(field(&lines[1], "path").unwrap(), "/q/x?sid=shown");
+    crate::support::eventually("the 426 logged with its route", || {
+        gate.log()
+            .iter()
+            .any(|l| l.contains("request refused") && l.contains("ws_only") && l.contains("426"))
+    })
+    .await;
 }

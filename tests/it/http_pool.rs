@@ -424,3 +424,169 @@ async fn a_request_in_flight_at_shutdown_is_answered() {
     let res = client.await.unwrap();
     assert_eq!((res.status, res.text().as_str()), (200, "finished"));
 }
+
+#[tokio::test]
+async fn a_reload_drops_the_http_series_of_a_removed_route() {
+    let backend = hello().await;
+    let before = yaml(&format!(
+        "{}{}",
+        route("keep", "/keep", &backend.url("/"), ""),
+        route("gone", "/gone", &backend.url("/"), "")
+    ))
+    .replace("routes:", "reload: { drain_window: 0s }\nroutes:");
+    let after = yaml(&route("keep", "/keep", &backend.url("/"), ""))
+        .replace("routes:", "reload: { drain_window: 0s }\nroutes:");
+    let proxy = Proxy::start(&before).await;
+    fetch(proxy.addr(), get("/keep")).await;
+    fetch(proxy.addr(), get("/gone")).await;
+    let series = |route: &str| {
+        proxy
+            .metric(&format!(
+                r#"wsgate_http_requests_total{{route="{route}",code="2xx"}}"#
+            ))
+            .is_some()
+            || proxy
+                .metric(&format!(
+                    r#"wsgate_http_request_duration_seconds_count{{route="{route}"}}"#
+                ))
+                .is_some()
+    };
+    assert!(series("gone") && series("keep"));
+    proxy.reload_ok(&after).await;
+    eventually("the removed route's HTTP series are gone", || {
+        !series("gone")
+    })
+    .await;
+    assert!(series("keep"));
+}
+
+/// A request still in flight when the HTTP grace after shutdown is over is cut.
+#[tokio::test(start_paused = true)]
+async fn a_request_still_in_flight_after_the_shutdown_grace_is_cut() {
+    let backend = HttpBackend::start(|_req| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Response::new(hb::text("never"))
+    })
+    .await;
+    let proxy = Proxy::builder(&yaml(&route("app", "/app", &backend.url("/"), "")))
+        .paused()
+        .start()
+        .await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(b"GET /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
+        .await
+        .unwrap();
+    eventually("the request at the backend", || {
+        backend.stats.seen().len() == 1
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    proxy.cancel();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), async {
+        use tokio::io::AsyncReadExt;
+        tcp.read_to_end(&mut rest).await
+    })
+    .await;
+    assert!(read.is_ok(), "the request outlived the shutdown grace");
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "cut before the grace"
+    );
+    eventually("the backend connection closed", || {
+        backend.stats.closed() == 1
+    })
+    .await;
+}
+
+/// A backend that closes each connection after its answer (without saying so): the pooled
+/// connection it closed is not used again, so even a POST (never retried once it may have
+/// been sent) reaches a backend.
+#[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_not_used_for_the_next_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = closed.clone();
+    let _task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            if read_head(&mut tcp, &mut buf).await.is_some() {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+            drop(tcp);
+            c.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let proxy = Proxy::start(&yaml(&route("app", "/app", &format!("ws://{addr}/"), ""))).await;
+    for n in 1..=3 {
+        let res = fetch(proxy.addr(), with_body("POST", "/app", hb::text("x"))).await;
+        assert_eq!(res.status, 200, "request {n}");
+        eventually("the backend closed its side", || {
+            closed.load(Ordering::SeqCst) == n
+        })
+        .await;
+    }
+}
+
+/// A backend that stops reading the request body is given up on after
+/// `http_idle_timeout` (504); a client that stops sending it gets 408. Neither waits for
+/// the response-head deadline.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upload_is_cut_after_the_idle_timeout_on_either_side() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf = listener.local_addr().unwrap();
+    let _deaf = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let _ = read_head(&mut tcp, &mut buf).await;
+            held.push(tcp);
+        }
+    });
+    let patient = HttpBackend::start(|req: hyper::Request<Incoming>| async move {
+        use http_body_util::BodyExt;
+        let _ = req.into_body().collect().await;
+        Response::new(hb::text("read"))
+    })
+    .await;
+    let extra = "    http_idle_timeout: 2s\n    http_response_timeout: 1h\n";
+    let routes = format!(
+        "{}{}",
+        route("deaf", "/deaf", &format!("ws://{deaf}/"), extra),
+        route("patient", "/patient", &patient.url("/"), extra)
+    );
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
+
+    // 64 MiB: far more than the socket buffers between wsgate and a backend that reads nothing.
+    let size = 64usize << 20;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    let head =
+        format!("POST /deaf HTTP/1.1\r\nHost: wsgate.test\r\nContent-Length: {size}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let _writer = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_head(&mut rd, &mut buf)).await;
+    assert_eq!(answer.expect("an answer").expect("a head").status(), 504);
+
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    tcp.write_all(b"POST /patient HTTP/1.1\r\nHost: wsgate.test\r\nContent-Length: 10\r\n\r\nhalf")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let answer = tokio::time::timeout(Duration::from_secs(60), read_head(&mut tcp, &mut buf)).await;
+    assert_eq!(answer.expect("an answer").expect("a head").status(), 408);
+}

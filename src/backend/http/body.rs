@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::shared::idle_conns::{BoxError, ForwardBody, HttpConn};
@@ -96,19 +96,24 @@ where
     }
 }
 
-/// The request body on its way to the backend; `done` is dropped (its receiver wakes) once
-/// the body ended or was dropped.
+/// The request body on its way to the backend. `progress` ticks with every frame hyper
+/// takes (value `false`) and turns `true` while hyper waits for the client's next bytes;
+/// it is dropped (its receivers see the channel closed) once the body ended or was
+/// dropped. So the exchange can tell a backend that stopped reading (no tick, hyper
+/// blocked writing, value `false`) from a slow client (value `true`: the client side's
+/// [`IdleBody`] judges it) and from a backend that has the body whole.
 pub struct UploadBody {
     inner: ForwardBody,
-    done: Option<oneshot::Sender<()>>,
+    progress: Option<watch::Sender<bool>>,
 }
 
 impl UploadBody {
-    /// Wraps `inner`; the receiver resolves when the body was sent whole (at once when empty).
-    pub fn new(inner: ForwardBody) -> (UploadBody, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        let done = (!inner.is_end_stream()).then_some(tx);
-        (UploadBody { inner, done }, rx)
+    /// Wraps `inner`; see the type's doc for the receiver (closed at once when the body is
+    /// empty).
+    pub fn new(inner: ForwardBody) -> (UploadBody, watch::Receiver<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let progress = (!inner.is_end_stream()).then_some(tx);
+        (UploadBody { inner, progress }, rx)
     }
 }
 
@@ -121,8 +126,18 @@ impl Body for UploadBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            self.done = None;
+        match &polled {
+            Poll::Ready(None) => self.progress = None,
+            Poll::Ready(Some(_)) => {
+                if let Some(p) = &self.progress {
+                    p.send_replace(false);
+                }
+            }
+            Poll::Pending => {
+                if let Some(p) = &self.progress {
+                    p.send_if_modified(|waiting| !std::mem::replace(waiting, true));
+                }
+            }
         }
         polled
     }

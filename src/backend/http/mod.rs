@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::balance;
@@ -72,7 +73,8 @@ pub(crate) struct ExchangeSettings {
     pub(crate) pool: PoolSettings,
     /// Response head deadline, from the end of the request body.
     pub(crate) response_timeout: Duration,
-    /// Idle-body timeout of the response.
+    /// Idle-body timeout: of the response body, and of a backend that stops taking the
+    /// request body.
     pub(crate) idle_timeout: Duration,
 }
 
@@ -89,9 +91,7 @@ pub(crate) async fn exchange(
     let pool = route.pool().ok_or(BackendError::NoHealthyBackend)?;
     let tls = route.backend_tls();
     let replayable = is_idempotent(&out.method) && body.is_end_stream();
-    let (body, uploaded) = UploadBody::new(body);
-    // Taken once it resolved: a oneshot receiver must not be polled again.
-    let mut uploaded = Some(uploaded);
+    let (body, mut uploaded) = UploadBody::new(body);
     let mut body = Some(body.boxed_unsync());
     let mut last = BackendError::NoHealthyBackend;
     for backend in balance::candidates(&pool, out.hash_key) {
@@ -109,13 +109,9 @@ pub(crate) async fn exchange(
             tokio::pin!(sent);
             let res = tokio::select! {
                 res = &mut sent => res,
-                _ = async {
-                    if let Some(rx) = uploaded.as_mut() {
-                        let _ = rx.await;
-                    }
-                    uploaded = None;
-                    tokio::time::sleep(settings.response_timeout).await;
-                } => break Err((BackendError::Timeout, None)),
+                _ = response_deadline(&mut uploaded, settings) => {
+                    break Err((BackendError::Timeout, None));
+                }
             };
             match res {
                 Ok(res) => break Ok((res, conn)),
@@ -165,6 +161,31 @@ pub(crate) async fn exchange(
         }
     }
     Err(last)
+}
+
+/// Resolves when the backend is too slow: it stopped taking the request body for
+/// `idle_timeout` (hyper, blocked writing to it, takes no frame), or gave no response head
+/// within `response_timeout` of the body's end. A client slow to send is not the
+/// backend's fault: its own idle timeout (`IdleBody`) fails the body instead.
+async fn response_deadline(uploaded: &mut watch::Receiver<bool>, settings: &ExchangeSettings) {
+    // Bounded by the body: each turn is a frame taken, or an idle period of a client whose
+    // body then fails, until the sender is dropped.
+    loop {
+        let taken = uploaded.changed();
+        if settings.idle_timeout.is_zero() {
+            if taken.await.is_err() {
+                break;
+            }
+            continue;
+        }
+        match tokio::time::timeout(settings.idle_timeout, taken).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) if *uploaded.borrow() => {}
+            Err(_) => return,
+        }
+    }
+    tokio::time::sleep(settings.response_timeout).await;
 }
 
 /// RFC 9110 §9.2.2.
