@@ -47,6 +47,8 @@ row() { # row NAME ok|FAIL DETAIL
 check() { # check NAME CONDITION-EXIT DETAIL
     if [ "$2" -eq 0 ]; then row "$1" ok "$3"; else row "$1" FAIL "$3"; fi
 }
+# Conditions are taken as `COND && r=0 || r=1` (set -e would end the script on a bare
+# failing test).
 
 # --- SSE: arrival time of each event (bash's clock, no fork) against its write time.
 "${CURL[@]}" -N "$base/sse" 2>"$work/sse.err" | while IFS= read -r l; do
@@ -80,32 +82,32 @@ row "SSE (curl -N): each event before the next" "${sse_verdict%% *}" "${sse_verd
 n=$((5 * 1024 * 1024))
 "$PYTHON" -c "import sys; b=bytes(i % 251 for i in range(251)); sys.stdout.buffer.write((b * ($n // 251 + 1))[:$n])" >"$work/want.bin"
 code="$("${CURL[@]}" -o "$work/got.bin" -w '%{http_code} %{size_download}' "$base/bytes?n=$n" 2>&1)" || true
-cmp -s "$work/want.bin" "$work/got.bin"
-check "GET 5 MiB response" $? "$code (status, bytes), body identical: $(cmp -s "$work/want.bin" "$work/got.bin" && echo yes || echo no)"
+cmp -s "$work/want.bin" "$work/got.bin" && r=0 || r=1
+check "GET 5 MiB response" "$r" "$code (status, bytes), body identical: $(cmp -s "$work/want.bin" "$work/got.bin" && echo yes || echo no)"
 
 # --- HEAD: the length, no body.
 head_out="$("${CURL[@]}" -I "$base/bytes?n=1234" 2>&1 | tr -d '\r')" || true
-grep -qx 'HTTP/1.1 200 OK' <<<"$head_out" && grep -qix 'content-length: 1234' <<<"$head_out"
-check "HEAD: Content-Length, no body" $? "$(grep -i '^content-length' <<<"$head_out" || echo "${head_out:0:80}")"
+grep -qx 'HTTP/1.1 200 OK' <<<"$head_out" && grep -qix 'content-length: 1234' <<<"$head_out" && r=0 || r=1
+check "HEAD: Content-Length, no body" "$r" "$(grep -i '^content-length' <<<"$head_out" || echo "${head_out:0:80}")"
 
 # --- POST bodies, Content-Length (curl adds Expect: 100-continue above 1 MiB) and chunked.
 head -c $((2 * 1024 * 1024)) "$work/want.bin" >"$work/post.bin"
 code="$("${CURL[@]}" -o "$work/echo1.bin" -D "$work/echo1.h" -w '%{http_code}' \
     -H 'Content-Type: application/octet-stream' --data-binary @"$work/post.bin" "$base/echo" 2>&1)" || true
-cmp -s "$work/post.bin" "$work/echo1.bin"
-check "POST 2 MiB (Content-Length, Expect)" $? "HTTP $code, backend read $(grep -i '^x-request-framing' "$work/echo1.h" | cut -d' ' -f2- | tr -d '\r')"
+cmp -s "$work/post.bin" "$work/echo1.bin" && r=0 || r=1
+check "POST 2 MiB (Content-Length, Expect)" "$r" "HTTP $code, backend read $(grep -i '^x-request-framing' "$work/echo1.h" | cut -d' ' -f2- | tr -d '\r')"
 code="$("${CURL[@]}" -o "$work/echo2.bin" -D "$work/echo2.h" -w '%{http_code}' -H 'Transfer-Encoding: chunked' \
     -H 'Content-Type: application/octet-stream' --data-binary @"$work/post.bin" "$base/echo" 2>&1)" || true
-cmp -s "$work/post.bin" "$work/echo2.bin"
-check "POST 2 MiB (chunked)" $? "HTTP $code, backend read $(grep -i '^x-request-framing' "$work/echo2.h" | cut -d' ' -f2- | tr -d '\r')"
+cmp -s "$work/post.bin" "$work/echo2.bin" && r=0 || r=1
+check "POST 2 MiB (chunked)" "$r" "HTTP $code, backend read $(grep -i '^x-request-framing' "$work/echo2.h" | cut -d' ' -f2- | tr -d '\r')"
 code="$("${CURL[@]}" -o "$work/echo3.bin" -w '%{http_code} %{size_download}' --data-binary '' "$base/echo" 2>&1)" || true
-[ "$code" = "200 0" ]
-check "POST empty body" $? "$code (status, bytes)"
+[ "$code" = "200 0" ] && r=0 || r=1
+check "POST empty body" "$r" "$code (status, bytes)"
 
 # --- Keep-alive: two requests in one curl, the second on the same connection.
 conns="$("${CURL[@]}" -o /dev/null -o /dev/null -w '%{num_connects} ' "$base/bytes?n=10" "$base/bytes?n=20" 2>&1)" || true
-[ "$conns" = "1 0 " ]
-check "keep-alive: second request reuses" $? "new connections per request: $conns"
+[ "$conns" = "1 0 " ] && r=0 || r=1
+check "keep-alive: second request reuses" "$r" "new connections per request: $conns"
 
 # --- Forwarding headers the backend saw.
 hdrs="$("${CURL[@]}" "$base/headers" 2>&1)" || true
@@ -113,13 +115,13 @@ fwd="$("$PYTHON" -c '
 import json, sys
 h = json.loads(sys.argv[1])
 print(h.get("x-forwarded-for"), h.get("x-forwarded-proto"), h.get("host"))' "$hdrs" 2>/dev/null || echo "bad answer: ${hdrs:0:80}")"
-[ "$fwd" = "127.0.0.1 http $BACKEND_ADDR" ]
-check "X-Forwarded-For/-Proto, backend Host" $? "$fwd"
+[ "$fwd" = "127.0.0.1 http $BACKEND_ADDR" ] && r=0 || r=1
+check "X-Forwarded-For/-Proto, backend Host" "$r" "$fwd"
 
 # --- No route, unknown path: the backend's own 404 comes back.
 code="$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$base/nothing-here" 2>&1)" || true
-[ "$code" = 404 ]
-check "backend's 404 relayed" $? "HTTP $code"
+[ "$code" = 404 ] && r=0 || r=1
+check "backend's 404 relayed" "$r" "HTTP $code"
 
 printf '%-44s  %-6s  %s\n' check result detail
 printf '%s\n' "${rows[@]}"

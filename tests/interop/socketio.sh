@@ -54,7 +54,7 @@ routes:
     backends: $yaml_backends
     balance: hash
     hash_on: query:sid
-  # Sticky on the io cookie (Socket.IO's `cookie: true`): the same.
+  # Sticky on the io cookie (what Socket.IO's cookie option sets): the same.
   - name: cookiehash
     host: cookiehash.test
     path: /
