@@ -23,7 +23,7 @@ from http.cookies import SimpleCookie
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-STEP_S = 15
+STEP_S = 30  # a kernel start under load can take several seconds
 EXECUTE_S = 30
 
 
