@@ -86,16 +86,13 @@ fn refuse(
     state: &ProxyState,
 ) -> Response<ResponseBody> {
     let name = route.map_or("", Route::name);
+    let (status, error) = (e.status().as_u16(), e.to_string());
     // A string field, so the text format quotes whatever a peer put in the error.
-    tracing::info!(
-        status = e.status().as_u16(),
-        route = name,
-        error = e.to_string(),
-        "request refused"
-    );
     if upgrade {
+        tracing::info!(status, route = name, error, "upgrade refused");
         state.metrics.handshake_failure(name, e.reason());
     } else {
+        tracing::info!(status, route = name, error, "request refused");
         state
             .metrics
             .http_request(name, e.status().as_u16(), std::time::Duration::ZERO);

@@ -590,3 +590,37 @@ async fn a_stalled_upload_is_cut_after_the_idle_timeout_on_either_side() {
     let answer = tokio::time::timeout(Duration::from_secs(60), read_head(&mut tcp, &mut buf)).await;
     assert_eq!(answer.expect("an answer").expect("a head").status(), 408);
 }
+
+/// A backend whose TLS handshake never completes is given up on after
+/// `http_connect_timeout`: the next backend gets the request, body intact; alone it is 504.
+#[tokio::test(start_paused = true)]
+async fn a_connect_past_http_connect_timeout_moves_on_then_is_504() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = format!("wss://localhost:{}/", listener.local_addr().unwrap().port());
+    let _silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let live = HttpBackend::start(|req: hyper::Request<Incoming>| async move {
+        use http_body_util::BodyExt;
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Response::new(hb::text(body))
+    })
+    .await;
+    let extra = "    http_connect_timeout: 2s\n    max_fails: 0\n";
+    let routes = format!(
+        "{}  - name: alone\n    path: /alone\n    backends: [\"{silent}\"]\n{extra}",
+        pool_route(&[silent.clone(), live.url("/")], extra)
+    );
+    let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
+    for n in 0..3 {
+        let body = format!("kept {n}");
+        let req = with_body("POST", "/app", hb::text(body.clone()));
+        let res = hb::fetch_for(proxy.addr(), req, Duration::from_secs(60)).await;
+        assert_eq!((res.status, res.text()), (200, body));
+    }
+    let res = hb::fetch_for(proxy.addr(), get("/alone"), Duration::from_secs(60)).await;
+    assert_eq!(res.status, 504);
+}
