@@ -6,7 +6,8 @@
 # On a fresh Debian 12 machine with the Rust toolchain it installs what the tests
 # need, then runs every check: formatting, clippy (warnings are errors), all test
 # targets and the doc tests, then the interop and conformance suites of
-# tests/interop (third-party clients, headless Chromium, Autobahn|Testsuite).
+# tests/interop (third-party clients, headless Chromium, Socket.IO, Jupyter Server,
+# curl, Autobahn|Testsuite).
 # Every step runs even if an earlier one failed, so one run shows everything that
 # is wrong; the exit status is non-zero if any step failed.
 # Fast and silent about installing when everything is already there.
@@ -165,13 +166,18 @@ run_step "cargo test --all-targets" cargo test --all-targets
 run_step "cargo test --doc" cargo test --doc
 run_step "fuzz smoke" fuzz_smoke
 # Interop and conformance (tests/interop/): Python `websockets` and Node `ws` clients, a
-# real headless Chromium over wss, and Autobahn|Testsuite (direct vs through wsgate),
-# all against a release build of wsgate. install.sh brings Debian's chromium, the npm
-# packages (npm ci) and the Python 2.7 suite; each script prints its own table.
+# real headless Chromium over wss, real socket apps (Socket.IO servers with the Node and
+# browser clients, Jupyter Server with a kernel), plain HTTP with curl (SSE, bodies), and
+# Autobahn|Testsuite (direct vs through wsgate), all against a release build of wsgate.
+# install.sh brings Debian's chromium and curl, the npm packages (npm ci), Jupyter
+# Server (pip, pinned) and the Python 2.7 suite; each script prints its own table.
 run_step "interop install" bash tests/interop/install.sh
 run_step "cargo build --release" cargo build --release --bin wsgate
 run_step "interop: clients" bash tests/interop/clients.sh
 run_step "interop: browser (wss)" bash tests/interop/browser.sh
+run_step "interop: socket.io" bash tests/interop/socketio.sh
+run_step "interop: jupyter" bash tests/interop/jupyter.sh
+run_step "interop: http (curl)" bash tests/interop/http.sh
 run_step "interop: autobahn" bash tests/interop/autobahn.sh
 
 section "summary"

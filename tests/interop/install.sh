@@ -2,9 +2,13 @@
 # Installs what the interop scripts in tests/interop need, on a fresh Debian 12 machine
 # (as root, as CI runs); quick and quiet when everything is already there:
 #   - Debian's chromium (apt-get; never a browser downloaded by a test tool),
+#   - Debian's curl (apt-get), for http.sh,
 #   - Python `websockets` >= 14 for $PYTHON (pip),
-#   - the npm packages of tests/interop/node (ws) and tests/interop/browser
-#     (playwright-core), with `npm ci` from the committed package-lock.json files,
+#   - Jupyter Server and ipykernel at the versions pinned in jupyter-requirements.txt
+#     for $PYTHON (pip), for jupyter.sh,
+#   - the npm packages of tests/interop/node (ws), tests/interop/browser
+#     (playwright-core) and tests/interop/socketio (socket.io, socket.io-client,
+#     playwright-core), with `npm ci` from the committed package-lock.json files,
 #   - Autobahn|Testsuite for Python 2.7 (autobahn.sh --install-only).
 # Fails loudly on anything it cannot install (no Node.js >= 20, no Python 2.7, ...).
 set -euo pipefail
@@ -30,6 +34,43 @@ ensure_chromium() {
     echo "installed: $("$chromium" --version 2>/dev/null | head -n1)"
 }
 
+ensure_curl() {
+    if command -v curl >/dev/null 2>&1; then
+        echo "already installed: $(curl --version | head -n1 | cut -d' ' -f1-2)"
+        return 0
+    fi
+    [ "$(id -u)" -eq 0 ] || die "curl missing and not root: apt-get install -y curl"
+    echo "installing Debian's curl with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get -o DPkg::Lock::Timeout=300 update -qq || die "apt-get update failed"
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq curl >/dev/null || die "apt-get install curl failed"
+}
+
+# jupyter_ok: every `name==version` line of jupyter-requirements.txt is installed for $PYTHON.
+jupyter_ok() {
+    "$PYTHON" - "$INTEROP_DIR/jupyter-requirements.txt" <<'EOF' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, want = line.split("==")
+        if version(name) != want:
+            sys.exit(1)
+EOF
+}
+
+ensure_jupyter() {
+    if jupyter_ok; then
+        echo "already installed: $(grep -v '^#' "$INTEROP_DIR/jupyter-requirements.txt" | tr '\n' ' ')"
+        return 0
+    fi
+    echo "installing tests/interop/jupyter-requirements.txt for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        -r "$INTEROP_DIR/jupyter-requirements.txt" || die "pip could not install jupyter-requirements.txt"
+    jupyter_ok || die "jupyter-requirements.txt still not satisfied for $PYTHON after pip install"
+}
+
 ensure_python_websockets() {
     if (require_python_websockets) 2>/dev/null; then
         echo "already installed: websockets $("$PYTHON" -c 'import websockets; print(websockets.__version__)')"
@@ -50,8 +91,11 @@ ensure_node() {
 }
 
 ensure_chromium
+ensure_curl
 ensure_python_websockets
+ensure_jupyter
 ensure_node
 ensure_npm node
 ensure_npm browser
+ensure_npm socketio
 bash "$INTEROP_DIR/autobahn.sh" --install-only

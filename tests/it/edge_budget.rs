@@ -21,7 +21,7 @@ fn config(limits: &str, backend: &str, extra: &str) -> String {
     )
 }
 
-/// A backend that stops reading for three seconds after its 101, then reads everything; it
+/// A backend that stops reading for four seconds after its 101, then reads everything; it
 /// reports how many bytes it got by the end of the stream.
 async fn slow_reader() -> (RawBackend, tokio::sync::mpsc::UnboundedReceiver<usize>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -30,7 +30,7 @@ async fn slow_reader() -> (RawBackend, tokio::sync::mpsc::UnboundedReceiver<usiz
         async move {
             conn.accept(&[]).await;
             // Well past frame_timeout: wsgate's writes to this hop block meanwhile.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            tokio::time::sleep(Duration::from_secs(4)).await;
             let mut buf = vec![0u8; 256 * 1024];
             let mut total = 0;
             for _ in 0..1_000_000 {
@@ -54,7 +54,7 @@ async fn a_frame_held_up_by_a_slow_receiver_is_not_timed_out() {
     let (backend, mut got) = slow_reader().await;
     // Long enough for the transfer itself on a loaded machine in a debug build, far
     // shorter than the backend's stall.
-    let extra = "    frame_timeout: 1500ms\n    max_frame_bytes: 64MiB\n";
+    let extra = "    frame_timeout: 2s\n    max_frame_bytes: 64MiB\n";
     let mut proxy = Proxy::start(&config("", &backend.url("/ws"), extra)).await;
     let mut client = raw::upgrade(proxy.addr(), "/app").await;
     // Far more than the loopback socket buffers hold, so wsgate must wait for the backend.
