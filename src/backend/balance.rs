@@ -3,28 +3,62 @@
 //! consistent hashing). The pool's members and the state kept between picks live in
 //! [`crate::shared::pool`].
 //!
-//! The `hash` balance uses SipHash-1-3 with both keys zero, over bytes defined here (not
-//! through `std::hash::Hash`, whose output is not specified): the same key maps to the same
-//! backend in every wsgate build, release and process, which sticky sessions across
-//! instances and upgrades need.
+//! The `hash` balance uses [`stable_hash`]: the same key maps to the same backend in every
+//! wsgate build, release and process, which sticky sessions across instances and upgrades
+//! need. A pool's `sticky_cookie` goes before any balance: a request whose cookie names a
+//! usable backend tries that one first, and a response from another backend sets it.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::header::{COOKIE, HeaderMap};
-use siphasher::sip::SipHasher13;
+use hyper::header::{COOKIE, HeaderMap, HeaderValue};
 
 use crate::config::pool::{AllUnhealthy, Balance, HashOn};
+pub use crate::shared::pool::stable_hash;
 use crate::shared::pool::{Backend, Pool};
 
 /// Points each backend gets on the hash ring per unit of weight (more: smoother spread).
 const RING_POINTS_PER_WEIGHT: u32 = 160;
 
-/// The sticky hash: SipHash-1-3 with keys (0, 0). The keys are fixed and public on
-/// purpose: the hash only spreads keys over backends, it guards no secret.
-pub fn stable_hash(bytes: &[u8]) -> u64 {
-    SipHasher13::new_with_keys(0, 0).hash(bytes)
+/// Where a request stands with its pool's sticky cookie.
+#[derive(Debug, Clone, Default)]
+pub struct Sticky {
+    /// The cookie's value in the request, when the pool has a sticky cookie.
+    present: Option<String>,
+    /// The usable backend it names, tried first.
+    pinned: Option<usize>,
+}
+
+impl Sticky {
+    /// Reads the pool's sticky cookie from the request headers.
+    pub fn of(pool: &Pool, headers: &HeaderMap) -> Sticky {
+        let Some(name) = pool.config.sticky_cookie.as_deref() else {
+            return Sticky::default();
+        };
+        let present = cookie(headers, name).map(str::to_string);
+        let pinned = present.as_deref().and_then(|id| {
+            pool.backends
+                .iter()
+                .position(|(b, _)| b.sticky_id == id && b.usable())
+        });
+        Sticky { present, pinned }
+    }
+
+    /// The `Set-Cookie` that pins the client to `chosen`, unless its cookie already does.
+    pub fn set_cookie(&self, pool: &Pool, chosen: &Backend, secure: bool) -> Option<HeaderValue> {
+        let name = pool.config.sticky_cookie.as_deref()?;
+        if self.present.as_deref() == Some(chosen.sticky_id.as_str()) {
+            return None;
+        }
+        let secure = if secure { "; Secure" } else { "" };
+        let value = format!(
+            "{name}={}; Path=/; HttpOnly; SameSite=Lax{secure}",
+            chosen.sticky_id
+        );
+        // A token name and a hex id: always a valid header value.
+        HeaderValue::try_from(value).ok()
+    }
 }
 
 /// The key a `hash` balance uses for a request: the configured header, cookie or query
@@ -52,9 +86,10 @@ pub fn hash_key(
     })
 }
 
-/// The backends to try for a new connection, best first, at most `retries + 1`;
-/// empty when none is usable and `all_unhealthy` is `fail`.
-pub fn candidates(pool: &Pool, hash_key: Option<u64>) -> Vec<Arc<Backend>> {
+/// The backends to try for a new connection, best first (the one `sticky` pins, then the
+/// balance's order), at most `retries + 1`; empty when none is usable and `all_unhealthy`
+/// is `fail`.
+pub fn candidates(pool: &Pool, hash_key: Option<u64>, sticky: &Sticky) -> Vec<Arc<Backend>> {
     let mut pick: Vec<usize> = (0..pool.backends.len())
         .filter(|&i| pool.backends[i].0.usable())
         .collect();
@@ -64,11 +99,16 @@ pub fn candidates(pool: &Pool, hash_key: Option<u64>) -> Vec<Arc<Backend>> {
         }
         pick = (0..pool.backends.len()).collect();
     }
-    let order = match &pool.config.balance {
-        Balance::RoundRobin => round_robin(pool, &pick),
-        Balance::LeastConnections => by_load(pool, &pick),
-        Balance::RandomTwo => random_two(pool, &pick),
-        Balance::Hash(_) => ring_walk(pool, &pick, hash_key.unwrap_or(0)),
+    let order = match (sticky.pinned, &pool.config.balance) {
+        // The pinned backend, then the others as listed: a pinned request takes no turn of
+        // the balance (round robin's position, say, stays where new clients need it).
+        (Some(pinned), _) => std::iter::once(pinned)
+            .chain(pick.into_iter().filter(|&i| i != pinned))
+            .collect(),
+        (None, Balance::RoundRobin) => round_robin(pool, &pick),
+        (None, Balance::LeastConnections) => by_load(pool, &pick),
+        (None, Balance::RandomTwo) => random_two(pool, &pick),
+        (None, Balance::Hash(_)) => ring_walk(pool, &pick, hash_key.unwrap_or(0)),
     };
     order
         .into_iter()

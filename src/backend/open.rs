@@ -30,6 +30,8 @@ pub(crate) struct Opened {
     pub(crate) answer: Answer,
     /// For pooled backends: the connection's place on it and its retirement watch.
     pub(crate) backend: Option<(Seat, RetireWatch)>,
+    /// The route's sticky cookie for the client, when it is not pinned to this backend yet.
+    pub(crate) set_cookie: Option<hyper::header::HeaderValue>,
 }
 
 /// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
@@ -57,10 +59,12 @@ pub(crate) async fn open_backend(
             label: "echo".into(),
             answer,
             backend: None,
+            set_cookie: None,
         });
     };
     let hash_key = balance::hash_key(&pool, req.headers(), req.uri().query(), client.peer.ip());
-    let candidates = balance::candidates(&pool, hash_key);
+    let sticky = balance::Sticky::of(&pool, req.headers());
+    let candidates = balance::candidates(&pool, hash_key, &sticky);
     let mut last = BackendError::NoHealthyBackend;
     let attempts = candidates.len();
     for (n, backend) in candidates.into_iter().enumerate() {
@@ -94,6 +98,7 @@ pub(crate) async fn open_backend(
                     label: backend.url.url.clone(),
                     answer,
                     backend: Some((slot, watch)),
+                    set_cookie: sticky.set_cookie(&pool, &backend, client.tls),
                 });
             }
             Err(e) => (e, None),
@@ -111,6 +116,7 @@ pub(crate) async fn open_backend(
                 label: backend.url.url.clone(),
                 answer,
                 backend: Some((slot, watch)),
+                set_cookie: sticky.set_cookie(&pool, &backend, client.tls),
             });
         }
         let retryable = error.retryable();

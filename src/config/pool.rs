@@ -30,6 +30,10 @@ pub struct PoolConfig {
     pub close_on_unhealthy: bool,
     /// With every backend unhealthy: `fail` (503) or `try` them anyway. Default fail.
     pub all_unhealthy: AllUnhealthy,
+    /// A cookie wsgate sets to pin a client to the backend that served it, whatever the
+    /// balance (an opaque backend id; Path=/, HttpOnly, SameSite=Lax, Secure over TLS).
+    /// None by default.
+    pub sticky_cookie: Option<String>,
 }
 
 /// One backend of a pool.
@@ -110,6 +114,7 @@ impl Default for PoolConfig {
             fail_timeout: Duration::from_secs(10),
             close_on_unhealthy: false,
             all_unhealthy: AllUnhealthy::Fail,
+            sticky_cookie: None,
         }
     }
 }

@@ -112,6 +112,8 @@ tuning_keys!(raw_route! {
     preserve_host: bool,
     #[serde(default)]
     log_query: bool,
+    #[serde(default)]
+    sticky_cookie: Option<String>,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -131,6 +133,13 @@ impl TryFrom<RawRoute> for RouteConfig {
             (true, true) => Target::Echo,
             (false, false) => {
                 let defaults = PoolConfig::default();
+                if let Some(cookie) = &raw.sticky_cookie
+                    && !crate::proto::headers::is_token(cookie.as_bytes())
+                {
+                    return Err(format!(
+                        "route `{name}`: sticky_cookie `{cookie}` must be a cookie name (letters, digits, `-`, `_` …)"
+                    ));
+                }
                 Target::Backends(PoolConfig {
                     balance: pool::balance(raw.balance.as_deref(), raw.hash_on.as_deref())
                         .map_err(|e| format!("route `{name}`: {e}"))?,
@@ -141,6 +150,7 @@ impl TryFrom<RawRoute> for RouteConfig {
                     fail_timeout: raw.fail_timeout.unwrap_or(defaults.fail_timeout),
                     close_on_unhealthy: raw.close_on_unhealthy,
                     all_unhealthy: raw.all_unhealthy,
+                    sticky_cookie: raw.sticky_cookie,
                 })
             }
             (true, false) => {

@@ -106,6 +106,8 @@ pub(crate) async fn answer(
         query,
         host: Some(&host),
         hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
+        sticky: balance::Sticky::of(&pool, &parts.headers),
+        secure: client.tls,
     };
     let body = Counted {
         inner: IdleBody::new(body, tuning.http_idle_timeout),
@@ -149,6 +151,9 @@ pub(crate) async fn answer(
         log.outcome = Some("ok");
     }
     let mut h = forwardable(&res_parts.headers);
+    if let Some(cookie) = ex.set_cookie {
+        h.append(header::SET_COOKIE, cookie);
+    }
     // A HEAD's Content-Length describes the representation, not this (empty) body (RFC 9110
     // §9.3.2); elsewhere hyper frames the body from its length, or chunked. (hyper's server
     // writes no Content-Length on a 204 or 304 whatever is given.)

@@ -85,6 +85,7 @@ async fn upgrade(
         label: backend_label,
         answer,
         backend,
+        set_cookie,
     } = open_backend(
         &route,
         &req,
@@ -100,7 +101,7 @@ async fn upgrade(
         .metrics
         .handshake_duration(route.name(), started.elapsed());
 
-    let (backend_stream, leftover, backend_headers) = match answer {
+    let (backend_stream, leftover, mut backend_headers) = match answer {
         Answer::Upgraded {
             stream,
             leftover,
@@ -119,6 +120,9 @@ async fn upgrade(
         }
     };
 
+    if let Some(cookie) = set_cookie {
+        backend_headers.append(header::SET_COOKIE, cookie);
+    }
     let (backend_slot, backend_watch) = backend.unzip();
     let subprotocol = backend_headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)

@@ -16,11 +16,22 @@ use crate::shared::idle_conns::IdleConns;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::retire::Retirement;
 
+/// The sticky hash: SipHash-1-3 with keys (0, 0), over bytes the caller defines (not
+/// through `std::hash::Hash`, whose output is not specified), so the same key gives the
+/// same value in every wsgate build, release and process. The keys are fixed and public
+/// on purpose: the hash only spreads keys over backends, it guards no secret.
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    siphasher::sip::SipHasher13::new_with_keys(0, 0).hash(bytes)
+}
+
 /// One backend server and what wsgate knows about it.
 #[derive(Debug)]
 pub struct Backend {
     /// Where it is.
     pub url: BackendUrl,
+    /// Its value in a sticky cookie: a stable hash of its URL, so every wsgate instance
+    /// names it alike and the cookie does not show the backend's address.
+    pub sticky_id: String,
     active: Occupancy,
     /// Active health check verdict (true until a check says otherwise).
     healthy: AtomicBool,
@@ -38,6 +49,7 @@ pub struct Backend {
 impl Backend {
     fn new(url: BackendUrl) -> Backend {
         Backend {
+            sticky_id: format!("{:016x}", stable_hash(url.url.as_bytes())),
             url,
             active: Occupancy::default(),
             healthy: AtomicBool::new(true),

@@ -13,7 +13,10 @@
 # The route is README's Socket.IO example: `balance: hash` on the client address
 # (`hash_on: client_ip`), so the sid-less first request and every later polling request
 # and the websocket upgrade of one client reach the same server. Two more routes hash
-# on `query:sid` and `cookie:io` to show that these break sessions. Each part prints its table; exits
+# on `query:sid` and `cookie:io` to show that these break sessions. The browser runs a
+# second time on a route with round robin and wsgate's own `sticky_cookie` (the other
+# README example: the cookie set on the page's answer keeps the session on its server,
+# whatever the client address). Each part prints its table; exits
 # non-zero if any check failed or anything needed (node + npm, chromium) is missing.
 #
 # Environment: CHROMIUM (default /usr/bin/chromium), WSGATE_BIN (as autobahn.sh).
@@ -54,6 +57,12 @@ routes:
     backends: $yaml_backends
     balance: hash
     hash_on: query:sid
+  # README's other Socket.IO example: round robin, pinned by wsgate's own cookie.
+  - name: sticky
+    host: sticky.test
+    path: /
+    backends: $yaml_backends
+    sticky_cookie: wsgate_srv
   # Sticky on the io cookie (what Socket.IO's cookie option sets): the same.
   - name: cookiehash
     host: cookiehash.test
@@ -75,6 +84,11 @@ timeout --kill-after=10 120 node "$INTEROP_DIR/socketio/client.mjs" --url "http:
 echo
 echo "== browser socket.io client in headless Chromium =="
 timeout --kill-after=10 120 node "$INTEROP_DIR/socketio/browser.mjs" --url "http://$WSGATE_ADDR" \
+    --backends "${direct%,}" || rc=1
+echo
+echo "== browser socket.io client, round robin pinned by sticky_cookie =="
+timeout --kill-after=10 120 node "$INTEROP_DIR/socketio/browser.mjs" \
+    --url "http://sticky.test:${WSGATE_ADDR##*:}" --resolve sticky.test \
     --backends "${direct%,}" || rc=1
 if [ "$rc" -ne 0 ]; then
     echo "--- wsgate log (last 30 lines) ---"

@@ -29,6 +29,7 @@ mod harness;
 mod http_forward;
 mod http_pool;
 mod http_smuggling;
+mod http_sticky;
 mod interop;
 mod keepalive;
 mod lifecycle;

@@ -25,7 +25,7 @@ fn pool(balance: Balance, weights: &[u32]) -> Pool {
 }
 
 fn first(p: &Pool, key: Option<u64>) -> String {
-    candidates(p, key)[0].url.host.clone()
+    candidates(p, key, &Sticky::default())[0].url.host.clone()
 }
 
 #[test]
@@ -75,10 +75,13 @@ fn all_unhealthy_fails_or_tries_anyway() {
         "ejected: skipped"
     );
     p.backends[1].0.set_healthy(false);
-    assert!(candidates(&p, None).is_empty(), "all unhealthy → fail");
+    assert!(
+        candidates(&p, None, &Sticky::default()).is_empty(),
+        "all unhealthy → fail"
+    );
     p.config.all_unhealthy = AllUnhealthy::Try;
     assert_eq!(
-        candidates(&p, None).len(),
+        candidates(&p, None, &Sticky::default()).len(),
         2,
         "all unhealthy → try them all"
     );
@@ -135,4 +138,33 @@ fn sticky_keys_map_to_fixed_backends() {
     );
     assert_eq!(key, Some(stable_hash(&[192, 0, 2, 7])));
     assert_eq!(first(&by_ip, key), "10.0.0.3");
+}
+
+#[test]
+fn a_sticky_cookie_pins_its_backend_and_is_secure_over_tls() {
+    let mut p = pool(Balance::LeastConnections, &[1, 1, 1]);
+    p.config.sticky_cookie = Some("srv".into());
+    let third = p.backends[2].0.clone();
+    let mut h = HeaderMap::new();
+    h.insert(
+        COOKIE,
+        format!("a=1; srv={}", third.sticky_id).parse().unwrap(),
+    );
+    let sticky = Sticky::of(&p, &h);
+    let order = candidates(&p, None, &sticky);
+    assert_eq!(order[0].url, third.url);
+    assert_eq!(order.len(), 3, "the others stay as fallbacks");
+    assert_eq!(sticky.set_cookie(&p, &third, true), None);
+    let other = p.backends[0].0.clone();
+    let set = sticky.set_cookie(&p, &other, true).unwrap();
+    let set = set.to_str().unwrap();
+    assert!(
+        set.starts_with(&format!("srv={};", other.sticky_id)),
+        "{set}"
+    );
+    assert!(set.ends_with("; Secure"), "{set}");
+    // Without the cookie, or with no sticky_cookie on the pool, nothing is pinned.
+    assert!(Sticky::of(&p, &HeaderMap::new()).pinned.is_none());
+    p.config.sticky_cookie = None;
+    assert!(Sticky::of(&p, &h).pinned.is_none());
 }

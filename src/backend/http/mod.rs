@@ -54,6 +54,10 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) host: Option<&'a str>,
     /// The balancer's hash key for this request.
     pub(crate) hash_key: Option<u64>,
+    /// The request's sticky cookie, if the route has one.
+    pub(crate) sticky: balance::Sticky,
+    /// The client hop is TLS (the sticky cookie is then `Secure`).
+    pub(crate) secure: bool,
 }
 
 /// The backend's answer, its label and the request's seat on it (held until the response
@@ -65,6 +69,8 @@ pub(crate) struct Exchanged {
     pub(crate) label: String,
     /// The request's place on the backend.
     pub(crate) seat: Seat,
+    /// The route's sticky cookie for the client, when it is not pinned to this backend yet.
+    pub(crate) set_cookie: Option<HeaderValue>,
 }
 
 /// Timeouts and pool settings of one exchange (the route's tuning and the limits).
@@ -94,7 +100,7 @@ pub(crate) async fn exchange(
     let (body, mut uploaded) = UploadBody::new(body);
     let mut body = Some(body.boxed_unsync());
     let mut last = BackendError::NoHealthyBackend;
-    for backend in balance::candidates(&pool, out.hash_key) {
+    for backend in balance::candidates(&pool, out.hash_key, &out.sticky) {
         let seat = backend.occupy();
         let Some(b) = body.take() else { break };
         let mut req = request(&out, &backend.url, route.config.preserve_host, b);
@@ -135,6 +141,7 @@ pub(crate) async fn exchange(
                     response,
                     label: backend.url.url.clone(),
                     seat,
+                    set_cookie: out.sticky.set_cookie(&pool, &backend, out.secure),
                 });
             }
             Err(e) => e,

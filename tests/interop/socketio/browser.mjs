@@ -2,8 +2,10 @@
 // The browser Socket.IO client in Debian's headless Chromium (playwright-core), through
 // wsgate. Started by tests/interop/socketio.sh:
 //
-//   node browser.mjs --url http://WSGATE --backends http://B1,http://B2,http://B3
+//   node browser.mjs --url http://WSGATE --backends http://B1,http://B2,http://B3 [--resolve NAME]
 //
+// With --resolve NAME, Chromium resolves NAME to 127.0.0.1 (so --url can name a route's
+// host, such as the sticky-cookie route of socketio.sh).
 // Chromium opens http://WSGATE/, a page served by a Socket.IO server through wsgate's
 // plain HTTP forwarding (page/index.html), which loads /socket.io/socket.io.js (served by
 // the same server, through wsgate) and connects with io() and default options. The page
@@ -28,6 +30,7 @@ function arg(name) {
 }
 const url = arg('--url');
 const backends = arg('--backends').split(',');
+const resolve = process.argv.includes('--resolve') ? arg('--resolve') : null;
 
 const rows = [];
 const ensure = (cond, msg) => {
@@ -49,7 +52,8 @@ async function main() {
       executablePath: CHROMIUM,
       headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        '--disable-background-networking', '--disable-component-update', '--disable-sync',
+        ...(resolve ? [`--host-resolver-rules=MAP ${resolve} 127.0.0.1`] : [])],
       timeout: 30_000,
     });
     const page = context.pages()[0] || (await context.newPage());
