@@ -2,7 +2,9 @@
 # Plain HTTP through wsgate with curl: Server-Sent Events (`curl -N`, each event must
 # arrive before the backend writes the next) and `curl --http1.1` GET/HEAD/POST with
 # bodies (Content-Length and chunked, a reused keep-alive connection, forwarding
-# headers), against tests/interop/http_backend.py behind a release build of wsgate.
+# headers), against tests/interop/http_backend.py behind a release build of wsgate;
+# then `curl --http2` and `--http1.1` against the same route on a TLS listener (ALPN
+# `h2, http/1.1`): the protocol each negotiated, and bodies both ways over HTTP/2.
 #
 #   bash tests/interop/http.sh
 #
@@ -26,13 +28,15 @@ BACKEND_ADDR="${line#listening }"
 cat >"$work/wsgate.yaml" <<YAML
 listeners:
   - bind: "127.0.0.1:0"
+  - bind: "127.0.0.1:0"
+    tls: { self_signed: true }
 routes:
   - name: app
     path: /
     backends: ["ws://$BACKEND_ADDR"]
 log: { format: text, level: info }
 YAML
-start_wsgate "$work" "$work/wsgate.yaml"
+start_wsgate "$work" "$work/wsgate.yaml" 2
 echo "backend on $BACKEND_ADDR, wsgate on $WSGATE_ADDR"
 base="http://$WSGATE_ADDR"
 # Every transfer is bounded; --http1.1 throughout (wsgate's plain listener is HTTP/1.1).
@@ -122,6 +126,20 @@ check "X-Forwarded-For/-Proto, backend Host" "$r" "$fwd"
 code="$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$base/nothing-here" 2>&1)" || true
 [ "$code" = 404 ] && r=0 || r=1
 check "backend's 404 relayed" "$r" "HTTP $code"
+
+# --- The same route on the TLS listener: HTTP/2 by ALPN, and HTTP/1.1 when asked for.
+tls="https://${WSGATE_ADDRS[1]}"
+H2=(curl --http2 -k -sS --max-time 20)
+got="$("${H2[@]}" -o "$work/h2.bin" -w '%{http_version} %{http_code} %{size_download}' "$tls/bytes?n=$n" 2>&1)" || true
+[ "$got" = "2 200 $n" ] && cmp -s "$work/want.bin" "$work/h2.bin" && r=0 || r=1
+check "curl --http2: GET 5 MiB over h2" "$r" "$got (version, status, bytes)"
+got="$("${H2[@]}" -o "$work/h2echo.bin" -w '%{http_version} %{http_code}' \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$work/post.bin" "$tls/echo" 2>&1)" || true
+[ "$got" = "2 200" ] && cmp -s "$work/post.bin" "$work/h2echo.bin" && r=0 || r=1
+check "curl --http2: POST 2 MiB over h2" "$r" "$got (version, status), body identical: $(cmp -s "$work/post.bin" "$work/h2echo.bin" && echo yes || echo no)"
+got="$(curl --http1.1 -k -sS --max-time 20 -o /dev/null -w '%{http_version} %{http_code}' "$tls/bytes?n=10" 2>&1)" || true
+[ "$got" = "1.1 200" ] && r=0 || r=1
+check "curl --http1.1 on the TLS listener" "$r" "$got (version, status)"
 
 printf '%-44s  %-6s  %s\n' check result detail
 printf '%s\n' "${rows[@]}"
