@@ -202,7 +202,11 @@ async fn cr_lf_nul_in_a_value_or_an_uppercase_name_end_that_connection_only() {
         let seen = raw.seen().await;
         // h2 fails the header block's decoding (HPACK state is the connection's): a
         // connection error, where RFC 9113 §8.2.1 would allow a stream error.
-        assert!(seen.goaway.is_some(), "{name:?}={value:?}: {seen:?}");
+        assert_eq!(
+            seen.goaway,
+            Some(PROTOCOL_ERROR),
+            "{name:?}={value:?}: {seen:?}"
+        );
         assert!(seen.headers.is_empty(), "{seen:?}");
 
         let req = Request::get(format!(
