@@ -166,7 +166,7 @@ run_step "cargo test --all-targets" cargo test --all-targets
 run_step "cargo test --doc" cargo test --doc
 run_step "fuzz smoke" fuzz_smoke
 # Interop and conformance (tests/interop/): Python `websockets` and Node `ws` clients, a
-# real headless Chromium over wss, real socket apps (Socket.IO servers with the Node and
+# real headless Chromium over wss (and with the page through wsgate over h2), real socket apps (Socket.IO servers with the Node and
 # browser clients, Jupyter Server with a kernel), plain HTTP with curl (SSE, bodies), and
 # Autobahn|Testsuite (direct vs through wsgate), all against a release build of wsgate.
 # install.sh brings Debian's chromium and curl, the npm packages (npm ci), Jupyter
@@ -175,6 +175,8 @@ run_step "interop install" bash tests/interop/install.sh
 run_step "cargo build --release" cargo build --release --bin wsgate
 run_step "interop: clients" bash tests/interop/clients.sh
 run_step "interop: browser (wss)" bash tests/interop/browser.sh
+# The same page loaded through wsgate over HTTP/2, its WebSockets as RFC 8441 streams.
+run_step "interop: browser (h2)" env BROWSER_VIA=h2 bash tests/interop/browser.sh
 run_step "interop: socket.io" bash tests/interop/socketio.sh
 run_step "interop: jupyter" bash tests/interop/jupyter.sh
 run_step "interop: http (curl)" bash tests/interop/http.sh

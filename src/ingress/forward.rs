@@ -17,13 +17,14 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
 use crate::backend::balance;
 use crate::backend::error::BackendError;
 use crate::backend::http::body::{IdleBody, is_idle_timeout};
 use crate::backend::http::{self, ExchangeSettings, Outgoing, PoolSettings};
+use crate::ingress::connect::join_cookies;
 use crate::proto::headers::{ProxyHeaders, forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::idle_conns::BoxError;
@@ -93,6 +94,9 @@ pub(crate) async fn answer(
     let (parts, body) = req.into_parts();
     let query = parts.uri.query();
     let mut headers = forwardable(&parts.headers);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut headers);
+    }
     ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).each(|name, value| {
         if let Ok(v) = HeaderValue::from_bytes(value) {
             headers.insert(name, v);

@@ -17,7 +17,19 @@
 # sha256>. Prints the table of run.mjs; exits non-zero if any check failed or anything
 # it needs (chromium, node, openssl, Python websockets) is missing.
 #
-# Environment: CHROMIUM (default /usr/bin/chromium), PYTHON, WSGATE_BIN (as autobahn.sh).
+#   BROWSER_VIA=h2 bash tests/interop/browser.sh
+#
+# runs the same page and checks with the page itself served THROUGH wsgate: run.mjs
+# serves page/ over plain http as the backend of a plain-HTTP route /page, Chromium
+# loads https://127.0.0.1:GATE/page/ from wsgate's TLS listener (ALPN h2), and the
+# page's WebSockets to wss://127.0.0.1:GATE are same-origin, so Chromium sends them as
+# RFC 8441 extended CONNECTs on that HTTP/2 connection (no flag needed: Chromium uses
+# them once the server's SETTINGS carry ENABLE_CONNECT_PROTOCOL). Besides run.mjs's
+# checks (one more: the page arrived over h2), every close report wsgate logged must
+# say protocol="h2": the run fails if the WebSockets went over HTTP/1.1.
+#
+# Environment: CHROMIUM (default /usr/bin/chromium), PYTHON, WSGATE_BIN (as autobahn.sh),
+# BROWSER_VIA (`wss`, the default, or `h2`).
 set -euo pipefail
 
 # shellcheck source=tests/interop/lib.sh
@@ -58,10 +70,27 @@ echo "test CA + leaf made in $work; leaf SPKI sha256: $SPKI"
 start_backend "$work"
 DEAD_PORT="$(closed_port)"
 PAGE_PORT="$(closed_port)"
-PAGE_ORIGIN="https://127.0.0.1:$PAGE_PORT"
+VIA="${BROWSER_VIA:-wss}"
+case "$VIA" in
+wss)
+    GATE_BIND="127.0.0.1:0"
+    PAGE_ORIGIN="https://127.0.0.1:$PAGE_PORT"
+    PAGE_ROUTE=""
+    ;;
+h2)
+    # The page's origin is wsgate itself, so its port is known before wsgate starts.
+    GATE_PORT="$(closed_port)"
+    GATE_BIND="127.0.0.1:$GATE_PORT"
+    PAGE_ORIGIN="https://127.0.0.1:$GATE_PORT"
+    PAGE_ROUTE="  - name: page
+    path: /page
+    backends: [\"ws://127.0.0.1:$PAGE_PORT\"]"
+    ;;
+*) die "BROWSER_VIA=$VIA: expected wss or h2" ;;
+esac
 cat >"$work/wsgate.yaml" <<EOF
 listeners:
-  - bind: "127.0.0.1:0"
+  - bind: "$GATE_BIND"
     tls: { cert: "$work/chain.pem", key: "$work/leaf.key" }
 defaults:
   ping_interval: 0s
@@ -77,14 +106,37 @@ routes:
     path: /forbidden
     backends: ["ws://$BACKEND_ADDR/echo"]
     origins: ["https://elsewhere.example"]
+$PAGE_ROUTE
 log: { format: text, level: info }
 EOF
 start_wsgate "$work" "$work/wsgate.yaml"
 echo "backend on $BACKEND_ADDR, wsgate (wss) on $WSGATE_ADDR, /down → closed port $DEAD_PORT"
 
+via_args=()
+[ "$VIA" = h2 ] && via_args=(--via h2 --page-origin "$PAGE_ORIGIN")
 rc=0
 timeout --kill-after=10 120 node "$INTEROP_DIR/browser/run.mjs" --wss "wss://$WSGATE_ADDR" --spki "$SPKI" \
-    --page-port "$PAGE_PORT" --cert "$work/chain.pem" --key "$work/leaf.key" || rc=$?
+    --page-port "$PAGE_PORT" --cert "$work/chain.pem" --key "$work/leaf.key" "${via_args[@]}" || rc=$?
+
+# h2: the relayed WebSockets (echo, pingpong, backendClose, record, report: 5; the
+# refused upgrades make no close report) must each report protocol="h2". A close report
+# is written once both hops are done, which may be just after the page saw its close.
+if [ "$VIA" = h2 ]; then
+    want=5
+    for _ in $(seq 50); do
+        [ "$(grep -c 'wsgate::close' "$work/wsgate.log" || true)" -ge "$want" ] && break
+        sleep 0.1
+    done
+    reports="$(grep -c 'wsgate::close' "$work/wsgate.log" || true)"
+    over_h2="$(grep 'wsgate::close' "$work/wsgate.log" | grep -c ' protocol="h2"' || true)"
+    if [ "$reports" -ge "$want" ] && [ "$over_h2" -eq "$reports" ]; then
+        echo "wsgate close reports: $over_h2 of $reports WebSockets over h2 (RFC 8441): ok"
+    else
+        echo "FAILED: wsgate close reports: $over_h2 of $reports over h2 (want all, at least $want):"
+        grep 'wsgate::close' "$work/wsgate.log" | sed -E 's/.*(route=[^ ]+).* (protocol=[^ ]+).*/  \1 \2/'
+        rc=1
+    fi
+fi
 if [ "$rc" -ne 0 ]; then
     echo "--- wsgate log (last 30 lines) ---"
     tail -n 30 "$work/wsgate.log"

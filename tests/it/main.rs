@@ -22,6 +22,7 @@ mod frames;
 mod h2_endings;
 mod h2_floods;
 mod h2_listener;
+mod h2_plain;
 mod h2_websocket;
 mod handshake_backend;
 mod handshake_client;

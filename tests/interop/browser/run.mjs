@@ -10,7 +10,15 @@
 // Local Network Access checks block a public origin from reaching 127.0.0.1). The
 // certificate is trusted with --ignore-certificate-errors-spki-list for that one leaf
 // key, not with a blanket ignore. Prints a table; exits 0 only if every check passed.
+//
+// With `--via h2 --page-origin https://127.0.0.1:GATE` the page comes THROUGH wsgate
+// instead: this script serves page/ over plain http on 127.0.0.1:N under /page/ (the
+// backend of a plain-HTTP route), Chromium loads GATE/page/ from wsgate's TLS listener
+// over HTTP/2, and the same-origin WebSockets then go over that connection as RFC 8441
+// extended CONNECTs. An extra check requires the page itself to have arrived over h2
+// (Navigation Timing's nextHopProtocol); browser.sh checks wsgate's close reports.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, dirname, normalize } from 'node:path';
@@ -33,7 +41,10 @@ function arg(name) {
 const wss = arg('--wss');
 const spki = arg('--spki');
 const pagePort = Number(arg('--page-port'));
-const PAGE_ORIGIN = `https://127.0.0.1:${pagePort}`;
+const VIA_H2 = process.argv.includes('--via') && arg('--via') === 'h2';
+const PAGE_ORIGIN = VIA_H2 ? arg('--page-origin') : `https://127.0.0.1:${pagePort}`;
+// Where the page's files are below the origin: wsgate's page route in h2 mode.
+const PAGE_PREFIX = VIA_H2 ? '/page' : '';
 const tlsFiles = { cert: readFileSync(arg('--cert')), key: readFileSync(arg('--key')) };
 
 const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
@@ -94,11 +105,19 @@ const CASES = [
   }],
 ];
 
-// The page's web server: https on 127.0.0.1, files from page/ only.
+// The page's web server: https on 127.0.0.1 (plain http as wsgate's backend in h2
+// mode), files from page/ only.
 function servePage() {
   const root = join(HERE, 'page');
-  const server = createServer(tlsFiles, (req, res) => {
-    const path = new URL(req.url, PAGE_ORIGIN).pathname;
+  const handler = (req, res) => {
+    let path = new URL(req.url, PAGE_ORIGIN).pathname;
+    if (PAGE_PREFIX) {
+      if (!path.startsWith(PAGE_PREFIX + '/')) {
+        res.writeHead(404).end();
+        return;
+      }
+      path = path.slice(PAGE_PREFIX.length);
+    }
     const file = normalize(join(root, path === '/' ? 'index.html' : path));
     let body;
     try {
@@ -112,7 +131,8 @@ function servePage() {
     }
     const type = CONTENT_TYPES[file.slice(file.lastIndexOf('.'))] || 'application/octet-stream';
     res.writeHead(200, { 'content-type': type }).end(body);
-  });
+  };
+  const server = VIA_H2 ? createHttpServer(handler) : createServer(tlsFiles, handler);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(pagePort, '127.0.0.1', () => resolve(server));
@@ -149,8 +169,25 @@ async function main() {
     });
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
     if (process.env.BROWSER_DEBUG) page.on('console', (m) => console.log(`console.${m.type()}: ${m.text()}`));
-    await page.goto(`${PAGE_ORIGIN}/`, { timeout: 15_000 });
-    console.log(`browser: ${CHROMIUM} ${version}; page ${PAGE_ORIGIN}/ ; wsgate ${wss}`);
+    const pageUrl = `${PAGE_ORIGIN}${PAGE_PREFIX}/`;
+    await page.goto(pageUrl, { timeout: 15_000 });
+    console.log(`browser: ${CHROMIUM} ${version}; page ${pageUrl} ; wsgate ${wss}`);
+    if (VIA_H2) {
+      // The page and its script came through wsgate over HTTP/2, so the page's
+      // same-origin WebSockets can share that connection (RFC 8441).
+      const hops = await page.evaluate(() => [
+        performance.getEntriesByType('navigation')[0]?.nextHopProtocol,
+        ...performance.getEntriesByType('resource').map((e) => e.nextHopProtocol),
+      ]);
+      const ok = hops.length >= 2 && hops.every((h) => h === 'h2');
+      rows.push({
+        name: 'pageOverH2',
+        what: 'page and app.js loaded through wsgate over h2',
+        ok,
+        detail: `nextHopProtocol ${hops.join(',')}`,
+        ms: 0,
+      });
+    }
 
     for (const [name, what, check] of CASES) {
       const started = Date.now();

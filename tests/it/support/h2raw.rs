@@ -96,6 +96,9 @@ pub struct Seen {
     pub pings: usize,
     /// RST_STREAM frames the server sent: (stream, error code).
     pub resets: Vec<(u32, u32)>,
+    /// HEADERS frames the server sent: (stream, the start of the header block; its
+    /// first byte is the `:status` when that is in HPACK's static table, 0x88 for 200).
+    pub headers: Vec<(u32, Vec<u8>)>,
     /// The server closed the connection (EOF or an error).
     pub closed: bool,
 }
@@ -187,6 +190,9 @@ async fn read_frames(mut read: ReadHalf<TlsStream<TcpStream>>, hung_up: Arc<Atom
                     seen.connection_window_increment.get_or_insert(inc);
                 }
                 PING if flags & 1 == 0 && seen.goaway.is_none() => seen.pings += 1,
+                HEADERS => seen
+                    .headers
+                    .push((stream, payload.iter().take(16).copied().collect())),
                 RST_STREAM if len == 4 => {
                     let code = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
                     seen.resets.push((stream, code));
