@@ -10,7 +10,7 @@
 //!   soak      --conns 50 --rate 10000 --size 64 --churn-rate 100 --churn-max 64
 //!             --churn-msgs 3 --interval 60 --hold-after 0   (--duration: the whole soak)
 //!   h2echo    --streams 50 --h2conns 1 --size 64   (TLS only: RFC 8441 over ALPN h2)
-//!   h2idle    --streams 5000 --h2conns 25 --hold 5
+//!   h2idle    --streams 5000 --h2conns 50 --hold 5
 //! ```
 //! Prints one line `RESULT key=value …` on success (idle also prints `ALL_OPEN …` once
 //! every connection is open, soak a `TICK …` line per interval); exits 1 with the reason on stderr otherwise.
@@ -139,7 +139,7 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
             "h2idle" => {
                 let (streams, conns, hold) = (
                     a.get("streams", 5000)?,
-                    a.get("h2conns", 25)?,
+                    a.get("h2conns", 50)?,
                     a.secs("hold", 5.0)?,
                 );
                 a.finish()?;

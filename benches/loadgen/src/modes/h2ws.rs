@@ -219,6 +219,13 @@ pub async fn idle(
             let r = async {
                 let (mut send, task) = open_conn(&t).await?;
                 conn_task = Some(task);
+                // Beyond the server's limit a stream would wait for one to end: fail now.
+                let max = send.current_max_send_streams();
+                if n > max {
+                    return Err(format!(
+                        "{n} streams per connection, the server allows {max}"
+                    ));
+                }
                 for _ in 0..n {
                     held.push(open_stream(&t, &mut send).await?);
                     opened.add(1);
