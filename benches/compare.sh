@@ -26,7 +26,7 @@
 #                    http1: wrk keep-alive GETs; http2: h2load over TLS + ALPN h2;
 #                    h2echo: 64 B WebSocket echo over HTTP/2 (RFC 8441) vs HTTP/1.1, both
 #                    TLS; h2idle: RSS per idle WebSocket on h2 streams vs on h1 over TLS.
-#                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~6 min)
+#                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min)
 #   BENCH_HTTP_TARGETS="direct wsgate wsgate-pool32 nginx haproxy"  BENCH_H2_TARGETS="wsgate nginx"
 #                    (wsgate: pool of 64 idle backend connections like nginx's keepalive 64;
 #                    wsgate-pool32: the default pool of 32)
@@ -93,6 +93,9 @@ ws_measures=0 # any of the WebSocket suites' measures selected?
 for m in echo64 echo64k latency connrate idle idle_used; do has_measure "$m" && ws_measures=1; done
 [ $ws_measures = 1 ] || { TARGETS=""; TLS_TARGETS=""; }
 has_measure http1 || HTTP_TARGETS=""
+if has_measure http1 || has_measure http2; then
+    [[ $DUR =~ ^[0-9]+$ ]] || die "BENCH_DURATION must be whole seconds for http1/http2 (wrk, h2load): $DUR"
+fi
 has_measure http2 || H2_TARGETS=""
 has_measure h2echo || has_measure h2idle || H2WS_TARGETS=""
 
