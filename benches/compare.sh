@@ -20,9 +20,21 @@
 #   BENCH_TARGETS="direct wsgate nginx haproxy"  (also: caddy; wsgate-nometrics =
 #                    wsgate with metrics.per_frame off, to see what counting costs)
 #   BENCH_TLS_TARGETS="wsgate nginx"  (haproxy too if wanted; "" skips the TLS suite)
-#   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used"
+#   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used http1 http2 h2echo h2idle"
 #                    (idle: connections that never sent anything; idle_used: after one
-#                    64 B echo each, so per-connection buffers have been touched)
+#                    64 B echo each, so per-connection buffers have been touched;
+#                    http1: wrk keep-alive GETs; http2: h2load over TLS + ALPN h2;
+#                    h2echo: 64 B WebSocket echo over HTTP/2 (RFC 8441) vs HTTP/1.1, both
+#                    TLS; h2idle: RSS per idle WebSocket on h2 streams vs on h1 over TLS.
+#                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min)
+#   BENCH_HTTP_TARGETS="direct wsgate wsgate-pool32 nginx haproxy"  BENCH_H2_TARGETS="wsgate nginx"
+#                    (wsgate: pool of 64 idle backend connections like nginx's keepalive 64;
+#                    wsgate-pool32: the default pool of 32)
+#   BENCH_H2WS_TARGETS="wsgate haproxy"   (targets of http1, http2, h2echo/h2idle)
+#   BENCH_HTTP_CONNS=50  BENCH_HTTP_SIZE=100   wrk connections, response body bytes
+#   BENCH_H2_CONNS=10  BENCH_H2_STREAMS=10     h2load -c, -m (streams per connection)
+#   BENCH_H2ECHO_STREAMS=50  BENCH_H2ECHO_CONNS="1 10"   h2echo streams, connection counts
+#   BENCH_H2IDLE_STREAMS=5000  BENCH_H2IDLE_CONNS=50   (100 streams each: HAProxy allows 100)
 #   BENCH_NICE=-10   scheduler priority of this run (autogroup + nice; "" leaves it)
 #   BENCH_PORT_BASE=18700  BENCH_LOADGEN_CPU=0  BENCH_SERVER_CPU=1
 #   BENCH_WSGATE_EXTRA=""  YAML lines appended to the wsgate configs
@@ -49,7 +61,18 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-9000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
 TARGETS=${BENCH_TARGETS:-direct wsgate nginx haproxy}
 TLS_TARGETS=${BENCH_TLS_TARGETS-wsgate nginx}
-MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used}
+MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used http1 http2 h2echo h2idle}
+HTTP_TARGETS=${BENCH_HTTP_TARGETS:-direct wsgate wsgate-pool32 nginx haproxy}
+H2_TARGETS=${BENCH_H2_TARGETS:-wsgate nginx}
+H2WS_TARGETS=${BENCH_H2WS_TARGETS:-wsgate haproxy}
+HTTP_CONNS=${BENCH_HTTP_CONNS:-50}
+HTTP_SIZE=${BENCH_HTTP_SIZE:-100}
+H2_CONNS=${BENCH_H2_CONNS:-10}
+H2_STREAMS=${BENCH_H2_STREAMS:-10}
+H2ECHO_STREAMS=${BENCH_H2ECHO_STREAMS:-50}
+H2ECHO_CONNS=${BENCH_H2ECHO_CONNS:-1 10}
+H2IDLE_STREAMS=${BENCH_H2IDLE_STREAMS:-5000}
+H2IDLE_CONNS=${BENCH_H2IDLE_CONNS:-50}
 NICE=${BENCH_NICE--10}
 PORT_BASE=${BENCH_PORT_BASE:-18700}
 LG_CPU=${BENCH_LOADGEN_CPU:-0}
@@ -65,11 +88,24 @@ command -v openssl >/dev/null || die "openssl is required (TLS certificates)"
 command -v python3 >/dev/null || die "python3 is required (report)"
 [ "$(nproc)" -gt "$(( LG_CPU > SRV_CPU ? LG_CPU : SRV_CPU ))" ] || die "CPUs $LG_CPU and $SRV_CPU must exist (nproc=$(nproc))"
 
+has_measure() { case " $MEASURES " in *" $1 "*) return 0 ;; esac; return 1; }
+ws_measures=0 # any of the WebSocket suites' measures selected?
+for m in echo64 echo64k latency connrate idle idle_used; do has_measure "$m" && ws_measures=1; done
+[ $ws_measures = 1 ] || { TARGETS=""; TLS_TARGETS=""; }
+has_measure http1 || HTTP_TARGETS=""
+if has_measure http1 || has_measure http2; then
+    [[ $DUR =~ ^[0-9]+$ ]] || die "BENCH_DURATION must be whole seconds for http1/http2 (wrk, h2load): $DUR"
+fi
+has_measure http2 || H2_TARGETS=""
+has_measure h2echo || has_measure h2idle || H2WS_TARGETS=""
+
 want_pkgs=()
-need() { case " $TARGETS $TLS_TARGETS " in *" $1 "*) command -v "$2" >/dev/null || want_pkgs+=("$3") ;; esac; }
+need() { case " $TARGETS $TLS_TARGETS $HTTP_TARGETS $H2_TARGETS $H2WS_TARGETS " in *" $1 "*) command -v "$2" >/dev/null || want_pkgs+=("$3") ;; esac; }
 need nginx nginx nginx-light
 need haproxy haproxy haproxy
 need caddy caddy caddy
+if [ -n "$HTTP_TARGETS" ]; then command -v wrk >/dev/null || want_pkgs+=(wrk); fi
+if [ -n "$H2_TARGETS" ]; then command -v h2load >/dev/null || want_pkgs+=(nghttp2-client); fi
 if [ ${#want_pkgs[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${want_pkgs[*]}; run as root or install them"
     log "installing ${want_pkgs[*]} from Debian"
@@ -92,10 +128,13 @@ BIN=$RUN/bin
 mkdir -p "$BIN" "$ROOT/benches/results"
 # Copies, so a rebuild during the run does not swap a binary under us.
 cp "$WSGATE_BIN" "$ROOT/benches/loadgen/target/release/loadgen" \
-    "$ROOT/benches/loadgen/target/release/echo-backend" "$BIN/"
+    "$ROOT/benches/loadgen/target/release/echo-backend" \
+    "$ROOT/benches/loadgen/target/release/http-backend" "$BIN/"
 if [ -n "${BENCH_BASE_BIN:-}" ]; then cp "$BENCH_BASE_BIN" "$BIN/wsgate-base"; fi
 RESULTS=$RUN/results.tsv
+HTTP_RESULTS=$RUN/http.tsv # the HTTP and HTTP/2 measures, reported by report_http.py
 : >"$RESULTS"
+: >"$HTTP_RESULTS"
 
 declare -A PID=()      # target name -> PID whose CPU and RSS are measured
 declare -A PORT=()     # target name -> listening port
@@ -135,10 +174,12 @@ bash "$ROOT/benches/make-certs.sh" "$TLSDIR"
 
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))
-declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14)
+HTTP_BACKEND_PORT=$((PORT_BASE + 21))
+declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14
+    [http-direct]=21 [wsgate-http]=22 [nginx-http]=23 [haproxy-http]=24 [wsgate-pool32-http]=25 [wsgate-h2]=32 [nginx-h2]=33)
 
-render() { # template out port [scratch dir for @RUN@]
-    sed -e "s|@RUN@|${4:-$RUN}|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+render() { # template out port [scratch dir for @RUN@] [backend port]
+    sed -e "s|@RUN@|${4:-$RUN}|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND@|127.0.0.1:${5:-$BACKEND_PORT}|g" \
         -e "s|@CERT@|$TLSDIR/server.pem|g" -e "s|@KEY@|$TLSDIR/server.key|g" \
         -e "s|@PEM@|$TLSDIR/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$RUN/$2"
 }
@@ -166,7 +207,7 @@ start() { # name port command...
     PID[$name]=$pid
     PORT[$name]=$port
     # nginx: connections live in the (single) worker, a child of the master.
-    if [ "$name" = nginx ] || [ "$name" = nginx-tls ]; then
+    if [ "${name%%-*}" = nginx ]; then
         PID[$name]=""
         for _ in $(seq 100); do
             PID[$name]=$(pgrep -P "$pid" | head -n 1) && [ -n "${PID[$name]}" ] && break
@@ -192,6 +233,25 @@ start_target() { # name
     local name=$1 port=$((PORT_BASE + ${PORT_OF[$1]}))
     case $name in
     direct) start direct "$port" "$BIN/echo-backend" --listen "127.0.0.1:$port" ;;
+    http-direct) start http-direct "$port" "$BIN/http-backend" --listen "127.0.0.1:$port" --size "$HTTP_SIZE" ;;
+    wsgate-http | wsgate-h2 | wsgate-pool32-http) # plain requests on a route go to its backend URL
+        local tpl=$name.yaml
+        [ "$name" = wsgate-pool32-http ] && tpl=wsgate.yaml # the default pool (32 idle per backend)
+        render "$tpl" "$name.yaml" "$port" "" "$HTTP_BACKEND_PORT"
+        [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
+        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
+            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
+        ;;
+    nginx-http | nginx-h2)
+        mkdir -p "$RUN/$name"
+        render "$name.conf" "$name/nginx.conf" "$port" "$RUN/$name" "$HTTP_BACKEND_PORT"
+        start "$name" "$port" nginx -p "$RUN/$name/" -e "$RUN/$name/error.log" -c "$RUN/$name/nginx.conf"
+        ;;
+    haproxy-http)
+        render "$name.cfg" "$name.cfg" "$port" "" "$HTTP_BACKEND_PORT"
+        start "$name" "$port" haproxy -db -f "$RUN/$name.cfg"
+        ;;
     wsgate-base)
         [ -x "$BIN/wsgate-base" ] || die "target wsgate-base needs BENCH_BASE_BIN"
         render wsgate.yaml "$name.yaml" "$port"
@@ -226,9 +286,13 @@ start_target() { # name
     esac
 }
 
-start_target direct
+if [ -n "$TARGETS$TLS_TARGETS$H2WS_TARGETS" ]; then start_target direct; fi
 for t in $TARGETS; do [ "$t" = direct ] || start_target "$t"; done
 for t in $TLS_TARGETS; do start_target "$t-tls"; done
+for t in $H2WS_TARGETS; do [ -n "${PID[$t-tls]:-}" ] || start_target "$t-tls"; done
+if [ -n "$HTTP_TARGETS$H2_TARGETS" ]; then start_target http-direct; fi
+for t in $HTTP_TARGETS; do [ "$t" = direct ] || start_target "$t-http"; done
+for t in $H2_TARGETS; do start_target "$t-h2"; done
 
 # ---------------------------------------------------------------- measuring
 # lg SUITE TARGET MEASURE REP loadgen-args...  → one line in $RESULTS
@@ -271,8 +335,11 @@ idle() { # suite target measure echo_first
     sleep 0.5
     case $target in *-tls) tls=(--tls-ca "$TLSDIR/ca.pem" --sni localhost) ;; esac
     load=$(cut -d' ' -f1 /proc/loadavg)
+    # IDLE_N and IDLE_MODE (loadgen mode and options) let h2idle reuse this.
+    local n=${IDLE_N:-$IDLE_CONNS} args=(idle --conns "${IDLE_N:-$IDLE_CONNS}" --hold "$IDLE_HOLD" --echo-first "$echo_first")
+    [ -n "${IDLE_MODE:-}" ] && read -r -a args <<<"$IDLE_MODE"
     before=$(rss_kb "$pid")
-    taskset -c "$LG_CPU" "$BIN/loadgen" idle --conns "$IDLE_CONNS" --hold "$IDLE_HOLD" --echo-first "$echo_first" \
+    taskset -c "$LG_CPU" "$BIN/loadgen" "${args[@]}" \
         --addr "127.0.0.1:${PORT[$target]}" "${tls[@]}" >"$RUN/idle.out" 2>"$RUN/idle.err" &
     local lgpid=$!
     for _ in $(seq 2400); do
@@ -283,8 +350,8 @@ idle() { # suite target measure echo_first
     sleep 1 # let the proxy finish the last handshakes' bookkeeping
     after=$(rss_kb "$pid")
     if wait "$lgpid"; then
-        out=$(awk -v b="$before" -v a="$after" -v n="$IDLE_CONNS" \
-            'END {printf "mode=idle echo_first='"$echo_first"' conns=%d rss_before_kb=%d rss_after_kb=%d kib_per_conn=%.2f", n, b, a, (a-b)/n}' </dev/null)
+        out=$(awk -v b="$before" -v a="$after" -v n="$n" \
+            'END {printf "mode='"${args[0]}"' echo_first='"$echo_first"' conns=%d rss_before_kb=%d rss_after_kb=%d kib_per_conn=%.2f", n, b, a, (a-b)/n}' </dev/null)
     else
         out="FAILED $(tail -n 1 "$RUN/idle.err")"
     fi
@@ -292,8 +359,6 @@ idle() { # suite target measure echo_first
     log "$(printf '%-5s %-11s %-9s load %-5s %s' "$suite" "$target" "$measure" "$load" "$out")"
     sleep 2 # resets drain through the proxy before the next measure
 }
-
-has_measure() { case " $MEASURES " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # rotate LIST K: the list started at its K-th element, so no target is always first.
 rotate() {
@@ -336,9 +401,93 @@ suite() { # name targets...
     done
 }
 
-log "plain suite: $TARGETS ($REPS reps of ${DUR}s per measure)"
-# shellcheck disable=SC2086 # target lists are space-separated words
-suite plain $TARGETS
+# ---------------------------------------------------------------- HTTP and HTTP/2
+# utime + stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat).
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+
+# wrk or h2load against one target, with the proxy's and the backend's CPU time over
+# the run: one line in $HTTP_RESULTS. The tool's own CPU comes from bash's `time`.
+http_run() { # suite target measure rep tool-args...
+    local suite=$1 target=$2 measure=$3 rep=$4 pid bpid p0 b0 p1 b1 t0 t1 load out
+    shift 4
+    pid=${PID[$target]} bpid=${PID[http-direct]}
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    p0=$(cpu_ticks "$pid") b0=$(cpu_ticks "$bpid") t0=$(date +%s.%N)
+    { TIMEFORMAT='%U %S'; time taskset -c "$LG_CPU" timeout $((DUR + 30)) "$@" >"$RUN/http.out" 2>&1; } 2>"$RUN/http.time" ||
+        { out="FAILED $(tail -n 1 "$RUN/http.out")"; }
+    p1=$(cpu_ticks "$pid") b1=$(cpu_ticks "$bpid") t1=$(date +%s.%N)
+    if [ -z "${out:-}" ]; then
+        out=$(awk -v p="$((p1 - p0))" -v b="$((b1 - b0))" -v t0="$t0" -v t1="$t1" -v tool="$1" -v lg="$(cat "$RUN/http.time")" '
+            function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1e6; return v }
+            /^Requests\/sec:/ { rps = $2 }
+            /requests in/ { reqs = $1 }
+            /^ +50%/ { p50 = us($2) }
+            /^ +99%/ { p99 = us($2) }
+            /Non-2xx/ { err += $NF }
+            /Socket errors:/ { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+            /^finished in/ { gsub(/,/, ""); rps = $4 }
+            /^requests:/ { reqs = $8; err += $10 + $12 + $14 }
+            /^time for request:/ { mean = us($6) }
+            END {
+                if (reqs == 0) { print "FAILED no requests parsed"; exit }
+                split(lg, c, " "); wall = t1 - t0
+                printf "mode=%s reqs=%d req_per_s=%.0f p50_us=%s p99_us=%s mean_us=%s errors=%d proxy_us_per_op=%.2f backend_us_per_op=%.2f cpu_pct=%.1f watch_cpu_pct=%.1f,%.1f",
+                    tool, reqs, rps, (p50 == "" ? "-" : p50), (p99 == "" ? "-" : p99), (mean == "" ? "-" : mean), err,
+                    p * 10000 / reqs, b * 10000 / reqs, (c[1] + c[2]) / wall * 100, p / wall, b / wall
+            }' "$RUN/http.out")
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$target" "$measure" "$rep" "$load" "$out" >>"$HTTP_RESULTS"
+    log "$(printf '%-5s %-12s %-8s #%s load %-5s %s' "$suite" "$target" "$measure" "$rep" "$load" \
+        "$(tr ' ' '\n' <<<"$out" | grep -E '^(req_per_s|p99_us|mean_us|errors|proxy_us_per_op|cpu_pct|FAILED)' | tr '\n' ' ')")"
+}
+
+wrk_args() { echo "wrk -t1 -c$HTTP_CONNS -d$1s --latency http://127.0.0.1:${PORT[$2]}/"; }
+h2load_args() { echo "h2load -t1 -c$H2_CONNS -m$H2_STREAMS -D $1 https://127.0.0.1:${PORT[$2]}/"; }
+
+http_suites() {
+    local rep t tl=() h2l=() wsl=()
+    for t in $HTTP_TARGETS; do if [ "$t" = direct ]; then tl+=(http-direct); else tl+=("$t-http"); fi; done
+    for t in $H2_TARGETS; do h2l+=("$t-h2"); done
+    for t in $H2WS_TARGETS; do wsl+=("$t-tls"); done
+    # One short run per target first (connections, pools, caches), not recorded.
+    # shellcheck disable=SC2046
+    for t in "${tl[@]}"; do taskset -c "$LG_CPU" $(wrk_args 1 "$t") >/dev/null 2>&1 || true; done
+    # shellcheck disable=SC2046
+    for t in "${h2l[@]}"; do taskset -c "$LG_CPU" $(h2load_args 1 "$t") >/dev/null 2>&1 || true; done
+    for rep in $(seq "$REPS"); do
+        if [ ${#tl[@]} -gt 0 ]; then
+            # shellcheck disable=SC2046
+            for t in $(rotate "${tl[*]}" $((rep - 1))); do http_run http1 "$t" http1 "$rep" $(wrk_args "$DUR" "$t"); done
+        fi
+        if [ ${#h2l[@]} -gt 0 ]; then
+            # shellcheck disable=SC2046
+            for t in $(rotate "${h2l[*]}" $((rep - 1))); do http_run http2 "$t" http2 "$rep" $(h2load_args "$DUR" "$t"); done
+        fi
+        if [ ${#wsl[@]} -gt 0 ] && has_measure h2echo; then
+            local v variants=("h1 echo --conns $H2ECHO_STREAMS --inflight 1 --size 64")
+            for c in $H2ECHO_CONNS; do variants+=("h2x$c h2echo --streams $H2ECHO_STREAMS --h2conns $c --size 64"); done
+            for t in $(rotate "${wsl[*]}" $((rep - 1))); do
+                for v in "${variants[@]}"; do
+                    # shellcheck disable=SC2086
+                    RESULTS=$HTTP_RESULTS lg h2ws "$t" "h2echo_${v%% *}" "$rep" ${v#* }
+                done
+            done
+        fi
+    done
+    if has_measure h2idle; then
+        for t in "${wsl[@]}"; do
+            RESULTS=$HTTP_RESULTS IDLE_N=$H2IDLE_STREAMS idle h2ws "$t" h2idle_h1 false
+            RESULTS=$HTTP_RESULTS IDLE_N=$H2IDLE_STREAMS \
+                IDLE_MODE="h2idle --streams $H2IDLE_STREAMS --h2conns $H2IDLE_CONNS --hold $IDLE_HOLD" idle h2ws "$t" h2idle false
+        done
+    fi
+}
+
+if [ -n "$TARGETS" ]; then
+    log "plain suite: $TARGETS ($REPS reps of ${DUR}s per measure)"
+    # shellcheck disable=SC2086 # target lists are space-separated words
+    suite plain $TARGETS
+fi
 if [ -n "$TLS_TARGETS" ]; then
     tls_list=""
     for t in $TLS_TARGETS; do tls_list+="$t-tls "; done
@@ -346,9 +495,17 @@ if [ -n "$TLS_TARGETS" ]; then
     # shellcheck disable=SC2086
     suite tls $tls_list
 fi
+if [ -n "$HTTP_TARGETS$H2_TARGETS$H2WS_TARGETS" ]; then
+    log "HTTP suites: http1 [$HTTP_TARGETS] http2 [$H2_TARGETS] h2 WebSockets [$H2WS_TARGETS]"
+    http_suites
+fi
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/meta.txt"
+echo "http_settings=wrk -t1 -c$HTTP_CONNS, ${HTTP_SIZE} B body; h2load -t1 -c$H2_CONNS -m$H2_STREAMS; h2echo: $H2ECHO_STREAMS WebSockets over $H2ECHO_CONNS h2 connections vs $H2ECHO_STREAMS h1 connections (TLS); h2idle: $H2IDLE_STREAMS WebSockets over $H2IDLE_CONNS h2 connections vs as many h1 over TLS; $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2), h2load $(h2load --version 2>&1 | awk '{print $NF}')" >>"$RUN/meta.txt"
 
-python3 "$ROOT/benches/report.py" "$RUN/meta.txt" "$RESULTS" >"$ROOT/benches/results/latest.md"
+: >"$ROOT/benches/results/latest.md"
+if [ -s "$RESULTS" ]; then python3 "$ROOT/benches/report.py" "$RUN/meta.txt" "$RESULTS" >"$ROOT/benches/results/latest.md"; fi
+if [ -s "$HTTP_RESULTS" ]; then python3 "$ROOT/benches/report_http.py" "$RUN/meta.txt" "$HTTP_RESULTS" >>"$ROOT/benches/results/latest.md"; fi
 cp "$RESULTS" "$ROOT/benches/results/latest.tsv"
+cp "$HTTP_RESULTS" "$ROOT/benches/results/latest-http.tsv"
 cat "$ROOT/benches/results/latest.md"
 log "written: benches/results/latest.md (raw: benches/results/latest.tsv)"

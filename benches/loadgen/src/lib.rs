@@ -8,7 +8,8 @@
 //! # Layout
 //! - [`ws`]: frame header encode/decode, masking, the streaming [`ws::Parser`].
 //! - [`net`]: loopback TCP, optional TLS (rustls), the client upgrade.
-//! - [`modes`]: `echo`, `latency`, `connrate`, `idle`, `soak`.
+//! - [`modes`]: `echo`, `latency`, `connrate`, `idle`, `soak`, and `h2echo`/`h2idle`
+//!   (WebSockets on HTTP/2 streams, RFC 8441).
 //! - [`cpu`]: CPU time of this process and of the watched proxy/backend.
 //! - [`args`]: `--key value` parsing.
 

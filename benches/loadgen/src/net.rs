@@ -37,6 +37,8 @@ pub struct Target {
     pub path: String,
     /// TLS on the client hop, with the name to verify.
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The same TLS client offering only ALPN `h2`, for the HTTP/2 modes.
+    pub tls_h2: Option<TlsConnector>,
 }
 
 impl Target {
@@ -47,15 +49,19 @@ impl Target {
                 "{addr}: only loopback targets are allowed"
             )));
         }
-        let tls = match tls {
-            None => None,
-            Some((ca, name)) => Some((tls_connector(ca)?, server_name(name)?)),
+        let (tls, tls_h2) = match tls {
+            None => (None, None),
+            Some((ca, name)) => (
+                Some((tls_connector(ca, Vec::new())?, server_name(name)?)),
+                Some(tls_connector(ca, vec![b"h2".to_vec()])?),
+            ),
         };
         Ok(Self {
             addr,
             host: addr.to_string(),
             path: path.to_owned(),
             tls,
+            tls_h2,
         })
     }
 }
@@ -66,7 +72,7 @@ fn server_name(name: &str) -> io::Result<ServerName<'static>> {
 
 /// A TLS client trusting only the CA certificates in `ca_file`, with session resumption
 /// off so that every connection pays a full handshake (the same for every target).
-fn tls_connector(ca_file: &str) -> io::Result<TlsConnector> {
+fn tls_connector(ca_file: &str, alpn: Vec<Vec<u8>>) -> io::Result<TlsConnector> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_file).map_err(io::Error::other)? {
         roots
@@ -88,6 +94,7 @@ fn tls_connector(ca_file: &str) -> io::Result<TlsConnector> {
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = alpn;
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -243,6 +250,20 @@ pub async fn connect(t: &Target) -> io::Result<(Conn, Vec<u8>)> {
             return Err(io::Error::other("response head too long"));
         }
     }
+}
+
+/// A TLS connection that negotiated ALPN `h2` (no upgrade: the HTTP/2 modes speak next).
+pub async fn connect_h2(t: &Target) -> io::Result<TlsStream<TcpStream>> {
+    let (Some(connector), Some((_, name))) = (&t.tls_h2, &t.tls) else {
+        return Err(io::Error::other("HTTP/2 modes need TLS (--tls-ca)"));
+    };
+    let tcp = TcpStream::connect(t.addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = connector.connect(name.clone(), tcp).await?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(io::Error::other("the server did not choose ALPN h2"));
+    }
+    Ok(tls)
 }
 
 /// [`connect`] bounded by `limit`.

@@ -9,6 +9,8 @@
 //!   idle      --conns 9000 --concurrency 100 --hold 5 [--echo-first true]
 //!   soak      --conns 50 --rate 10000 --size 64 --churn-rate 100 --churn-max 64
 //!             --churn-msgs 3 --interval 60 --hold-after 0   (--duration: the whole soak)
+//!   h2echo    --streams 50 --h2conns 1 --size 64   (TLS only: RFC 8441 over ALPN h2)
+//!   h2idle    --streams 5000 --h2conns 50 --hold 5
 //! ```
 //! Prints one line `RESULT key=value …` on success (idle also prints `ALL_OPEN …` once
 //! every connection is open, soak a `TICK …` line per interval); exits 1 with the reason on stderr otherwise.
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(mode) = argv.next().filter(|m| !m.starts_with('-')) else {
         eprintln!(
-            "usage: loadgen echo|latency|connrate|idle|soak --addr 127.0.0.1:PORT [options] (see the source header)"
+            "usage: loadgen echo|latency|connrate|idle|soak|h2echo|h2idle --addr 127.0.0.1:PORT [options] (see the source header)"
         );
         return ExitCode::from(2);
     };
@@ -124,6 +126,27 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
                 return tokio::time::timeout(hold + Duration::from_secs(200), r)
                     .await
                     .unwrap_or_else(|_| Err("watchdog: idle run took too long".into()));
+            }
+            "h2echo" => {
+                let (streams, conns, size) = (
+                    a.get("streams", 50)?,
+                    a.get("h2conns", 1)?,
+                    a.get("size", 64)?,
+                );
+                a.finish()?;
+                modes::h2ws::echo(&c, streams, conns, size).await
+            }
+            "h2idle" => {
+                let (streams, conns, hold) = (
+                    a.get("streams", 5000)?,
+                    a.get("h2conns", 50)?,
+                    a.secs("hold", 5.0)?,
+                );
+                a.finish()?;
+                let r = modes::h2ws::idle(&c, streams, conns, hold);
+                return tokio::time::timeout(hold + Duration::from_secs(200), r)
+                    .await
+                    .unwrap_or_else(|_| Err("watchdog: h2idle run took too long".into()));
             }
             "soak" => {
                 let plan = modes::soak::Plan {

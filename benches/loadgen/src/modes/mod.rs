@@ -13,6 +13,7 @@ use crate::net::Target;
 
 pub mod connrate;
 pub mod echo;
+pub mod h2ws;
 pub mod idle;
 pub mod latency;
 pub mod soak;
