@@ -29,7 +29,8 @@
 #                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min)
 #   BENCH_HTTP_TARGETS="direct wsgate wsgate-pool32 nginx haproxy"  BENCH_H2_TARGETS="wsgate nginx"
 #                    (wsgate: pool of 64 idle backend connections like nginx's keepalive 64;
-#                    wsgate-pool32: the default pool of 32)
+#                    wsgate-pool32: wsgate.yaml with the default pool, which was 32 idle
+#                    connections when the README table was measured and is 256 since)
 #   BENCH_H2WS_TARGETS="wsgate haproxy"   (targets of http1, http2, h2echo/h2idle)
 #   BENCH_HTTP_CONNS=50  BENCH_HTTP_SIZE=100   wrk connections, response body bytes
 #   BENCH_H2_CONNS=10  BENCH_H2_STREAMS=10     h2load -c, -m (streams per connection)
@@ -236,7 +237,7 @@ start_target() { # name
     http-direct) start http-direct "$port" "$BIN/http-backend" --listen "127.0.0.1:$port" --size "$HTTP_SIZE" ;;
     wsgate-http | wsgate-h2 | wsgate-pool32-http) # plain requests on a route go to its backend URL
         local tpl=$name.yaml
-        [ "$name" = wsgate-pool32-http ] && tpl=wsgate.yaml # the default pool (32 idle per backend)
+        [ "$name" = wsgate-pool32-http ] && tpl=wsgate.yaml # the default pool (256 idle per backend now)
         render "$tpl" "$name.yaml" "$port" "" "$HTTP_BACKEND_PORT"
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
         "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
