@@ -79,7 +79,7 @@ def ratio(a, b):
 def name(target):
     for suffix in ("-http", "-h2", "-tls"):
         target = target.removesuffix(suffix)
-    return {"http-direct": "direct", "wsgate-pool32": "wsgate, default pool (32)"}.get(target, target)
+    return {"http-direct": "direct", "wsgate-pool32": "wsgate, default pool"}.get(target, target)
 
 
 def main():
