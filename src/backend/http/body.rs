@@ -198,20 +198,18 @@ impl Body for BackendBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        let over = match &polled {
+            Poll::Ready(None) => true,
             // A length-framed body is over with its last byte; its reader need not ask again.
-            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => {
-                if let Some(conn) = self.conn.take() {
-                    conn.give_back();
-                }
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                self.conn = None;
+                false
             }
-            Poll::Ready(None) => {
-                if let Some(conn) = self.conn.take() {
-                    conn.give_back();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => self.conn = None,
-            _ => {}
+            Poll::Pending => false,
+        };
+        if over && let Some(conn) = self.conn.take() {
+            conn.give_back();
         }
         polled
     }
