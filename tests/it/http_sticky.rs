@@ -8,14 +8,16 @@ use hyper::body::Incoming;
 
 use crate::support::http;
 use crate::support::http_backend::{self as hb, HttpBackend, fetch, get};
+use crate::support::pools::pool_route;
 use crate::support::proxy::{Proxy, yaml};
 
-fn pool_route(urls: &[String], extra: &str) -> String {
-    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "  - name: app\n    path: /app\n    backends: [{}]\n{extra}",
-        list.join(", ")
-    )
+/// Route `app` on `/app` over `nodes` with `extra` route lines.
+fn app_route(nodes: &[HttpBackend], extra: &[&str]) -> String {
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"{}\"", n.url("/")))
+        .collect();
+    pool_route("app", "/app", &urls, extra)
 }
 
 async fn three() -> [HttpBackend; 3] {
@@ -50,8 +52,7 @@ fn with_cookie(path: &str, cookie: &str) -> hyper::Request<hb::Body> {
 #[tokio::test]
 async fn the_cookie_set_on_the_first_answer_keeps_requests_and_the_upgrade_on_one_backend() {
     let nodes = three().await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url("/")).collect();
-    let proxy = Proxy::start(&yaml(&pool_route(&urls, "    sticky_cookie: srv\n"))).await;
+    let proxy = Proxy::start(&yaml(&app_route(&nodes, &["sticky_cookie: srv"]))).await;
     let mut pinned_to = Vec::new();
     for session in 0..3 {
         let before: Vec<usize> = nodes.iter().map(|n| n.stats.seen().len()).collect();
@@ -102,8 +103,7 @@ async fn the_cookie_set_on_the_first_answer_keeps_requests_and_the_upgrade_on_on
 #[tokio::test]
 async fn a_cookie_naming_no_backend_is_replaced_and_a_101_sets_one() {
     let nodes = three().await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url("/")).collect();
-    let proxy = Proxy::start(&yaml(&pool_route(&urls, "    sticky_cookie: srv\n"))).await;
+    let proxy = Proxy::start(&yaml(&app_route(&nodes, &["sticky_cookie: srv"]))).await;
     let res = fetch(
         proxy.addr(),
         with_cookie("/app", "srv=0123456789abcdef; other=1"),
@@ -126,8 +126,10 @@ async fn a_cookie_naming_no_backend_is_replaced_and_a_101_sets_one() {
 #[test]
 fn a_sticky_cookie_that_is_not_a_cookie_name_is_refused() {
     let yaml = yaml(&pool_route(
-        &["ws://127.0.0.1:9/".to_string()],
-        "    sticky_cookie: \"a b\"\n",
+        "app",
+        "/app",
+        &["\"ws://127.0.0.1:9/\"".to_string()],
+        &["sticky_cookie: \"a b\""],
     ));
     let err = match wsgate::Config::parse(&yaml, "test.yaml") {
         Ok(_) => panic!("accepted"),
