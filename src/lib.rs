@@ -30,6 +30,7 @@
 //!      `shared::client`: who is on the client hop (and the streams of an HTTP/2
 //!      connection); `shared::random`: OS randomness.
 //!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
+//!    - `shared::admission`: who the door let a WebSocket in as, and until when.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
@@ -52,7 +53,8 @@
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
 //!      `ingress::hello`: what a client asks for, and every refusal with its status;
-//!      `ingress::forward`: plain requests forwarded, the access log.
+//!      `ingress::forward`: plain requests forwarded, the access log;
+//!      `ingress::door`: a route's checks (authentication, admission) before any backend.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

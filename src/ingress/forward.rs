@@ -25,6 +25,7 @@ use crate::backend::error::BackendError;
 use crate::backend::http::body::{IdleBody, is_idle_timeout};
 use crate::backend::http::{self, ExchangeSettings, Outgoing, PoolSettings};
 use crate::ingress::connect::join_cookies;
+use crate::ingress::door::{self, Entry, Refusal};
 use crate::proto::headers::{ProxyHeaders, forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::idle_conns::BoxError;
@@ -42,7 +43,7 @@ pub fn full(body: Full<Bytes>) -> ResponseBody {
 
 /// Forwards one plain request of `route` (`host` and `path` as routed) and answers it.
 pub(crate) async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: ClientInfo,
     route: Arc<Route>,
     host: String,
@@ -78,6 +79,11 @@ pub(crate) async fn answer(
     }
     let Some(pool) = route.pool() else {
         return log.refuse(StatusCode::UPGRADE_REQUIRED, "route takes only upgrades");
+    };
+    // Held until the answer is back: what a check keeps for the request's life.
+    let _pass = match door::check(&route, &mut req, &client, &state, Entry::Plain).await {
+        Ok(pass) => pass,
+        Err(refusal) => return log.turned_away(&refusal),
     };
     let tuning = &route.tuning;
     let limits = state.settings.load().limits.clone();
@@ -199,6 +205,20 @@ struct AccessLog {
 
 impl AccessLog {
     /// wsgate's own answer (the log line written as this returns).
+    /// The door's refusal (logged with its reason as the line is written).
+    fn turned_away(mut self, refusal: &Refusal) -> Response<ResponseBody> {
+        self.status = refusal.status.as_u16();
+        self.outcome = Some("refused");
+        let route = self.route.name();
+        tracing::info!(
+            status = self.status,
+            route,
+            reason = refusal.reason,
+            "request refused"
+        );
+        refusal.response().map(full)
+    }
+
     fn refuse(mut self, status: StatusCode, why: &str) -> Response<ResponseBody> {
         self.status = status.as_u16();
         self.outcome.get_or_insert("refused");

@@ -86,6 +86,9 @@ pub enum HandshakeError {
     /// which HTTP/2 does not have).
     #[error("unsupported Sec-WebSocket-Version (13 required)")]
     ConnectWsVersion,
+    /// Turned away at the route's door (authentication or admission), with its response.
+    #[error("{0}")]
+    Door(Box<crate::ingress::door::Refusal>),
 }
 
 impl HandshakeError {
@@ -104,6 +107,7 @@ impl HandshakeError {
             Expectation => StatusCode::EXPECTATION_FAILED,
             Backend(e) => e.status(),
             ShuttingDown | Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Door(r) => r.status,
         }
     }
 
@@ -130,11 +134,15 @@ impl HandshakeError {
             Backend(e) => e.reason(),
             ShuttingDown => "shutting_down",
             Overloaded(_) => "max_connections",
+            Door(r) => r.reason,
         }
     }
 
     /// The response the client gets for this refusal.
     pub(crate) fn response(&self) -> Response<Body> {
+        if let HandshakeError::Door(refusal) = self {
+            return refusal.response();
+        }
         let mut res = Response::new(Full::new(Bytes::from(format!("{}\n", self))));
         *res.status_mut() = self.status();
         let h = res.headers_mut();

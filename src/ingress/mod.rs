@@ -3,6 +3,7 @@
 
 pub mod conn;
 pub mod connect;
+pub mod door;
 pub mod forward;
 pub mod hello;
 pub mod http2;

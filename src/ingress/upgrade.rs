@@ -15,6 +15,7 @@ use tracing::Instrument;
 use crate::backend::client::Answer;
 use crate::backend::open::{Opened, open_backend};
 use crate::ingress::connect;
+use crate::ingress::door::{self, Entry};
 pub use crate::ingress::hello::{Body, HandshakeError};
 use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
 use crate::proto::handshake::accept_key;
@@ -55,7 +56,7 @@ async fn upgrade(
     client: ClientInfo,
     state: &Arc<ProxyState>,
 ) -> Result<Response<Body>, Refusal> {
-    let hello = validate(&req).map_err(|e| (None, e))?;
+    let mut hello = validate(&req).map_err(|e| (None, e))?;
     if req.version() == Version::HTTP_2 {
         connect::join_cookies(req.headers_mut());
     }
@@ -71,6 +72,16 @@ async fn upgrade(
         .ok_or((None, HandshakeError::NoRoute))?;
     let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
     check_origin(&route, req.headers()).map_err(fail)?;
+    let protocols = &mut hello.protocols;
+    let pass = door::check(
+        &route,
+        &mut req,
+        &client,
+        state,
+        Entry::Upgrade { protocols },
+    )
+    .await
+    .map_err(|r| fail(HandshakeError::Door(Box::new(r))))?;
     // Both places are held from here until the relay ends (or the upgrade fails).
     let global_slot = state
         .reserve()
@@ -142,6 +153,7 @@ async fn upgrade(
         _backend_slot: backend_slot,
         route_watch,
         backend_watch,
+        admitted: pass.into_admitted(),
     };
     // Boxed: the task holds only a pointer to these while the client's upgrade completes.
     let pending = Box::new(crate::relay::Pending {

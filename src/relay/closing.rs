@@ -94,6 +94,7 @@ pub(super) fn report(
         close_reason: first.reason,
         closed_by: first.closed_by,
         outcome: first.outcome,
+        identity: session.admitted.as_mut().and_then(|a| a.identity.take()),
     }
 }
 

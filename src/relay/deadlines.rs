@@ -98,6 +98,11 @@ impl ControlWatch {
 }
 
 impl Relay {
+    /// When the door's admission of this connection runs out, if it does.
+    fn end_of_life(&self) -> Option<&crate::shared::admission::EndOfLife> {
+        self.session.admitted.as_ref()?.ends.as_ref()
+    }
+
     /// Reacts to shutdown and retirement (every event that is ready, once each).
     pub(super) fn poll_control(&mut self, cx: &mut Context<'_>) {
         while let Poll::Ready(event) = self.control.poll_next(cx) {
@@ -139,6 +144,7 @@ impl Relay {
             consider(self.close_by);
             consider(idle);
             consider(self.retire_at.map(|(at, _)| at));
+            consider(self.end_of_life().map(|e| e.at));
             for hop in &self.hops {
                 consider(hop.write_deadline());
                 match hop.reading() {
@@ -182,6 +188,14 @@ impl Relay {
             {
                 self.retire_at = None;
                 self.initiate(code::SERVICE_RESTART, why, Outcome::Reload);
+            }
+            if let Some(end) = self.end_of_life()
+                && end.at <= now
+            {
+                let end = self.session.admitted.as_mut().and_then(|a| a.ends.take());
+                if let Some(end) = end {
+                    self.initiate(end.code, &end.reason, end.outcome);
+                }
             }
             let frame_timeout = self.session.route.tuning.frame_timeout;
             for side in [Side::Client, Side::Backend] {

@@ -75,6 +75,8 @@ pub struct Session {
     pub route_watch: crate::shared::retire::RetireWatch,
     /// Retirement of its backend (removed, or unhealthy with `close_on_unhealthy`).
     pub backend_watch: Option<crate::shared::retire::RetireWatch>,
+    /// Who the door let in and until when (boxed: most routes check nobody).
+    pub admitted: Option<Box<crate::shared::admission::Admitted>>,
 }
 
 /// What the relay needs besides the client's stream, kept while the client's upgrade completes.

@@ -1,6 +1,7 @@
 //! What every stage shares: the proxy's state, routes and pools, counting, retirement,
 //! metrics, the close report, TLS configs, streams and randomness.
 
+pub mod admission;
 pub mod budget;
 pub mod client;
 pub mod idle_conns;

@@ -54,6 +54,10 @@ pub enum Outcome {
     Shutdown,
     /// The route was removed or changed by a reload.
     Reload,
+    /// The client's credentials expired (a token's `exp`).
+    AuthExpired,
+    /// The connection reached the route's `max_lifetime`.
+    Lifetime,
 }
 
 impl Outcome {
@@ -72,6 +76,8 @@ impl Outcome {
             Outcome::IdleTimeout => "idle_timeout",
             Outcome::Shutdown => "shutdown",
             Outcome::Reload => "reload",
+            Outcome::AuthExpired => "auth_expired",
+            Outcome::Lifetime => "lifetime",
         }
     }
 }
@@ -111,6 +117,8 @@ pub struct CloseReport {
     pub closed_by: ClosedBy,
     /// Why it ended.
     pub outcome: Outcome,
+    /// Who the client was admitted as (a JWT's `sub`, a forward-auth header), if anyone.
+    pub identity: Option<String>,
 }
 
 impl CloseReport {
@@ -138,6 +146,7 @@ impl CloseReport {
             close_reason = self.close_reason.as_str(),
             closed_by = self.closed_by.as_str(),
             outcome = self.outcome.as_str(),
+            identity = self.identity.as_deref().unwrap_or(""),
             "connection closed"
         );
     }
