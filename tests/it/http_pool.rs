@@ -10,18 +10,15 @@ use tokio::io::AsyncWriteExt;
 use crate::support::http::{self, read_head};
 use crate::support::http_backend::{self as hb, Gate, HttpBackend, fetch, get, with_body};
 use crate::support::proxy::{Proxy, route, yaml};
-use crate::support::{dead_addr, eventually};
+use crate::support::{dead_addr, eventually, pools};
 
 async fn hello() -> HttpBackend {
     HttpBackend::start(|_req| async { Response::new(hb::text("hello")) }).await
 }
 
-fn pool_route(urls: &[String], extra: &str) -> String {
-    let list: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
-    format!(
-        "  - name: app\n    path: /app\n    backends: [{}]\n{extra}",
-        list.join(", ")
-    )
+/// The route `app` on `/app` over `urls`, with `extra` keys.
+fn pool_route(urls: &[String], extra: &[&str]) -> String {
+    pools::pool_route("app", "/app", &pools::quoted(urls), extra)
 }
 
 /// Before the pool, nothing was forwarded at all (426): each request would have needed
@@ -166,10 +163,7 @@ async fn a_request_in_flight_counts_for_least_connections() {
     };
     let a = HttpBackend::start(slow(gate.clone())).await;
     let b = HttpBackend::start(slow(gate.clone())).await;
-    let routes = pool_route(
-        &[a.url("/"), b.url("/")],
-        "    balance: least_connections\n",
-    );
+    let routes = pool_route(&[a.url("/"), b.url("/")], &["balance: least_connections"]);
     let proxy = Proxy::start(&yaml(&routes)).await;
     let addr = proxy.addr();
     let first = tokio::spawn(async move { fetch(addr, get("/app")).await.status });
@@ -202,7 +196,7 @@ async fn hash_on_sid_keeps_polling_and_the_upgrade_on_one_backend() {
     let urls: Vec<String> = nodes.iter().map(|n| n.url("/")).collect();
     let proxy = Proxy::start(&yaml(&pool_route(
         &urls,
-        "    balance: hash\n    hash_on: query:sid\n",
+        &["balance: hash", "hash_on: query:sid"],
     )))
     .await;
     for sid in ["a1", "b2", "c3", "d4"] {
@@ -239,7 +233,7 @@ async fn a_failed_connect_is_retried_on_the_next_backend_with_the_body_intact() 
     })
     .await;
     let dead = format!("ws://{}/", dead_addr().await);
-    let routes = pool_route(&[dead.clone(), live.url("/")], "    max_fails: 0\n");
+    let routes = pool_route(&[dead.clone(), live.url("/")], &["max_fails: 0"]);
     let proxy = Proxy::start(&yaml(&routes)).await;
     for n in 0..4 {
         let body = format!("payload {n}");
@@ -258,7 +252,7 @@ async fn an_unreachable_backend_is_502_and_its_failures_eject_it() {
     let dead = format!("ws://{}/", dead_addr().await);
     let routes = pool_route(
         std::slice::from_ref(&dead),
-        "    max_fails: 2\n    fail_timeout: 1h\n",
+        &["max_fails: 2", "fail_timeout: 1h"],
     );
     let proxy = Proxy::start(&yaml(&routes)).await;
     for _ in 0..2 {
@@ -282,10 +276,7 @@ async fn only_idempotent_bodyless_requests_are_retried_after_they_may_have_been_
     });
     let live = hello().await;
     // Round robin from a random start: both orders come up within a few requests.
-    let routes = pool_route(
-        &[format!("ws://{rude}/"), live.url("/")],
-        "    max_fails: 0\n",
-    );
+    let routes = pool_route(&[format!("ws://{rude}/"), live.url("/")], &["max_fails: 0"]);
     let proxy = Proxy::start(&yaml(&routes)).await;
     let mut post_statuses = Vec::new();
     for _ in 0..6 {
@@ -609,10 +600,16 @@ async fn a_connect_past_http_connect_timeout_moves_on_then_is_504() {
         Response::new(hb::text(body))
     })
     .await;
-    let extra = "    http_connect_timeout: 2s\n    max_fails: 0\n";
+    let extra = ["http_connect_timeout: 2s", "max_fails: 0"];
     let routes = format!(
-        "{}  - name: alone\n    path: /alone\n    backends: [\"{silent}\"]\n{extra}",
-        pool_route(&[silent.clone(), live.url("/")], extra)
+        "{}{}",
+        pool_route(&[silent.clone(), live.url("/")], &extra),
+        pools::pool_route(
+            "alone",
+            "/alone",
+            &pools::quoted(std::slice::from_ref(&silent)),
+            &extra
+        )
     );
     let proxy = Proxy::builder(&yaml(&routes)).paused().start().await;
     for n in 0..3 {

@@ -291,6 +291,11 @@ pub fn pool_route(name: &str, path: &str, backends: &[String], extra: &[&str]) -
     out
 }
 
+/// `urls` as backend items, each quoted.
+pub fn quoted(urls: &[String]) -> Vec<String> {
+    urls.iter().map(|u| format!("\"{u}\"")).collect()
+}
+
 /// Backend items for `nodes`, each as a quoted URL.
 pub fn urls<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<String> {
     nodes
