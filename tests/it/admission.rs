@@ -328,3 +328,25 @@ fn admission_keys_are_checked_with_their_place() {
         "{err}"
     );
 }
+
+/// One client is one client whichever socket family it arrives on: 127.0.0.1 on an IPv4
+/// listener and on a dual-stack one (where it shows as `::ffff:127.0.0.1`) shares one
+/// place, while `::1` is another client.
+#[tokio::test]
+async fn an_ipv4_mapped_client_is_counted_as_its_ipv4_address() {
+    let config = format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\n  - bind: \"[::]:0\"\n{TEST_DEFAULTS}routes:\n{}",
+        echo_route("{ max_connections_per_ip: 1 }")
+    );
+    let proxy = Proxy::start(&config).await;
+    let dual_port = proxy.addrs[1].port();
+    let held = raw::upgrade(proxy.addr(), "/r").await;
+    let mapped: std::net::SocketAddr = ([127, 0, 0, 1], dual_port).into();
+    let (head, _) = raw::upgrade_with(mapped, "/r", &[]).await;
+    assert_eq!(head.status(), 429, "the same client through IPv6: {head:?}");
+    let v6: std::net::SocketAddr = (std::net::Ipv6Addr::LOCALHOST, dual_port).into();
+    let other = raw::upgrade(v6, "/r").await;
+    close_all(vec![held, other]).await;
+    proxy.assert_drained().await;
+    assert_eq!(refusals(&proxy, "per_ip"), 1.0);
+}
