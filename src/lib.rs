@@ -21,6 +21,7 @@
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at load.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
+//!    - `config::admission`: a route's caps and rate of new WebSockets.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -31,6 +32,8 @@
 //!      connection); `shared::random`: OS randomness.
 //!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
+//!    - `shared::tally`: seats counted per key (client network, identity);
+//!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
@@ -54,7 +57,8 @@
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
 //!      `ingress::hello`: what a client asks for, and every refusal with its status;
 //!      `ingress::forward`: plain requests forwarded, the access log;
-//!      `ingress::door`: a route's checks (authentication, admission) before any backend.
+//!      `ingress::door`: a route's checks (authentication, admission) before any backend;
+//!      `door::admission`: caps per client and identity, the rate, `max_lifetime`.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod admission;
 mod backend_url;
 mod http2;
 mod parse;
@@ -231,6 +232,24 @@ pub struct AdminConfig {
     /// Address to bind, e.g. `127.0.0.1:9090`.
     #[serde(deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
+    /// `/readyz` answers 503 while relayed connections (and upgrades in progress) are at
+    /// or above this fraction of `limits.max_connections`, so a load balancer sends new
+    /// clients elsewhere before the cap refuses them; from above 0 to 1. Default off: with
+    /// a single instance, not ready would only turn away clients there is still room for.
+    #[serde(default, deserialize_with = "opt_ready_below")]
+    pub ready_below: Option<f64>,
+}
+
+fn opt_ready_below<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let f = f64::deserialize(d)?;
+    if f > 0.0 && f <= 1.0 {
+        Ok(Some(f))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "ready_below {f}: expected a fraction of limits.max_connections above 0 and at \
+             most 1, like 0.9 (leave it out to turn the check off)"
+        )))
+    }
 }
 
 /// Log output settings.

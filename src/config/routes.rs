@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::parse::{opt_duration, opt_file, route_name};
 use super::tuning::{TuningOverrides, key, tuning_keys};
+use crate::config::admission::AdmissionConfig;
 use crate::config::pool::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
 
 /// One route: which requests it takes and where it sends them.
@@ -39,6 +40,8 @@ pub struct RouteConfig {
     /// Log a plain request's query string with its path. Default false (queries carry
     /// session ids and tokens).
     pub log_query: bool,
+    /// Caps and rate of new WebSockets (`admission:`). Default none.
+    pub admission: AdmissionConfig,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
 }
@@ -114,6 +117,8 @@ tuning_keys!(raw_route! {
     log_query: bool,
     #[serde(default)]
     sticky_cookie: Option<String>,
+    #[serde(default)]
+    admission: AdmissionConfig,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -185,6 +190,7 @@ impl TryFrom<RawRoute> for RouteConfig {
             origins: raw.origins,
             tls_ca: raw.tls_ca,
             max_connections: raw.max_connections,
+            admission: raw.admission,
             tuning,
         })
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::admission::fraction;
 use super::parse::{
     duration, nonzero_close, nonzero_frame, nonzero_handshake, nonzero_http_connect,
     nonzero_http_pool_idle, nonzero_http_response, nonzero_message, plain,
@@ -74,6 +75,14 @@ macro_rules! tuning_keys {
             /// Plain HTTP: an idle keep-alive backend connection is closed after this.
             /// Default 60s.
             http_pool_idle_timeout: Duration = Duration::from_secs(60), "nonzero_http_pool_idle";
+            /// A WebSocket is closed with 1001 "lifetime" this long after it opened, so
+            /// clients re-authenticate and load spreads to backends added since; 0 = off.
+            /// Default 0s.
+            max_lifetime: Duration = Duration::ZERO, "duration";
+            /// Each WebSocket's lifetime is drawn uniformly within this fraction either side
+            /// of `max_lifetime` (0.1 or 10%: 1h gives 54m to 66m), so connections opened
+            /// together do not all reconnect together; from 0 to below 1. Default 0.1.
+            max_lifetime_jitter: f64 = 0.1, "fraction";
         }
     };
 }

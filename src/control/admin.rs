@@ -76,6 +76,11 @@ async fn answer(
             "text/plain",
             "draining\n".to_string(),
         ),
+        (&Method::GET, "/readyz") if state.too_full_to_be_ready() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "full\n".to_string(),
+        ),
         (&Method::GET, "/readyz") => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         (&Method::GET, _) => (
             StatusCode::NOT_FOUND,

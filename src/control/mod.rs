@@ -156,6 +156,7 @@ fn settings(config: &Config) -> Settings {
         log_open: config.log.connection_open,
         per_frame_metrics: config.metrics.per_frame,
         drain_window: config.reload.drain_window,
+        ready_below: config.admin.as_ref().and_then(|a| a.ready_below),
     }
 }
 

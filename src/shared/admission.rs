@@ -4,14 +4,18 @@
 use tokio::time::Instant;
 
 use crate::shared::report::Outcome;
+use crate::shared::tally::KeySeat;
 
 /// Who a connection was admitted as and until when; kept by the relay for its life.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Admitted {
     /// The client's identity (a JWT's `sub`, a forward-auth header), for caps and reports.
     pub identity: Option<String>,
     /// When the connection must be closed, and how; the earliest of every limit.
     pub ends: Option<EndOfLife>,
+    /// Places under the route's per-client and per-identity caps, held (never read) for
+    /// the connection's life: dropped with it, they give the places back.
+    pub seats: Vec<KeySeat>,
 }
 
 /// A moment at which the relay closes the connection itself, with its Close and outcome.
@@ -36,9 +40,9 @@ impl Admitted {
         }
     }
 
-    /// Nothing to keep: no identity and no end.
+    /// Nothing to keep: no identity, no end and no seat.
     pub fn is_empty(&self) -> bool {
-        self.identity.is_none() && self.ends.is_none()
+        self.identity.is_none() && self.ends.is_none() && self.seats.is_empty()
     }
 }
 

@@ -82,6 +82,7 @@ pub struct Metrics {
     backend_healthy: IntGaugeVec,
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
+    admission_refusals_total: IntCounterVec,
     /// Bytes of the buffer budget granted now (the budget updates it).
     pub buffered_bytes: IntGauge,
     /// Waits for buffer room (the budget counts them).
@@ -280,6 +281,13 @@ impl Metrics {
                 &["route"],
                 (0.0005, 2.0, 20),
             ),
+            admission_refusals_total: counter(
+                r,
+                "admission_refusals_total",
+                "Requests refused by a route's admission checks, by reason (per_ip, \
+                 per_identity, rate)",
+                &["route", "reason"],
+            ),
             config_reloads_total: counter(
                 r,
                 "config_reloads_total",
@@ -403,6 +411,13 @@ impl Metrics {
         self.backend_healthy.with_label_values(&[route, backend])
     }
 
+    /// Counts a refusal by a route's admission checks (`reason` from a fixed set).
+    pub fn admission_refusal(&self, route: &str, reason: &str) {
+        self.admission_refusals_total
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
     /// Counts a configuration reload (`ok` or `error`).
     pub fn config_reload(&self, result: &str) {
         self.config_reloads_total.with_label_values(&[result]).inc();
@@ -438,6 +453,7 @@ impl Metrics {
         remove_matching(&self.backend_healthy, matches);
         remove_matching(&self.http_requests_total, matches);
         remove_matching(&self.http_request_duration_seconds, matches);
+        remove_matching(&self.admission_refusals_total, matches);
     }
 
     /// Relayed connections open now, over all routes.

@@ -2,8 +2,10 @@
 //! metrics, the close report, TLS configs, streams and randomness.
 
 pub mod admission;
+pub mod bucket;
 pub mod budget;
 pub mod client;
+pub mod gate;
 pub mod idle_conns;
 pub mod metrics;
 pub mod occupancy;
@@ -14,4 +16,5 @@ pub mod retire;
 pub mod routes;
 pub mod state;
 pub mod stream;
+pub mod tally;
 pub mod tls;

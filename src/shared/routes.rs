@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::shared::gate::Gate;
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::pool::{Backend, Pool};
@@ -28,6 +29,8 @@ pub struct Route {
     active: Occupancy,
     /// Its metric handles, resolved by the first connection.
     pub metrics: OnceLock<Arc<RouteCounters>>,
+    /// What its admission checks count (handed over when a reload rebuilds the route).
+    pub gate: Gate,
 }
 
 impl std::fmt::Debug for Route {
@@ -49,8 +52,13 @@ enum Change {
 }
 
 impl Route {
-    /// Builds a route from its config and the defaults.
-    pub fn new(config: &RouteConfig, defaults: &Tuning) -> Result<Route, TlsError> {
+    /// Builds a route from its config and the defaults, taking over the admission
+    /// counts of `previous` (the route of the same name a reload replaces).
+    pub fn new(
+        config: &RouteConfig,
+        defaults: &Tuning,
+        previous: Option<&Route>,
+    ) -> Result<Route, TlsError> {
         let pool = match &config.target {
             Target::Echo => None,
             Target::Backends(p) => Some(Arc::new(Pool::new(p.clone(), None))),
@@ -65,6 +73,10 @@ impl Route {
             retirement: Retirement::default(),
             active: Occupancy::default(),
             metrics: OnceLock::new(),
+            gate: Gate::new(
+                &config.admission,
+                previous.map(|p| (&p.gate, &p.config.admission)),
+            ),
         })
     }
 
@@ -212,7 +224,11 @@ impl RouteTable {
                     rebuilt.pool_swaps.push((route.clone(), pool));
                     route.clone()
                 }
-                None => Arc::new(Route::new(config, defaults)?),
+                None => {
+                    let same_name = previous
+                        .and_then(|p| p.routes.iter().find(|r| r.config.name == config.name));
+                    Arc::new(Route::new(config, defaults, same_name.map(|r| &**r))?)
+                }
             });
         }
         routes.sort_by_key(|r| {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub per_frame_metrics: bool,
     /// Window over which retired connections are closed with 1012.
     pub drain_window: std::time::Duration,
+    /// `/readyz` says not ready at this fraction of `max_connections` (`admin.ready_below`).
+    pub ready_below: Option<f64>,
 }
 
 /// Everything a connection needs from the running proxy.
@@ -58,5 +60,14 @@ impl ProxyState {
     pub fn reserve(&self) -> Option<Seat> {
         self.connections
             .try_enter(Some(self.settings.load().limits.max_connections))
+    }
+
+    /// Whether connections fill `admin.ready_below` of `limits.max_connections` (never
+    /// when the threshold is off).
+    pub fn too_full_to_be_ready(&self) -> bool {
+        let settings = self.settings.load();
+        settings.ready_below.is_some_and(|fraction| {
+            self.connections.count() as f64 >= fraction * settings.limits.max_connections as f64
+        })
     }
 }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admission;
 mod backend_defects;
 mod close;
 mod config;
@@ -34,6 +35,7 @@ mod http_sticky;
 mod interop;
 mod keepalive;
 mod lifecycle;
+mod lifetime;
 mod limits;
 mod metrics;
 mod pools_balance;

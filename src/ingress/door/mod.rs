@@ -7,6 +7,8 @@
 //! way (claims become headers, a token offered as a subprotocol is taken out of the
 //! offer), and says who the client is and until when it may stay.
 
+mod admission;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
@@ -82,6 +84,19 @@ pub(crate) async fn check<B>(
     state: &ProxyState,
     entry: Entry<'_>,
 ) -> Result<Pass, Refusal> {
-    let _ = (route, req, client, state, entry);
-    Ok(Pass::default())
+    let _ = req;
+    let mut pass = Pass::default();
+    let upgrade = matches!(entry, Entry::Upgrade { .. });
+    let admission = route.config.admission.is_on() && upgrade;
+    if admission {
+        admission::before_auth(route, client, &state.metrics, &mut pass).map_err(|r| *r)?;
+    }
+    // Credentials go here (mTLS, JWT, forward auth): they set `pass.admitted.identity`.
+    if admission {
+        admission::after_auth(route, &state.metrics, &mut pass).map_err(|r| *r)?;
+    }
+    if upgrade && let Some(end) = admission::lifetime(&route.tuning) {
+        pass.admitted.end_by(end);
+    }
+    Ok(pass)
 }
