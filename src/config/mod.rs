@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod backend_url;
+pub mod forward_auth;
 mod http2;
 mod parse;
 pub mod pool;
@@ -169,6 +170,9 @@ pub struct ListenerConfig {
     /// only (a plain listener speaks HTTP/1.1). Default `[h2, http/1.1]`.
     #[serde(default, deserialize_with = "http2::alpn_list")]
     pub alpn: Option<Vec<Alpn>>,
+    /// Client certificates (mTLS); TLS listeners only. Off when absent.
+    #[serde(default)]
+    pub client_auth: Option<tls::ClientAuthConfig>,
 }
 
 impl ListenerConfig {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use hyper::header::HeaderName;
+
+use super::forward_auth::{CLIENT_CERT_HEADER, ClientCertPolicy, ForwardAuthConfig, cert_header};
 use super::parse::{opt_duration, opt_file, route_name};
 use super::tuning::{TuningOverrides, key, tuning_keys};
 use crate::config::pool::{self, AllUnhealthy, BackendConfig, HealthCheck, PoolConfig};
@@ -39,6 +42,13 @@ pub struct RouteConfig {
     /// Log a plain request's query string with its path. Default false (queries carry
     /// session ids and tokens).
     pub log_query: bool,
+    /// The auth service asked before a request goes in; none when absent.
+    pub forward_auth: Option<ForwardAuthConfig>,
+    /// Whether requests need a verified client certificate (else 403). Default optional.
+    pub client_cert: ClientCertPolicy,
+    /// The header carrying a verified client certificate's subject and SANs to the
+    /// backend (client-sent copies always removed). Default `X-Client-Cert-Subject`.
+    pub client_cert_header: HeaderName,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
 }
@@ -114,6 +124,12 @@ tuning_keys!(raw_route! {
     log_query: bool,
     #[serde(default)]
     sticky_cookie: Option<String>,
+    #[serde(default)]
+    forward_auth: Option<ForwardAuthConfig>,
+    #[serde(default)]
+    client_cert: ClientCertPolicy,
+    #[serde(default, deserialize_with = "cert_header")]
+    client_cert_header: Option<HeaderName>,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -185,6 +201,9 @@ impl TryFrom<RawRoute> for RouteConfig {
             origins: raw.origins,
             tls_ca: raw.tls_ca,
             max_connections: raw.max_connections,
+            forward_auth: raw.forward_auth,
+            client_cert: raw.client_cert,
+            client_cert_header: raw.client_cert_header.unwrap_or(CLIENT_CERT_HEADER),
             tuning,
         })
     }

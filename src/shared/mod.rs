@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod budget;
 pub mod client;
+pub mod forward_auth;
 pub mod idle_conns;
 pub mod metrics;
 pub mod occupancy;

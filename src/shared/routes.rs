@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::shared::forward_auth::ForwardAuth;
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::pool::{Backend, Pool};
@@ -28,6 +29,8 @@ pub struct Route {
     active: Occupancy,
     /// Its metric handles, resolved by the first connection.
     pub metrics: OnceLock<Arc<RouteCounters>>,
+    /// Its auth service's connections and answer cache, with `forward_auth`.
+    pub forward_auth: Option<ForwardAuth>,
 }
 
 impl std::fmt::Debug for Route {
@@ -65,6 +68,7 @@ impl Route {
             retirement: Retirement::default(),
             active: Occupancy::default(),
             metrics: OnceLock::new(),
+            forward_auth: config.forward_auth.as_ref().map(ForwardAuth::new),
         })
     }
 

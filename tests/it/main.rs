@@ -6,6 +6,8 @@
 
 mod support;
 
+mod auth_forward;
+mod auth_mtls;
 mod backend_defects;
 mod close;
 mod config;

@@ -7,6 +7,9 @@
 //! way (claims become headers, a token offered as a subprotocol is taken out of the
 //! offer), and says who the client is and until when it may stay.
 
+mod client_cert;
+mod forward_auth;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
@@ -82,6 +85,12 @@ pub(crate) async fn check<B>(
     state: &ProxyState,
     entry: Entry<'_>,
 ) -> Result<Pass, Refusal> {
-    let _ = (route, req, client, state, entry);
-    Ok(Pass::default())
+    let upgrade = matches!(entry, Entry::Upgrade { .. });
+    let _ = entry;
+    let mut pass = Pass::default();
+    client_cert::check(route, req, client, state)?;
+    if let Some(auth) = &route.forward_auth {
+        forward_auth::check(route, auth, req, client, state, upgrade, &mut pass).await?;
+    }
+    Ok(pass)
 }
