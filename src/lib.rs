@@ -19,7 +19,8 @@
 //!      `config::validate`: the one cross-field check; `config::units`: durations, sizes.
 //!    - `config::tuning`: each per-connection key declared once (struct, default, override, merge).
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
-//!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at load.
+//!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
+//!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
@@ -31,6 +32,7 @@
 //!      connection); `shared::random`: OS randomness.
 //!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
+//!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
@@ -54,7 +56,9 @@
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
 //!      `ingress::hello`: what a client asks for, and every refusal with its status;
 //!      `ingress::forward`: plain requests forwarded, the access log;
-//!      `ingress::door`: a route's checks (authentication, admission) before any backend.
+//!      `ingress::door`: a route's checks (authentication, admission) before any backend;
+//!      `door::client_cert`: the client certificate's header and `client_cert: required`;
+//!      `door::forward_auth`: the auth service's subrequest and its answer.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;
