@@ -18,7 +18,10 @@
 #   BENCH_LAT_CONNS=50  BENCH_LAT_RATE=5000  BENCH_CONN_CONCURRENCY=32
 #   BENCH_IDLE_CONNS=9000  BENCH_IDLE_HOLD=3
 #   BENCH_TARGETS="direct wsgate nginx haproxy"  (also: caddy; wsgate-nometrics =
-#                    wsgate with metrics.per_frame off, to see what counting costs)
+#                    wsgate with metrics.per_frame off, to see what counting costs;
+#                    wsgate-fwd = wsgate with forward auth to a local auth service, the
+#                    http-backend answering 200: BENCH_TARGETS="direct wsgate wsgate-fwd"
+#                    BENCH_MEASURES=connrate BENCH_TLS_TARGETS="" for its connection cost)
 #   BENCH_TLS_TARGETS="wsgate nginx"  (haproxy too if wanted; "" skips the TLS suite)
 #   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used http1 http2 h2echo h2idle"
 #                    (idle: connections that never sent anything; idle_used: after one
@@ -176,7 +179,7 @@ bash "$ROOT/benches/make-certs.sh" "$TLSDIR"
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))
 HTTP_BACKEND_PORT=$((PORT_BASE + 21))
-declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14
+declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [wsgate-fwd]=8 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14
     [http-direct]=21 [wsgate-http]=22 [nginx-http]=23 [haproxy-http]=24 [wsgate-pool32-http]=25 [wsgate-h2]=32 [nginx-h2]=33)
 
 render() { # template out port [scratch dir for @RUN@] [backend port]
@@ -259,6 +262,14 @@ start_target() { # name
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
         start "$name" "$port" "$BIN/wsgate-base" --config "$RUN/$name.yaml"
         ;;
+    wsgate-fwd) # every upgrade asks the http-backend (always 200) first
+        render wsgate.yaml "$name.yaml" "$port"
+        sed -i "s|^    backends: .*|&\n    forward_auth: { url: \"http://127.0.0.1:$HTTP_BACKEND_PORT/auth\" }|" "$RUN/$name.yaml"
+        [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
+        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
+            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
+        ;;
     wsgate | wsgate-tls | wsgate-nometrics)
         render "${name%-nometrics}.yaml" "$name.yaml" "$port"
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
@@ -288,10 +299,12 @@ start_target() { # name
 }
 
 if [ -n "$TARGETS$TLS_TARGETS$H2WS_TARGETS" ]; then start_target direct; fi
+# wsgate-fwd's auth service is the plain HTTP backend.
+case " $TARGETS " in *" wsgate-fwd "*) start_target http-direct ;; esac
 for t in $TARGETS; do [ "$t" = direct ] || start_target "$t"; done
 for t in $TLS_TARGETS; do start_target "$t-tls"; done
 for t in $H2WS_TARGETS; do [ -n "${PID[$t-tls]:-}" ] || start_target "$t-tls"; done
-if [ -n "$HTTP_TARGETS$H2_TARGETS" ]; then start_target http-direct; fi
+if [ -n "$HTTP_TARGETS$H2_TARGETS" ] && [ -z "${PID[http-direct]:-}" ]; then start_target http-direct; fi
 for t in $HTTP_TARGETS; do [ "$t" = direct ] || start_target "$t-http"; done
 for t in $H2_TARGETS; do start_target "$t-h2"; done
 

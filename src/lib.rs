@@ -19,7 +19,8 @@
 //!      `config::validate`: the one cross-field check; `config::units`: durations, sizes.
 //!    - `config::tuning`: each per-connection key declared once (struct, default, override, merge).
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
-//!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at load.
+//!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
+//!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
 //! 3. `shared`: what every stage shares.
@@ -34,6 +35,7 @@
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
 //!    - `shared::tally`: seats counted per key (client network, identity);
 //!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.
+//!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
@@ -59,6 +61,8 @@
 //!      `ingress::forward`: plain requests forwarded, the access log;
 //!      `ingress::door`: a route's checks (authentication, admission) before any backend;
 //!      `door::admission`: caps per client and identity, the rate, `max_lifetime`.
+//!      `door::client_cert`: the client certificate's header and `client_cert: required`;
+//!      `door::forward_auth`: the auth service's subrequest and its answer.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

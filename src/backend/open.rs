@@ -40,7 +40,7 @@ pub(crate) struct Opened {
 pub(crate) async fn open_backend(
     route: &Arc<Route>,
     req: &Request<Incoming>,
-    client: ClientInfo,
+    client: &ClientInfo,
     host: Option<&str>,
     path: &str,
     protocols: &[String],
@@ -131,7 +131,7 @@ pub(crate) async fn open_backend(
 /// The upgrade request for the backend, serialised, and the `Sec-WebSocket-Key` it carries.
 fn backend_request(
     req: &Request<Incoming>,
-    client: ClientInfo,
+    client: &ClientInfo,
     host: Option<&str>,
     path: &str,
     route: &Route,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 pub mod admission;
 mod backend_url;
+pub mod forward_auth;
 mod http2;
 mod parse;
 pub mod pool;
@@ -170,6 +171,9 @@ pub struct ListenerConfig {
     /// only (a plain listener speaks HTTP/1.1). Default `[h2, http/1.1]`.
     #[serde(default, deserialize_with = "http2::alpn_list")]
     pub alpn: Option<Vec<Alpn>>,
+    /// Client certificates (mTLS); TLS listeners only. Off when absent.
+    #[serde(default)]
+    pub client_auth: Option<tls::ClientAuthConfig>,
 }
 
 impl ListenerConfig {

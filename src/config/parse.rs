@@ -155,6 +155,15 @@ pub(super) fn opt_file<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf
     })
 }
 
+/// A file path that must be readable now.
+pub(super) fn file<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    scalar(d, "a file path", |text| {
+        let path = PathBuf::from(text);
+        readable_file(&path, "file")?;
+        Ok(path)
+    })
+}
+
 fn readable_file(path: &Path, what: &str) -> Result<(), String> {
     std::fs::File::open(path)
         .map(drop)
@@ -163,7 +172,7 @@ fn readable_file(path: &Path, what: &str) -> Result<(), String> {
 
 /// Parses a scalar with `parse` inside serde's visitor, so a failure carries the scalar's own
 /// line and column (an error raised after deserialising would only get the enclosing mapping's).
-fn scalar<'de, D, T>(
+pub(super) fn scalar<'de, D, T>(
     d: D,
     expecting: &'static str,
     parse: fn(&str) -> Result<T, String>,

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use hyper::header::HeaderName;
+
+use super::forward_auth::{CLIENT_CERT_HEADER, ClientCertPolicy, ForwardAuthConfig, cert_header};
 use super::parse::{opt_duration, opt_file, route_name};
 use super::tuning::{TuningOverrides, key, tuning_keys};
 use crate::config::admission::AdmissionConfig;
@@ -42,6 +45,13 @@ pub struct RouteConfig {
     pub log_query: bool,
     /// Caps and rate of new WebSockets (`admission:`). Default none.
     pub admission: AdmissionConfig,
+    /// The auth service asked before a request goes in; none when absent.
+    pub forward_auth: Option<ForwardAuthConfig>,
+    /// Whether requests need a verified client certificate (else 403). Default optional.
+    pub client_cert: ClientCertPolicy,
+    /// The header carrying a verified client certificate's subject and SANs to the
+    /// backend (client-sent copies always removed). Default `X-Client-Cert-Subject`.
+    pub client_cert_header: HeaderName,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
 }
@@ -119,6 +129,11 @@ tuning_keys!(raw_route! {
     sticky_cookie: Option<String>,
     #[serde(default)]
     admission: AdmissionConfig,
+    forward_auth: Option<ForwardAuthConfig>,
+    #[serde(default)]
+    client_cert: ClientCertPolicy,
+    #[serde(default, deserialize_with = "cert_header")]
+    client_cert_header: Option<HeaderName>,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -191,6 +206,9 @@ impl TryFrom<RawRoute> for RouteConfig {
             tls_ca: raw.tls_ca,
             max_connections: raw.max_connections,
             admission: raw.admission,
+            forward_auth: raw.forward_auth,
+            client_cert: raw.client_cert,
+            client_cert_header: raw.client_cert_header.unwrap_or(CLIENT_CERT_HEADER),
             tuning,
         })
     }

@@ -1,8 +1,10 @@
 //! TLS files named by the config: PEM certificates and keys, read and checked at load
 //! time so a bad file fails `--check` and a reload with its location.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use serde::Deserialize;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -56,6 +58,63 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
         path: path.display().to_string(),
         what: format!("expected a PEM private key: {e}"),
     })
+}
+
+/// Client certificates on a TLS listener (mTLS): the CA they must chain to, and whether a
+/// client without one may connect.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawClientAuth")]
+pub struct ClientAuthConfig {
+    /// PEM file of the CA certificates client certificates must chain to; re-read on every
+    /// reload (and when the file changes), like the listener's own certificate.
+    pub ca: PathBuf,
+    /// Whether a certificate is required at the TLS handshake. Default `required`.
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a listener's TLS handshake requires a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// A client without a valid certificate fails the handshake.
+    #[default]
+    Required,
+    /// A client may present none (routes with `client_cert: required` then refuse it with
+    /// 403); one it presents must be valid.
+    Optional,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    #[serde(deserialize_with = "super::parse::file")]
+    ca: PathBuf,
+    #[serde(default)]
+    mode: ClientAuthMode,
+}
+
+impl TryFrom<RawClientAuth> for ClientAuthConfig {
+    type Error = String;
+    fn try_from(raw: RawClientAuth) -> Result<Self, String> {
+        // Loaded now so a bad CA file fails here, with a location, not at the handshake.
+        load_roots(&raw.ca).map_err(|e| format!("client_auth: {e}"))?;
+        Ok(ClientAuthConfig {
+            ca: raw.ca,
+            mode: raw.mode,
+        })
+    }
+}
+
+/// The CA certificates of a PEM file as trust anchors (every one must be usable).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, PemError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|e| PemError {
+            path: path.display().to_string(),
+            what: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ impl Config {
                     l.bind
                 )));
             }
+            if l.tls.is_none() && l.client_auth.is_some() {
+                return Err(rule(format!(
+                    "listener {}: `client_auth` needs `tls` (client certificates are a TLS feature)",
+                    l.bind
+                )));
+            }
         }
         self.http2.check().map_err(rule)?;
         check_tuning(&self.defaults).map_err(|why| rule(format!("defaults: {why}")))?;

@@ -141,11 +141,19 @@ fn listener_tls(
 ) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
     Ok(match (&lc.tls, running) {
         (None, _) => None,
-        (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => h
-            .tls
-            .current()
-            .map(|c| crate::shared::tls::with_alpn(&c, lc.alpn())),
-        (Some(t), _) => Some(crate::shared::tls::server_config(t, lc.alpn())?),
+        (Some(TlsConfig::SelfSigned), Some(h)) if h.config.tls == lc.tls => match h.tls.current() {
+            Some(c) => Some(crate::shared::tls::with_alpn(
+                &c,
+                lc.client_auth.as_ref(),
+                lc.alpn(),
+            )?),
+            None => None,
+        },
+        (Some(t), _) => Some(crate::shared::tls::server_config(
+            t,
+            lc.client_auth.as_ref(),
+            lc.alpn(),
+        )?),
     })
 }
 

@@ -27,6 +27,9 @@ pub fn files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
         if let Some(TlsConfig::Files { cert, key }) = &l.tls {
             files.extend([cert.clone(), key.clone()]);
         }
+        if let Some(auth) = &l.client_auth {
+            files.push(auth.ca.clone());
+        }
     }
     files.extend(config.routes.iter().filter_map(|r| r.tls_ca.clone()));
     files

@@ -14,7 +14,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::ingress::{http2, request};
-use crate::shared::client::{ClientInfo, ClientProtocol};
+use crate::shared::client::{ClientCert, ClientInfo, ClientProtocol};
 use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
 
@@ -58,11 +58,20 @@ pub async fn serve(
         Stream::ServerTls(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => ClientProtocol::H2,
         _ => ClientProtocol::H1,
     };
+    let cert = match &stream {
+        // rustls hands out only a chain its verifier accepted, leaf first.
+        Stream::ServerTls(s) => s.get_ref().1.peer_certificates().and_then(|chain| {
+            let leaf = chain.first()?;
+            ClientCert::from_der(leaf).map(Arc::new)
+        }),
+        _ => None,
+    };
     let client = ClientInfo {
         id,
         peer,
         tls: matches!(stream, Stream::ServerTls(_)),
         protocol,
+        cert,
     };
     match protocol {
         ClientProtocol::H1 => serve_http1(stream, client, &settings, state).await,
@@ -79,7 +88,7 @@ async fn serve_http1(
 ) {
     let limits = &settings.limits;
     let shared = state.clone();
-    let service = service_fn(move |req| request::serve(req, client, shared.clone()));
+    let service = service_fn(move |req| request::serve(req, client.clone(), shared.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

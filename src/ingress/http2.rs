@@ -106,7 +106,7 @@ pub async fn serve(
         // request), one for the response until hyper has sent it.
         req.extensions_mut().insert(holds.hold());
         let answering = holds.hold();
-        let serving = request::serve(req, client, shared.clone());
+        let serving = request::serve(req, client.clone(), shared.clone());
         async move {
             let res = serving.await?;
             Ok::<_, std::convert::Infallible>(res.map(|body| Held {

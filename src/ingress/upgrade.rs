@@ -100,7 +100,7 @@ async fn upgrade(
     } = open_backend(
         &route,
         &req,
-        client,
+        &client,
         host.as_deref(),
         &path,
         &hello.protocols,

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
 use tokio::sync::Notify;
 
-/// Who is on the client hop of this HTTP connection.
-#[derive(Debug, Clone, Copy)]
+/// Who is on the client hop of this HTTP connection. Cheap to clone: the certificate
+/// summary, when there is one, is shared.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// Connection id.
     pub id: u64,
@@ -19,6 +21,78 @@ pub struct ClientInfo {
     pub tls: bool,
     /// The HTTP version the client speaks on this connection.
     pub protocol: ClientProtocol,
+    /// The client certificate the TLS handshake verified (mTLS), if any.
+    pub cert: Option<Arc<ClientCert>>,
+}
+
+/// A verified client certificate, as the backend is told about it.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// Its subject and subject alternative names, as a header value:
+    /// `Subject="CN=alice,O=Example";DNS="alice.example";URI="spiffe://…"`, every value
+    /// quoted (`"` and `\` escaped, bytes outside printable ASCII as `\HH`).
+    pub summary: HeaderValue,
+}
+
+impl ClientCert {
+    /// The summary of a certificate (DER) rustls verified; `None` when it does not parse
+    /// as X.509 (it cannot, having been verified, but nothing panics on a peer's bytes).
+    pub fn from_der(der: &[u8]) -> Option<ClientCert> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let mut out = String::with_capacity(128);
+        push_field(&mut out, "Subject", &cert.subject().to_string());
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => push_field(&mut out, "DNS", d),
+                    GeneralName::URI(u) => push_field(&mut out, "URI", u),
+                    GeneralName::RFC822Name(e) => push_field(&mut out, "Email", e),
+                    GeneralName::IPAddress(ip) => {
+                        let ip = match ip.len() {
+                            4 => <[u8; 4]>::try_from(*ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(*ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            _ => None,
+                        };
+                        if let Some(ip) = ip {
+                            push_field(&mut out, "IP", &ip);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Only printable ASCII was written, which a header value always takes.
+        let summary = HeaderValue::from_str(&out).ok()?;
+        Some(ClientCert { summary })
+    }
+}
+
+/// Appends `;Key="value"`, the value escaped so that it can add no field, header or line.
+fn push_field(out: &mut String, key: &str, value: &str) {
+    use std::fmt::Write;
+    if !out.is_empty() {
+        out.push(';');
+    }
+    out.push_str(key);
+    out.push_str("=\"");
+    for b in value.bytes() {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(b as char);
+            }
+            0x20..=0x7e => out.push(b as char),
+            _ => {
+                let _ = write!(out, "\\{b:02X}");
+            }
+        }
+    }
+    out.push('"');
 }
 
 /// The HTTP version of the client hop: how its WebSocket was opened.
@@ -103,5 +177,35 @@ impl Drop for StreamHold {
         if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.changed.notify_waiters();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Subject and SANs reach the summary, and nothing a certificate holds can end a
+    /// field early or add a line.
+    #[test]
+    fn the_summary_names_subject_and_sans_and_escapes_them() {
+        let mut params = rcgen::CertificateParams::new(vec![
+            "alice.example".to_string(),
+            "10.0.0.1".to_string(),
+        ])
+        .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "al\"ice;\r\nX: é");
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://x/y".try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let summary = ClientCert::from_der(cert.der()).unwrap().summary;
+        let text = summary.to_str().unwrap();
+        assert_eq!(
+            text,
+            "Subject=\"CN=al\\\"ice;\\0D\\0AX: \\C3\\A9\";DNS=\"alice.example\";IP=\"10.0.0.1\";URI=\"spiffe://x/y\""
+        );
     }
 }

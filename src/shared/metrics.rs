@@ -70,6 +70,7 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     connections_protocol_total: IntCounterVec,
     handshake_failures_total: IntCounterVec,
+    auth_failures_total: IntCounterVec,
     handshake_duration_seconds: HistogramVec,
     messages_total: IntCounterVec,
     frames_total: IntCounterVec,
@@ -210,6 +211,12 @@ impl Metrics {
                 r,
                 "handshake_failures_total",
                 "Upgrades not completed, by reason",
+                &["route", "reason"],
+            ),
+            auth_failures_total: counter(
+                r,
+                "auth_failures_total",
+                "Requests refused by a route's authentication at the door, by reason",
                 &["route", "reason"],
             ),
             handshake_duration_seconds: histogram(
@@ -368,6 +375,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request refused by a route's authentication (`reason` from a finite set).
+    pub fn auth_failure(&self, route: &str, reason: &str) {
+        self.auth_failures_total
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
     /// Records how long a successful upgrade took.
     pub fn handshake_duration(&self, route: &str, took: Duration) {
         self.handshake_duration_seconds
@@ -442,6 +456,7 @@ impl Metrics {
         remove_matching(&self.connections_total, matches);
         remove_matching(&self.connections_protocol_total, matches);
         remove_matching(&self.handshake_failures_total, matches);
+        remove_matching(&self.auth_failures_total, matches);
         remove_matching(&self.handshake_duration_seconds, matches);
         remove_matching(&self.messages_total, matches);
         remove_matching(&self.frames_total, matches);

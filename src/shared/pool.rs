@@ -47,7 +47,8 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(url: BackendUrl) -> Backend {
+    /// A backend at `url`, healthy, with no connections yet.
+    pub fn new(url: BackendUrl) -> Backend {
         Backend {
             sticky_id: format!("{:016x}", stable_hash(url.url.as_bytes())),
             url,

@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::shared::forward_auth::ForwardAuth;
 use crate::shared::gate::Gate;
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
@@ -31,6 +32,8 @@ pub struct Route {
     pub metrics: OnceLock<Arc<RouteCounters>>,
     /// What its admission checks count (handed over when a reload rebuilds the route).
     pub gate: Gate,
+    /// Its auth service's connections and answer cache, with `forward_auth`.
+    pub forward_auth: Option<ForwardAuth>,
 }
 
 impl std::fmt::Debug for Route {
@@ -77,6 +80,7 @@ impl Route {
                 &config.admission,
                 previous.map(|p| (&p.gate, &p.config.admission)),
             ),
+            forward_auth: config.forward_auth.as_ref().map(ForwardAuth::new),
         })
     }
 

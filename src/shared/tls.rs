@@ -7,9 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::pki_types::PrivateKeyDer;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::tls::{PemError, load_certs, load_key};
+use crate::config::tls::{
+    ClientAuthConfig, ClientAuthMode, PemError, load_certs, load_key, load_roots,
+};
 use crate::config::{Alpn, TlsConfig};
 
 /// A certificate or key that could not be loaded.
@@ -24,14 +28,22 @@ pub enum TlsError {
     /// Generating the self-signed certificate failed.
     #[error("self-signed certificate: {0}")]
     SelfSigned(#[from] rcgen::Error),
+    /// The client certificate verifier could not be built from the CA file.
+    #[error("client_auth CA: {0}")]
+    ClientCa(#[from] rustls::server::VerifierBuilderError),
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the server config for a TLS listener that offers `alpn` (preferred first).
-pub fn server_config(tls: &TlsConfig, alpn: &[Alpn]) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the server config for a TLS listener that offers `alpn` (preferred first) and
+/// asks for client certificates with `client_auth` (the CA file read anew).
+pub fn server_config(
+    tls: &TlsConfig,
+    client_auth: Option<&ClientAuthConfig>,
+    alpn: &[Alpn],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let (certs, key) = match tls {
         TlsConfig::Files { cert, key } => (load_certs(cert)?, load_key(key)?),
         TlsConfig::SelfSigned => {
@@ -49,18 +61,42 @@ pub fn server_config(tls: &TlsConfig, alpn: &[Alpn]) -> Result<Arc<ServerConfig>
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier(client_auth)?)
         .with_single_cert(certs, key)?;
     config.alpn_protocols = alpn_ids(alpn);
     Ok(Arc::new(config))
 }
 
-/// `config` offering `alpn` instead: the same certificate (a self-signed one is kept
-/// across reloads), only the offer changed.
-pub fn with_alpn(config: &ServerConfig, alpn: &[Alpn]) -> Arc<ServerConfig> {
-    let mut config = config.clone();
+/// `config`'s certificate (a self-signed one is kept across reloads) with `alpn` offered
+/// and client certificates checked against `client_auth`'s CA file, read anew.
+pub fn with_alpn(
+    config: &ServerConfig,
+    client_auth: Option<&ClientAuthConfig>,
+    alpn: &[Alpn],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(client_verifier(client_auth)?)
+        .with_cert_resolver(config.cert_resolver.clone());
     config.alpn_protocols = alpn_ids(alpn);
-    Arc::new(config)
+    Ok(Arc::new(config))
+}
+
+/// The client certificate verifier: none asked for without `client_auth`, else WebPKI
+/// chain validation to the CA file's certificates (`optional`: a client may send none).
+fn client_verifier(
+    client_auth: Option<&ClientAuthConfig>,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let Some(auth) = client_auth else {
+        return Ok(WebPkiClientVerifier::no_client_auth());
+    };
+    let roots = Arc::new(load_roots(&auth.ca)?);
+    let builder = WebPkiClientVerifier::builder_with_provider(roots, provider());
+    let builder = match auth.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    Ok(builder.build()?)
 }
 
 fn alpn_ids(alpn: &[Alpn]) -> Vec<Vec<u8>> {

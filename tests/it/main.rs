@@ -7,6 +7,8 @@
 mod support;
 
 mod admission;
+mod auth_forward;
+mod auth_mtls;
 mod backend_defects;
 mod close;
 mod config;

@@ -8,6 +8,8 @@
 //! offer), and says who the client is and until when it may stay.
 
 mod admission;
+mod client_cert;
+mod forward_auth;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -84,14 +86,16 @@ pub(crate) async fn check<B>(
     state: &ProxyState,
     entry: Entry<'_>,
 ) -> Result<Pass, Refusal> {
-    let _ = req;
     let mut pass = Pass::default();
     let upgrade = matches!(entry, Entry::Upgrade { .. });
     let admission = route.config.admission.is_on() && upgrade;
     if admission {
         admission::before_auth(route, client, &state.metrics, &mut pass).map_err(|r| *r)?;
     }
-    // Credentials go here (mTLS, JWT, forward auth): they set `pass.admitted.identity`.
+    client_cert::check(route, req, client, state)?;
+    if let Some(auth) = &route.forward_auth {
+        forward_auth::check(route, auth, req, client, state, upgrade, &mut pass).await?;
+    }
     if admission {
         admission::after_auth(route, &state.metrics, &mut pass).map_err(|r| *r)?;
     }

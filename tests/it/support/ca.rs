@@ -58,6 +58,43 @@ impl TestCa {
         sign_leaf(&self.issuer, Some(serial))
     }
 
+    /// A client leaf named `cn` (subject CN, and an `email` SAN `cn@example.test`).
+    pub fn issue_client(&self, cn: &str) -> Leaf {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.subject_alt_names.push(rcgen::SanType::Rfc822Name(
+            format!("{cn}@example.test")
+                .try_into()
+                .expect("an email SAN"),
+        ));
+        let key = KeyPair::generate().expect("client key");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("sign client leaf");
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A rustls client config trusting only this CA and presenting `leaf` (mTLS), with
+    /// ALPN `alpn`.
+    pub fn client_config_as(&self, leaf: &Leaf, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add CA root");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf.key_der.clone()));
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![CertificateDer::from(leaf.der.clone())], key)
+            .expect("client cert");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+
     /// The directory holding the PEM files.
     pub fn dir(&self) -> &Path {
         self.dir.path()

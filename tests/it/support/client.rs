@@ -41,6 +41,28 @@ pub async fn connect(request: impl IntoClientRequest + Unpin) -> (Client, Respon
         .unwrap_or_else(|e| panic!("client connect failed: {e}"))
 }
 
+/// Connects over TLS to `addr` with `req` (`wss://localhost:PORT/…` or a request built
+/// from one) and the rustls client `config`; the handshake's failure as text.
+pub async fn try_connect_tls(
+    addr: SocketAddr,
+    req: impl IntoClientRequest + Unpin,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Client, String> {
+    within("wss connect", async {
+        let tcp = TcpStream::connect(addr).await.expect("tcp connect");
+        tokio_tungstenite::client_async_tls_with_config(
+            req,
+            tcp,
+            Some(config()),
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        )
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+    })
+    .await
+}
+
 /// Connects over TLS to `addr` as `wss://localhost:PORT{path}`, trusting `ca`.
 /// The TCP connection goes to `addr` itself (no name resolution); SNI is `localhost`.
 pub async fn connect_tls(addr: SocketAddr, path: &str, ca: &TestCa) -> (Client, Response) {
