@@ -156,6 +156,7 @@ fn settings(config: &Config) -> Settings {
         log_open: config.log.connection_open,
         per_frame_metrics: config.metrics.per_frame,
         drain_window: config.reload.drain_window,
+        http_idle_timeout: config.defaults.http_idle_timeout,
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Settings {
     pub per_frame_metrics: bool,
     /// Window over which retired connections are closed with 1012.
     pub drain_window: std::time::Duration,
+    /// `defaults.http_idle_timeout`: on an HTTP/1.1 client connection, a write blocked
+    /// this long (the client stopped reading) ends the connection; 0 = off.
+    pub http_idle_timeout: std::time::Duration,
 }
 
 /// Everything a connection needs from the running proxy.
