@@ -5,7 +5,8 @@
 //! body ends or the client goes away.
 //!
 //! Works on any `Request<Incoming>`: hyper's server has framed the request and refused the
-//! smuggling shapes it sees, whatever the HTTP version.
+//! smuggling shapes it sees, whatever the HTTP version (on HTTP/1.1, with the ones it
+//! would normalise refused beneath it by [`H1Guard`](crate::ingress::h1_guard::H1Guard)).
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -188,6 +188,11 @@ impl Scanner {
         self.stop
     }
 
+    /// Request heads seen whole so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Follows `bytes`, the next ones read from the client. After an error every further
     /// `feed` fails at 0.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
