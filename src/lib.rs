@@ -14,6 +14,8 @@
 //!    - `proto::handshake`: the `Sec-WebSocket-Accept` key.
 //!    - `proto::headers`: header tokens, hop-by-hop and forwarding rules.
 //!    - `proto::path`: path normalisation (what is routed is what is forwarded).
+//!    - `proto::h1_scan`: HTTP/1.1 request framing followed on streaming bytes, each head
+//!      inspected for the smuggling shapes hyper normalises away.
 //! 2. `config`: the YAML file.
 //!    - `config` (mod): the schema; `config::parse`: deserialisers with file:line:column;
 //!      `config::validate`: the one cross-field check; `config::units`: durations, sizes.
@@ -53,7 +55,9 @@
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
 //!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
-//!      and the HTTP/1.1 connection; `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
+//!      and the HTTP/1.1 connection; `ingress::h1_guard`: the HTTP/1.1 client stream
+//!      beneath hyper (request heads inspected, the write-stall deadline);
+//!      `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
@@ -107,6 +111,35 @@ pub mod fuzzing {
     use crate::relay::message::Message;
     use crate::relay::violation::Violation;
     use crate::shared::stream::Stream;
+
+    /// What the HTTP/1.1 request scan decided on some bytes (see [`h1_scan`]).
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct H1Scan {
+        /// The head it stopped at, and why.
+        pub stop: Option<(u64, String)>,
+        /// Where a chunked body broke (offset in all the bytes).
+        pub broken_at: Option<usize>,
+        /// Heads seen whole.
+        pub heads: u64,
+    }
+
+    /// For the fuzz targets: the HTTP/1.1 request scan run on `bytes` fed in pieces of
+    /// `step` bytes (at least 1), which must decide as fed whole.
+    pub fn h1_scan(bytes: &[u8], step: usize) -> H1Scan {
+        let mut scan = crate::proto::h1_scan::Scanner::new();
+        let mut broken_at = None;
+        for (n, piece) in bytes.chunks(step.max(1)).enumerate() {
+            if let Err(e) = scan.feed(piece) {
+                broken_at = Some(n * step.max(1) + e.at);
+                break;
+            }
+        }
+        H1Scan {
+            stop: scan.stop().map(|(at, why)| (at, format!("{why:?}"))),
+            broken_at,
+            heads: scan.heads(),
+        }
+    }
 
     /// The key wsgate masks frames for a backend with, in [`frames`] (any fixed key will do).
     const FORWARD_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];

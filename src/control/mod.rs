@@ -165,6 +165,7 @@ fn settings(config: &Config) -> Settings {
         per_frame_metrics: config.metrics.per_frame,
         drain_window: config.reload.drain_window,
         ready_below: config.admin.as_ref().and_then(|a| a.ready_below),
+        http_idle_timeout: config.defaults.http_idle_timeout,
     }
 }
 

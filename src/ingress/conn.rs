@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::ingress::h1_guard::H1Guard;
 use crate::ingress::{http2, request};
 use crate::shared::client::{ClientCert, ClientInfo, ClientProtocol};
 use crate::shared::state::{ProxyState, Settings};
@@ -80,6 +81,8 @@ pub async fn serve(
 }
 
 /// HTTP/1.1 until the connection ends or upgrades, or `HTTP_GRACE` after shutdown began.
+/// hyper reads and writes through an [`H1Guard`]: each request head is inspected as it
+/// passes, and a client that stops reading is cut after `http_idle_timeout`.
 async fn serve_http1(
     stream: Stream,
     client: ClientInfo,
@@ -88,12 +91,23 @@ async fn serve_http1(
 ) {
     let limits = &settings.limits;
     let shared = state.clone();
-    let service = service_fn(move |req| request::serve(req, client.clone(), shared.clone()));
+    let guard = H1Guard::new(stream, settings.http_idle_timeout);
+    let inspection = guard.inspection();
+    let service = service_fn(move |req| {
+        let head = inspection.next_request();
+        request::serve_h1(
+            req,
+            client.clone(),
+            shared.clone(),
+            head,
+            inspection.clone(),
+        )
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size((limits.max_header_bytes as usize).max(MIN_HEADER_BYTES))
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(guard), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

@@ -5,7 +5,8 @@
 //! body ends or the client goes away.
 //!
 //! Works on any `Request<Incoming>`: hyper's server has framed the request and refused the
-//! smuggling shapes it sees, whatever the HTTP version.
+//! smuggling shapes it sees, whatever the HTTP version (on HTTP/1.1, with the ones it
+//! would normalise refused beneath it by [`H1Guard`](crate::ingress::h1_guard::H1Guard)).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::backend::http::body::{IdleBody, is_idle_timeout};
 use crate::backend::http::{self, ExchangeSettings, Outgoing, PoolSettings};
 use crate::ingress::connect::join_cookies;
 use crate::ingress::door::{self, Entry, Refusal};
+use crate::ingress::h1_guard::Inspection;
 use crate::proto::headers::{ProxyHeaders, forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::idle_conns::BoxError;
@@ -41,7 +43,8 @@ pub fn full(body: Full<Bytes>) -> ResponseBody {
     body.map_err(|never| match never {}).boxed_unsync()
 }
 
-/// Forwards one plain request of `route` (`host` and `path` as routed) and answers it.
+/// Forwards one plain request of `route` (`host` and `path` as routed) and answers it;
+/// `inspection` is its HTTP/1.1 connection's, if it has one.
 pub(crate) async fn answer(
     mut req: Request<Incoming>,
     client: ClientInfo,
@@ -49,6 +52,7 @@ pub(crate) async fn answer(
     host: String,
     path: String,
     state: Arc<ProxyState>,
+    inspection: Option<Arc<Inspection>>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let mut log = AccessLog {
@@ -65,6 +69,7 @@ pub(crate) async fn answer(
         bytes_in: Arc::new(AtomicU64::new(0)),
         bytes_out: 0,
         outcome: None,
+        inspection,
         _seat: None,
     };
     // Any expectation but 100-continue (which hyper's server answers when the body is
@@ -135,7 +140,8 @@ pub(crate) async fn answer(
     .await;
     let ex = match exchanged {
         Ok(ex) => ex,
-        Err(e) => {
+        Err(http::Failed { error: e, backend }) => {
+            log.backend = backend.unwrap_or_default();
             // The client's own body failing (it went quiet or away) is the client's side.
             let (status, outcome) = match &e {
                 BackendError::Exchange(h) if is_idle_timeout(h) => {
@@ -199,6 +205,8 @@ struct AccessLog {
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
     outcome: Option<&'static str>,
+    /// The client connection's, when HTTP/1.1: whether the client stalled.
+    inspection: Option<Arc<Inspection>>,
     /// The request's seat on its backend, held to the end of the response.
     _seat: Option<Seat>,
 }
@@ -243,7 +251,12 @@ impl AccessLog {
 impl Drop for AccessLog {
     fn drop(&mut self) {
         let took = self.started.elapsed();
-        let outcome = self.outcome.unwrap_or("client_gone");
+        let stalled = self.inspection.as_ref().is_some_and(|i| i.client_stalled());
+        let outcome = match self.outcome {
+            Some(o) => o,
+            None if stalled => "client_stalled",
+            None => "client_gone",
+        };
         // String fields (not Display), so every log format escapes the client's path.
         tracing::info!(
             target: "wsgate::http",

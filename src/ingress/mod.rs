@@ -5,6 +5,7 @@ pub mod conn;
 pub mod connect;
 pub mod door;
 pub mod forward;
+pub mod h1_guard;
 pub mod hello;
 pub mod http2;
 pub mod listener;

@@ -5,12 +5,15 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use bytes::Bytes;
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header;
-use hyper::{Method, Request, Response, Version};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
 
 use crate::ingress::forward::{self, ResponseBody};
+use crate::ingress::h1_guard::{HeadCheck, Inspection};
 use crate::ingress::upgrade::{self, HandshakeError, requested_host};
 use crate::proto::path::normalize_path;
 use crate::shared::client::ClientInfo;
@@ -22,6 +25,59 @@ pub async fn serve(
     req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    serve_inspected(req, client, state, None).await
+}
+
+/// hyper service entry on an HTTP/1.1 connection: `head` is what its [`H1Guard`] saw of
+/// this request (a refused head is answered 400 here, sent nowhere, and the connection
+/// closes), `inspection` the connection's (the access log asks it whether the client
+/// stalled).
+///
+/// [`H1Guard`]: crate::ingress::h1_guard::H1Guard
+pub(crate) async fn serve_h1(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    state: Arc<ProxyState>,
+    head: HeadCheck,
+    inspection: Arc<Inspection>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let why = match head {
+        HeadCheck::Clean => return serve_inspected(req, client, state, Some(inspection)).await,
+        HeadCheck::Upgrade => {
+            let mut res = serve_inspected(req, client, state, Some(inspection)).await?;
+            // The guard stopped reading at this head: after anything but the switch, a
+            // next request on the connection would reach hyper uninspected.
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return Ok(res);
+        }
+        HeadCheck::Refused(r) => r.as_str(),
+        HeadCheck::Unseen => "request after an uninspected one",
+    };
+    tracing::info!(status = 400, route = "", error = why, "request refused");
+    state
+        .metrics
+        .http_request("", 400, std::time::Duration::ZERO);
+    let mut res = Response::new(forward::full(Full::new(Bytes::from(format!("{why}\n")))));
+    *res.status_mut() = StatusCode::BAD_REQUEST;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(res)
+}
+
+/// Answers one request; `inspection` is its HTTP/1.1 connection's, if it has one.
+async fn serve_inspected(
+    req: Request<Incoming>,
+    client: ClientInfo,
+    state: Arc<ProxyState>,
+    inspection: Option<Arc<Inspection>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     // On HTTP/2 a WebSocket is an extended CONNECT (RFC 8441), and any CONNECT gets the
     // upgrade's answer (405 without `:protocol`): wsgate forwards no tunnels.
@@ -42,7 +98,7 @@ pub async fn serve(
             &state,
         ));
     }
-    Ok(forward::answer(req, client, route, host, path, state).await)
+    Ok(forward::answer(req, client, route, host, path, state, inspection).await)
 }
 
 /// The route for the request's Host and normalised path, with both.

@@ -14,10 +14,10 @@ use tracing::Instrument;
 
 use crate::backend::client::Answer;
 use crate::backend::open::{Opened, open_backend};
-use crate::ingress::connect;
 use crate::ingress::door::{self, Entry};
 pub use crate::ingress::hello::{Body, HandshakeError};
 use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
+use crate::ingress::{connect, h1_guard};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, valid_authority};
 use crate::proto::path::normalize_path;
@@ -161,9 +161,10 @@ async fn upgrade(
         backend: (backend_stream, BytesMut::from(&leftover[..])),
         state: state.clone(),
     });
-    state
-        .tracker
-        .spawn(crate::relay::after_upgrade(pending, on_client_upgrade).in_current_span());
+    state.tracker.spawn(
+        crate::relay::after_upgrade(pending, on_client_upgrade, h1_guard::recover)
+            .in_current_span(),
+    );
     Ok(match &hello.key {
         Some(key) => switching_protocols(key, backend_headers),
         None => {

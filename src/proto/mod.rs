@@ -2,6 +2,7 @@
 
 pub mod close;
 pub mod frame;
+pub mod h1_scan;
 pub mod handshake;
 pub mod headers;
 pub mod path;

@@ -89,21 +89,22 @@ pub struct Pending {
     pub state: Arc<ProxyState>,
 }
 
-/// Waits for hyper to hand over the client's stream after the 101, then relays until both
-/// close handshakes are done (or timed out) and logs the report. A client that is gone by
-/// then still ends the backend's side properly, and is reported.
-pub async fn after_upgrade(pending: Box<Pending>, on_client_upgrade: hyper::upgrade::OnUpgrade) {
-    let client = match on_client_upgrade
-        .await
-        .map(|u| u.downcast::<TokioIo<Stream>>())
-    {
-        Ok(Ok(parts)) => {
-            // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB
-            // allocation would live as long as the connection.
-            let leftover = BytesMut::from(&parts.read_buf[..]);
-            drop(parts.read_buf);
-            (parts.io.into_inner(), leftover)
-        }
+/// How the client's stream is taken out of hyper's `Upgraded` after the 101 (with the bytes
+/// hyper read past it): `Err` gives back any other kind of stream.
+pub type Recover =
+    fn(hyper::upgrade::Upgraded) -> Result<(Stream, BytesMut), hyper::upgrade::Upgraded>;
+
+/// Waits for hyper to hand over the client's stream after the 101 (taken out by
+/// `recover`), then relays until both close handshakes are done (or timed out) and logs
+/// the report. A client that is gone by then still ends the backend's side properly, and
+/// is reported.
+pub async fn after_upgrade(
+    pending: Box<Pending>,
+    on_client_upgrade: hyper::upgrade::OnUpgrade,
+    recover: Recover,
+) {
+    let client = match on_client_upgrade.await.map(recover) {
+        Ok(Ok(client)) => client,
         // An HTTP/2 stream is hyper's own type, relayed as it is (nothing was read ahead).
         Ok(Err(stream)) if pending.session.protocol == ClientProtocol::H2 => {
             (Stream::H2(Box::new(TokioIo::new(stream))), BytesMut::new())

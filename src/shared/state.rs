@@ -31,6 +31,9 @@ pub struct Settings {
     pub drain_window: std::time::Duration,
     /// `/readyz` says not ready at this fraction of `max_connections` (`admin.ready_below`).
     pub ready_below: Option<f64>,
+    /// `defaults.http_idle_timeout`: on an HTTP/1.1 client connection, a write blocked
+    /// this long (the client stopped reading) ends the connection; 0 = off.
+    pub http_idle_timeout: std::time::Duration,
 }
 
 /// Everything a connection needs from the running proxy.

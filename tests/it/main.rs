@@ -31,6 +31,7 @@ mod handshake_backend;
 mod handshake_client;
 mod harness;
 mod http_forward;
+mod http_guard;
 mod http_pool;
 mod http_smuggling;
 mod http_sticky;

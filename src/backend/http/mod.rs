@@ -73,6 +73,16 @@ pub(crate) struct Exchanged {
     pub(crate) set_cookie: Option<HeaderValue>,
 }
 
+/// A request no backend answered: why, and the last backend tried (its URL, for logs;
+/// `None` when there was none to try).
+#[derive(Debug)]
+pub(crate) struct Failed {
+    /// Why the last attempt failed.
+    pub(crate) error: BackendError,
+    /// The last backend tried.
+    pub(crate) backend: Option<String>,
+}
+
 /// Timeouts and pool settings of one exchange (the route's tuning and the limits).
 pub(crate) struct ExchangeSettings {
     /// How connections are made and kept.
@@ -93,8 +103,12 @@ pub(crate) async fn exchange(
     settings: &ExchangeSettings,
     metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> Result<Exchanged, BackendError> {
-    let pool = route.pool().ok_or(BackendError::NoHealthyBackend)?;
+) -> Result<Exchanged, Failed> {
+    let mut tried = None;
+    let fail = |error, backend| Failed { error, backend };
+    let pool = route
+        .pool()
+        .ok_or_else(|| fail(BackendError::NoHealthyBackend, None))?;
     let tls = route.backend_tls();
     let replayable = is_idempotent(&out.method) && body.is_end_stream();
     let (body, mut uploaded) = UploadBody::new(body);
@@ -103,6 +117,7 @@ pub(crate) async fn exchange(
     for backend in balance::candidates(&pool, out.hash_key, &out.sticky) {
         let seat = backend.occupy();
         let Some(b) = body.take() else { break };
+        tried = Some(backend.url.url.clone());
         let mut req = request(&out, &backend.url, route.config.preserve_host, b);
         // Pooled connections found closed, then one new connection (bounded by the list).
         let attempt = loop {
@@ -148,7 +163,7 @@ pub(crate) async fn exchange(
         };
         if matches!(&error, BackendError::Exchange(e) if e.is_user()) {
             // The client's body failed (it went away or went quiet): not the backend's fault.
-            return Err(error);
+            return Err(fail(error, tried));
         }
         tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend HTTP attempt failed");
         metrics.backend_connect_error(route.name(), &backend.url.url);
@@ -167,7 +182,7 @@ pub(crate) async fn exchange(
             break;
         }
     }
-    Err(last)
+    Err(fail(last, tried))
 }
 
 /// Resolves when the backend is too slow: it stopped taking the request body for
