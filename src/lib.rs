@@ -21,6 +21,7 @@
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at load.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
+//!    - `config::jwt`: a route's `jwt:` section (token places, keys, claims, expiry).
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -31,11 +32,14 @@
 //!      connection); `shared::random`: OS randomness.
 //!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
+//!    - `shared::jwks`: a route's JWT keys (a file, a secret, a JWKS's last document),
+//!      each with the one algorithm it verifies.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
+//!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
 //!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!
@@ -54,7 +58,8 @@
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
 //!      `ingress::hello`: what a client asks for, and every refusal with its status;
 //!      `ingress::forward`: plain requests forwarded, the access log;
-//!      `ingress::door`: a route's checks (authentication, admission) before any backend.
+//!      `ingress::door`: a route's checks (authentication, admission) before any backend;
+//!      `door::jwt`: the JWT check.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

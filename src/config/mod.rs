@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 mod backend_url;
 mod http2;
+pub mod jwt;
 mod parse;
 pub mod pool;
 mod routes;

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod budget;
 pub mod client;
 pub mod idle_conns;
+pub mod jwks;
 pub mod metrics;
 pub mod occupancy;
 pub mod pool;

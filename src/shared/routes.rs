@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::shared::jwks::{JwtCheck, KeySet};
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::pool::{Backend, Pool};
@@ -28,6 +29,8 @@ pub struct Route {
     active: Occupancy,
     /// Its metric handles, resolved by the first connection.
     pub metrics: OnceLock<Arc<RouteCounters>>,
+    /// Its JWT check and keys, when it has a `jwt:` section.
+    pub jwt: Option<JwtCheck>,
 }
 
 impl std::fmt::Debug for Route {
@@ -49,8 +52,28 @@ enum Change {
 }
 
 impl Route {
-    /// Builds a route from its config and the defaults.
-    pub fn new(config: &RouteConfig, defaults: &Tuning) -> Result<Route, TlsError> {
+    /// Builds a route from its config and the defaults, taking over a running JWKS of
+    /// `previous` that has the same URL and settings (its keys survive the reload, and no
+    /// second refresh starts).
+    fn new(
+        config: &RouteConfig,
+        defaults: &Tuning,
+        previous: Option<&RouteTable>,
+    ) -> Result<Route, TlsError> {
+        let reuse = previous.and_then(|p| {
+            p.routes
+                .iter()
+                .filter_map(|r| r.jwt.as_ref()?.jwks())
+                .find(|j| {
+                    matches!(&config.jwt, Some(c) if matches!(&c.keys, crate::config::jwt::JwtKeys::Jwks(k) if *k == j.config))
+                })
+                .cloned()
+        });
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(|c| JwtCheck::new(c, reuse.as_ref()))
+            .transpose()?;
         let pool = match &config.target {
             Target::Echo => None,
             Target::Backends(p) => Some(Arc::new(Pool::new(p.clone(), None))),
@@ -65,6 +88,7 @@ impl Route {
             retirement: Retirement::default(),
             active: Occupancy::default(),
             metrics: OnceLock::new(),
+            jwt,
         })
     }
 
@@ -150,6 +174,8 @@ pub struct Rebuilt {
     pool_swaps: Vec<(Arc<Route>, Arc<Pool>)>,
     /// Kept routes with a `tls_ca`, and the client config built from that file anew.
     tls_swaps: Vec<(Arc<Route>, Arc<rustls::ClientConfig>)>,
+    /// Kept routes with a JWT key file or secret, and the keys read from it anew.
+    jwt_swaps: Vec<(Arc<Route>, Arc<KeySet>)>,
 }
 
 impl Rebuilt {
@@ -161,6 +187,11 @@ impl Rebuilt {
         }
         for (route, tls) in &self.tls_swaps {
             route.backend_tls.store(tls.clone());
+        }
+        for (route, keys) in &self.jwt_swaps {
+            if let Some(jwt) = &route.jwt {
+                jwt.install(keys.clone());
+            }
         }
     }
 }
@@ -195,6 +226,14 @@ impl RouteTable {
                 let tls = crate::shared::tls::backend_client_config(Some(ca))?;
                 rebuilt.tls_swaps.push(((*route).clone(), tls));
             }
+            // Key files are re-read like certificates: a rotated key takes effect without
+            // closing the route's connections.
+            if let Some((route, _)) = &old
+                && let Some(jwt) = &route.jwt
+                && let Some(keys) = jwt.reread()?
+            {
+                rebuilt.jwt_swaps.push(((*route).clone(), keys));
+            }
             routes.push(match old {
                 Some((route, Change::Same)) => route.clone(),
                 Some((route, _)) => {
@@ -212,7 +251,7 @@ impl RouteTable {
                     rebuilt.pool_swaps.push((route.clone(), pool));
                     route.clone()
                 }
-                None => Arc::new(Route::new(config, defaults)?),
+                None => Arc::new(Route::new(config, defaults, previous)?),
             });
         }
         routes.sort_by_key(|r| {

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod auth_jwt;
 mod backend_defects;
 mod close;
 mod config;

@@ -7,6 +7,8 @@
 //! way (claims become headers, a token offered as a subprotocol is taken out of the
 //! offer), and says who the client is and until when it may stay.
 
+mod jwt;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::HeaderMap;
@@ -18,7 +20,6 @@ use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
 /// Which way a request goes in, once past the door.
-#[allow(dead_code)] // `protocols` is for the JWT check's subprotocol credential.
 pub(crate) enum Entry<'a> {
     /// A WebSocket upgrade (or extended CONNECT), with the subprotocols it offers (a
     /// check may take a credential out of them before the backend sees the offer).
@@ -36,6 +37,9 @@ pub(crate) enum Entry<'a> {
 pub(crate) struct Pass {
     /// Identity and end of life, handed to the relay.
     pub admitted: Admitted,
+    /// The subprotocol the 101 names when the backend picks none: the credential
+    /// marker a browser offered beside its token (it fails a 101 naming none of its offers).
+    pub subprotocol: Option<String>,
 }
 
 impl Pass {
@@ -80,8 +84,14 @@ pub(crate) async fn check<B>(
     req: &mut Request<B>,
     client: &ClientInfo,
     state: &ProxyState,
-    entry: Entry<'_>,
+    mut entry: Entry<'_>,
 ) -> Result<Pass, Refusal> {
-    let _ = (route, req, client, state, entry);
-    Ok(Pass::default())
+    let _ = client;
+    let mut pass = Pass::default();
+    if let Some(check) = &route.jwt {
+        jwt::check(route, check, req, state, &mut entry, &mut pass)
+            .await
+            .inspect_err(|r| state.metrics.auth.failure(route.name(), r.reason))?;
+    }
+    Ok(pass)
 }

@@ -17,6 +17,7 @@
 // over HTTP/2, and the same-origin WebSockets then go over that connection as RFC 8441
 // extended CONNECTs. An extra check requires the page itself to have arrived over h2
 // (Navigation Timing's nextHopProtocol); browser.sh checks wsgate's close reports.
+import { createPrivateKey, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
@@ -46,6 +47,16 @@ const PAGE_ORIGIN = VIA_H2 ? arg('--page-origin') : `https://127.0.0.1:${pagePor
 // Where the page's files are below the origin: wsgate's page route in h2 mode.
 const PAGE_PREFIX = VIA_H2 ? '/page' : '';
 const tlsFiles = { cert: readFileSync(arg('--cert')), key: readFileSync(arg('--key')) };
+
+// The JWT route's tokens, ES256 (JWS signatures are r||s, not DER: ieee-p1363).
+const jwtKey = createPrivateKey(readFileSync(arg('--jwt-key')));
+function mint(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${part({ alg: 'ES256', typ: 'JWT' })}.${part(claims)}`;
+  const sig = sign('sha256', Buffer.from(input), { key: jwtKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${sig.toString('base64url')}`;
+}
+const nowS = () => Math.floor(Date.now() / 1000);
 
 const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
 
@@ -103,6 +114,28 @@ const CASES = [
     }
     return true;
   }],
+  ['jwtSubprotocol', 'token as a subprotocol entry: 101 names the marker, backend never sees it', (r) => {
+    const opened = r.events[0];
+    if (opened?.type !== 'open') return `events ${types(r)}`;
+    if (opened.protocol !== 'wsgate.bearer') return `ws.protocol "${opened.protocol}"`;
+    const c = closeIs(r, 4003, 'jwt bye', true);
+    if (c !== true) return c;
+    const rec = r.record;
+    if (!rec) return 'no report from the backend';
+    if (rec.headers['x-auth-sub'] !== 'browser-user') return `backend saw X-Auth-Sub ${rec.headers['x-auth-sub']}`;
+    if (rec.headers['sec-websocket-protocol'] != null) {
+      return `backend saw Sec-WebSocket-Protocol ${rec.headers['sec-websocket-protocol']}`;
+    }
+    return true;
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 300 }) })],
+  ['jwtMissing', 'marker offered without a token: 401 → onerror, onclose 1006', failedHandshake(401)],
+  ['jwtExpiry', 'token 3 s from exp: open, then close 1008 "token expired" at exp', (r) => {
+    if (r.events[0]?.type !== 'open') return `events ${types(r)}`;
+    const c = closeIs(r, 1008, 'token expired', true);
+    if (c !== true) return c;
+    if (!(r.openForMs >= 1000)) return `closed ${r.openForMs} ms after open`;
+    return true;
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 3 }) })],
 ];
 
 // The page's web server: https on 127.0.0.1 (plain http as wsgate's backend in h2
@@ -189,9 +222,10 @@ async function main() {
       });
     }
 
-    for (const [name, what, check] of CASES) {
+    for (const [name, what, check, extra] of CASES) {
       const started = Date.now();
-      const result = await page.evaluate(([n, base]) => window.runCase(n, base), [name, wss]);
+      const args = [name, wss, extra ? extra() : {}];
+      const result = await page.evaluate(([n, base, x]) => window.runCase(n, base, x), args);
       const verdict = result.timedOut ? 'timed out' : check(result, consoleErrors);
       rows.push({
         name,
