@@ -72,13 +72,18 @@ const closeIs = (r, code, reason, wasClean) => {
 const types = (r) => r.events.map((e) => e.type).join(',');
 // A refused upgrade: onerror then onclose 1006, and Chromium's console names the HTTP
 // status wsgate answered (proof that the request reached wsgate and what it said).
+// A 401 carrying `WWW-Authenticate` is named by Chromium as an authentication failure
+// over HTTP/1.1, and not named at all over HTTP/2 (browser.sh then finds the 401 in
+// wsgate's log).
 const failedHandshake = (status) => (r, consoleErrors) => {
   const t = types(r);
   if (t !== 'error,close') return `events ${t}`;
   const c = closeIs(r, 1006, '', false);
   if (c !== true) return c;
   const said = consoleErrors.find((m) => m.includes(r.url));
-  if (!said || !said.includes(`Unexpected response code: ${status}`)) {
+  const expected = status === 401 ? 'HTTP Authentication failed' : `Unexpected response code: ${status}`;
+  const unnamed401 = status === 401 && VIA_H2 && said?.endsWith('failed: ');
+  if (!said || !(said.includes(expected) || unnamed401)) {
     return `console: ${said || '(nothing about this URL)'}`;
   }
   return true;
@@ -129,6 +134,13 @@ const CASES = [
     return true;
   }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 300 }) })],
   ['jwtMissing', 'marker offered without a token: 401 → onerror, onclose 1006', failedHandshake(401)],
+  ['jwtNoMarker', 'token entry without the marker: a 101 naming no offer fails in Chromium', (r, consoleErrors) => {
+    const t = types(r);
+    if (t !== 'error,close') return `events ${t}`;
+    const said = consoleErrors.find((m) => m.includes(r.url)) || '';
+    if (!VIA_H2 && !said.includes('Sec-WebSocket-Protocol')) return `console: ${said || '(nothing)'}`;
+    return closeIs(r, 1006, '', false);
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 300 }) })],
   ['jwtExpiry', 'token 3 s from exp: open, then close 1008 "token expired" at exp', (r) => {
     if (r.events[0]?.type !== 'open') return `events ${types(r)}`;
     const c = closeIs(r, 1008, 'token expired', true);

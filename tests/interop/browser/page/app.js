@@ -161,6 +161,12 @@ Object.assign(scenarios, {
     open(`${base}/jwt/none`, out, { close: done }, ['wsgate.bearer']);
   },
 
+  // Why the marker is offered too: without it the backend picks nothing, the 101 names
+  // no subprotocol, and Chromium fails the connection.
+  jwtNoMarker(base, out, done, extra) {
+    open(`${base}/jwt/nomarker`, out, { close: done }, [`wsgate.bearer.${extra.token}`]);
+  },
+
   // A token that expires in a few seconds: wsgate closes the open socket at exp.
   jwtExpiry(base, out, done, extra) {
     let openedAt = 0;
