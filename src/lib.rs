@@ -33,7 +33,7 @@
 //!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
 //!    - `shared::jwks`: a route's JWT keys (a file, a secret, a JWKS's last document),
-//!      each with the one algorithm it verifies.
+//!      each with the one algorithm it verifies; `shared::jws`: their signatures checked on `ring`.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).

@@ -174,6 +174,7 @@ impl JwtCheck {
     /// Builds the check, reading a key file or secret now, and taking over `jwks` when it
     /// is for the same URL and settings (a reload keeps fetched keys).
     pub fn new(config: &JwtConfig, reuse: Option<&Arc<Jwks>>) -> Result<JwtCheck, TlsError> {
+        crate::shared::jws::install();
         let source = match &config.keys {
             JwtKeys::Jwks(jwks) => match reuse.filter(|j| j.config == *jwks) {
                 Some(j) => KeySource::Jwks(j.clone()),

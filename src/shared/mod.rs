@@ -6,6 +6,7 @@ pub mod budget;
 pub mod client;
 pub mod idle_conns;
 pub mod jwks;
+pub mod jws;
 pub mod metrics;
 pub mod occupancy;
 pub mod pool;

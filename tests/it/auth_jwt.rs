@@ -11,8 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::Full;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RsaKeyPair,
+};
 use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -25,59 +27,78 @@ use crate::support::frame::Frame;
 use crate::support::proxy::{Proxy, route, yaml};
 use crate::support::{eventually, http, raw};
 
-/// A signing key made for the test, with its public half as PEM.
+/// A signing key made for the test (signing with `ring`: wsgate's own provider verifies
+/// only), with its public half as PEM and as a JWK.
 struct Signer {
-    alg: Algorithm,
-    key: EncodingKey,
+    alg: &'static str,
+    key: Key,
     public_pem: String,
-    /// The raw public key, for a JWK written by hand (Ed25519).
-    public_raw: Vec<u8>,
+    jwk: Value,
     kid: Option<String>,
+}
+
+enum Key {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+    Rsa(Arc<RsaKeyPair>, &'static dyn ring::signature::RsaEncoding),
 }
 
 fn ec_signer() -> Signer {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+    let rng = SystemRandom::new();
+    let key = EcdsaKeyPair::from_pkcs8(
+        &ECDSA_P256_SHA256_FIXED_SIGNING,
+        &pair.serialize_der(),
+        &rng,
+    )
+    .expect("EC key");
+    let point = key.public_key().as_ref().to_vec();
     Signer {
-        alg: Algorithm::ES256,
-        key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("EC key"),
+        alg: "ES256",
+        jwk: json!({ "kty": "EC", "crv": "P-256", "alg": "ES256", "x": b64(&point[1..33]), "y": b64(&point[33..]) }),
+        key: Key::Ec(key),
         public_pem: pair.public_key_pem(),
-        public_raw: pair.public_key_raw().to_vec(),
         kid: None,
     }
 }
 
 fn ed_signer() -> Signer {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("Ed25519 key");
+    let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pair.serialize_der()).expect("Ed key");
     Signer {
-        alg: Algorithm::EdDSA,
-        key: EncodingKey::from_ed_pem(pair.serialize_pem().as_bytes()).expect("Ed key"),
+        alg: "EdDSA",
+        jwk: json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": b64(key.public_key().as_ref()) }),
+        key: Key::Ed(key),
         public_pem: pair.public_key_pem(),
-        public_raw: pair.public_key_raw().to_vec(),
         kid: None,
     }
 }
 
-/// One RSA key per test run: generating one takes a while even optimised.
-fn rsa_signer(alg: Algorithm) -> Signer {
-    static KEY: OnceLock<(String, String)> = OnceLock::new();
-    let (private, public) = KEY.get_or_init(|| {
+/// One RSA key per test run (ring does not generate RSA keys; the `rsa` crate does, slowly).
+fn rsa_signer(alg: &'static str) -> Signer {
+    static KEY: OnceLock<(Arc<RsaKeyPair>, String)> = OnceLock::new();
+    let (key, public) = KEY.get_or_init(|| {
         use rsa::Generate;
         let key = rsa::PrivateKey::generate();
-        let private = key
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("PKCS#8")
-            .to_string();
+        let der = key.to_pkcs8_der().expect("PKCS#8");
         let public = key
             .to_public_key()
             .to_public_key_pem(LineEnding::LF)
             .expect("SPKI");
-        (private, public)
+        let pair = RsaKeyPair::from_pkcs8(der.as_bytes()).expect("ring takes the RSA key");
+        (Arc::new(pair), public)
     });
+    let parts = ring::signature::RsaPublicKeyComponents::<Vec<u8>>::from(key.public());
+    let encoding: &'static dyn ring::signature::RsaEncoding = match alg {
+        "RS256" => &ring::signature::RSA_PKCS1_SHA256,
+        "PS256" => &ring::signature::RSA_PSS_SHA256,
+        other => panic!("no RSA signer for {other}"),
+    };
     Signer {
         alg,
-        key: EncodingKey::from_rsa_pem(private.as_bytes()).expect("RSA key"),
+        jwk: json!({ "kty": "RSA", "alg": alg, "n": b64(&parts.n), "e": b64(&parts.e) }),
+        key: Key::Rsa(key.clone(), encoding),
         public_pem: public.clone(),
-        public_raw: Vec::new(),
         kid: None,
     }
 }
@@ -89,25 +110,52 @@ impl Signer {
     }
 
     fn sign(&self, claims: &Value) -> String {
-        let mut header = Header::new(self.alg);
-        header.kid = self.kid.clone();
-        jsonwebtoken::encode(&header, claims, &self.key).expect("sign token")
+        let mut header = json!({ "alg": self.alg, "typ": "JWT" });
+        if let Some(kid) = &self.kid {
+            header["kid"] = json!(kid);
+        }
+        jws(&header, claims, |input| match &self.key {
+            Key::Ec(k) => k
+                .sign(&SystemRandom::new(), input)
+                .unwrap()
+                .as_ref()
+                .to_vec(),
+            Key::Ed(k) => k.sign(input).as_ref().to_vec(),
+            Key::Rsa(k, encoding) => {
+                let mut out = vec![0; k.public().modulus_len()];
+                k.sign(*encoding, &SystemRandom::new(), input, &mut out)
+                    .unwrap();
+                out
+            }
+        })
     }
 
     fn jwk(&self) -> Value {
-        let mut jwk = if self.alg == Algorithm::EdDSA {
-            // jsonwebtoken's rust_crypto provider cannot derive an Ed25519 JWK from a
-            // private key; the public key is at hand anyway.
-            json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": b64(&self.public_raw) })
-        } else {
-            let jwk = Jwk::from_encoding_key(&self.key, self.alg).expect("JWK");
-            serde_json::to_value(jwk).unwrap()
-        };
+        let mut jwk = self.jwk.clone();
         if let Some(kid) = &self.kid {
             jwk["kid"] = json!(kid);
         }
         jwk
     }
+}
+
+/// A compact JWS: `header.claims.signature`, the signature made by `sign` over the first two.
+fn jws(header: &Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature))
+}
+
+/// An HS256 token under `secret`.
+fn hs256(secret: &[u8], claims: &Value) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    jws(&json!({ "alg": "HS256", "typ": "JWT" }), claims, |input| {
+        ring::hmac::sign(&key, input).as_ref().to_vec()
+    })
 }
 
 fn now() -> u64 {
@@ -124,16 +172,6 @@ fn claims() -> Value {
 
 fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
-}
-
-/// A token put together by hand (for headers no library would write).
-fn forged(header: &Value, claims: &Value, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes()),
-        b64(signature)
-    )
 }
 
 /// A temporary directory holding one file.
@@ -219,13 +257,12 @@ async fn bad_tokens_are_401_with_a_challenge_before_any_backend_contact() {
     no_exp.as_object_mut().unwrap().remove("exp");
     let mut exp_as_text = claims();
     exp_as_text["exp"] = json!("never");
-    let none = forged(&json!({"alg": "none", "typ": "JWT"}), &claims(), b"");
+    let none = jws(&json!({"alg": "none", "typ": "JWT"}), &claims(), |_| {
+        Vec::new()
+    });
     // Algorithm confusion: an HMAC over the token keyed with the public key's PEM text.
-    let confused = {
-        let key = EncodingKey::from_secret(signer.public_pem.as_bytes()).unwrap();
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &key).unwrap()
-    };
-    let rs256 = rsa_signer(Algorithm::RS256).sign(&claims());
+    let confused = hs256(signer.public_pem.as_bytes(), &claims());
+    let rs256 = rsa_signer("RS256").sign(&claims());
     let cases: Vec<(&str, Option<String>, &str)> = vec![
         ("no token", None, "missing"),
         ("garbage", Some("not-a-jwt".into()), "malformed"),
@@ -337,8 +374,7 @@ async fn a_token_offered_as_a_subprotocol_is_taken_out_and_the_marker_answered()
 async fn tokens_are_read_from_a_cookie_or_the_query_and_hs256_from_a_secret_file() {
     let secret = "0123456789abcdef0123456789abcdef-test-only";
     let (_dir, secret_file) = file("secret", &format!("{secret}\n"));
-    let key = EncodingKey::from_secret(secret.as_bytes()).unwrap();
-    let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &key).unwrap();
+    let token = hs256(secret.as_bytes(), &claims());
     let backend = Backend::echo().await;
     let jwt = format!(
         "      secret_file: {secret_file}\n      token: {{ cookie: session, query: access_token }}\n"
@@ -351,8 +387,7 @@ async fn tokens_are_read_from_a_cookie_or_the_query_and_hs256_from_a_secret_file
         raw::upgrade_with(proxy.addr(), &format!("/app?x=1&access_token={token}"), &[]).await;
     assert_eq!(head.status(), 101, "query: {head:?}");
     // An HS256 token made with another secret.
-    let wrong = EncodingKey::from_secret(b"another secret of thirty-two bytes!!").unwrap();
-    let forged = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims(), &wrong).unwrap();
+    let forged = hs256(b"another secret of thirty-two bytes!!", &claims());
     let (head, _c) =
         raw::upgrade_with(proxy.addr(), &format!("/app?access_token={forged}"), &[]).await;
     assert_eq!(head.status(), 401, "{head:?}");
@@ -456,7 +491,7 @@ impl JwksServer {
 async fn a_jwks_over_tls_rotates_refetches_unknown_kids_once_and_survives_a_reload() {
     let ca = TestCa::new();
     let a = ec_signer().with_kid("a");
-    let b = rsa_signer(Algorithm::RS256).with_kid("b");
+    let b = rsa_signer("RS256").with_kid("b");
     let jwks = JwksServer::start(&[&a], Some(ca.server_config())).await;
     let backend = Backend::echo().await;
     let jwt = format!(
@@ -542,7 +577,7 @@ async fn while_the_jwks_is_down_the_keys_held_still_verify() {
 
 #[tokio::test(start_paused = true)]
 async fn a_live_socket_is_closed_at_its_tokens_exp_with_1008() {
-    let signer = rsa_signer(Algorithm::PS256);
+    let signer = rsa_signer("PS256");
     let (_dir, key) = file("key.pem", &signer.public_pem);
     let backend = Backend::echo().await;
     let jwt = format!("      key_file: {key}\n      algorithm: PS256\n      leeway: 0s\n");
