@@ -693,3 +693,33 @@ fn jwt_config_mistakes_are_refused_with_their_place() {
         .to_string();
     assert!(err.contains("log_query"), "{err}");
 }
+
+#[tokio::test]
+async fn a_rotated_key_file_takes_effect_on_reload_without_closing_the_routes_sockets() {
+    let (old, new) = (ec_signer(), ec_signer());
+    let (dir, key) = file("key.pem", &old.public_pem);
+    let backend = Backend::echo().await;
+    let jwt = format!("      key_file: {key}\n      algorithm: ES256\n");
+    let config = yaml(&jwt_route(&backend, &jwt));
+    let proxy = Proxy::start(&config).await;
+    let auth = bearer(&old.sign(&claims()));
+    let (head, mut open) =
+        raw::upgrade_with(proxy.addr(), "/app", &[("Authorization", &auth)]).await;
+    assert_eq!(head.status(), 101, "{head:?}");
+
+    std::fs::write(dir.path().join("key.pem"), &new.public_pem).unwrap();
+    proxy.reload_ok(&config).await;
+    assert_eq!(
+        upgrade_status(proxy.addr(), new.sign(&claims())).await,
+        101,
+        "the new key"
+    );
+    assert_eq!(
+        upgrade_status(proxy.addr(), old.sign(&claims())).await,
+        401,
+        "the old key"
+    );
+    // The route is unchanged: its socket opened under the old key is still relayed.
+    open.send(Frame::text("still open")).await;
+    assert_eq!(open.recv_frame().await.payload, b"still open");
+}
