@@ -125,7 +125,7 @@ async fn fetch(jwks: &Jwks) -> Result<KeySet, JwksError> {
         .map_err(JwksError::Connect)?;
     let stream = if secure {
         let name = ServerName::try_from(bare.to_string()).map_err(|_| JwksError::Url)?;
-        let tls = tokio_rustls::TlsConnector::from(jwks.tls.clone())
+        let tls = tokio_rustls::TlsConnector::from(jwks.tls.load_full())
             .connect(name, tcp)
             .await
             .map_err(JwksError::Connect)?;

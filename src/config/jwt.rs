@@ -62,6 +62,17 @@ pub struct JwtConfig {
     pub realm: String,
 }
 
+impl JwtConfig {
+    /// The file holding the key (a key file, a secret, or a JWKS URL's extra CA), which a
+    /// change on disk reloads like a certificate.
+    pub fn key_file(&self) -> Option<PathBuf> {
+        match &self.keys {
+            JwtKeys::File { path, .. } | JwtKeys::Secret(path) => Some(path.clone()),
+            JwtKeys::Jwks(j) => j.tls_ca.clone(),
+        }
+    }
+}
+
 /// Where a route's tokens are verified from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JwtKeys {

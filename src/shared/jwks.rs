@@ -135,8 +135,8 @@ pub fn algorithm(a: JwtAlgorithm) -> Algorithm {
 pub struct Jwks {
     /// The URL and its refresh settings.
     pub config: JwksConfig,
-    /// TLS client config for an `https://` URL.
-    pub tls: Arc<rustls::ClientConfig>,
+    /// TLS client config for an `https://` URL (its `tls_ca` re-read on reload).
+    pub tls: ArcSwap<rustls::ClientConfig>,
     /// The keys of the last document fetched (empty until the first fetch succeeds);
     /// kept while the URL fails, so a short outage refuses nobody.
     pub keys: ArcSwap<KeySet>,
@@ -148,6 +148,15 @@ pub struct Jwks {
 }
 
 impl Jwks {
+    /// Reads the `tls_ca` file anew, like every certificate on a reload.
+    fn reread_ca(&self) -> Result<(), TlsError> {
+        if let Some(ca) = &self.config.tls_ca {
+            self.tls
+                .store(crate::shared::tls::backend_client_config(Some(ca))?);
+        }
+        Ok(())
+    }
+
     /// Claims the start of the background refresh: true once.
     pub fn claim_start(&self) -> bool {
         !self.started.swap(true, Ordering::AcqRel)
@@ -177,10 +186,15 @@ impl JwtCheck {
         crate::shared::jws::install();
         let source = match &config.keys {
             JwtKeys::Jwks(jwks) => match reuse.filter(|j| j.config == *jwks) {
-                Some(j) => KeySource::Jwks(j.clone()),
+                Some(j) => {
+                    j.reread_ca()?;
+                    KeySource::Jwks(j.clone())
+                }
                 None => KeySource::Jwks(Arc::new(Jwks {
                     config: jwks.clone(),
-                    tls: crate::shared::tls::backend_client_config(jwks.tls_ca.as_deref())?,
+                    tls: ArcSwap::new(crate::shared::tls::backend_client_config(
+                        jwks.tls_ca.as_deref(),
+                    )?),
                     keys: ArcSwap::default(),
                     refetched: tokio::sync::Mutex::new(None),
                     started: AtomicBool::new(false),
@@ -210,11 +224,12 @@ impl JwtCheck {
         }
     }
 
-    /// A file key or secret read anew (a reload of an otherwise unchanged route).
+    /// A file key or secret read anew (a reload of an otherwise unchanged route); a
+    /// JWKS's `tls_ca` is re-read and used at once (the same file, newer contents).
     pub fn reread(&self) -> Result<Option<Arc<KeySet>>, TlsError> {
-        match self.source {
+        match &self.source {
             KeySource::Static(_) => Ok(Some(Arc::new(static_keys(&self.config)?))),
-            KeySource::Jwks(_) => Ok(None),
+            KeySource::Jwks(j) => j.reread_ca().map(|()| None),
         }
     }
 

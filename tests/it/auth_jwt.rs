@@ -701,6 +701,12 @@ async fn a_rotated_key_file_takes_effect_on_reload_without_closing_the_routes_so
     let backend = Backend::echo().await;
     let jwt = format!("      key_file: {key}\n      algorithm: ES256\n");
     let config = yaml(&jwt_route(&backend, &jwt));
+    let parsed = crate::support::proxy::parse(&config, "test.yaml");
+    let watched = wsgate::watched_files(std::path::Path::new("test.yaml"), &parsed);
+    assert!(
+        watched.iter().any(|f| f.display().to_string() == key),
+        "{watched:?}"
+    );
     let proxy = Proxy::start(&config).await;
     let auth = bearer(&old.sign(&claims()));
     let (head, mut open) =
