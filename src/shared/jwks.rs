@@ -17,6 +17,10 @@ use crate::config::jwt::{
 use crate::config::tls::PemError;
 use crate::shared::tls::TlsError;
 
+/// Most keys a token without a `kid` is tried against: each try is a signature check the
+/// client makes wsgate pay for, and a key set rarely holds more keys of one algorithm.
+pub const MAX_KEYS_TRIED: usize = 4;
+
 /// A key and the one algorithm it verifies.
 pub struct VerifyKey {
     /// Its `kid`, if the key set names it.
@@ -36,7 +40,8 @@ pub struct KeySet {
 
 /// What a token's header finds in a key set.
 pub enum Lookup<'k> {
-    /// The keys to try: the one its `kid` names, or every key of its algorithm.
+    /// The keys to try: the one its `kid` names, or the first [`MAX_KEYS_TRIED`] of its
+    /// algorithm.
     Found(Vec<&'k VerifyKey>),
     /// The token names a `kid` the set does not have.
     UnknownKid,
@@ -59,6 +64,7 @@ impl KeySet {
         let fitting: Vec<_> = candidates
             .into_iter()
             .filter(|k| k.algorithm == alg)
+            .take(MAX_KEYS_TRIED)
             .collect();
         if fitting.is_empty() {
             Lookup::NoKeyForAlgorithm
@@ -328,5 +334,9 @@ mod tests {
             keys.lookup(None, Algorithm::RS256),
             Lookup::NoKeyForAlgorithm
         ));
+        let many = set(&vec![ec(""); 10].join(","));
+        assert!(
+            matches!(many.lookup(None, Algorithm::ES256), Lookup::Found(k) if k.len() == MAX_KEYS_TRIED)
+        );
     }
 }

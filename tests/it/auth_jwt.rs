@@ -729,3 +729,27 @@ async fn a_rotated_key_file_takes_effect_on_reload_without_closing_the_routes_so
     open.send(Frame::text("still open")).await;
     assert_eq!(open.recv_frame().await.payload, b"still open");
 }
+
+#[tokio::test]
+async fn far_and_fractional_exp_values_are_taken_without_harm() {
+    let signer = ec_signer();
+    let (_dir, key) = file("key.pem", &signer.public_pem);
+    let backend = Backend::echo().await;
+    let jwt = format!("      key_file: {key}\n      algorithm: ES256\n");
+    let proxy = Proxy::start(&yaml(&jwt_route(&backend, &jwt))).await;
+    // The largest integer, and a fractional time (JWT NumericDate allows both).
+    for exp in [
+        json!(u64::MAX),
+        json!(i64::MAX as u64 - 1_000_000),
+        json!(now() as f64 + 3600.5),
+    ] {
+        let mut c = claims();
+        c["exp"] = exp.clone();
+        let auth = bearer(&signer.sign(&c));
+        let (head, mut client) =
+            raw::upgrade_with(proxy.addr(), "/app", &[("Authorization", &auth)]).await;
+        assert_eq!(head.status(), 101, "exp {exp}: {head:?}");
+        client.send(Frame::text("hi")).await;
+        assert_eq!(client.recv_frame().await.payload, b"hi", "exp {exp}");
+    }
+}

@@ -78,9 +78,14 @@ pub(crate) async fn check<B>(
         .get("sub")
         .and_then(Value::as_str)
         .map(str::to_string);
-    if let (Entry::Upgrade { .. }, Some(exp)) = (entry, claims.get("exp").and_then(Value::as_u64)) {
+    // An `exp` too far to be a moment of this clock (u64::MAX) never ends the connection.
+    let end = claims
+        .get("exp")
+        .and_then(numeric_date)
+        .and_then(|exp| tokio::time::Instant::now().checked_add(until(exp, config.leeway)));
+    if let (Entry::Upgrade { .. }, Some(at)) = (entry, end) {
         pass.admitted.end_by(EndOfLife {
-            at: tokio::time::Instant::now() + until(exp, config.leeway),
+            at,
             code: config.expired_close_code,
             reason: EXPIRED_REASON.into(),
             outcome: Outcome::AuthExpired,
@@ -89,12 +94,23 @@ pub(crate) async fn check<B>(
     Ok(())
 }
 
+/// A NumericDate as the check read it: whole seconds, or fractional ones rounded
+/// (RFC 7519 §2 allows both), so every `exp` that passed also ends the connection.
+fn numeric_date(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        let f = v.as_f64()?;
+        (f.is_finite() && f >= 0.0 && f < u64::MAX as f64).then(|| f.round() as u64)
+    })
+}
+
 /// The time left until `exp` plus the leeway (the same grace the check gave).
 fn until(exp: u64, leeway: Duration) -> Duration {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    (Duration::from_secs(exp) + leeway).saturating_sub(now)
+    Duration::from_secs(exp)
+        .saturating_add(leeway)
+        .saturating_sub(now)
 }
 
 fn validation(config: &JwtConfig, alg: jsonwebtoken::Algorithm) -> Validation {
