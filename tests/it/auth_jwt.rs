@@ -394,12 +394,21 @@ async fn tokens_are_read_from_a_cookie_or_the_query_and_hs256_from_a_secret_file
 }
 
 #[tokio::test]
-async fn plain_requests_on_a_jwt_route_need_a_token_too() {
+async fn plain_requests_on_a_jwt_route_need_a_token_too_and_get_its_claims() {
+    use crate::support::http_backend::{HttpBackend, text};
     let signer = ec_signer();
     let (_dir, key) = file("key.pem", &signer.public_pem);
-    let backend = Backend::echo().await;
-    let jwt = format!("      key_file: {key}\n      algorithm: ES256\n");
-    let proxy = Proxy::start(&yaml(&jwt_route(&backend, &jwt))).await;
+    let backend = HttpBackend::start(|_req| async { hyper::Response::new(text("page")) }).await;
+    let jwt = format!(
+        "      key_file: {key}\n      algorithm: ES256\n      claim_headers: {{ sub: X-Auth-Sub }}\n"
+    );
+    let routes = route(
+        "app",
+        "/app",
+        &format!("ws://{}", backend.addr),
+        &format!("    jwt:\n{jwt}"),
+    );
+    let proxy = Proxy::start(&yaml(&routes)).await;
     let head = http::exchange(
         proxy.addr(),
         format!("GET /app/page HTTP/1.1\r\nHost: {}\r\n\r\n", proxy.addr()),
@@ -407,7 +416,21 @@ async fn plain_requests_on_a_jwt_route_need_a_token_too() {
     .await;
     assert_eq!(head.status(), 401, "{head:?}");
     assert!(head.header("www-authenticate").is_some());
-    assert_eq!(backend.log.accepted(), 0);
+    assert_eq!(backend.stats.accepted(), 0);
+
+    let token = signer.sign(&claims());
+    let head = http::exchange(
+        proxy.addr(),
+        format!(
+            "GET /app/page HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nX-Auth-Sub: mallory\r\nConnection: close\r\n\r\n",
+            proxy.addr()
+        ),
+    )
+    .await;
+    assert_eq!(head.status(), 200, "{head:?}");
+    let seen = backend.stats.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].all("x-auth-sub"), ["alice"], "client copy replaced");
 }
 
 /// A JWKS server on loopback (optionally TLS): serves whatever the test sets, counts GETs.
