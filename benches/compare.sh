@@ -23,13 +23,17 @@
 #                    http-backend answering 200: BENCH_TARGETS="direct wsgate wsgate-fwd"
 #                    BENCH_MEASURES=connrate BENCH_TLS_TARGETS="" for its connection cost)
 #   BENCH_TLS_TARGETS="wsgate nginx"  (haproxy too if wanted; "" skips the TLS suite)
-#   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used http1 http2 h2echo h2idle"
+#   BENCH_MEASURES="echo64 echo64k latency connrate idle idle_used connauth http1 http2 h2echo h2idle"
 #                    (idle: connections that never sent anything; idle_used: after one
 #                    64 B echo each, so per-connection buffers have been touched;
 #                    http1: wrk keep-alive GETs; http2: h2load over TLS + ALPN h2;
 #                    h2echo: 64 B WebSocket echo over HTTP/2 (RFC 8441) vs HTTP/1.1, both
 #                    TLS; h2idle: RSS per idle WebSocket on h2 streams vs on h1 over TLS.
-#                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min)
+#                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min;
+#                    connauth: new connections/s with authentication at the door, and
+#                    the proxy's CPU µs per connection: JWT (ES256, RS256, JWKS cached)
+#                    against none; needs node for the keys and tokens)
+#   BENCH_AUTH_TARGETS="wsgate wsgate-jwt-es256 wsgate-jwt-rs256 wsgate-fwd"   (targets of connauth)
 #   BENCH_HTTP_TARGETS="direct wsgate wsgate-pool32 nginx haproxy"  BENCH_H2_TARGETS="wsgate nginx"
 #                    (wsgate: pool of 64 idle backend connections like nginx's keepalive 64;
 #                    wsgate-pool32: wsgate.yaml with the default pool, which was 32 idle
@@ -65,7 +69,8 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-9000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
 TARGETS=${BENCH_TARGETS:-direct wsgate nginx haproxy}
 TLS_TARGETS=${BENCH_TLS_TARGETS-wsgate nginx}
-MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used http1 http2 h2echo h2idle}
+MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used connauth http1 http2 h2echo h2idle}
+AUTH_TARGETS=${BENCH_AUTH_TARGETS:-wsgate wsgate-jwt-es256 wsgate-jwt-rs256 wsgate-fwd}
 HTTP_TARGETS=${BENCH_HTTP_TARGETS:-direct wsgate wsgate-pool32 nginx haproxy}
 H2_TARGETS=${BENCH_H2_TARGETS:-wsgate nginx}
 H2WS_TARGETS=${BENCH_H2WS_TARGETS:-wsgate haproxy}
@@ -102,6 +107,11 @@ if has_measure http1 || has_measure http2; then
 fi
 has_measure http2 || H2_TARGETS=""
 has_measure h2echo || has_measure h2idle || H2WS_TARGETS=""
+has_measure connauth || AUTH_TARGETS=""
+if [ -n "$AUTH_TARGETS" ] && ! command -v node >/dev/null; then
+    log "connauth skipped: node (for the JWT keys and tokens) not found"
+    AUTH_TARGETS=""
+fi
 
 want_pkgs=()
 need() { case " $TARGETS $TLS_TARGETS $HTTP_TARGETS $H2_TARGETS $H2WS_TARGETS " in *" $1 "*) command -v "$2" >/dev/null || want_pkgs+=("$3") ;; esac; }
@@ -179,11 +189,12 @@ bash "$ROOT/benches/make-certs.sh" "$TLSDIR"
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))
 HTTP_BACKEND_PORT=$((PORT_BASE + 21))
-declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [wsgate-fwd]=8 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14
+declare -A PORT_OF=([direct]=1 [wsgate]=2 [wsgate-nometrics]=6 [wsgate-base]=7 [wsgate-jwt-es256]=8 [wsgate-jwt-rs256]=9 [jwks]=10 [wsgate-fwd]=11 [nginx]=3 [haproxy]=4 [caddy]=5 [wsgate-tls]=12 [nginx-tls]=13 [haproxy-tls]=14
     [http-direct]=21 [wsgate-http]=22 [nginx-http]=23 [haproxy-http]=24 [wsgate-pool32-http]=25 [wsgate-h2]=32 [nginx-h2]=33)
 
 render() { # template out port [scratch dir for @RUN@] [backend port]
     sed -e "s|@RUN@|${4:-$RUN}|g" -e "s|@PORT@|$3|g" -e "s|@BACKEND@|127.0.0.1:${5:-$BACKEND_PORT}|g" \
+        -e "s|@JWKS@|http://127.0.0.1:$((PORT_BASE + ${PORT_OF[jwks]}))/jwks.json|g" \
         -e "s|@CERT@|$TLSDIR/server.pem|g" -e "s|@KEY@|$TLSDIR/server.key|g" \
         -e "s|@PEM@|$TLSDIR/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$RUN/$2"
 }
@@ -262,9 +273,19 @@ start_target() { # name
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
         start "$name" "$port" "$BIN/wsgate-base" --config "$RUN/$name.yaml"
         ;;
-    wsgate-fwd) # every upgrade asks the http-backend (always 200) first
-        render wsgate.yaml "$name.yaml" "$port"
-        sed -i "s|^    backends: .*|&\n    forward_auth: { url: \"http://127.0.0.1:$HTTP_BACKEND_PORT/auth\" }|" "$RUN/$name.yaml"
+    jwks) # the JWKS of the JWT targets, fetched once at their start
+        mkdir -p "$RUN/jwt"
+        node "$ROOT/benches/jwt-fixture.mjs" "$RUN/jwt" || die "benches/jwt-fixture.mjs failed"
+        start jwks "$port" python3 -m http.server "$port" --bind 127.0.0.1 --directory "$RUN/jwt"
+        ;;
+    wsgate-jwt-es256 | wsgate-jwt-rs256 | wsgate-fwd)
+        if [ "$name" = wsgate-fwd ]; then # every upgrade asks the http-backend (always 200) first
+            render wsgate.yaml "$name.yaml" "$port"
+            sed -i "s|^    backends: .*|&\n    forward_auth: { url: \"http://127.0.0.1:$HTTP_BACKEND_PORT/auth\" }|" "$RUN/$name.yaml"
+        else
+            [ -n "${PID[jwks]:-}" ] || start_target jwks
+            render wsgate-jwt.yaml "$name.yaml" "$port"
+        fi
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
         "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
             { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
@@ -300,9 +321,11 @@ start_target() { # name
 
 if [ -n "$TARGETS$TLS_TARGETS$H2WS_TARGETS" ]; then start_target direct; fi
 # wsgate-fwd's auth service is the plain HTTP backend.
-case " $TARGETS " in *" wsgate-fwd "*) start_target http-direct ;; esac
+case " $TARGETS $AUTH_TARGETS " in *" wsgate-fwd "*) start_target http-direct ;; esac
 for t in $TARGETS; do [ "$t" = direct ] || start_target "$t"; done
 for t in $TLS_TARGETS; do start_target "$t-tls"; done
+if [ -n "$AUTH_TARGETS" ] && [ -z "${PID[direct]:-}" ]; then start_target direct; fi
+for t in $AUTH_TARGETS; do [ -n "${PID[$t]:-}" ] || start_target "$t"; done
 for t in $H2WS_TARGETS; do [ -n "${PID[$t-tls]:-}" ] || start_target "$t-tls"; done
 if [ -n "$HTTP_TARGETS$H2_TARGETS" ] && [ -z "${PID[http-direct]:-}" ]; then start_target http-direct; fi
 for t in $HTTP_TARGETS; do [ "$t" = direct ] || start_target "$t-http"; done
@@ -316,6 +339,7 @@ lg() {
     local watch=${PID[direct]} tls=() load out
     [ "$target" = direct ] || watch="${PID[$target]},${PID[direct]}"
     case $target in *-tls) tls=(--tls-ca "$TLSDIR/ca.pem" --sni localhost) ;; esac
+    case $target in wsgate-jwt-*) tls+=(--bearer-file "$RUN/jwt/${target#wsgate-jwt-}.token") ;; esac
     load=$(cut -d' ' -f1 /proc/loadavg)
     if out=$(taskset -c "$LG_CPU" "$BIN/loadgen" "$@" --addr "127.0.0.1:${PORT[$target]}" \
         "${tls[@]}" --watch "$watch" --warmup "$WARMUP" --duration "$DUR" 2>"$RUN/loadgen.err"); then
@@ -508,6 +532,13 @@ if [ -n "$TLS_TARGETS" ]; then
     log "TLS suite: $tls_list"
     # shellcheck disable=SC2086
     suite tls $tls_list
+fi
+if [ -n "$AUTH_TARGETS" ]; then
+    log "auth suite (connauth): $AUTH_TARGETS"
+    for rep in $(seq "$REPS"); do
+        # shellcheck disable=SC2046
+        for t in $(rotate "$AUTH_TARGETS" $((rep - 1))); do lg auth "$t" connrate "$rep" $(measure_args connrate); done
+    done
 fi
 if [ -n "$HTTP_TARGETS$H2_TARGETS$H2WS_TARGETS" ]; then
     log "HTTP suites: http1 [$HTTP_TARGETS] http2 [$H2_TARGETS] h2 WebSockets [$H2WS_TARGETS]"

@@ -264,6 +264,30 @@ def main():
           f"| {fmt_num(statistics.median(lat_cpu) if lat_cpu else None, 1)} "
           f"| {fmt_num(lg[0], 0)} | {fmt_num(lg[1], 0)} | {fmt_num(lg[2], 0)} |")
 
+    # ------------------------------------------------------------------ auth
+    auth = []
+    for r in runs:
+        if r["suite"] == "auth" and r["target"] not in auth:
+            auth.append(r["target"])
+    if auth:
+        base = t.median("auth", "wsgate", "connrate")
+        base_cpu = per_op(t, runs, "auth", "wsgate", "connrate", "conn_per_s")
+        p("")
+        p("## New connections with authentication at the door (connauth)")
+        p("")
+        p("Upgrade → Close cycles through wsgate with a route check (JWT: a token in "
+          "`Authorization: Bearer`, verified against a JWKS fetched at start, so cached) and "
+          "without (`wsgate`); the proxy's CPU µs per connection over the measured window.")
+        p("")
+        p("| target | new conn/s | × none | µs CPU / conn | + µs vs none |")
+        p("|---|---|---|---|---|")
+        for target in auth:
+            cpu = per_op(t, runs, "auth", target, "connrate", "conn_per_s")
+            extra = cpu - base_cpu if cpu is not None and base_cpu is not None else None
+            p(f"| {target} | {cell(t, 'auth', target, 'connrate', fmt_rate)} "
+              f"| {fmt_ratio(ratio(t.median('auth', target, 'connrate'), base))} "
+              f"| {fmt_num(cpu, 1)} | {fmt_num(extra, 1)} |")
+
     # ------------------------------------------------------------------ raw
     p("")
     p("<details><summary>Every run</summary>")

@@ -25,6 +25,7 @@
 //!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
+//!    - `config::jwt`: a route's `jwt:` section (token places, keys, claims, expiry).
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -38,11 +39,14 @@
 //!    - `shared::tally`: seats counted per key (client network, identity);
 //!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.
 //!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
+//!    - `shared::jwks`: a route's JWT keys (a file, a secret, a JWKS's last document),
+//!      each with the one algorithm it verifies; `shared::jws`: their signatures checked on `ring`.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
+//!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
 //!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!
@@ -66,7 +70,8 @@
 //!      `ingress::door`: a route's checks (authentication, admission) before any backend;
 //!      `door::admission`: caps per client and identity, the rate, `max_lifetime`.
 //!      `door::client_cert`: the client certificate's header and `client_cert: required`;
-//!      `door::forward_auth`: the auth service's subrequest and its answer.
+//!      `door::forward_auth`: the auth service's subrequest and its answer;
+//!      `door::jwt`: the JWT check.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
 //!    - `control::admin`: the admin listener; `control::shutdown`: signals;

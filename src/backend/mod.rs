@@ -8,4 +8,5 @@ pub mod echo;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod jwks;
 pub mod open;

@@ -17,6 +17,7 @@ pub mod admission;
 mod backend_url;
 pub mod forward_auth;
 mod http2;
+pub mod jwt;
 mod parse;
 pub mod pool;
 mod routes;

@@ -54,6 +54,8 @@ pub struct RouteConfig {
     pub client_cert_header: HeaderName,
     /// This route's overrides of `defaults`.
     pub tuning: TuningOverrides,
+    /// JSON Web Tokens checked at the door. Default none.
+    pub jwt: Option<crate::config::jwt::JwtConfig>,
 }
 
 /// Where a route sends its connections.
@@ -134,6 +136,7 @@ tuning_keys!(raw_route! {
     client_cert: ClientCertPolicy,
     #[serde(default, deserialize_with = "cert_header")]
     client_cert_header: Option<HeaderName>,
+    jwt: Option<crate::config::jwt::JwtConfig>,
 });
 
 impl TryFrom<RawRoute> for RouteConfig {
@@ -193,7 +196,15 @@ impl TryFrom<RawRoute> for RouteConfig {
             (Target::Echo, _) => false,
             (Target::Backends(_), http) => http.unwrap_or(true),
         };
+        if raw.log_query
+            && let Some(param) = raw.jwt.as_ref().and_then(|j| j.token.query.as_ref())
+        {
+            return Err(format!(
+                "route `{name}`: `log_query: true` would log the token of `jwt.token.query: {param}`; expected one of them"
+            ));
+        }
         Ok(RouteConfig {
+            jwt: raw.jwt,
             http,
             preserve_host: raw.preserve_host,
             log_query: raw.log_query,

@@ -132,6 +132,15 @@ fn start_health_checks(state: &Arc<ProxyState>) {
     }
 }
 
+/// Starts the background refresh of every route's JWKS that has not started it yet.
+fn start_jwks_refresh(state: &Arc<ProxyState>) {
+    for route in state.routes.load().routes() {
+        if let Some(jwks) = route.jwt.as_ref().and_then(|j| j.jwks()) {
+            crate::backend::jwks::start(jwks, route.name(), state);
+        }
+    }
+}
+
 /// The TLS config for a listener (none for plain `ws`), loading its certificate files
 /// anew; the running listener it continues, if any, keeps its self-signed certificate
 /// (regenerating it would only break clients that pinned it).
@@ -252,6 +261,7 @@ async fn start(
     });
     let admin_addr = admin_addr.flatten();
     start_health_checks(&gateway);
+    start_jwks_refresh(&gateway);
     let addrs = std::sync::Mutex::new(listeners.iter().map(|h| h.addr).collect());
     Ok(Running {
         listeners: Mutex::new(listeners),

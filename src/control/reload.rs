@@ -12,7 +12,7 @@ use crate::shared::state::ProxyState;
 
 use super::{
     ListenerHandle, Running, StartError, listener_tls, settings, spawn_listener,
-    start_health_checks,
+    start_health_checks, start_jwks_refresh,
 };
 
 impl Running {
@@ -91,6 +91,7 @@ impl Running {
             pool.stop.cancel();
         }
         start_health_checks(&self.gateway);
+        start_jwks_refresh(&self.gateway);
         for route in &rebuilt.retired_routes {
             tracing::info!(
                 route = route.name(),

@@ -32,6 +32,12 @@ pub fn files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
         }
     }
     files.extend(config.routes.iter().filter_map(|r| r.tls_ca.clone()));
+    files.extend(
+        config
+            .routes
+            .iter()
+            .filter_map(|r| r.jwt.as_ref()?.key_file()),
+    );
     files
 }
 

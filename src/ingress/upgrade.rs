@@ -134,6 +134,12 @@ async fn upgrade(
     if let Some(cookie) = set_cookie {
         backend_headers.append(header::SET_COOKIE, cookie);
     }
+    if let Some(marker) = &pass.subprotocol
+        && !backend_headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL)
+        && let Ok(v) = HeaderValue::from_str(marker)
+    {
+        backend_headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+    }
     let (backend_slot, backend_watch) = backend.unzip();
     let subprotocol = backend_headers
         .get(header::SEC_WEBSOCKET_PROTOCOL)

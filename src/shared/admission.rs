@@ -33,7 +33,6 @@ pub struct EndOfLife {
 
 impl Admitted {
     /// Keeps `end` when it comes before the one already set (or none is).
-    #[allow(dead_code)] // for the token expiry and lifetime checks
     pub fn end_by(&mut self, end: EndOfLife) {
         if self.ends.as_ref().is_none_or(|e| end.at < e.at) {
             self.ends = Some(end);

@@ -70,7 +70,6 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     connections_protocol_total: IntCounterVec,
     handshake_failures_total: IntCounterVec,
-    auth_failures_total: IntCounterVec,
     handshake_duration_seconds: HistogramVec,
     messages_total: IntCounterVec,
     frames_total: IntCounterVec,
@@ -88,6 +87,76 @@ pub struct Metrics {
     pub buffered_bytes: IntGauge,
     /// Waits for buffer room (the budget counts them).
     pub buffer_waits_total: IntCounter,
+    /// Door refusals and JWKS fetches.
+    pub auth: AuthMetrics,
+}
+
+/// Requests refused by a route's authentication, and the JWKS fetches behind it.
+pub struct AuthMetrics {
+    failures_total: IntCounterVec,
+    jwks_fetches_total: IntCounterVec,
+    jwks_keys: IntGaugeVec,
+    jwks_last_success: IntGaugeVec,
+}
+
+impl AuthMetrics {
+    fn new(r: &Registry) -> AuthMetrics {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["route"])
+                .expect("static metric definition");
+            register(r, g)
+        };
+        AuthMetrics {
+            failures_total: counter(
+                r,
+                "auth_failures_total",
+                "Requests refused by a route's authentication, by reason",
+                &["route", "reason"],
+            ),
+            jwks_fetches_total: counter(
+                r,
+                "jwks_fetches_total",
+                "JWKS fetches, by result (ok, failed)",
+                &["route", "result"],
+            ),
+            jwks_keys: gauge("jwks_keys", "Keys of the route's JWKS in use now"),
+            jwks_last_success: gauge(
+                "jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch",
+            ),
+        }
+    }
+
+    /// Counts a request refused by authentication (`reason` from a finite set).
+    pub fn failure(&self, route: &str, reason: &str) {
+        self.failures_total
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// Records a JWKS fetch: its key count and time when it succeeded.
+    pub fn jwks_fetch(&self, route: &str, keys: Option<usize>) {
+        let result = if keys.is_some() { "ok" } else { "failed" };
+        self.jwks_fetches_total
+            .with_label_values(&[route, result])
+            .inc();
+        if let Some(n) = keys {
+            self.jwks_keys.with_label_values(&[route]).set(n as i64);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.jwks_last_success
+                .with_label_values(&[route])
+                .set(now as i64);
+        }
+    }
+
+    fn forget(&self, matches: &dyn Fn(&HashMap<&str, &str>) -> bool) {
+        remove_matching(&self.failures_total, matches);
+        remove_matching(&self.jwks_fetches_total, matches);
+        remove_matching(&self.jwks_keys, matches);
+        remove_matching(&self.jwks_last_success, matches);
+    }
 }
 
 /// One connection's live counters, resolved once when it starts.
@@ -213,12 +282,6 @@ impl Metrics {
                 "Upgrades not completed, by reason",
                 &["route", "reason"],
             ),
-            auth_failures_total: counter(
-                r,
-                "auth_failures_total",
-                "Requests refused by a route's authentication at the door, by reason",
-                &["route", "reason"],
-            ),
             handshake_duration_seconds: histogram(
                 r,
                 "handshake_duration_seconds",
@@ -317,6 +380,7 @@ impl Metrics {
                 )
                 .expect("static metric definition"),
             ),
+            auth: AuthMetrics::new(r),
             registry,
         }
     }
@@ -371,13 +435,6 @@ impl Metrics {
     /// Counts a refused or failed upgrade.
     pub fn handshake_failure(&self, route: &str, reason: &str) {
         self.handshake_failures_total
-            .with_label_values(&[route, reason])
-            .inc();
-    }
-
-    /// Counts a request refused by a route's authentication (`reason` from a finite set).
-    pub fn auth_failure(&self, route: &str, reason: &str) {
-        self.auth_failures_total
             .with_label_values(&[route, reason])
             .inc();
     }
@@ -456,7 +513,6 @@ impl Metrics {
         remove_matching(&self.connections_total, matches);
         remove_matching(&self.connections_protocol_total, matches);
         remove_matching(&self.handshake_failures_total, matches);
-        remove_matching(&self.auth_failures_total, matches);
         remove_matching(&self.handshake_duration_seconds, matches);
         remove_matching(&self.messages_total, matches);
         remove_matching(&self.frames_total, matches);
@@ -469,6 +525,7 @@ impl Metrics {
         remove_matching(&self.http_requests_total, matches);
         remove_matching(&self.http_request_duration_seconds, matches);
         remove_matching(&self.admission_refusals_total, matches);
+        self.auth.forget(matches);
     }
 
     /// Relayed connections open now, over all routes.

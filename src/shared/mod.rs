@@ -8,6 +8,8 @@ pub mod client;
 pub mod forward_auth;
 pub mod gate;
 pub mod idle_conns;
+pub mod jwks;
+pub mod jws;
 pub mod metrics;
 pub mod occupancy;
 pub mod pool;

@@ -6,6 +6,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::shared::forward_auth::ForwardAuth;
 use crate::shared::gate::Gate;
+use crate::shared::jwks::{JwtCheck, KeySet};
 use crate::shared::metrics::RouteCounters;
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::pool::{Backend, Pool};
@@ -34,6 +35,8 @@ pub struct Route {
     pub gate: Gate,
     /// Its auth service's connections and answer cache, with `forward_auth`.
     pub forward_auth: Option<ForwardAuth>,
+    /// Its JWT check and keys, when it has a `jwt:` section.
+    pub jwt: Option<JwtCheck>,
 }
 
 impl std::fmt::Debug for Route {
@@ -55,13 +58,32 @@ enum Change {
 }
 
 impl Route {
-    /// Builds a route from its config and the defaults, taking over the admission
-    /// counts of `previous` (the route of the same name a reload replaces).
+    /// Builds a route from its config and the defaults, taking over from `previous` (the
+    /// table a reload replaces) the admission counts of the route of the same name, and a
+    /// running JWKS with the same URL and settings (its keys survive the reload, and no
+    /// second refresh starts).
     pub fn new(
         config: &RouteConfig,
         defaults: &Tuning,
-        previous: Option<&Route>,
+        previous: Option<&RouteTable>,
     ) -> Result<Route, TlsError> {
+        let same_name = previous
+            .and_then(|p| p.routes.iter().find(|r| r.config.name == config.name))
+            .map(|r| &**r);
+        let reuse = previous.and_then(|p| {
+            p.routes
+                .iter()
+                .filter_map(|r| r.jwt.as_ref()?.jwks())
+                .find(|j| {
+                    matches!(&config.jwt, Some(c) if matches!(&c.keys, crate::config::jwt::JwtKeys::Jwks(k) if *k == j.config))
+                })
+                .cloned()
+        });
+        let jwt = config
+            .jwt
+            .as_ref()
+            .map(|c| JwtCheck::new(c, reuse.as_ref()))
+            .transpose()?;
         let pool = match &config.target {
             Target::Echo => None,
             Target::Backends(p) => Some(Arc::new(Pool::new(p.clone(), None))),
@@ -78,9 +100,10 @@ impl Route {
             metrics: OnceLock::new(),
             gate: Gate::new(
                 &config.admission,
-                previous.map(|p| (&p.gate, &p.config.admission)),
+                same_name.map(|p| (&p.gate, &p.config.admission)),
             ),
             forward_auth: config.forward_auth.as_ref().map(ForwardAuth::new),
+            jwt,
         })
     }
 
@@ -166,6 +189,8 @@ pub struct Rebuilt {
     pool_swaps: Vec<(Arc<Route>, Arc<Pool>)>,
     /// Kept routes with a `tls_ca`, and the client config built from that file anew.
     tls_swaps: Vec<(Arc<Route>, Arc<rustls::ClientConfig>)>,
+    /// Kept routes with a JWT key file or secret, and the keys read from it anew.
+    jwt_swaps: Vec<(Arc<Route>, Arc<KeySet>)>,
 }
 
 impl Rebuilt {
@@ -177,6 +202,11 @@ impl Rebuilt {
         }
         for (route, tls) in &self.tls_swaps {
             route.backend_tls.store(tls.clone());
+        }
+        for (route, keys) in &self.jwt_swaps {
+            if let Some(jwt) = &route.jwt {
+                jwt.install(keys.clone());
+            }
         }
     }
 }
@@ -211,6 +241,14 @@ impl RouteTable {
                 let tls = crate::shared::tls::backend_client_config(Some(ca))?;
                 rebuilt.tls_swaps.push(((*route).clone(), tls));
             }
+            // Key files are re-read like certificates: a rotated key takes effect without
+            // closing the route's connections.
+            if let Some((route, _)) = &old
+                && let Some(jwt) = &route.jwt
+                && let Some(keys) = jwt.reread()?
+            {
+                rebuilt.jwt_swaps.push(((*route).clone(), keys));
+            }
             routes.push(match old {
                 Some((route, Change::Same)) => route.clone(),
                 Some((route, _)) => {
@@ -228,11 +266,7 @@ impl RouteTable {
                     rebuilt.pool_swaps.push((route.clone(), pool));
                     route.clone()
                 }
-                None => {
-                    let same_name = previous
-                        .and_then(|p| p.routes.iter().find(|r| r.config.name == config.name));
-                    Arc::new(Route::new(config, defaults, same_name.map(|r| &**r))?)
-                }
+                None => Arc::new(Route::new(config, defaults, previous)?),
             });
         }
         routes.sort_by_key(|r| {

@@ -13,6 +13,11 @@
 #                 serves the page there over https with the same leaf)
 #   /down       → a closed port (wsgate answers 502)
 #   /forbidden  → the backend's echo, but only for Origin https://elsewhere.example (403)
+#   /jwt        → the backend's /record, behind a JWT check (ES256, key made by openssl
+#                 here; run.mjs mints the tokens with its private half) reading the token
+#                 from a Sec-WebSocket-Protocol entry, as a browser must send it (and
+#                 showing that Chromium fails a 101 naming none of its offers, which is
+#                 why the client offers the marker too and wsgate answers with it)
 # Chromium trusts the leaf only through --ignore-certificate-errors-spki-list=<its SPKI
 # sha256>. Prints the table of run.mjs; exits non-zero if any check failed or anything
 # it needs (chromium, node, openssl, Python websockets) is missing.
@@ -65,6 +70,10 @@ make_certs() {
         openssl dgst -sha256 -binary | base64
 }
 SPKI="$(make_certs "$work")" || die "openssl could not make the test certificates"
+# The JWT route's key (P-256): wsgate gets the public half, run.mjs signs with the private.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/jwt.key" 2>/dev/null &&
+    openssl pkey -in "$work/jwt.key" -pubout -out "$work/jwt.pub" 2>/dev/null ||
+    die "openssl could not make the JWT key"
 echo "test CA + leaf made in $work; leaf SPKI sha256: $SPKI"
 
 start_backend "$work"
@@ -106,6 +115,16 @@ routes:
     path: /forbidden
     backends: ["ws://$BACKEND_ADDR/echo"]
     origins: ["https://elsewhere.example"]
+  - name: jwt
+    path: /jwt
+    backends: ["ws://$BACKEND_ADDR/record"]
+    origins: ["$PAGE_ORIGIN"]
+    jwt:
+      key_file: "$work/jwt.pub"
+      algorithm: ES256
+      leeway: 0s
+      token: { header: false, subprotocol: wsgate.bearer }
+      claim_headers: { sub: X-Auth-Sub }
 $PAGE_ROUTE
 log: { format: text, level: info }
 EOF
@@ -116,13 +135,16 @@ via_args=()
 [ "$VIA" = h2 ] && via_args=(--via h2 --page-origin "$PAGE_ORIGIN")
 rc=0
 timeout --kill-after=10 120 node "$INTEROP_DIR/browser/run.mjs" --wss "wss://$WSGATE_ADDR" --spki "$SPKI" \
-    --page-port "$PAGE_PORT" --cert "$work/chain.pem" --key "$work/leaf.key" "${via_args[@]}" || rc=$?
+    --page-port "$PAGE_PORT" --cert "$work/chain.pem" --key "$work/leaf.key" \
+    --jwt-key "$work/jwt.key" "${via_args[@]}" || rc=$?
 
-# h2: the relayed WebSockets (echo, pingpong, backendClose, record, report: 5; the
-# refused upgrades make no close report) must each report protocol="h2". A close report
+# h2: the relayed WebSockets (echo, pingpong, backendClose, record, report, and the
+# JWT route's record, report, expiry and the 101 Chromium fails without the marker: 9;
+# the refused upgrades make no close report)
+# must each report protocol="h2". A close report
 # is written once both hops are done, which may be just after the page saw its close.
 if [ "$VIA" = h2 ]; then
-    want=5
+    want=9
     for _ in $(seq 50); do
         [ "$(grep -c 'wsgate::close' "$work/wsgate.log" || true)" -ge "$want" ] && break
         sleep 0.1
@@ -136,6 +158,14 @@ if [ "$VIA" = h2 ]; then
         grep 'wsgate::close' "$work/wsgate.log" | sed -E 's/.*(route=[^ ]+).* (protocol=[^ ]+).*/  \1 \2/'
         rc=1
     fi
+fi
+# The JWT route's refusal of an upgrade without a token was wsgate's 401 (over h2
+# Chromium's console does not name the status).
+if grep -q 'upgrade refused status=401 route="jwt"' "$work/wsgate.log"; then
+    echo "wsgate refused the upgrade without a token with 401: ok"
+else
+    echo "FAILED: no 401 of route jwt in wsgate's log"
+    rc=1
 fi
 if [ "$rc" -ne 0 ]; then
     echo "--- wsgate log (last 30 lines) ---"

@@ -61,7 +61,15 @@ DEFAULT_SUBPROTOCOL = "v2.wsgate.test"
 PONG_TIMEOUT_S = 5.0
 REPORT_WAIT_S = 5.0
 # Request headers copied into a /record report (what wsgate adds or passes on).
-RECORDED_HEADERS = ("origin", "x-forwarded-proto", "x-forwarded-for", "user-agent")
+RECORDED_HEADERS = (
+    "origin",
+    "x-forwarded-proto",
+    "x-forwarded-for",
+    "user-agent",
+    # The JWT route: its claim header, and the offer the backend saw (the token taken out).
+    "x-auth-sub",
+    "sec-websocket-protocol",
+)
 
 # TOKEN -> record, filled by /record connections when they end.
 records: dict[str, dict] = {}

@@ -8,6 +8,7 @@ mod support;
 
 mod admission;
 mod auth_forward;
+mod auth_jwt;
 mod auth_mtls;
 mod backend_defects;
 mod close;

@@ -39,6 +39,8 @@ pub struct Target {
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
     /// The same TLS client offering only ALPN `h2`, for the HTTP/2 modes.
     pub tls_h2: Option<TlsConnector>,
+    /// More header lines of the upgrade request (each ending in CRLF), such as a token.
+    pub extra_headers: String,
 }
 
 impl Target {
@@ -62,6 +64,7 @@ impl Target {
             path: path.to_owned(),
             tls,
             tls_h2,
+            extra_headers: String::new(),
         })
     }
 }
@@ -222,7 +225,7 @@ pub async fn connect(t: &Target) -> io::Result<(Conn, Vec<u8>)> {
         None => Conn::Plain(tcp),
         Some((connector, name)) => Conn::Tls(Box::new(connector.connect(name.clone(), tcp).await?)),
     };
-    conn.write_all(&ws::upgrade_request(&t.host, &t.path))
+    conn.write_all(&ws::upgrade_request(&t.host, &t.path, &t.extra_headers))
         .await?;
     conn.flush().await?;
     let mut head = Vec::with_capacity(512);

@@ -36,11 +36,11 @@ pub fn accept_key(key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The client's upgrade request.
-pub fn upgrade_request(host: &str, path: &str) -> Vec<u8> {
+/// The client's upgrade request; `extra` is more header lines, each ending in CRLF.
+pub fn upgrade_request(host: &str, path: &str, extra: &str) -> Vec<u8> {
     format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {CLIENT_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
     .into_bytes()
 }

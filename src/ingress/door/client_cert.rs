@@ -37,7 +37,8 @@ pub(crate) fn check<B>(
         None if route.config.client_cert == ClientCertPolicy::Required => {
             state
                 .metrics
-                .auth_failure(route.name(), "client_cert_required");
+                .auth
+                .failure(route.name(), "client_cert_required");
             let mut headers = HeaderMap::new();
             headers.insert(
                 header::CONTENT_TYPE,

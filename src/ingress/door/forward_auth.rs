@@ -237,7 +237,7 @@ fn judge(
             "informational status as an answer",
         ));
     }
-    state.metrics.auth_failure(route.name(), "forward_denied");
+    state.metrics.auth.failure(route.name(), "forward_denied");
     tracing::info!(
         route = route.name(),
         status = status.as_u16(),
@@ -261,7 +261,8 @@ fn judge(
 fn unavailable(route: &Route, state: &ProxyState, why: &str) -> Refusal {
     state
         .metrics
-        .auth_failure(route.name(), "forward_unavailable");
+        .auth
+        .failure(route.name(), "forward_unavailable");
     tracing::warn!(route = route.name(), url = %route_auth_url(route), error = why, "forward auth service unavailable");
     let mut headers = HeaderMap::new();
     headers.insert(

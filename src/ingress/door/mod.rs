@@ -10,6 +10,7 @@
 mod admission;
 mod client_cert;
 mod forward_auth;
+mod jwt;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -22,7 +23,6 @@ use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
 /// Which way a request goes in, once past the door.
-#[allow(dead_code)] // `protocols` is for the JWT check's subprotocol credential.
 pub(crate) enum Entry<'a> {
     /// A WebSocket upgrade (or extended CONNECT), with the subprotocols it offers (a
     /// check may take a credential out of them before the backend sees the offer).
@@ -40,6 +40,9 @@ pub(crate) enum Entry<'a> {
 pub(crate) struct Pass {
     /// Identity and end of life, handed to the relay.
     pub admitted: Admitted,
+    /// The subprotocol the 101 names when the backend picks none: the credential
+    /// marker a browser offered beside its token (it fails a 101 naming none of its offers).
+    pub subprotocol: Option<String>,
 }
 
 impl Pass {
@@ -84,7 +87,7 @@ pub(crate) async fn check<B>(
     req: &mut Request<B>,
     client: &ClientInfo,
     state: &ProxyState,
-    entry: Entry<'_>,
+    mut entry: Entry<'_>,
 ) -> Result<Pass, Refusal> {
     let mut pass = Pass::default();
     let upgrade = matches!(entry, Entry::Upgrade { .. });
@@ -93,6 +96,11 @@ pub(crate) async fn check<B>(
         admission::before_auth(route, client, &state.metrics, &mut pass).map_err(|r| *r)?;
     }
     client_cert::check(route, req, client, state)?;
+    if let Some(check) = &route.jwt {
+        jwt::check(route, check, req, state, &mut entry, &mut pass)
+            .await
+            .inspect_err(|r| state.metrics.auth.failure(route.name(), r.reason))?;
+    }
     if let Some(auth) = &route.forward_auth {
         forward_auth::check(route, auth, req, client, state, upgrade, &mut pass).await?;
     }

@@ -17,6 +17,7 @@
 // over HTTP/2, and the same-origin WebSockets then go over that connection as RFC 8441
 // extended CONNECTs. An extra check requires the page itself to have arrived over h2
 // (Navigation Timing's nextHopProtocol); browser.sh checks wsgate's close reports.
+import { createPrivateKey, sign } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:https';
@@ -47,6 +48,16 @@ const PAGE_ORIGIN = VIA_H2 ? arg('--page-origin') : `https://127.0.0.1:${pagePor
 const PAGE_PREFIX = VIA_H2 ? '/page' : '';
 const tlsFiles = { cert: readFileSync(arg('--cert')), key: readFileSync(arg('--key')) };
 
+// The JWT route's tokens, ES256 (JWS signatures are r||s, not DER: ieee-p1363).
+const jwtKey = createPrivateKey(readFileSync(arg('--jwt-key')));
+function mint(claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${part({ alg: 'ES256', typ: 'JWT' })}.${part(claims)}`;
+  const sig = sign('sha256', Buffer.from(input), { key: jwtKey, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${sig.toString('base64url')}`;
+}
+const nowS = () => Math.floor(Date.now() / 1000);
+
 const CONTENT_TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8' };
 
 // Expected outcome per case: a list of [check name, predicate(result) -> true | string].
@@ -61,13 +72,18 @@ const closeIs = (r, code, reason, wasClean) => {
 const types = (r) => r.events.map((e) => e.type).join(',');
 // A refused upgrade: onerror then onclose 1006, and Chromium's console names the HTTP
 // status wsgate answered (proof that the request reached wsgate and what it said).
+// A 401 carrying `WWW-Authenticate` is named by Chromium as an authentication failure
+// over HTTP/1.1, and not named at all over HTTP/2 (browser.sh then finds the 401 in
+// wsgate's log).
 const failedHandshake = (status) => (r, consoleErrors) => {
   const t = types(r);
   if (t !== 'error,close') return `events ${t}`;
   const c = closeIs(r, 1006, '', false);
   if (c !== true) return c;
   const said = consoleErrors.find((m) => m.includes(r.url));
-  if (!said || !said.includes(`Unexpected response code: ${status}`)) {
+  const expected = status === 401 ? 'HTTP Authentication failed' : `Unexpected response code: ${status}`;
+  const unnamed401 = status === 401 && VIA_H2 && said?.endsWith('failed: ');
+  if (!said || !(said.includes(expected) || unnamed401)) {
     return `console: ${said || '(nothing about this URL)'}`;
   }
   return true;
@@ -103,6 +119,35 @@ const CASES = [
     }
     return true;
   }],
+  ['jwtSubprotocol', 'token as a subprotocol entry: 101 names the marker, backend never sees it', (r) => {
+    const opened = r.events[0];
+    if (opened?.type !== 'open') return `events ${types(r)}`;
+    if (opened.protocol !== 'wsgate.bearer') return `ws.protocol "${opened.protocol}"`;
+    const c = closeIs(r, 4003, 'jwt bye', true);
+    if (c !== true) return c;
+    const rec = r.record;
+    if (!rec) return 'no report from the backend';
+    if (rec.headers['x-auth-sub'] !== 'browser-user') return `backend saw X-Auth-Sub ${rec.headers['x-auth-sub']}`;
+    if (rec.headers['sec-websocket-protocol'] != null) {
+      return `backend saw Sec-WebSocket-Protocol ${rec.headers['sec-websocket-protocol']}`;
+    }
+    return true;
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 300 }) })],
+  ['jwtMissing', 'marker offered without a token: 401 → onerror, onclose 1006', failedHandshake(401)],
+  ['jwtNoMarker', 'token entry without the marker: a 101 naming no offer fails in Chromium', (r, consoleErrors) => {
+    const t = types(r);
+    if (t !== 'error,close') return `events ${t}`;
+    const said = consoleErrors.find((m) => m.includes(r.url)) || '';
+    if (!VIA_H2 && !said.includes('Sec-WebSocket-Protocol')) return `console: ${said || '(nothing)'}`;
+    return closeIs(r, 1006, '', false);
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 300 }) })],
+  ['jwtExpiry', 'token 3 s from exp: open, then close 1008 "token expired" at exp', (r) => {
+    if (r.events[0]?.type !== 'open') return `events ${types(r)}`;
+    const c = closeIs(r, 1008, 'token expired', true);
+    if (c !== true) return c;
+    if (!(r.openForMs >= 1000)) return `closed ${r.openForMs} ms after open`;
+    return true;
+  }, () => ({ token: mint({ sub: 'browser-user', exp: nowS() + 3 }) })],
 ];
 
 // The page's web server: https on 127.0.0.1 (plain http as wsgate's backend in h2
@@ -189,9 +234,10 @@ async function main() {
       });
     }
 
-    for (const [name, what, check] of CASES) {
+    for (const [name, what, check, extra] of CASES) {
       const started = Date.now();
-      const result = await page.evaluate(([n, base]) => window.runCase(n, base), [name, wss]);
+      const args = [name, wss, extra ? extra() : {}];
+      const result = await page.evaluate(([n, base, x]) => window.runCase(n, base, x), args);
       const verdict = result.timedOut ? 'timed out' : check(result, consoleErrors);
       rows.push({
         name,

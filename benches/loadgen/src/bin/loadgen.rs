@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! loadgen MODE --addr 127.0.0.1:PORT [--path /] [--tls-ca CA.pem --sni localhost]
-//!              [--watch PID,PID] [--warmup 0.5] [--duration 4] MODE-OPTIONS
+//!              [--bearer-file TOKEN] [--watch PID,PID] [--warmup 0.5] [--duration 4] MODE-OPTIONS
 //!   echo      --conns 50 --inflight 1 --size 64 [--client raw|tungstenite]
 //!   latency   --conns 50 --rate 5000 --size 64
 //!   connrate  --concurrency 32
@@ -67,8 +67,14 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
     let path = a.get("path", "/".to_string())?;
     let ca = a.opt("tls-ca");
     let sni = a.get("sni", "localhost".to_string())?;
-    let target = Target::new(addr, &path, ca.as_deref().map(|ca| (ca, sni.as_str())))
+    let mut target = Target::new(addr, &path, ca.as_deref().map(|ca| (ca, sni.as_str())))
         .map_err(|e| e.to_string())?;
+    // A token sent as `Authorization: Bearer` on every upgrade (the `connauth` measure).
+    if let Some(file) = a.opt("bearer-file") {
+        let token =
+            std::fs::read_to_string(&file).map_err(|e| format!("--bearer-file {file}: {e}"))?;
+        target.extra_headers = format!("Authorization: Bearer {}\r\n", token.trim());
+    }
     let watch = a
         .opt("watch")
         .map(|w| w.split(',').map(str::to_owned).collect())

@@ -13,9 +13,10 @@ function log(line) {
   if (el) el.textContent += line + '\n';
 }
 
-// Opens a socket and records every event in `out.events`; `on` adds scenario behaviour.
-function open(url, out, on = {}) {
-  const ws = new WebSocket(url);
+// Opens a socket and records every event in `out.events`; `on` adds scenario behaviour;
+// `protocols` is the subprotocol offer, if any.
+function open(url, out, on = {}, protocols = undefined) {
+  const ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url);
   if (!out.url) out.url = url;
   ws.binaryType = 'arraybuffer';
   ws.onopen = () => {
@@ -131,7 +132,57 @@ const scenarios = {
   },
 };
 
-window.runCase = (name, base) =>
+// The JWT route: the token travels as a subprotocol entry beside the marker, the only
+// way a browser can send a credential on a WebSocket without a cookie.
+const bearer = (token) => ['wsgate.bearer', `wsgate.bearer.${token}`];
+
+Object.assign(scenarios, {
+  // Opens with the token, echoes once, closes 4003; then asks the backend what it saw.
+  jwtSubprotocol(base, out, done, extra) {
+    const id = `jwt-${Date.now()}-${Math.floor(Math.random() * 1e9)}`;
+    out.record = null;
+    open(`${base}/jwt/${id}`, out, {
+      open: (ws) => ws.send('hi'),
+      message: (ws) => ws.close(4003, 'jwt bye'),
+      close: () => {
+        const report = { events: [] };
+        open(`${base}/report/${id}`, report, {
+          message: (_ws, data) => {
+            out.record = JSON.parse(data);
+          },
+          close: done,
+        });
+      },
+    }, bearer(extra.token));
+  },
+
+  // The marker alone: no token, so wsgate answers 401.
+  jwtMissing(base, out, done) {
+    open(`${base}/jwt/none`, out, { close: done }, ['wsgate.bearer']);
+  },
+
+  // Why the marker is offered too: without it the backend picks nothing, the 101 names
+  // no subprotocol, and Chromium fails the connection.
+  jwtNoMarker(base, out, done, extra) {
+    open(`${base}/jwt/nomarker`, out, { close: done }, [`wsgate.bearer.${extra.token}`]);
+  },
+
+  // A token that expires in a few seconds: wsgate closes the open socket at exp.
+  jwtExpiry(base, out, done, extra) {
+    let openedAt = 0;
+    open(`${base}/jwt/expiry-${Date.now()}`, out, {
+      open: () => {
+        openedAt = Date.now();
+      },
+      close: () => {
+        out.openForMs = openedAt ? Date.now() - openedAt : 0;
+        done();
+      },
+    }, bearer(extra.token));
+  },
+});
+
+window.runCase = (name, base, extra = {}) =>
   new Promise((resolve) => {
     const out = { name, events: [], timedOut: false };
     const timer = setTimeout(() => {
@@ -149,5 +200,5 @@ window.runCase = (name, base) =>
       done();
       return;
     }
-    scenario(base, out, done);
+    scenario(base, out, done, extra);
   });
