@@ -29,6 +29,7 @@ mod handshake_client;
 mod harness;
 mod http_forward;
 mod http_pool;
+mod http_pool_idle;
 mod http_smuggling;
 mod http_sticky;
 mod interop;

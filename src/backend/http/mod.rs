@@ -140,6 +140,7 @@ pub(crate) async fn exchange(
                     conn,
                     backend: backend.clone(),
                     idle_max: settings.pool.idle_max,
+                    shutdown: shutdown.clone(),
                 });
                 let response = res.map(|b| BackendBody::new(b, settings.idle_timeout, reusable));
                 return Ok(Exchanged {
@@ -183,25 +184,39 @@ pub(crate) async fn exchange(
 /// `idle_timeout` (hyper, blocked writing to it, takes no frame), or gave no response head
 /// within `response_timeout` of the body's end. A client slow to send is not the
 /// backend's fault: its own idle timeout (`IdleBody`) fails the body instead.
-async fn response_deadline(uploaded: &mut watch::Receiver<bool>, settings: &ExchangeSettings) {
+async fn response_deadline(
+    uploaded: &mut Option<watch::Receiver<bool>>,
+    settings: &ExchangeSettings,
+) {
+    // An empty body was sent whole at once.
+    if let Some(uploaded) = uploaded
+        && !sent_whole(uploaded, settings).await
+    {
+        return;
+    }
+    tokio::time::sleep(settings.response_timeout).await;
+}
+
+/// Whether the request body was sent whole (true: its sender was dropped) rather than the
+/// backend stopping taking it for `idle_timeout` (false).
+async fn sent_whole(uploaded: &mut watch::Receiver<bool>, settings: &ExchangeSettings) -> bool {
     // Bounded by the body: each turn is a frame taken, or an idle period of a client whose
     // body then fails, until the sender is dropped.
     loop {
         let taken = uploaded.changed();
         if settings.idle_timeout.is_zero() {
             if taken.await.is_err() {
-                break;
+                return true;
             }
             continue;
         }
         match tokio::time::timeout(settings.idle_timeout, taken).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
+            Ok(Err(_)) => return true,
             Err(_) if *uploaded.borrow() => {}
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
-    tokio::time::sleep(settings.response_timeout).await;
 }
 
 /// RFC 9110 §9.2.2.

@@ -3,19 +3,20 @@
 //! A connection is hyper's `client::conn::http1` pair: the [`HttpConn`] handle kept in the
 //! backend's idle list while unused, and its `Connection` future driven by a task of its
 //! own ([`drive`]), which also closes it once idle for `http_pool_idle_timeout` (or at
-//! shutdown while idle).
+//! shutdown while idle). Nothing wakes that task per request: it is woken by its socket,
+//! by shutdown, and by a timer that looks at the connection's [`IdleMark`] at most once
+//! per idle timeout while the connection is used.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::dial;
 use crate::backend::error::BackendError;
-use crate::shared::idle_conns::{ForwardBody, HttpConn, IdleHandle};
+use crate::shared::idle_conns::{Expiry, ForwardBody, HttpConn, IdleHandle, IdleMark};
 use crate::shared::pool::Backend;
 
 /// hyper refuses a read buffer under 8 KiB.
@@ -72,12 +73,11 @@ async fn connect(
         .handshake::<_, ForwardBody>(TokioIo::new(stream))
         .await
         .map_err(BackendError::Exchange)?;
-    let (idle_since, watch) = watch::channel(None);
+    let idle_since = IdleMark::new();
     let id = crate::shared::random::u64();
     // Not on the connection tracker: shutdown need not wait for idle backend connections.
     tokio::spawn(drive(
         conn,
-        watch,
         backend.http_idle.downgrade(),
         id,
         settings.idle_timeout,
@@ -90,26 +90,30 @@ async fn connect(
     })
 }
 
-/// Drives one backend connection until hyper ends it (closed by either side, its handle
-/// dropped), or until it has been idle for `timeout` or shutdown began while it is idle:
-/// then it is taken off the idle list and dropped, which closes it.
+/// Drives one backend connection until hyper ends it (closed by either side, or its
+/// handle dropped and nothing in flight), or until it has been idle for `timeout` or
+/// shutdown began while it is idle: then it is taken off the idle list and dropped, which
+/// closes it. (A connection handed back after shutdown began is not kept: `give_back`.)
 async fn drive(
     conn: hyper::client::conn::http1::Connection<
         TokioIo<crate::shared::stream::Stream>,
         ForwardBody,
     >,
-    mut idle: watch::Receiver<Option<Instant>>,
     list: IdleHandle,
     id: u64,
     timeout: Duration,
     shutdown: CancellationToken,
 ) {
     tokio::pin!(conn);
-    // Each turn waits for a state change; a turn that finds the connection taken waits
-    // for the next change, so the loop sleeps between turns.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let mut shut = false;
+    // In use now: the first look is a timeout from now, when it cannot be due before.
+    let expiry = tokio::time::sleep_until(Instant::now() + timeout);
+    tokio::pin!(expiry);
+    // Each turn is an event: the connection's, a look when the timer fires (which moves
+    // the timer at least `timeout` on, or ends the task), or shutdown (once).
     loop {
-        let since = *idle.borrow_and_update();
-        let expiry = since.map_or_else(Instant::now, |t| t + timeout);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -117,20 +121,20 @@ async fn drive(
                 }
                 return;
             }
-            changed = idle.changed() => {
-                if changed.is_err() {
-                    // Its handle is gone: hyper finishes what is in flight, then ends.
-                    let _ = conn.await;
-                    return;
-                }
+            () = expiry.as_mut() => {
+                let now = Instant::now();
+                let next = match list.expire(id, timeout, now) {
+                    Expiry::Removed => {
+                        tracing::debug!("idle backend HTTP connection closed");
+                        return;
+                    }
+                    Expiry::InUse => now + timeout,
+                    Expiry::At(due) => due,
+                };
+                expiry.as_mut().reset(next);
             }
-            _ = tokio::time::sleep_until(expiry), if since.is_some() => {
-                if list.remove_idle(id) {
-                    tracing::debug!("idle backend HTTP connection closed");
-                    return;
-                }
-            }
-            _ = shutdown.cancelled(), if since.is_some() => {
+            () = cancelled.as_mut(), if !shut => {
+                shut = true;
                 if list.remove_idle(id) {
                     return;
                 }
