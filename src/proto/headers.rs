@@ -237,6 +237,12 @@ pub fn quoted_string(s: &str) -> String {
 /// Appends `s` to `out` as [`quoted_string`] makes it.
 fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
+    // The usual value has nothing to escape: copied whole rather than char by char.
+    if !s.contains(['"', '\\']) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');

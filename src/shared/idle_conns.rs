@@ -103,10 +103,12 @@ impl IdleConns {
     }
 
     /// Puts a connection back, idle from now; beyond `max` the least recently used one is
-    /// dropped (its task then closes it). Closed connections are not kept.
+    /// dropped (its task then closes it). Closed connections are not kept: this one is
+    /// checked here, the others take themselves off when they end (their task's
+    /// [`IdleHandle::remove_idle`]), rather than the whole list being checked on every
+    /// request.
     pub fn put(&self, conn: HttpConn, max: usize) {
         let mut list = self.lock();
-        list.retain(|c| !c.sender.is_closed());
         if max == 0 || conn.sender.is_closed() {
             return;
         }

@@ -115,10 +115,14 @@ async fn drive(
     // the timer at least `timeout` on, or ends the task), or shutdown (once).
     loop {
         tokio::select! {
+            // The connection first: it is what wakes this task on almost every turn.
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "backend HTTP connection ended with an error");
                 }
+                // Ended while idle: off the list, so it counts no more against its limit.
+                list.remove_idle(id);
                 return;
             }
             () = expiry.as_mut() => {
