@@ -119,6 +119,8 @@ pub(crate) async fn exchange(
             let sent = conn.sender.try_send_request(req);
             tokio::pin!(sent);
             let res = tokio::select! {
+                // The answer first: a deadline is only worth checking while there is none.
+                biased;
                 res = &mut sent => res,
                 _ = response_deadline(&mut uploaded, settings) => {
                     break Err((BackendError::Timeout, None));
