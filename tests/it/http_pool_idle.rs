@@ -1,7 +1,8 @@
 //! When the keep-alive pool closes a backend connection: its idle timeout counts from its
-//! last use, however often it was used before, and one handed back after shutdown began
-//! is not kept. (Each connection's task looks at its idle mark only when its own timer
-//! fires, rather than being told of every checkout and return.)
+//! last use, however often it was used before; one handed back after shutdown began is
+//! not kept, and an idle one is closed when shutdown begins. (Each connection's task
+//! looks at its idle mark only when its own timer fires, rather than being told of every
+//! checkout and return, and polls its timer and shutdown only when one of them moved.)
 
 use std::time::Duration;
 
@@ -66,6 +67,19 @@ async fn a_connection_handed_back_after_shutdown_began_is_closed() {
     gate.open(1);
     assert_eq!(client.await.unwrap().status, 200);
     eventually("the connection closed once its response was over", || {
+        backend.stats.closed() == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_when_shutdown_begins() {
+    let backend = HttpBackend::start(|_req| async { Response::new(hb::text("hello")) }).await;
+    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend.url("/"), ""))).await;
+    assert_eq!(fetch(proxy.addr(), get("/app")).await.status, 200);
+    assert_eq!(backend.stats.closed(), 0, "kept idle in the pool");
+    proxy.cancel();
+    eventually("the idle connection closed at shutdown", || {
         backend.stats.closed() == 1
     })
     .await;
