@@ -115,16 +115,14 @@ impl BackendUrl {
                 t
             }
         };
-        let query: Vec<&str> = self
-            .query
-            .as_deref()
-            .into_iter()
-            .chain(query)
-            .filter(|q| !q.is_empty())
-            .collect();
-        if !query.is_empty() {
-            target.push('?');
-            target.push_str(&query.join("&"));
+        // The non-empty ones of both queries, joined by `&`.
+        let mut sep = '?';
+        for q in [self.query.as_deref(), query].into_iter().flatten() {
+            if !q.is_empty() {
+                target.push(sep);
+                target.push_str(q);
+                sep = '&';
+            }
         }
         target
     }

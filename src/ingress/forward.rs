@@ -28,10 +28,11 @@ use crate::backend::http::{self, ExchangeSettings, Outgoing, PoolSettings};
 use crate::ingress::connect::join_cookies;
 use crate::ingress::door::{self, Entry, Refusal};
 use crate::ingress::h1_guard::Inspection;
-use crate::proto::headers::{ProxyHeaders, forwardable};
+use crate::proto::headers::{ProxyHeaders, forwardable, strip_unforwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::idle_conns::BoxError;
 use crate::shared::occupancy::Seat;
+use crate::shared::pool::Backend;
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
@@ -55,16 +56,18 @@ pub(crate) async fn answer(
     inspection: Option<Arc<Inspection>>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    // The logged path, moved (not copied) unless the query goes with it.
+    let logged_path = match req.uri().query() {
+        Some(q) if route.config.log_query => format!("{path}?{q}"),
+        _ => String::new(),
+    };
     let mut log = AccessLog {
         route: route.clone(),
         state: state.clone(),
         method: req.method().clone(),
-        path: match req.uri().query() {
-            Some(q) if route.config.log_query => format!("{path}?{q}"),
-            _ => path.clone(),
-        },
+        path: logged_path,
         status: 0,
-        backend: String::new(),
+        backend: None,
         started,
         bytes_in: Arc::new(AtomicU64::new(0)),
         bytes_out: 0,
@@ -80,9 +83,11 @@ pub(crate) async fn answer(
             .eq_ignore_ascii_case(b"100-continue")
     });
     if !expect_ok {
+        log.set_path(path);
         return log.refuse(StatusCode::EXPECTATION_FAILED, "expectation not supported");
     }
     let Some(pool) = route.pool() else {
+        log.set_path(path);
         return log.refuse(StatusCode::UPGRADE_REQUIRED, "route takes only upgrades");
     };
     // Held until the answer is back: what a check keeps for the request's life.
@@ -91,57 +96,59 @@ pub(crate) async fn answer(
         Err(refusal) => return log.turned_away(&refusal),
     };
     let tuning = &route.tuning;
-    let limits = state.settings.load().limits.clone();
     let settings = ExchangeSettings {
         pool: PoolSettings {
             connect_timeout: tuning.http_connect_timeout,
             idle_max: tuning.http_pool_idle_max as usize,
             idle_timeout: tuning.http_pool_idle_timeout,
-            max_header_bytes: limits.max_header_bytes as usize,
+            max_header_bytes: state.settings.load().limits.max_header_bytes as usize,
         },
         response_timeout: tuning.http_response_timeout,
         idle_timeout: tuning.http_idle_timeout,
     };
     let (parts, body) = req.into_parts();
     let query = parts.uri.query();
-    let mut headers = forwardable(&parts.headers);
-    if parts.version == Version::HTTP_2 {
-        join_cookies(&mut headers);
-    }
-    ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).each(|name, value| {
-        if let Ok(v) = HeaderValue::from_bytes(value) {
-            headers.insert(name, v);
+    let backend_headers = || {
+        let mut headers = forwardable(&parts.headers);
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut headers);
         }
-    });
-    let out = Outgoing {
-        method: parts.method.clone(),
-        headers,
-        path: &path,
-        remainder: route.remainder(&path),
-        query,
-        host: Some(&host),
-        hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
-        sticky: balance::Sticky::of(&pool, &parts.headers),
-        secure: client.tls,
+        ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).insert_into(&mut headers);
+        headers
     };
     let body = Counted {
         inner: IdleBody::new(body, tuning.http_idle_timeout),
         count: log.bytes_in.clone(),
     }
     .boxed_unsync();
-    let exchanged = http::exchange(
-        &route,
-        out,
-        body,
-        &settings,
-        &state.metrics,
-        &state.shutdown,
-    )
-    .await;
+    let exchanged = {
+        let out = Outgoing {
+            method: parts.method.clone(),
+            headers: backend_headers(),
+            rebuild: &backend_headers,
+            path: &path,
+            remainder: route.remainder(&path),
+            query,
+            host: Some(&host),
+            hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
+            sticky: balance::Sticky::of(&pool, &parts.headers),
+            secure: client.tls,
+        };
+        http::exchange(
+            &route,
+            out,
+            body,
+            &settings,
+            &state.metrics,
+            &state.shutdown,
+        )
+        .await
+    };
+    log.set_path(path);
     let ex = match exchanged {
         Ok(ex) => ex,
         Err(http::Failed { error: e, backend }) => {
-            log.backend = backend.unwrap_or_default();
+            log.backend = backend;
             // The client's own body failing (it went quiet or away) is the client's side.
             let (status, outcome) = match &e {
                 BackendError::Exchange(h) if is_idle_timeout(h) => {
@@ -158,27 +165,29 @@ pub(crate) async fn answer(
             return log.refuse(status, &e.to_string());
         }
     };
-    log.backend = ex.label;
+    log.backend = Some(ex.backend);
     log._seat = Some(ex.seat);
-    let (res_parts, res_body) = ex.response.into_parts();
+    let (mut res_parts, res_body) = ex.response.into_parts();
     log.status = res_parts.status.as_u16();
     if res_body.is_end_stream() {
         // Over before it started (HEAD, 204, 304, length 0): hyper may never read it.
         log.outcome = Some("ok");
     }
-    let mut h = forwardable(&res_parts.headers);
-    if let Some(cookie) = ex.set_cookie {
-        h.append(header::SET_COOKIE, cookie);
-    }
     // A HEAD's Content-Length describes the representation, not this (empty) body (RFC 9110
     // §9.3.2); elsewhere hyper frames the body from its length, or chunked. (hyper's server
     // writes no Content-Length on a 204 or 304 whatever is given.)
-    if let Some(len) = res_parts
+    let head_length = res_parts
         .headers
         .get(header::CONTENT_LENGTH)
         .filter(|_| parts.method == Method::HEAD)
-    {
-        h.insert(header::CONTENT_LENGTH, len.clone());
+        .cloned();
+    let h = &mut res_parts.headers;
+    strip_unforwardable(h);
+    if let Some(cookie) = ex.set_cookie {
+        h.append(header::SET_COOKIE, cookie);
+    }
+    if let Some(len) = head_length {
+        h.insert(header::CONTENT_LENGTH, len);
     }
     let mut res = Response::new(
         Logged {
@@ -188,7 +197,7 @@ pub(crate) async fn answer(
         .boxed_unsync(),
     );
     *res.status_mut() = res_parts.status;
-    *res.headers_mut() = h;
+    *res.headers_mut() = res_parts.headers;
     res
 }
 
@@ -200,7 +209,8 @@ struct AccessLog {
     method: Method,
     path: String,
     status: u16,
-    backend: String,
+    /// The backend that answered, once one did.
+    backend: Option<Arc<Backend>>,
     started: Instant,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
@@ -212,6 +222,13 @@ struct AccessLog {
 }
 
 impl AccessLog {
+    /// Logs `path` unless the path with its query is logged already.
+    fn set_path(&mut self, path: String) {
+        if self.path.is_empty() {
+            self.path = path;
+        }
+    }
+
     /// wsgate's own answer (the log line written as this returns).
     /// The door's refusal (logged with its reason as the line is written).
     fn turned_away(mut self, refusal: &Refusal) -> Response<ResponseBody> {
@@ -267,7 +284,7 @@ impl Drop for AccessLog {
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
             duration_ms = took.as_millis() as u64,
-            backend = self.backend.as_str(),
+            backend = self.backend.as_ref().map_or("", |b| b.url.url.as_str()),
             outcome,
             "http request"
         );

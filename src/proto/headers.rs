@@ -4,7 +4,8 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{self, HeaderMap, HeaderName};
+use bytes::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Comma-separated tokens of every instance of a header, trimmed.
 pub fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
@@ -16,54 +17,90 @@ pub fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = S
         .filter(|t| !t.is_empty())
 }
 
-/// Whether any instance of a header lists `token` (ASCII case-insensitive).
+/// Whether any instance of a header lists `token` (ASCII case-insensitive); the same
+/// reading as [`tokens`], without making a `String` of each (asked on every request).
 pub fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    tokens(h, name).any(|t| t.eq_ignore_ascii_case(token))
+    !token.is_empty()
+        && h.get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Headers that describe one hop only and are never forwarded (RFC 9110 §7.6.1), plus
-/// the WebSocket and forwarding headers wsgate sets itself on each hop.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "sec-websocket-key",
-    "sec-websocket-accept",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "forwarded",
-    // An upgrade has no body, so there is nothing to continue: wsgate answers the
-    // request itself (RFC 9110 §10.1.1) and the expectation ends on this hop.
-    "expect",
-];
+/// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1), or is
+/// one of the WebSocket and forwarding headers wsgate sets itself on each hop. A `match`
+/// (asked for every header of every request) rather than a scan of a list.
+fn not_forwarded(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+            | "sec-websocket-key"
+            | "sec-websocket-accept"
+            | "sec-websocket-version"
+            | "sec-websocket-extensions"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-real-ip"
+            | "forwarded"
+            // An upgrade has no body, so there is nothing to continue: wsgate answers the
+            // request itself (RFC 9110 §10.1.1) and the expectation ends on this hop.
+            | "expect"
+    )
+}
+
+/// The header names `from`'s `Connection` lists, lowercased (none without `Connection`,
+/// the usual keep-alive case, which then allocates nothing).
+fn connection_listed(from: &HeaderMap) -> Vec<String> {
+    if !from.contains_key(header::CONNECTION) {
+        return Vec::new();
+    }
+    tokens(from, &header::CONNECTION)
+        .map(|t| t.to_ascii_lowercase())
+        .collect()
+}
 
 /// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
 /// without the ones wsgate sets itself; done before wsgate adds its own.
 pub fn forwardable(from: &HeaderMap) -> HeaderMap {
-    let listed: Vec<String> = tokens(from, &header::CONNECTION)
-        .map(|t| t.to_ascii_lowercase())
-        .collect();
+    let listed = connection_listed(from);
     let mut out = HeaderMap::with_capacity(from.len() + 8);
     for (name, value) in from {
         let n = name.as_str();
-        if NOT_FORWARDED.contains(&n) || listed.iter().any(|l| l == n) {
+        if not_forwarded(n) || listed.iter().any(|l| l == n) {
             continue;
         }
         out.append(name.clone(), value.clone());
     }
     out
+}
+
+/// Removes from `h`, in place, what [`forwardable`] would not copy: for a map wsgate owns
+/// and sends on, which spares building a second one.
+pub fn strip_unforwardable(h: &mut HeaderMap) {
+    let listed = connection_listed(h);
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            not_forwarded(n) || listed.iter().any(|l| l == n)
+        })
+        .cloned()
+        .collect();
+    for name in &doomed {
+        h.remove(name);
+    }
 }
 
 /// The forwarding headers wsgate writes on the backend hop of every request, upgrade or
@@ -78,16 +115,26 @@ pub struct ProxyHeaders<'h> {
     forwarded: String,
 }
 
+/// `X-Forwarded-For`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Real-IP`.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Forwarded-Proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 impl<'h> ProxyHeaders<'h> {
     /// The headers for a client at `client`, over TLS or not; `host` was checked against
     /// [`valid_authority`].
     pub fn new(client: IpAddr, tls: bool, host: Option<&'h str>) -> ProxyHeaders<'h> {
         let proto = if tls { "https" } else { "http" };
+        let ip = ip_text(client);
         ProxyHeaders {
-            ip: client.to_string(),
+            forwarded: forwarded_with(client, &ip, host, proto),
+            ip,
             proto,
             host,
-            forwarded: forwarded_element(client, host, proto),
         }
     }
 
@@ -101,28 +148,101 @@ impl<'h> ProxyHeaders<'h> {
         }
         add("forwarded", self.forwarded.as_bytes());
     }
+
+    /// Inserts the headers into `h` (replacing any of the same name), as [`each`] names
+    /// them, with names known in advance and the values' text moved rather than copied.
+    ///
+    /// [`each`]: ProxyHeaders::each
+    pub fn insert_into(self, h: &mut HeaderMap) {
+        if let Ok(ip) = HeaderValue::from_maybe_shared(Bytes::from(self.ip)) {
+            h.insert(X_FORWARDED_FOR, ip.clone());
+            h.insert(X_REAL_IP, ip);
+        }
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
+        if let Some(host) = self.host
+            && let Ok(v) = HeaderValue::from_str(host)
+        {
+            h.insert(X_FORWARDED_HOST, v);
+        }
+        if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(self.forwarded)) {
+            h.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+/// The address as `Display` writes it; an IPv4 address without the formatting machinery,
+/// which cost more than the rest of a plain request's header rewrite.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = Vec::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push(b'.');
+                }
+                if octet >= 100 {
+                    s.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    s.push(b'0' + octet / 10 % 10);
+                }
+                s.push(b'0' + octet % 10);
+            }
+            // Digits and dots only.
+            String::from_utf8(s).unwrap_or_default()
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
 }
 
 /// The `Forwarded` element wsgate sends for one hop (RFC 7239 §4): the client's address
 /// (an IPv6 literal bracketed and quoted), the Host it asked for as a quoted-string, and
-/// its protocol.
+/// its protocol. (What [`ProxyHeaders`] writes; on its own for the tests of that text.)
+#[cfg(test)]
 pub fn forwarded_element(client: IpAddr, host: Option<&str>, proto: &str) -> String {
-    let for_ip = match client {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    match host {
-        Some(host) => format!("for={for_ip};host={};proto={proto}", quoted_string(host)),
-        None => format!("for={for_ip};proto={proto}"),
+    forwarded_with(client, &ip_text(client), host, proto)
+}
+
+/// [`forwarded_element`] with the address's text already made.
+fn forwarded_with(client: IpAddr, ip: &str, host: Option<&str>, proto: &str) -> String {
+    let mut out = String::with_capacity(ip.len() + host.map_or(0, str::len) + 32);
+    out.push_str("for=");
+    match client {
+        IpAddr::V4(_) => out.push_str(ip),
+        IpAddr::V6(_) => {
+            out.push_str("\"[");
+            out.push_str(ip);
+            out.push_str("]\"");
+        }
     }
+    if let Some(host) = host {
+        out.push_str(";host=");
+        push_quoted(&mut out, host);
+    }
+    out.push_str(";proto=");
+    out.push_str(proto);
+    out
 }
 
 /// `s` as an HTTP quoted-string (RFC 9110 §5.6.4): `"` and `\\` escaped with a backslash,
 /// so whatever `s` holds it stays one parameter value. Controls other than HTAB cannot be
 /// quoted at all; callers pass values already checked (a Host against [`valid_authority`]).
+#[cfg(test)]
 pub fn quoted_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_quoted(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out` as [`quoted_string`] makes it.
+fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
+    // The usual value has nothing to escape: copied whole rather than char by char.
+    if !s.contains(['"', '\\']) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         if c == '"' || c == '\\' {
             out.push('\\');
@@ -130,7 +250,6 @@ pub fn quoted_string(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 /// Whether `b` is an HTTP token (RFC 9110 §5.6.2): one or more tchar.
@@ -220,6 +339,55 @@ mod tests {
         let out = forwardable(&h);
         assert_eq!(out.len(), 1);
         assert_eq!(out["cookie"], "a=b");
+    }
+
+    #[test]
+    fn stripping_in_place_keeps_what_forwardable_copies() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("content-length", HeaderValue::from_static("5"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.insert("date", HeaderValue::from_static("today"));
+        let copied = forwardable(&h);
+        strip_unforwardable(&mut h);
+        assert_eq!(h, copied);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn has_token_reads_lists_and_never_matches_nothing() {
+        let mut h = HeaderMap::new();
+        h.append(
+            "connection",
+            HeaderValue::from_static("keep-alive ,, Close"),
+        );
+        assert!(has_token(&h, &header::CONNECTION, "close"));
+        assert!(has_token(&h, &header::CONNECTION, "KEEP-ALIVE"));
+        assert!(!has_token(&h, &header::CONNECTION, ""));
+        assert!(!has_token(&h, &header::CONNECTION, "upgrade"));
+    }
+
+    #[test]
+    fn proxy_headers_write_the_address_as_display_does() {
+        for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "2001:db8::1"] {
+            let addr: IpAddr = ip.parse().unwrap();
+            let mut h = HeaderMap::new();
+            ProxyHeaders::new(addr, true, Some("h:1")).insert_into(&mut h);
+            assert_eq!(h["x-forwarded-for"], addr.to_string().as_str());
+            assert_eq!(h["x-real-ip"], addr.to_string().as_str());
+            assert_eq!(h["x-forwarded-proto"], "https");
+            assert_eq!(h["x-forwarded-host"], "h:1");
+            assert_eq!(
+                h["forwarded"],
+                forwarded_element(addr, Some("h:1"), "https").as_str()
+            );
+        }
     }
 
     #[test]

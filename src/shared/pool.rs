@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use hyper::header::HeaderValue;
 use prometheus::IntGauge;
 
 use tokio::time::Instant;
@@ -44,6 +45,9 @@ pub struct Backend {
     pub gauge: OnceLock<IntGauge>,
     /// Idle keep-alive connections for plain HTTP requests.
     pub http_idle: IdleConns,
+    /// The Host of plain requests sent to it (`url.host_header()`), made once rather than
+    /// per request; `None` if that is no header value (then no Host is sent).
+    pub http_host: Option<HeaderValue>,
 }
 
 impl Backend {
@@ -51,7 +55,6 @@ impl Backend {
     pub fn new(url: BackendUrl) -> Backend {
         Backend {
             sticky_id: format!("{:016x}", stable_hash(url.url.as_bytes())),
-            url,
             active: Occupancy::default(),
             healthy: AtomicBool::new(true),
             fails: AtomicU32::new(0),
@@ -59,6 +62,8 @@ impl Backend {
             retirement: Retirement::default(),
             gauge: OnceLock::new(),
             http_idle: IdleConns::default(),
+            http_host: HeaderValue::try_from(url.host_header()).ok(),
+            url,
         }
     }
 

@@ -34,6 +34,7 @@ mod harness;
 mod http_forward;
 mod http_guard;
 mod http_pool;
+mod http_pool_idle;
 mod http_smuggling;
 mod http_sticky;
 mod interop;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
 use crate::shared::idle_conns::{BoxError, ForwardBody, HttpConn};
 use crate::shared::pool::Backend;
@@ -108,12 +109,21 @@ pub struct UploadBody {
 }
 
 impl UploadBody {
-    /// Wraps `inner`; see the type's doc for the receiver (closed at once when the body is
-    /// empty).
-    pub fn new(inner: ForwardBody) -> (UploadBody, watch::Receiver<bool>) {
+    /// Wraps `inner`; see the type's doc for the receiver. An empty body (most requests)
+    /// gets none: there is nothing to wait for, and no channel is made for it.
+    pub fn new(inner: ForwardBody) -> (UploadBody, Option<watch::Receiver<bool>>) {
+        if inner.is_end_stream() {
+            return (
+                UploadBody {
+                    inner,
+                    progress: None,
+                },
+                None,
+            );
+        }
         let (tx, rx) = watch::channel(false);
-        let progress = (!inner.is_end_stream()).then_some(tx);
-        (UploadBody { inner, progress }, rx)
+        let progress = Some(tx);
+        (UploadBody { inner, progress }, Some(rx))
     }
 }
 
@@ -164,11 +174,15 @@ pub(crate) struct Reusable {
     pub(crate) conn: HttpConn,
     pub(crate) backend: Arc<Backend>,
     pub(crate) idle_max: usize,
+    /// Once shutdown began a connection is not kept (idle ones are closed then).
+    pub(crate) shutdown: CancellationToken,
 }
 
 impl Reusable {
     fn give_back(self) {
-        self.backend.http_idle.put(self.conn, self.idle_max);
+        if !self.shutdown.is_cancelled() {
+            self.backend.http_idle.put(self.conn, self.idle_max);
+        }
     }
 }
 

@@ -27,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backend::balance;
 use crate::backend::error::BackendError;
-use crate::config::BackendUrl;
 use crate::proto::headers::has_token;
 use crate::shared::idle_conns::ForwardBody;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::Seat;
+use crate::shared::pool::Backend;
 use crate::shared::routes::Route;
 use body::{BackendBody, Reusable, UploadBody};
 pub(crate) use pool::PoolSettings;
@@ -42,8 +42,11 @@ pub(crate) struct Outgoing<'a> {
     /// The client's method.
     pub(crate) method: Method,
     /// Headers to send (already cleaned of hop-by-hop ones, wsgate's forwarding headers
-    /// added), without Host.
+    /// added), without Host: moved into the first attempt's request.
     pub(crate) headers: HeaderMap,
+    /// Makes `headers` again, for an attempt after one that hyper consumed (a replay):
+    /// rebuilding only then spares a copy of the headers on every request.
+    pub(crate) rebuild: &'a (dyn Fn() -> HeaderMap + Sync),
     /// The normalised path, the part after the route's prefix, and the query.
     pub(crate) path: &'a str,
     /// See `path`.
@@ -65,8 +68,8 @@ pub(crate) struct Outgoing<'a> {
 pub(crate) struct Exchanged {
     /// The response, its body streaming from the backend.
     pub(crate) response: Response<BackendBody>,
-    /// The backend's URL, for logs.
-    pub(crate) label: String,
+    /// The backend that answered (its URL labels the logs).
+    pub(crate) backend: Arc<Backend>,
     /// The request's place on the backend.
     pub(crate) seat: Seat,
     /// The route's sticky cookie for the client, when it is not pinned to this backend yet.
@@ -80,7 +83,7 @@ pub(crate) struct Failed {
     /// Why the last attempt failed.
     pub(crate) error: BackendError,
     /// The last backend tried.
-    pub(crate) backend: Option<String>,
+    pub(crate) backend: Option<Arc<crate::shared::pool::Backend>>,
 }
 
 /// Timeouts and pool settings of one exchange (the route's tuning and the limits).
@@ -98,7 +101,7 @@ pub(crate) struct ExchangeSettings {
 /// next candidate where that is safe (see the module doc).
 pub(crate) async fn exchange(
     route: &Arc<Route>,
-    out: Outgoing<'_>,
+    mut out: Outgoing<'_>,
     body: ForwardBody,
     settings: &ExchangeSettings,
     metrics: &Metrics,
@@ -114,11 +117,13 @@ pub(crate) async fn exchange(
     let (body, mut uploaded) = UploadBody::new(body);
     let mut body = Some(body.boxed_unsync());
     let mut last = BackendError::NoHealthyBackend;
+    let mut headers = Some(std::mem::take(&mut out.headers));
     for backend in balance::candidates(&pool, out.hash_key, &out.sticky) {
         let seat = backend.occupy();
         let Some(b) = body.take() else { break };
-        tried = Some(backend.url.url.clone());
-        let mut req = request(&out, &backend.url, route.config.preserve_host, b);
+        tried = Some(backend.clone());
+        let h = headers.take().unwrap_or_else(out.rebuild);
+        let mut req = request(&out, h, &backend, route.config.preserve_host, b);
         // Pooled connections found closed, then one new connection (bounded by the list).
         let attempt = loop {
             let (mut conn, reused) =
@@ -129,6 +134,8 @@ pub(crate) async fn exchange(
             let sent = conn.sender.try_send_request(req);
             tokio::pin!(sent);
             let res = tokio::select! {
+                // The answer first: a deadline is only worth checking while there is none.
+                biased;
                 res = &mut sent => res,
                 _ = response_deadline(&mut uploaded, settings) => {
                     break Err((BackendError::Timeout, None));
@@ -150,13 +157,14 @@ pub(crate) async fn exchange(
                     conn,
                     backend: backend.clone(),
                     idle_max: settings.pool.idle_max,
+                    shutdown: shutdown.clone(),
                 });
                 let response = res.map(|b| BackendBody::new(b, settings.idle_timeout, reusable));
                 return Ok(Exchanged {
                     response,
-                    label: backend.url.url.clone(),
-                    seat,
                     set_cookie: out.sticky.set_cookie(&pool, &backend, out.secure),
+                    backend,
+                    seat,
                 });
             }
             Err(e) => e,
@@ -173,7 +181,11 @@ pub(crate) async fn exchange(
         }
         let timed_out = matches!(error, BackendError::Timeout) && unsent.is_none();
         body = match unsent {
-            Some(req) => Some(req.into_body()),
+            Some(req) => {
+                let (parts, body) = req.into_parts();
+                headers = Some(parts.headers);
+                Some(body)
+            }
             None if replayable && !timed_out => Some(empty()),
             None => None,
         };
@@ -189,25 +201,39 @@ pub(crate) async fn exchange(
 /// `idle_timeout` (hyper, blocked writing to it, takes no frame), or gave no response head
 /// within `response_timeout` of the body's end. A client slow to send is not the
 /// backend's fault: its own idle timeout (`IdleBody`) fails the body instead.
-async fn response_deadline(uploaded: &mut watch::Receiver<bool>, settings: &ExchangeSettings) {
+async fn response_deadline(
+    uploaded: &mut Option<watch::Receiver<bool>>,
+    settings: &ExchangeSettings,
+) {
+    // An empty body was sent whole at once.
+    if let Some(uploaded) = uploaded
+        && !sent_whole(uploaded, settings).await
+    {
+        return;
+    }
+    tokio::time::sleep(settings.response_timeout).await;
+}
+
+/// Whether the request body was sent whole (true: its sender was dropped) rather than the
+/// backend stopping taking it for `idle_timeout` (false).
+async fn sent_whole(uploaded: &mut watch::Receiver<bool>, settings: &ExchangeSettings) -> bool {
     // Bounded by the body: each turn is a frame taken, or an idle period of a client whose
     // body then fails, until the sender is dropped.
     loop {
         let taken = uploaded.changed();
         if settings.idle_timeout.is_zero() {
             if taken.await.is_err() {
-                break;
+                return true;
             }
             continue;
         }
         match tokio::time::timeout(settings.idle_timeout, taken).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
+            Ok(Err(_)) => return true,
             Err(_) if *uploaded.borrow() => {}
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
-    tokio::time::sleep(settings.response_timeout).await;
 }
 
 /// RFC 9110 §9.2.2.
@@ -226,22 +252,30 @@ fn empty() -> ForwardBody {
 
 fn request(
     out: &Outgoing<'_>,
-    url: &BackendUrl,
+    mut headers: HeaderMap,
+    backend: &Backend,
     preserve_host: bool,
     body: ForwardBody,
 ) -> Request<ForwardBody> {
-    let target = url.request_target(out.remainder, out.path, out.query);
+    let target = backend
+        .url
+        .request_target(out.remainder, out.path, out.query);
     let mut req = Request::new(body);
     *req.method_mut() = out.method.clone();
     // The target is a normalised path plus the client's query, both already valid in a URI.
     *req.uri_mut() = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
-    let mut headers = out.headers.clone();
     let host = match out.host {
-        Some(h) if preserve_host => h.to_string(),
-        _ => url.host_header(),
+        Some(h) if preserve_host => HeaderValue::from_str(h).ok(),
+        _ => backend.http_host.clone(),
     };
-    if let Ok(v) = HeaderValue::try_from(host) {
-        headers.insert(header::HOST, v);
+    match host {
+        Some(v) => {
+            headers.insert(header::HOST, v);
+        }
+        // Headers given back by an attempt on another backend carry that one's Host.
+        None => {
+            headers.remove(header::HOST);
+        }
     }
     *req.headers_mut() = headers;
     req
