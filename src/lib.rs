@@ -14,9 +14,12 @@
 //!    - `proto::handshake`: the `Sec-WebSocket-Accept` key.
 //!    - `proto::headers`: header tokens, hop-by-hop and forwarding rules.
 //!    - `proto::path`: path normalisation (what is routed is what is forwarded).
+//!    - `proto::proxy_header`: the PROXY protocol header (v1, v2): its bounds, its address;
+//!      `proto::forwarded`: a trusted proxy's chain and the client address it gives.
 //! 2. `config`: the YAML file.
 //!    - `config` (mod): the schema; `config::parse`: deserialisers with file:line:column;
-//!      `config::validate`: the one cross-field check; `config::units`: durations, sizes.
+//!      `config::validate`: the one cross-field check; `config::units`: durations, sizes;
+//!      `config::cidr`: networks of trusted peers.
 //!    - `config::tuning`: each per-connection key declared once (struct, default, override, merge).
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
@@ -52,7 +55,8 @@
 //!    - `relay::closing`: close rules and the report; `relay::abandoned`: a client gone
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
-//!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
+//!    - `ingress::listener`: sockets per worker and the accept loop;
+//!      `ingress::proxy_protocol`: the PROXY header read before anything else; `ingress::conn`: TLS
 //!      and the HTTP/1.1 connection; `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);

@@ -103,7 +103,13 @@ pub(crate) async fn answer(
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut headers);
     }
-    ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).each(|name, value| {
+    ProxyHeaders::new(
+        client.peer.ip(),
+        &client.forwarding,
+        client.tls,
+        Some(&host),
+    )
+    .each(|name, value| {
         if let Ok(v) = HeaderValue::from_bytes(value) {
             headers.insert(name, v);
         }
@@ -115,7 +121,7 @@ pub(crate) async fn answer(
         remainder: route.remainder(&path),
         query,
         host: Some(&host),
-        hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
+        hash_key: balance::hash_key(&pool, &parts.headers, query, client.ip()),
         sticky: balance::Sticky::of(&pool, &parts.headers),
         secure: client.tls,
     };

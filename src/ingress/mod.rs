@@ -8,5 +8,6 @@ pub mod forward;
 pub mod hello;
 pub mod http2;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod request;
 pub mod upgrade;

@@ -10,8 +10,10 @@ use hyper::header;
 use hyper::{Method, Request, Response, Version};
 use tracing::Instrument;
 
+use crate::config::cidr::any_contains;
 use crate::ingress::forward::{self, ResponseBody};
 use crate::ingress::upgrade::{self, HandshakeError, requested_host};
+use crate::proto::forwarded::Forwarding;
 use crate::proto::path::normalize_path;
 use crate::shared::client::ClientInfo;
 use crate::shared::routes::Route;
@@ -20,9 +22,17 @@ use crate::shared::state::ProxyState;
 /// hyper service entry: answers one request on the client hop.
 pub async fn serve(
     req: Request<Incoming>,
-    client: ClientInfo,
+    mut client: ClientInfo,
     state: Arc<ProxyState>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Per request: each request of a connection from a trusted proxy may come from
+    // another client.
+    let trusted = &state.settings.load().trusted_proxies;
+    if !trusted.is_empty() {
+        client.forwarding = Forwarding::read(req.headers(), client.peer.ip(), |ip| {
+            any_contains(trusted, ip)
+        });
+    }
     // On HTTP/2 a WebSocket is an extended CONNECT (RFC 8441), and any CONNECT gets the
     // upgrade's answer (405 without `:protocol`): wsgate forwards no tunnels.
     let upgrades = req.headers().contains_key(header::UPGRADE)

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName};
 
+use crate::proto::forwarded::Forwarding;
+
 /// Comma-separated tokens of every instance of a header, trimmed.
 pub fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
     h.get_all(name)
@@ -70,31 +72,50 @@ pub fn forwardable(from: &HeaderMap) -> HeaderMap {
 /// plain: the client's address (`X-Forwarded-For`, `X-Real-IP`), the protocol it used
 /// (`X-Forwarded-Proto`), the authority it asked for (`X-Forwarded-Host`, when known) and
 /// all three again as one `Forwarded` element. The client's own values were removed by
-/// [`forwardable`] first, so these replace them (no trusted hops are configured).
+/// [`forwardable`] first, so these replace them; from a trusted proxy, `X-Forwarded-For`
+/// and `Forwarded` are its values with wsgate's hop (the peer's address) appended, and
+/// `X-Real-IP` the client address policy uses ([`Forwarding::client`]).
 pub struct ProxyHeaders<'h> {
-    ip: String,
+    xff: String,
+    real_ip: String,
     proto: &'static str,
     host: Option<&'h str>,
     forwarded: String,
 }
 
 impl<'h> ProxyHeaders<'h> {
-    /// The headers for a client at `client`, over TLS or not; `host` was checked against
-    /// [`valid_authority`].
-    pub fn new(client: IpAddr, tls: bool, host: Option<&'h str>) -> ProxyHeaders<'h> {
+    /// The headers for a request from `peer` (the hop wsgate took it from) whose chain is
+    /// `forwarding`, over TLS or not; `host` was checked against [`valid_authority`].
+    pub fn new(
+        peer: IpAddr,
+        forwarding: &Forwarding,
+        tls: bool,
+        host: Option<&'h str>,
+    ) -> ProxyHeaders<'h> {
         let proto = if tls { "https" } else { "http" };
+        let element = forwarded_element(peer, host, proto);
+        let prior = forwarding.prior.as_deref();
+        let xff = match prior.and_then(|p| p.xff.as_deref()) {
+            Some(chain) => format!("{chain}, {peer}"),
+            None => peer.to_string(),
+        };
+        let forwarded = match prior.and_then(|p| p.forwarded.as_deref()) {
+            Some(chain) => format!("{chain}, {element}"),
+            None => element,
+        };
         ProxyHeaders {
-            ip: client.to_string(),
+            xff,
+            real_ip: forwarding.client.to_string(),
             proto,
             host,
-            forwarded: forwarded_element(client, host, proto),
+            forwarded,
         }
     }
 
     /// Calls `add(name, value)` for each header, in a fixed order.
     pub fn each(&self, mut add: impl FnMut(&'static str, &[u8])) {
-        add("x-forwarded-for", self.ip.as_bytes());
-        add("x-real-ip", self.ip.as_bytes());
+        add("x-forwarded-for", self.xff.as_bytes());
+        add("x-real-ip", self.real_ip.as_bytes());
         add("x-forwarded-proto", self.proto.as_bytes());
         if let Some(host) = self.host {
             add("x-forwarded-host", host.as_bytes());

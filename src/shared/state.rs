@@ -31,6 +31,8 @@ pub struct Settings {
     pub drain_window: std::time::Duration,
     /// `/readyz` says not ready at this fraction of `max_connections` (`admin.ready_below`).
     pub ready_below: Option<f64>,
+    /// Peers whose forwarding headers are believed and appended to (`trusted_proxies`).
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// Everything a connection needs from the running proxy.
