@@ -220,19 +220,22 @@ impl TryFrom<RawListener> for ListenerConfig {
         let from = match (raw.proxy_protocol, raw.proxy_protocol_from) {
             (true, None) => {
                 return Err(format!(
-                    "listener {}: `proxy_protocol: true` needs `proxy_protocol_from`, the                      networks of the balancers that send the header (like [10.0.0.0/8])",
+                    "listener {}: `proxy_protocol: true` needs `proxy_protocol_from`, the \
+                     networks of the balancers that send the header (like [10.0.0.0/8])",
                     raw.bind
                 ));
             }
             (true, Some(from)) if from.is_empty() => {
                 return Err(format!(
-                    "listener {}: `proxy_protocol_from` is empty, so every connection would                      be refused; expected the balancers' networks",
+                    "listener {}: `proxy_protocol_from` is empty, so every connection would \
+                     be refused; expected the balancers' networks",
                     raw.bind
                 ));
             }
             (false, Some(_)) => {
                 return Err(format!(
-                    "listener {}: `proxy_protocol_from` without `proxy_protocol: true` has no                      effect",
+                    "listener {}: `proxy_protocol_from` without `proxy_protocol: true` has no \
+                     effect",
                     raw.bind
                 ));
             }

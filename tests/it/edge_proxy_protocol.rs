@@ -531,3 +531,56 @@ async fn haproxy_in_front_of_tls_and_http2() {
     let _ = haproxy;
     proxy.assert_drained().await;
 }
+
+/// A listener that would take PROXY headers from anyone, or a setting that does nothing,
+/// is refused at load with its place in the file.
+#[test]
+fn proxy_protocol_and_trusted_proxies_are_checked_with_their_place() {
+    let routes = "routes:\n  - {name: e, path: /, echo: true}\n";
+    let cases = [
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\n    proxy_protocol: true\n",
+            "t:2:3:",
+            "needs `proxy_protocol_from`",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\n    proxy_protocol: true\n    proxy_protocol_from: []\n",
+            "t:2:3:",
+            "is empty",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\n    proxy_protocol_from: [10.0.0.0/8]\n",
+            "t:2:3:",
+            "has no effect",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\n    proxy_protocol: true\n    proxy_protocol_from: [10.0.0.1/8]\n",
+            "t:4:27:",
+            "expected `10.0.0.0/8`",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\ntrusted_proxies: [10.0.0.0/8, nope]\n",
+            "t:3:31:",
+            "expected a network like 10.0.0.0/8",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:0\"\nlimits: { proxy_header_timeout: 0s }\n",
+            "t:3:33:",
+            "would close every connection before its PROXY header",
+        ),
+    ];
+    for (yaml, place, what) in cases {
+        let text = format!("{yaml}{routes}");
+        let err = wsgate::Config::parse(&text, "t")
+            .expect_err(&text)
+            .to_string();
+        assert!(
+            err.starts_with(place) && err.contains(what),
+            "{err}\n---\n{text}"
+        );
+    }
+    let ok = "listeners:\n  - bind: \"127.0.0.1:0\"\n    proxy_protocol: true\n    \
+              proxy_protocol_from: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7]\n\
+              trusted_proxies: [\"::1\", 127.0.0.1]\n";
+    wsgate::Config::parse(&format!("{ok}{routes}"), "t").expect("a valid config");
+}

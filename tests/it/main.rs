@@ -21,6 +21,7 @@ mod edge_keepalive;
 mod edge_logs;
 mod edge_proxy_protocol;
 mod edge_stream;
+mod edge_trusted_proxies;
 mod forwarding;
 mod frames;
 mod h2_endings;
