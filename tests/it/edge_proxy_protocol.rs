@@ -584,3 +584,43 @@ fn proxy_protocol_and_trusted_proxies_are_checked_with_their_place() {
               trusted_proxies: [\"::1\", 127.0.0.1]\n";
     wsgate::Config::parse(&format!("{ok}{routes}"), "t").expect("a valid config");
 }
+
+/// A reload turns the PROXY protocol on for a kept listener (new connections need the
+/// header from then on) and changes `trusted_proxies` for the next requests.
+#[tokio::test]
+async fn a_reload_applies_to_new_connections() {
+    let backend = Backend::echo().await;
+    let routes = route("r", "/r", &backend.url("/"), "");
+    let plain = format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\n{TEST_DEFAULTS}reload: {{ watch: false }}\nroutes:\n{routes}"
+    );
+    let proxy = Proxy::start(&plain).await;
+    let (head, ws) = crate::support::raw::upgrade_with(proxy.addr(), "/r", &[]).await;
+    assert_eq!(head.status(), 101, "{head:?}");
+    let top = "reload: { watch: false }\ntrusted_proxies: [10.0.0.0/8]\n";
+    proxy.reload_ok(&pp_yaml(top, &routes)).await;
+    // The connection from before goes on.
+    echo_and_close(ws).await;
+    let mut bare = connect_from("127.0.0.1", proxy.addr()).await;
+    let _ = bare
+        .write_all(http::upgrade_request(proxy.addr(), "/r", &[]).as_bytes())
+        .await;
+    closed_without_answer(&mut bare, "no header after the reload").await;
+    let mut io = connect_from("127.0.0.1", proxy.addr()).await;
+    let mut bytes = b"PROXY TCP4 10.9.9.9 127.0.0.1 5000 80\r\n".to_vec();
+    let xff = [("X-Forwarded-For", "203.0.113.9")];
+    bytes.extend_from_slice(http::upgrade_request(proxy.addr(), "/r", &xff).as_bytes());
+    io.write_all(&bytes).await.unwrap();
+    let mut buf = Vec::new();
+    let head = within("answer", http::read_head(&mut io, &mut buf))
+        .await
+        .expect("an answer");
+    assert_eq!(head.status(), 101, "{head:?}");
+    let (xff, real_ip, _) = told(&backend.log.requests().pop().unwrap());
+    assert_eq!(
+        (xff.as_str(), real_ip.as_str()),
+        ("203.0.113.9, 10.9.9.9", "203.0.113.9")
+    );
+    echo_and_close(FrameStream::new(io, buf, true)).await;
+    proxy.assert_drained().await;
+}
