@@ -101,7 +101,7 @@ ensure_rust_components() {
 }
 
 # apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition;
-# HAProxy stands in front of wsgate with send-proxy and send-proxy-v2 (tests/it/edge_proxy_protocol.rs).
+# HAProxy stands in front of wsgate with send-proxy and send-proxy-v2 (tests/it/edge_proxy_haproxy.rs).
 ensure_apt_packages() {
     local missing=()
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)

@@ -19,6 +19,7 @@ mod edge_budget;
 mod edge_handshake;
 mod edge_keepalive;
 mod edge_logs;
+mod edge_proxy_haproxy;
 mod edge_proxy_protocol;
 mod edge_stream;
 mod edge_trusted_proxies;
