@@ -100,21 +100,24 @@ ensure_rust_components() {
     cargo clippy --version
 }
 
-# apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition.
+# apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition;
+# HAProxy stands in front of wsgate with send-proxy and send-proxy-v2 (tests/it/edge_proxy_haproxy.rs).
 ensure_apt_packages() {
     local missing=()
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "already installed: promtool"
+        echo "already installed: promtool, haproxy"
         return 0
     fi
     echo "installing with apt-get: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The package starts a Prometheus server; the tests only need the promtool binary.
-    systemctl stop prometheus >/dev/null 2>&1 || true
+    # The packages start their services; the tests only need the binaries.
+    systemctl stop prometheus haproxy >/dev/null 2>&1 || true
     command -v promtool
+    [ -x /usr/sbin/haproxy ]
 }
 
 # Fuzz smoke (fuzz/, cargo-fuzz): each target for FUZZ_SECONDS on its committed corpus, with

@@ -16,9 +16,12 @@
 //!    - `proto::path`: path normalisation (what is routed is what is forwarded).
 //!    - `proto::h1_scan`: HTTP/1.1 request framing followed on streaming bytes, each head
 //!      inspected for the smuggling shapes hyper normalises away.
+//!    - `proto::proxy_header`: the PROXY protocol header (v1, v2): its bounds, its address;
+//!      `proto::forwarded`: a trusted proxy's chain and the client address it gives.
 //! 2. `config`: the YAML file.
 //!    - `config` (mod): the schema; `config::parse`: deserialisers with file:line:column;
-//!      `config::validate`: the one cross-field check; `config::units`: durations, sizes.
+//!      `config::validate`: the one cross-field check; `config::units`: durations, sizes;
+//!      `config::cidr`: networks of trusted peers.
 //!    - `config::tuning`: each per-connection key declared once (struct, default, override, merge).
 //!    - `config::routes`, `config::pool`: routes and their backend pools;
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
@@ -58,17 +61,18 @@
 //!    - `relay::closing`: close rules and the report; `relay::abandoned`: a client gone
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
-//!    - `ingress::listener`: sockets per worker and the accept loop; `ingress::conn`: TLS
-//!      and the HTTP/1.1 connection; `ingress::h1_guard`: the HTTP/1.1 client stream
-//!      beneath hyper (request heads inspected, the write-stall deadline);
-//!      `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
+//!    - `ingress::listener`: sockets per worker and the accept loop;
+//!      `ingress::proxy_protocol`: the PROXY header read before anything else;
+//!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_guard`: the
+//!      HTTP/1.1 client stream beneath hyper (request heads inspected, the write-stall
+//!      deadline); `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;
 //!      `ingress::hello`: what a client asks for, and every refusal with its status;
 //!      `ingress::forward`: plain requests forwarded, the access log;
 //!      `ingress::door`: a route's checks (authentication, admission) before any backend;
-//!      `door::admission`: caps per client and identity, the rate, `max_lifetime`.
+//!      `door::admission`: caps per client and identity, the rate, `max_lifetime`;
 //!      `door::client_cert`: the client certificate's header and `client_cert: required`;
 //!      `door::forward_auth`: the auth service's subrequest and its answer;
 //!      `door::jwt`: the JWT check.

@@ -62,7 +62,7 @@ pub(crate) async fn open_backend(
             set_cookie: None,
         });
     };
-    let hash_key = balance::hash_key(&pool, req.headers(), req.uri().query(), client.peer.ip());
+    let hash_key = balance::hash_key(&pool, req.headers(), req.uri().query(), client.ip());
     let sticky = balance::Sticky::of(&pool, req.headers());
     let candidates = balance::candidates(&pool, hash_key, &sticky);
     let mut last = BackendError::NoHealthyBackend;
@@ -171,7 +171,7 @@ fn backend_request(
     out.header("connection", b"Upgrade");
     out.header("sec-websocket-key", key.as_bytes());
     out.header("sec-websocket-version", b"13");
-    ProxyHeaders::new(client.peer.ip(), client.tls, host)
+    ProxyHeaders::new(client.peer.ip(), &client.forwarding, client.tls, host)
         .each(|name, value| out.header(name, value));
     if offers {
         out.header("sec-websocket-protocol", protocols.join(", ").as_bytes());

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 pub mod admission;
 mod backend_url;
+pub mod cidr;
 pub mod forward_auth;
 mod http2;
 pub mod jwt;
@@ -27,11 +28,12 @@ pub mod units;
 mod validate;
 
 pub use backend_url::BackendUrl;
+pub use cidr::Cidr;
 pub use http2::{Alpn, DEFAULT_ALPN, Http2Config};
 pub use parse::ConfigError;
 use parse::{
-    buffer_budget, header_size, non_empty_listeners, nonzero_header_read, nonzero_tls_handshake,
-    opt_file, socket_addr, unique_routes,
+    buffer_budget, header_size, non_empty_listeners, nonzero_header_read, nonzero_proxy_header,
+    nonzero_tls_handshake, opt_file, socket_addr, unique_routes,
 };
 pub(crate) use parse::{duration, nonzero_probe_interval, nonzero_probe_timeout};
 pub use routes::{RouteConfig, Target};
@@ -75,6 +77,11 @@ pub struct Config {
     /// listener; 0 = one per available core. Default 0.
     #[serde(default)]
     pub workers: usize,
+    /// Peers whose `X-Forwarded-For` and `Forwarded` are believed and appended to (the
+    /// client address for policy is then the first untrusted hop from the right); every
+    /// other peer's are replaced. Default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// What is measured.
@@ -121,6 +128,10 @@ pub struct Limits {
     /// the peers' TCP windows fill instead of wsgate's memory. At least 1MiB. Default 256MiB.
     #[serde(deserialize_with = "buffer_budget")]
     pub max_buffered_bytes: u64,
+    /// On a `proxy_protocol` listener, the whole PROXY header must arrive within this
+    /// after the connection is accepted; above 0. Default 5s.
+    #[serde(deserialize_with = "nonzero_proxy_header")]
+    pub proxy_header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -132,6 +143,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
             max_buffered_bytes: 256 << 20,
+            proxy_header_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -160,21 +172,85 @@ impl Default for ReloadConfig {
 
 /// One client-facing listener.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawListener")]
 pub struct ListenerConfig {
     /// Address to bind, e.g. `0.0.0.0:8443` (port 0 picks a free port).
-    #[serde(deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
     /// TLS settings; plain WebSocket (`ws://`) when absent.
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Protocols offered in TLS ALPN, preferred first (`h2`, `http/1.1`); TLS listeners
     /// only (a plain listener speaks HTTP/1.1). Default `[h2, http/1.1]`.
-    #[serde(default, deserialize_with = "http2::alpn_list")]
     pub alpn: Option<Vec<Alpn>>,
     /// Client certificates (mTLS); TLS listeners only. Off when absent.
-    #[serde(default)]
     pub client_auth: Option<tls::ClientAuthConfig>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2, before TLS), whose
+    /// source address becomes the client's; only peers in `proxy_protocol_from` may
+    /// connect. Default false.
+    pub proxy_protocol: bool,
+    /// The networks of the balancers that send the PROXY header; required with
+    /// `proxy_protocol`, with no default (why: beside the check in `try_from`).
+    pub proxy_protocol_from: Vec<Cidr>,
+}
+
+/// A listener as written; [`ListenerConfig`] once its keys are checked together.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    #[serde(deserialize_with = "socket_addr")]
+    bind: SocketAddr,
+    #[serde(default)]
+    tls: Option<TlsConfig>,
+    #[serde(default, deserialize_with = "http2::alpn_list")]
+    alpn: Option<Vec<Alpn>>,
+    #[serde(default)]
+    client_auth: Option<tls::ClientAuthConfig>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    proxy_protocol_from: Option<Vec<Cidr>>,
+}
+
+impl TryFrom<RawListener> for ListenerConfig {
+    type Error = String;
+    fn try_from(raw: RawListener) -> Result<Self, String> {
+        // No default for the sources. Anyone would let every client that reaches the port
+        // claim any address (past per-IP caps, into the logs); loopback only would make a
+        // listener behind a real balancer close every connection, an outage instead of
+        // this error. `0.0.0.0/0` and `::/0` stay possible, written out, where the network
+        // itself lets only the balancer in.
+        let from = match (raw.proxy_protocol, raw.proxy_protocol_from) {
+            (true, None) => {
+                return Err(format!(
+                    "listener {}: `proxy_protocol: true` needs `proxy_protocol_from`, the \
+                     networks of the balancers that send the header (like [10.0.0.0/8])",
+                    raw.bind
+                ));
+            }
+            (true, Some(from)) if from.is_empty() => {
+                return Err(format!(
+                    "listener {}: `proxy_protocol_from` is empty, so every connection would \
+                     be refused; expected the balancers' networks",
+                    raw.bind
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(format!(
+                    "listener {}: `proxy_protocol_from` without `proxy_protocol: true` has no \
+                     effect",
+                    raw.bind
+                ));
+            }
+            (_, from) => from.unwrap_or_default(),
+        };
+        Ok(ListenerConfig {
+            bind: raw.bind,
+            tls: raw.tls,
+            alpn: raw.alpn,
+            client_auth: raw.client_auth,
+            proxy_protocol: raw.proxy_protocol,
+            proxy_protocol_from: from,
+        })
+    }
 }
 
 impl ListenerConfig {

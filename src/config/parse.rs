@@ -354,6 +354,8 @@ nonzero_durations! {
     nonzero_tls_handshake: "would end every TLS handshake before it starts", "10s";
     /// `limits.header_read_timeout`.
     nonzero_header_read: "would close every connection before its request is read", "10s";
+    /// `limits.proxy_header_timeout`.
+    nonzero_proxy_header: "would close every connection before its PROXY header is read", "5s";
     /// `health_check.interval`.
     nonzero_probe_interval: "would probe without pause", "5s";
     /// `health_check.timeout`.

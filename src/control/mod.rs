@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ListenerConfig, TlsConfig};
 use crate::control::workers::Workers;
 use crate::ingress::listener::{Listener, TlsSlot};
+use crate::ingress::proxy_protocol::ProxySlot;
 use crate::shared::budget::Budget;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::Occupancy;
@@ -50,12 +51,19 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// A listener that is running: its stop switch and its swappable TLS config.
+/// A listener that is running: its stop switch and its swappable TLS config and PROXY
+/// protocol setting.
 struct ListenerHandle {
     config: ListenerConfig,
     addr: SocketAddr,
     tls: Arc<TlsSlot>,
+    proxy: Arc<ProxySlot>,
     stop: CancellationToken,
+}
+
+/// The networks that may send a listener's PROXY header, when it takes one.
+fn proxy_from(lc: &ListenerConfig) -> Option<Vec<crate::config::Cidr>> {
+    lc.proxy_protocol.then(|| lc.proxy_protocol_from.clone())
 }
 
 /// A started proxy: its bound addresses and handles to observe, reload and stop it.
@@ -175,6 +183,7 @@ fn settings(config: &Config) -> Settings {
         drain_window: config.reload.drain_window,
         ready_below: config.admin.as_ref().and_then(|a| a.ready_below),
         http_idle_timeout: config.defaults.http_idle_timeout,
+        trusted_proxies: config.trusted_proxies.clone(),
     }
 }
 
@@ -187,6 +196,7 @@ fn spawn_listener(
     let handle = ListenerHandle {
         addr: listener.local_addr(),
         tls: listener.tls_slot(),
+        proxy: listener.proxy_slot(),
         stop: listener.stop_token(),
         config,
     };
@@ -237,7 +247,8 @@ async fn start(
     let mut bound = Vec::new();
     for lc in &config.listeners {
         let tls = listener_tls(lc, None)?;
-        let listener = Listener::bind(lc.bind, tls, gateway.clone(), workers.handles().len())
+        let workers_n = workers.handles().len();
+        let listener = Listener::bind(lc.bind, tls, proxy_from(lc), gateway.clone(), workers_n)
             .map_err(|source| StartError::Bind {
                 addr: lc.bind,
                 source,

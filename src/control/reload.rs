@@ -11,7 +11,7 @@ use crate::shared::routes::{Route, RouteTable};
 use crate::shared::state::ProxyState;
 
 use super::{
-    ListenerHandle, Running, StartError, listener_tls, settings, spawn_listener,
+    ListenerHandle, Running, StartError, listener_tls, proxy_from, settings, spawn_listener,
     start_health_checks, start_jwks_refresh,
 };
 
@@ -68,6 +68,7 @@ impl Running {
                 let listener = Listener::bind(
                     lc.bind,
                     tls_configs[i].clone(),
+                    proxy_from(lc),
                     self.gateway.clone(),
                     self.workers.handles().len(),
                 )
@@ -115,6 +116,7 @@ impl Running {
         for (i, lc) in new.listeners.iter().enumerate() {
             if let Some(handle) = matched[i].and_then(|j| old[j].take()) {
                 handle.tls.set(tls_configs[i].clone());
+                handle.proxy.set(proxy_from(lc));
                 next.push(ListenerHandle {
                     config: lc.clone(),
                     ..handle

@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::Cidr;
 use crate::ingress::h1_guard::H1Guard;
-use crate::ingress::{http2, request};
+use crate::ingress::{http2, proxy_protocol, request};
+use crate::proto::forwarded::Forwarding;
 use crate::shared::client::{ClientCert, ClientInfo, ClientProtocol};
 use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
@@ -25,24 +27,48 @@ const HTTP_GRACE: Duration = Duration::from_secs(5);
 /// hyper refuses a read buffer under 8 KiB.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 
-/// Serves one accepted connection: TLS (when the listener has it), then HTTP/1.1 or
+/// What the listener in force said about a connection when it was accepted.
+pub struct Front {
+    /// Its TLS config; `None` for plain `ws`.
+    pub tls: Option<Arc<ServerConfig>>,
+    /// Who may send it a PROXY header; `None` when the listener takes none.
+    pub proxy_from: Option<Arc<Vec<Cidr>>>,
+}
+
+/// Serves one accepted connection: its PROXY header (when the listener takes one), TLS
+/// (when the listener has it), then HTTP/1.1 or
 /// HTTP/2 whose requests go to [`request::serve`]; ends when the connection does (an
 /// HTTP/1.1 connection also once it upgraded, the relay going on in a task of its own;
 /// an HTTP/2 connection carries its WebSockets, so it lasts as long as they do), or after
 /// a grace period once shutdown began. `_pending` is the listener's place for a connection
 /// that does not relay yet, held until then (by an HTTP/2 connection for its whole life).
 pub async fn serve(
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     id: u64,
-    tls: Option<Arc<ServerConfig>>,
+    front: Front,
     state: Arc<ProxyState>,
     _pending: OwnedSemaphorePermit,
 ) {
     // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);
     let settings = state.settings.load_full();
-    let stream = match tls {
+    // The header comes first, before the ClientHello; from here on its address is the
+    // client's.
+    let peer = match &front.proxy_from {
+        None => peer,
+        Some(from) => {
+            let timeout = settings.limits.proxy_header_timeout;
+            match proxy_protocol::admit(&mut tcp, peer, from, timeout, &state.metrics).await {
+                Some(client) => {
+                    tracing::Span::current().record("client", tracing::field::display(client));
+                    client
+                }
+                None => return,
+            }
+        }
+    };
+    let stream = match front.tls {
         None => Stream::Tcp(tcp),
         Some(config) => match tokio::time::timeout(
             settings.limits.tls_handshake_timeout,
@@ -73,6 +99,7 @@ pub async fn serve(
         tls: matches!(stream, Stream::ServerTls(_)),
         protocol,
         cert,
+        forwarding: Forwarding::direct(peer.ip()),
     };
     match protocol {
         ClientProtocol::H1 => serve_http1(stream, client, &settings, state).await,

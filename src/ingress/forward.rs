@@ -113,7 +113,13 @@ pub(crate) async fn answer(
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut headers);
         }
-        ProxyHeaders::new(client.peer.ip(), client.tls, Some(&host)).insert_into(&mut headers);
+        ProxyHeaders::new(
+            client.peer.ip(),
+            &client.forwarding,
+            client.tls,
+            Some(&host),
+        )
+        .insert_into(&mut headers);
         headers
     };
     let body = Counted {
@@ -130,7 +136,7 @@ pub(crate) async fn answer(
             remainder: route.remainder(&path),
             query,
             host: Some(&host),
-            hash_key: balance::hash_key(&pool, &parts.headers, query, client.peer.ip()),
+            hash_key: balance::hash_key(&pool, &parts.headers, query, client.ip()),
             sticky: balance::Sticky::of(&pool, &parts.headers),
             secure: client.tls,
         };

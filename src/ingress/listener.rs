@@ -17,7 +17,9 @@ use tracing::Instrument;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::runtime::Handle;
 
+use crate::config::Cidr;
 use crate::ingress::conn;
+use crate::ingress::proxy_protocol::ProxySlot;
 use crate::shared::state::ProxyState;
 
 /// Pause after an accept error (e.g. out of file descriptors) before trying again.
@@ -42,31 +44,38 @@ impl TlsSlot {
     }
 }
 
-/// One client-facing listener: a socket per worker, a swappable TLS config, a stop switch.
+/// One client-facing listener: a socket per worker, a swappable TLS config and PROXY
+/// protocol setting, a stop switch.
 pub struct Listener {
     sockets: Vec<std::net::TcpListener>,
     addr: SocketAddr,
     tls: Arc<TlsSlot>,
+    proxy: Arc<ProxySlot>,
     gateway: Arc<ProxyState>,
     stop: CancellationToken,
 }
 
 impl Listener {
-    /// Binds the address once per worker (`workers` sockets); `tls` None means plain `ws`.
+    /// Binds the address once per worker (`workers` sockets); `tls` None means plain `ws`,
+    /// `proxy` None no PROXY protocol (else the networks that may send the header).
     pub fn bind(
         bind: SocketAddr,
         tls: Option<Arc<ServerConfig>>,
+        proxy: Option<Vec<Cidr>>,
         gateway: Arc<ProxyState>,
         workers: usize,
     ) -> std::io::Result<Listener> {
         let (addr, sockets) = bind_sockets(bind, workers)?;
         let slot = Arc::new(TlsSlot::default());
         slot.set(tls);
+        let proxy_slot = Arc::new(ProxySlot::default());
+        proxy_slot.set(proxy);
         let stop = gateway.shutdown.child_token();
         Ok(Listener {
             sockets,
             addr,
             tls: slot,
+            proxy: proxy_slot,
             gateway,
             stop,
         })
@@ -80,6 +89,11 @@ impl Listener {
     /// The listener's swappable TLS config.
     pub fn tls_slot(&self) -> Arc<TlsSlot> {
         self.tls.clone()
+    }
+
+    /// The listener's swappable PROXY protocol setting.
+    pub fn proxy_slot(&self) -> Arc<ProxySlot> {
+        self.proxy.clone()
     }
 
     /// Cancelling it stops accepting (shutdown cancels it too).
@@ -99,11 +113,14 @@ impl Listener {
         let pending = Arc::new(Semaphore::new(cap.clamp(1, Semaphore::MAX_PERMITS)));
         for (socket, handle) in self.sockets.into_iter().zip(workers) {
             let (tls, gateway, stop) = (self.tls.clone(), self.gateway.clone(), self.stop.clone());
-            let pending = pending.clone();
+            let (proxy, pending) = (self.proxy.clone(), pending.clone());
             handle.spawn(loops.track_future(async move {
                 // Registering with the reactor needs this worker's runtime, hence inside the task.
                 match TcpListener::from_std(socket) {
-                    Ok(tcp) => accept_loop(tcp, tls, gateway, stop, pending).await,
+                    Ok(tcp) => {
+                        let slots = Slots { tls, proxy };
+                        accept_loop(tcp, slots, gateway, stop, pending).await
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot register the listening socket"),
                 }
             }));
@@ -149,11 +166,17 @@ pub fn bind_sockets(
     Ok((bound, sockets))
 }
 
+/// What a listener's connections read from its config when they are accepted.
+struct Slots {
+    tls: Arc<TlsSlot>,
+    proxy: Arc<ProxySlot>,
+}
+
 /// Accepts until stopped, each connection only once a `pending` permit is free; one task
 /// per connection, on this worker.
 async fn accept_loop(
     tcp: TcpListener,
-    tls: Arc<TlsSlot>,
+    slots: Slots,
     gateway: Arc<ProxyState>,
     stop: CancellationToken,
     pending: Arc<Semaphore>,
@@ -182,10 +205,14 @@ async fn accept_loop(
             },
         };
         let id = gateway.next_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", id, %peer);
-        let config = tls.current();
+        // `client` is filled in once a PROXY header said who the client is.
+        let span = tracing::info_span!("conn", id, %peer, client = tracing::field::Empty);
+        let front = conn::Front {
+            tls: slots.tls.current(),
+            proxy_from: slots.proxy.current(),
+        };
         gateway
             .tracker
-            .spawn(conn::serve(stream, peer, id, config, gateway.clone(), permit).instrument(span));
+            .spawn(conn::serve(stream, peer, id, front, gateway.clone(), permit).instrument(span));
     }
 }

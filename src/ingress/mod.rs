@@ -9,5 +9,6 @@ pub mod h1_guard;
 pub mod hello;
 pub mod http2;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod request;
 pub mod upgrade;

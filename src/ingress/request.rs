@@ -12,9 +12,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
 
+use crate::config::cidr::any_contains;
 use crate::ingress::forward::{self, ResponseBody};
 use crate::ingress::h1_guard::{HeadCheck, Inspection};
 use crate::ingress::upgrade::{self, HandshakeError, requested_host};
+use crate::proto::forwarded::Forwarding;
 use crate::proto::path::normalize_path;
 use crate::shared::client::ClientInfo;
 use crate::shared::routes::Route;
@@ -75,10 +77,21 @@ pub(crate) async fn serve_h1(
 /// Answers one request; `inspection` is its HTTP/1.1 connection's, if it has one.
 async fn serve_inspected(
     req: Request<Incoming>,
-    client: ClientInfo,
+    mut client: ClientInfo,
     state: Arc<ProxyState>,
     inspection: Option<Arc<Inspection>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Per request: each request of a connection from a trusted proxy may come from
+    // another client.
+    {
+        let settings = state.settings.load();
+        let trusted = &settings.trusted_proxies;
+        if !trusted.is_empty() {
+            client.forwarding = Forwarding::read(req.headers(), client.peer.ip(), |ip| {
+                any_contains(trusted, ip)
+            });
+        }
+    }
     // On HTTP/2 a WebSocket is an extended CONNECT (RFC 8441), and any CONNECT gets the
     // upgrade's answer (405 without `:protocol`): wsgate forwards no tunnels.
     let upgrades = req.headers().contains_key(header::UPGRADE)

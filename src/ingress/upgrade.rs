@@ -150,7 +150,7 @@ async fn upgrade(
         id: client.id,
         route: route.clone(),
         backend: backend_label,
-        client_addr: client.peer,
+        client_addr: client.addr(),
         tls: client.tls,
         protocol: client.protocol,
         _stream_hold: req.extensions_mut().remove::<StreamHold>(),

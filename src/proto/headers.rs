@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::proto::forwarded::Forwarding;
+
 /// Comma-separated tokens of every instance of a header, trimmed.
 pub fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = String> + 'h {
     h.get_all(name)
@@ -107,9 +109,13 @@ pub fn strip_unforwardable(h: &mut HeaderMap) {
 /// plain: the client's address (`X-Forwarded-For`, `X-Real-IP`), the protocol it used
 /// (`X-Forwarded-Proto`), the authority it asked for (`X-Forwarded-Host`, when known) and
 /// all three again as one `Forwarded` element. The client's own values were removed by
-/// [`forwardable`] first, so these replace them (no trusted hops are configured).
+/// [`forwardable`] first, so these replace them; from a trusted proxy, `X-Forwarded-For`
+/// and `Forwarded` are its values with wsgate's hop (the peer's address) appended, and
+/// `X-Real-IP` the client address policy uses ([`Forwarding::client`]).
 pub struct ProxyHeaders<'h> {
-    ip: String,
+    xff: String,
+    /// `None` when it is `xff`'s text (no trusted chain).
+    real_ip: Option<String>,
     proto: &'static str,
     host: Option<&'h str>,
     forwarded: String,
@@ -125,23 +131,46 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 impl<'h> ProxyHeaders<'h> {
-    /// The headers for a client at `client`, over TLS or not; `host` was checked against
-    /// [`valid_authority`].
-    pub fn new(client: IpAddr, tls: bool, host: Option<&'h str>) -> ProxyHeaders<'h> {
+    /// The headers for a request from `peer` (the hop wsgate took it from) whose chain is
+    /// `forwarding`, over TLS or not; `host` was checked against [`valid_authority`].
+    pub fn new(
+        peer: IpAddr,
+        forwarding: &Forwarding,
+        tls: bool,
+        host: Option<&'h str>,
+    ) -> ProxyHeaders<'h> {
         let proto = if tls { "https" } else { "http" };
-        let ip = ip_text(client);
+        let peer_ip = ip_text(peer);
+        let element = forwarded_with(peer, &peer_ip, host, proto);
+        let prior = forwarding.prior.as_deref();
+        let forwarded = match prior.and_then(|p| p.forwarded.as_deref()) {
+            Some(chain) => format!("{chain}, {element}"),
+            None => element,
+        };
+        let chain = prior.and_then(|p| p.xff.as_deref());
+        // Without a chain to append to, and the peer the client, both headers are one text.
+        let real_ip =
+            (chain.is_some() || forwarding.client != peer).then(|| ip_text(forwarding.client));
+        let xff = match chain {
+            Some(chain) => format!("{chain}, {peer_ip}"),
+            None => peer_ip,
+        };
         ProxyHeaders {
-            forwarded: forwarded_with(client, &ip, host, proto),
-            ip,
+            xff,
+            real_ip,
             proto,
             host,
+            forwarded,
         }
     }
 
     /// Calls `add(name, value)` for each header, in a fixed order.
     pub fn each(&self, mut add: impl FnMut(&'static str, &[u8])) {
-        add("x-forwarded-for", self.ip.as_bytes());
-        add("x-real-ip", self.ip.as_bytes());
+        add("x-forwarded-for", self.xff.as_bytes());
+        add(
+            "x-real-ip",
+            self.real_ip.as_ref().unwrap_or(&self.xff).as_bytes(),
+        );
         add("x-forwarded-proto", self.proto.as_bytes());
         if let Some(host) = self.host {
             add("x-forwarded-host", host.as_bytes());
@@ -154,9 +183,15 @@ impl<'h> ProxyHeaders<'h> {
     ///
     /// [`each`]: ProxyHeaders::each
     pub fn insert_into(self, h: &mut HeaderMap) {
-        if let Ok(ip) = HeaderValue::from_maybe_shared(Bytes::from(self.ip)) {
-            h.insert(X_FORWARDED_FOR, ip.clone());
-            h.insert(X_REAL_IP, ip);
+        if let Ok(xff) = HeaderValue::from_maybe_shared(Bytes::from(self.xff)) {
+            let real_ip = match self.real_ip {
+                None => Some(xff.clone()),
+                Some(ip) => HeaderValue::from_maybe_shared(Bytes::from(ip)).ok(),
+            };
+            h.insert(X_FORWARDED_FOR, xff);
+            if let Some(ip) = real_ip {
+                h.insert(X_REAL_IP, ip);
+            }
         }
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(self.proto));
         if let Some(host) = self.host
@@ -373,12 +408,48 @@ mod tests {
         assert!(!has_token(&h, &header::CONNECTION, "upgrade"));
     }
 
+    /// Behind a trusted proxy, the chain gets wsgate's hop (the peer) appended, and
+    /// `X-Real-IP` is the client policy uses, whichever way the headers are written.
+    #[test]
+    fn proxy_headers_append_to_a_trusted_chain() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let forwarding = Forwarding {
+            client: "203.0.113.7".parse().unwrap(),
+            prior: Some(std::sync::Arc::new(crate::proto::forwarded::Prior {
+                xff: Some("203.0.113.7".into()),
+                forwarded: Some("for=203.0.113.7".into()),
+            })),
+        };
+        let headers = ProxyHeaders::new(peer, &forwarding, false, None);
+        let mut each = Vec::new();
+        headers.each(|name, value| each.push((name, String::from_utf8_lossy(value).into_owned())));
+        let mut h = HeaderMap::new();
+        headers.insert_into(&mut h);
+        for (name, value) in each {
+            assert_eq!(h[name], value.as_str(), "{name}");
+        }
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+        assert_eq!(h["forwarded"], "for=203.0.113.7, for=10.0.0.2;proto=http");
+
+        // A trusted peer whose chain named no readable client is the client itself.
+        let unreadable = Forwarding {
+            client: peer,
+            ..forwarding
+        };
+        let mut h = HeaderMap::new();
+        ProxyHeaders::new(peer, &unreadable, false, None).insert_into(&mut h);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.0.0.2");
+        assert_eq!(h["x-real-ip"], "10.0.0.2");
+    }
+
     #[test]
     fn proxy_headers_write_the_address_as_display_does() {
         for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "2001:db8::1"] {
             let addr: IpAddr = ip.parse().unwrap();
             let mut h = HeaderMap::new();
-            ProxyHeaders::new(addr, true, Some("h:1")).insert_into(&mut h);
+            ProxyHeaders::new(addr, &Forwarding::direct(addr), true, Some("h:1"))
+                .insert_into(&mut h);
             assert_eq!(h["x-forwarded-for"], addr.to_string().as_str());
             assert_eq!(h["x-real-ip"], addr.to_string().as_str());
             assert_eq!(h["x-forwarded-proto"], "https");

@@ -9,13 +9,16 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 use tokio::sync::Notify;
 
+use crate::proto::forwarded::Forwarding;
+
 /// Who is on the client hop of this HTTP connection. Cheap to clone: the certificate
 /// summary, when there is one, is shared.
 #[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// Connection id.
     pub id: u64,
-    /// Client socket address.
+    /// The client hop's address: the socket's peer, or the address its PROXY header
+    /// carried (on a `proxy_protocol` listener).
     pub peer: SocketAddr,
     /// Whether the client hop is TLS.
     pub tls: bool,
@@ -23,6 +26,25 @@ pub struct ClientInfo {
     pub protocol: ClientProtocol,
     /// The client certificate the TLS handshake verified (mTLS), if any.
     pub cert: Option<Arc<ClientCert>>,
+    /// Who the request comes from when `peer` is a trusted proxy: the client address for
+    /// policy and the chain to append to; set per request (`peer` alone until then).
+    pub forwarding: Forwarding,
+}
+
+impl ClientInfo {
+    /// The client address policy uses (caps, `hash_on: client_ip`, logs).
+    pub fn ip(&self) -> std::net::IpAddr {
+        self.forwarding.client
+    }
+
+    /// The client's address for reports: [`ClientInfo::ip`] with the peer's port when it
+    /// is the peer, else port 0 (a forwarded hop carries none).
+    pub fn addr(&self) -> SocketAddr {
+        match self.ip() {
+            ip if ip == self.peer.ip() => self.peer,
+            ip => SocketAddr::new(ip, 0),
+        }
+    }
 }
 
 /// A verified client certificate, as the backend is told about it.

@@ -83,6 +83,8 @@ pub struct Metrics {
     http_requests_total: IntCounterVec,
     http_request_duration_seconds: HistogramVec,
     admission_refusals_total: IntCounterVec,
+    proxy_protocol_headers_total: IntCounterVec,
+    proxy_protocol_refusals_total: IntCounterVec,
     /// Bytes of the buffer budget granted now (the budget updates it).
     pub buffered_bytes: IntGauge,
     /// Waits for buffer room (the budget counts them).
@@ -358,6 +360,20 @@ impl Metrics {
                  per_identity, rate)",
                 &["route", "reason"],
             ),
+            proxy_protocol_headers_total: counter(
+                r,
+                "proxy_protocol_headers_total",
+                "PROXY protocol headers taken on proxy_protocol listeners, by version (v1, v2)",
+                &["version"],
+            ),
+            proxy_protocol_refusals_total: counter(
+                r,
+                "proxy_protocol_refusals_total",
+                "Connections closed on proxy_protocol listeners before their PROXY header \
+                 was taken, by reason (untrusted_peer, timeout, truncated, bad_signature, \
+                 too_long, malformed, io)",
+                &["reason"],
+            ),
             config_reloads_total: counter(
                 r,
                 "config_reloads_total",
@@ -486,6 +502,21 @@ impl Metrics {
     pub fn admission_refusal(&self, route: &str, reason: &str) {
         self.admission_refusals_total
             .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// Counts a PROXY header taken (`version` `v1` or `v2`).
+    pub fn proxy_protocol_accepted(&self, version: &str) {
+        self.proxy_protocol_headers_total
+            .with_label_values(&[version])
+            .inc();
+    }
+
+    /// Counts a connection closed before its PROXY header was taken (`reason` from a
+    /// fixed set).
+    pub fn proxy_protocol_refused(&self, reason: &str) {
+        self.proxy_protocol_refusals_total
+            .with_label_values(&[reason])
             .inc();
     }
 

@@ -91,7 +91,8 @@ pub struct CloseReport {
     pub route: String,
     /// Backend URL (or `echo`).
     pub backend: String,
-    /// Client's address.
+    /// Client's address: the PROXY header's on such a listener, the first untrusted hop
+    /// behind a trusted proxy (port 0, which forwarding headers do not carry).
     pub client_addr: SocketAddr,
     /// Whether the client hop was TLS.
     pub tls: bool,

@@ -34,6 +34,8 @@ pub struct Settings {
     /// `defaults.http_idle_timeout`: on an HTTP/1.1 client connection, a write blocked
     /// this long (the client stopped reading) ends the connection; 0 = off.
     pub http_idle_timeout: std::time::Duration,
+    /// Peers whose forwarding headers are believed and appended to (`trusted_proxies`).
+    pub trusted_proxies: Vec<crate::config::Cidr>,
 }
 
 /// Everything a connection needs from the running proxy.

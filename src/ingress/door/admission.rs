@@ -42,7 +42,7 @@ pub(super) fn before_auth(
 ) -> Result<(), Box<Refusal>> {
     let config = &route.config.admission;
     if let Some(max) = config.max_connections_per_ip {
-        let key = client_key(client.peer.ip(), config.ipv6_prefix);
+        let key = client_key(client.ip(), config.ipv6_prefix);
         let seat = route
             .gate
             .per_ip

@@ -135,7 +135,7 @@ fn subrequest<B>(
             None => set(h, "x-forwarded-uri", &path),
         }
     }
-    set(h, "x-forwarded-for", &client.peer.ip().to_string());
+    set(h, "x-forwarded-for", &client.ip().to_string());
     sub
 }
 

@@ -98,6 +98,11 @@ impl H2Conn {
         }
     }
 
+    /// The client's own address of the connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("a connected socket")
+    }
+
     /// Cuts the TCP connection under the client, as a client that vanished.
     pub fn cut(&self) {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
