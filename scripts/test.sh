@@ -100,12 +100,15 @@ ensure_rust_components() {
     cargo clippy --version
 }
 
-# apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition.
+# apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition;
+# `ip` (iproute2) brings loopback up in the network namespace of tests/it/edge_source.rs
+# (`unshare` is util-linux, always there).
 ensure_apt_packages() {
     local missing=()
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "already installed: promtool"
+        echo "already installed: promtool, ip"
         return 0
     fi
     echo "installing with apt-get: ${missing[*]}"

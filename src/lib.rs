@@ -22,6 +22,7 @@
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
 //!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
+//!    - `config::dns`: where backend host names are resolved, and how often again.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
@@ -37,10 +38,11 @@
 //!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.
 //!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
 //! 4. `backend`: the backend hop up to its 101.
-//!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
+//!    - `backend::dial`: TCP/TLS connect (source addresses); `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
+//!    - `backend::discovery`: backends given by host name, one member per DNS record, kept current.
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
 //!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!

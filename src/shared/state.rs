@@ -31,6 +31,8 @@ pub struct Settings {
     pub drain_window: std::time::Duration,
     /// `/readyz` says not ready at this fraction of `max_connections` (`admin.ready_below`).
     pub ready_below: Option<f64>,
+    /// How backends given by host name are resolved (`dns`).
+    pub dns: crate::config::dns::DnsConfig,
 }
 
 /// Everything a connection needs from the running proxy.
