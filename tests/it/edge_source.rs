@@ -74,10 +74,20 @@ fn set_up_namespace() {
 /// Clients reach wsgate at four addresses, so their own ports do not run out first.
 /// Every listener has a fixed port below the range (the namespace is the test's own):
 /// a listener on a port of the range would take it from every connection.
-async fn gate(sources: &[&str]) -> (Node, Proxy, Vec<SocketAddr>) {
-    let node = Node::start_at("b0", "127.0.0.1:40001".parse().unwrap())
-        .await
-        .expect("listen in the namespace");
+async fn gate(sources: &[&str]) -> (Vec<Node>, Proxy, Vec<SocketAddr>) {
+    gate_over(sources, 1).await
+}
+
+/// [`gate`] over `backends` nodes (ports 40001, 40004, …), balanced round robin.
+async fn gate_over(sources: &[&str], backends: u16) -> (Vec<Node>, Proxy, Vec<SocketAddr>) {
+    let mut nodes = Vec::new();
+    for i in 0..backends {
+        let at = SocketAddr::from(([127, 0, 0, 1], if i == 0 { 40001 } else { 40003 + i }));
+        let node = Node::start_at(&format!("b{i}"), at)
+            .await
+            .expect("listen in the namespace");
+        nodes.push(node);
+    }
     let list = sources
         .iter()
         .map(|s| format!("\"{s}\""))
@@ -86,7 +96,10 @@ async fn gate(sources: &[&str]) -> (Node, Proxy, Vec<SocketAddr>) {
     let route = pool_route(
         "src",
         "/src",
-        &[format!("\"{}\"", node.url())],
+        &nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect::<Vec<_>>(),
         &[&format!("source_addresses: [{list}]"), "max_fails: 0"],
     );
     let yaml = format!(
@@ -102,7 +115,7 @@ async fn gate(sources: &[&str]) -> (Node, Proxy, Vec<SocketAddr>) {
     let doors = (10..14)
         .map(|i| SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)), port))
         .collect();
-    (node, proxy, doors)
+    (nodes, proxy, doors)
 }
 
 /// Opens `n` WebSockets through wsgate, each of which must upgrade.
@@ -133,6 +146,25 @@ fn one_source_address_refuses_the_101st_connection_fast() {
 #[test]
 fn three_source_addresses_hold_three_times_the_connections() {
     in_namespace("edge_source::inside_three_source_addresses");
+}
+
+#[test]
+fn one_source_address_has_a_port_range_per_backend_address() {
+    in_namespace("edge_source::inside_one_source_two_backends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by one_source_address_has_a_port_range_per_backend_address in a namespace"]
+async fn inside_one_source_two_backends() {
+    set_up_namespace();
+    // IP_BIND_ADDRESS_NO_PORT: the port is chosen per 4-tuple at connect, so one source
+    // address holds 100 connections to each backend (a plain bind: 100 in all).
+    let (_nodes, proxy, doors) = gate_over(&["127.0.0.2"], 2).await;
+    let held = hold(&doors, 2 * PORTS).await;
+    assert_eq!(exhausted(&proxy), 0.0);
+    eprintln!("one source address, two backends: {} held", held.len());
+    drop(held);
+    proxy.assert_drained().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
