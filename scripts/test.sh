@@ -101,13 +101,16 @@ ensure_rust_components() {
 }
 
 # apt packages the tests use: promtool (Debian package prometheus) checks the metrics exposition;
-# HAProxy stands in front of wsgate with send-proxy and send-proxy-v2 (tests/it/edge_proxy_haproxy.rs).
+# HAProxy stands in front of wsgate with send-proxy and send-proxy-v2 (tests/it/edge_proxy_haproxy.rs);
+# `ip` (iproute2) brings loopback up in the network namespace of tests/it/edge_source.rs
+# (`unshare` is util-linux, always there).
 ensure_apt_packages() {
     local missing=()
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
     if [ ${#missing[@]} -eq 0 ]; then
-        echo "already installed: promtool, haproxy"
+        echo "already installed: promtool, haproxy, ip"
         return 0
     fi
     echo "installing with apt-get: ${missing[*]}"

@@ -27,6 +27,7 @@
 //!      `config::backend_url`: `ws://`/`wss://` URLs; `config::tls`: PEM files checked at
 //!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
+//!    - `config::dns`: where backend host names are resolved, and how often again.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
 //!    - `config::jwt`: a route's `jwt:` section (token places, keys, claims, expiry).
 //! 3. `shared`: what every stage shares.
@@ -45,11 +46,12 @@
 //!    - `shared::jwks`: a route's JWT keys (a file, a secret, a JWKS's last document),
 //!      each with the one algorithm it verifies; `shared::jws`: their signatures checked on `ring`.
 //! 4. `backend`: the backend hop up to its 101.
-//!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
+//!    - `backend::dial`: TCP/TLS connect (source addresses); `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
 //!    - `backend::open`: pick + retry; `backend::error`: one `BackendError`.
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
 //!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
+//!    - `backend::discovery`: backends given by host name, one member per DNS record, kept current.
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
 //!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!

@@ -165,12 +165,13 @@ fn random_two(pool: &Pool, pick: &[usize]) -> Vec<usize> {
 }
 
 /// The ring of `pool`: `weight × RING_POINTS_PER_WEIGHT` points per backend, point `p` of a
-/// backend at the hash of its URL's bytes followed by `p` as 4 little-endian bytes.
+/// backend at the hash of its name's bytes (its URL, or `URL@address` for a member a name
+/// resolved to) followed by `p` as 4 little-endian bytes.
 fn ring(pool: &Pool) -> &[(u64, usize)] {
     pool.ring.get_or_init(|| {
         let mut ring = Vec::new();
         for (i, (backend, weight)) in pool.backends.iter().enumerate() {
-            let url = backend.url.url.as_bytes();
+            let url = backend.name.as_bytes();
             let mut key = Vec::with_capacity(url.len() + 4);
             for point in 0..weight * RING_POINTS_PER_WEIGHT {
                 key.clear();

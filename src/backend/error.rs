@@ -3,6 +3,8 @@
 use hyper::StatusCode;
 
 use crate::backend::dial::ConnectError;
+use crate::shared::metrics::Metrics;
+use crate::shared::pool::{Backend, Pool};
 
 /// A failed backend attempt. Every variant happened before the client heard anything, so
 /// the client gets an HTTP status; [`BackendError::retryable`] says whether the next
@@ -42,9 +44,19 @@ impl BackendError {
         !matches!(self, BackendError::NoHealthyBackend)
     }
 
+    /// Whether wsgate itself ran out of local ports towards the backend: its host's
+    /// limit, so the backend is not to blame (no ejection) and the client gets 503.
+    pub fn no_source_port(&self) -> bool {
+        matches!(
+            self,
+            BackendError::Connect(ConnectError::NoSourcePort { .. })
+        )
+    }
+
     /// The HTTP status sent to the client when no candidate is left.
     pub fn status(&self) -> StatusCode {
         match self {
+            e if e.no_source_port() => StatusCode::SERVICE_UNAVAILABLE,
             BackendError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             BackendError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             BackendError::Connect(_)
@@ -57,11 +69,34 @@ impl BackendError {
     /// Label for the `handshake_failures_total` metric.
     pub fn reason(&self) -> &'static str {
         match self {
+            e if e.no_source_port() => "no_source_port",
             BackendError::Connect(_) => "backend_connect",
             BackendError::Timeout => "backend_timeout",
             BackendError::Io { .. } | BackendError::Exchange(_) => "backend_io",
             BackendError::Invalid(_) => "backend_invalid",
             BackendError::NoHealthyBackend => "no_healthy_backend",
         }
+    }
+}
+
+/// Logs and counts a failed attempt on `backend`: a connect or exchange error counts
+/// against the backend (and may eject it); a lack of local ports is counted apart.
+pub(crate) fn attempt_failed(
+    route: &str,
+    backend: &Backend,
+    pool: &Pool,
+    error: &BackendError,
+    metrics: &Metrics,
+) {
+    if error.no_source_port() {
+        tracing::warn!(route, backend = %backend.name, error = %error, "no source port left: add source_addresses or widen net.ipv4.ip_local_port_range");
+        metrics.source_exhausted(route, &backend.name);
+        return;
+    }
+    tracing::warn!(route, backend = %backend.name, error = %error, "backend attempt failed");
+    metrics.backend_connect_error(route, &backend.name);
+    if backend.connect_failed(&pool.config) {
+        tracing::warn!(route, backend = %backend.name, fail_timeout = ?pool.config.fail_timeout,
+            "backend ejected after consecutive failures");
     }
 }

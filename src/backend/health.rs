@@ -9,7 +9,6 @@ use tokio::io::AsyncWriteExt;
 
 use crate::backend::client::{self, Reply, RequestHead};
 use crate::backend::dial;
-use crate::config::BackendUrl;
 use crate::config::pool::HealthCheck;
 use crate::proto::close::{close_payload, code};
 use crate::proto::frame::{self, MaskKeys, OpCode};
@@ -30,12 +29,12 @@ pub fn start(pool: &Arc<Pool>, route: &Arc<Route>, state: &Arc<ProxyState>) {
         // say otherwise it is healthy (passive ejection still applies), or it never returns.
         for (backend, _) in &pool.backends {
             if backend.set_healthy(true) {
-                tracing::info!(route = name, backend = %backend.url, "health checks removed: backend healthy");
+                tracing::info!(route = name, backend = %backend.name, "health checks removed: backend healthy");
             }
         }
     }
     for (backend, _) in &pool.backends {
-        let gauge = state.metrics.backend_healthy_gauge(name, &backend.url.url);
+        let gauge = state.metrics.backend_healthy_gauge(name, &backend.name);
         gauge.set(backend.usable() as i64);
         // A backend kept across a reload already has its gauge.
         let _ = backend.gauge.set(gauge);
@@ -72,7 +71,7 @@ async fn run(
     loop {
         let result = tokio::time::timeout(
             check.timeout,
-            probe(&backend.url, &check.path, &route.backend_tls()),
+            probe(backend, &check.path, &route.backend_tls()),
         )
         .await;
         let outcome = match result {
@@ -89,13 +88,13 @@ async fn run(
             Ok(()) => {
                 (ok_streak, fail_streak) = (ok_streak + 1, 0);
                 if ok_streak >= check.rise && backend.set_healthy(true) {
-                    tracing::info!(route = route_name, backend = %backend.url, "backend healthy again");
+                    tracing::info!(route = route_name, backend = %backend.name, "backend healthy again");
                 }
             }
             Err(why) => {
                 (ok_streak, fail_streak) = (0, fail_streak + 1);
                 if fail_streak >= check.fall && backend.set_healthy(false) {
-                    tracing::warn!(route = route_name, backend = %backend.url, reason = %why, "backend unhealthy: no new connections");
+                    tracing::warn!(route = route_name, backend = %backend.name, reason = %why, "backend unhealthy: no new connections");
                     if pool.config.close_on_unhealthy {
                         let window = state.settings.load().drain_window;
                         backend.retirement.retire(backend.active(), window);
@@ -111,7 +110,7 @@ async fn run(
 /// connections use; healthy is a 101 carrying the right `Sec-WebSocket-Accept`. Then a
 /// Close, so the backend logs a normal close rather than a dropped connection.
 async fn probe(
-    url: &BackendUrl,
+    backend: &Backend,
     path: &str,
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(), String> {
@@ -120,7 +119,10 @@ async fn probe(
     if !PathAndQuery::try_from(path).is_ok_and(|p| p.as_str().starts_with('/')) {
         return Err(format!("bad health check path `{path}`"));
     }
-    let mut stream = dial::connect(url, tls).await.map_err(|e| e.to_string())?;
+    let url = &backend.url;
+    let mut stream = dial::connect(backend, tls)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut nonce = [0u8; 16];
     crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
@@ -156,6 +158,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use crate::config::BackendUrl;
 
     /// A one-shot backend on 127.0.0.1:0 answering the probe with `answer(key)`; returns
     /// the URL and the request it received.
@@ -194,7 +197,7 @@ mod tests {
         let (url, task) = backend(answer).await;
         let result = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            probe(&url, "/health?x=1", &tls()),
+            probe(&Backend::new(url), "/health?x=1", &tls()),
         )
         .await
         .unwrap();
@@ -235,6 +238,6 @@ mod tests {
     #[tokio::test]
     async fn a_path_that_is_not_origin_form_fails() {
         let url = BackendUrl::parse("ws://127.0.0.1:9/").unwrap();
-        assert!(probe(&url, "no slash", &tls()).await.is_err());
+        assert!(probe(&Backend::new(url), "no slash", &tls()).await.is_err());
     }
 }

@@ -80,7 +80,7 @@ pub(crate) async fn open_backend(
             protocols,
         );
         let attempt = tokio::time::timeout(timeout, async {
-            let stream = dial::connect(&backend.url, &route.backend_tls()).await?;
+            let stream = dial::connect(&backend, &route.backend_tls()).await?;
             client::handshake(stream, &request, &key, protocols).await
         })
         .await
@@ -95,7 +95,7 @@ pub(crate) async fn open_backend(
             Ok(answer) => {
                 backend.connect_ok();
                 return Ok(Opened {
-                    label: backend.url.url.clone(),
+                    label: backend.name.clone(),
                     answer,
                     backend: Some((slot, watch)),
                     set_cookie: sticky.set_cookie(&pool, &backend, client.tls),
@@ -103,17 +103,16 @@ pub(crate) async fn open_backend(
             }
             Err(e) => (e, None),
         };
-        tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend attempt failed");
-        state
-            .metrics
-            .backend_connect_error(route.name(), &backend.url.url);
-        if backend.connect_failed(&pool.config) {
-            tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
-                "backend ejected after consecutive failures");
-        }
+        crate::backend::error::attempt_failed(
+            route.name(),
+            &backend,
+            &pool,
+            &error,
+            &state.metrics,
+        );
         if let Some(answer) = last_answer {
             return Ok(Opened {
-                label: backend.url.url.clone(),
+                label: backend.name.clone(),
                 answer,
                 backend: Some((slot, watch)),
                 set_cookie: sticky.set_cookie(&pool, &backend, client.tls),

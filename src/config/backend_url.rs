@@ -152,6 +152,11 @@ impl<'de> Deserialize<'de> for BackendUrl {
 }
 
 impl BackendUrl {
+    /// The host as an IP address, when it is an IP literal (else it is a name to resolve).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.host.parse().ok()
+    }
+
     /// The host as it appears in a URL authority (IPv6 literals in brackets).
     pub fn host_header_host(&self) -> String {
         if self.host.contains(':') {

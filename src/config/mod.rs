@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub mod admission;
 mod backend_url;
 pub mod cidr;
+pub mod dns;
 pub mod forward_auth;
 mod http2;
 pub mod jwt;
@@ -73,6 +74,9 @@ pub struct Config {
     /// Limits of HTTP/2 client connections (TLS listeners that offer `h2`).
     #[serde(default)]
     pub http2: Http2Config,
+    /// How backends given by host name are resolved and re-resolved.
+    #[serde(default)]
+    pub dns: dns::DnsConfig,
     /// Worker threads, each a single-threaded runtime with its own accept socket per
     /// listener; 0 = one per available core. Default 0.
     #[serde(default)]

@@ -360,4 +360,8 @@ nonzero_durations! {
     nonzero_probe_interval: "would probe without pause", "5s";
     /// `health_check.timeout`.
     nonzero_probe_timeout: "would fail every probe", "2s";
+    /// `dns.min_interval`.
+    nonzero_dns_interval: "would ask without pause", "1s";
+    /// `dns.timeout`.
+    nonzero_dns_timeout: "would fail every lookup", "5s";
 }

@@ -2,6 +2,7 @@
 //! active health checks and passive ejection.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -34,6 +35,9 @@ pub struct PoolConfig {
     /// balance (an opaque backend id; Path=/, HttpOnly, SameSite=Lax, Secure over TLS).
     /// None by default.
     pub sticky_cookie: Option<String>,
+    /// Local addresses backend connections are made from, taken in turn (a backend's own
+    /// list replaces it); empty = the kernel's choice. Default empty.
+    pub source_addresses: Vec<IpAddr>,
 }
 
 /// One backend of a pool.
@@ -43,6 +47,17 @@ pub struct BackendConfig {
     pub url: BackendUrl,
     /// Relative share of connections (1–1000). Default 1.
     pub weight: u32,
+    /// Local addresses its connections are made from, instead of the pool's. Default none.
+    pub source_addresses: Option<Vec<IpAddr>>,
+}
+
+impl BackendConfig {
+    /// The local addresses connections to this backend are made from (empty: any).
+    pub fn sources<'a>(&'a self, pool: &'a PoolConfig) -> &'a [IpAddr] {
+        self.source_addresses
+            .as_deref()
+            .unwrap_or(&pool.source_addresses)
+    }
 }
 
 /// Balancing strategies.
@@ -115,6 +130,7 @@ impl Default for PoolConfig {
             close_on_unhealthy: false,
             all_unhealthy: AllUnhealthy::Fail,
             sticky_cookie: None,
+            source_addresses: Vec::new(),
         }
     }
 }
@@ -171,7 +187,11 @@ impl<'de> Deserialize<'de> for BackendConfig {
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendConfig, E> {
                 let url = BackendUrl::parse(v).map_err(E::custom)?;
-                Ok(BackendConfig { url, weight: 1 })
+                Ok(BackendConfig {
+                    url,
+                    weight: 1,
+                    source_addresses: None,
+                })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackendConfig, A::Error> {
                 #[derive(Deserialize)]
@@ -180,6 +200,8 @@ impl<'de> Deserialize<'de> for BackendConfig {
                     url: BackendUrl,
                     #[serde(default = "one")]
                     weight: u32,
+                    #[serde(default, deserialize_with = "source_list")]
+                    source_addresses: Option<Vec<IpAddr>>,
                 }
                 fn one() -> u32 {
                     1
@@ -191,11 +213,39 @@ impl<'de> Deserialize<'de> for BackendConfig {
                 Ok(BackendConfig {
                     url: full.url,
                     weight: full.weight,
+                    source_addresses: full.source_addresses,
                 })
             }
         }
         d.deserialize_any(V)
     }
+}
+
+/// `source_addresses`: a non-empty list of IP addresses, each once.
+pub(crate) fn source_list<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<IpAddr>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    let mut ips: Vec<IpAddr> = Vec::with_capacity(list.len());
+    for text in &list {
+        let ip: IpAddr = text.parse().map_err(|_| {
+            de::Error::custom(format!(
+                "source_addresses: `{text}`: expected an IP address (no port: the kernel picks it)"
+            ))
+        })?;
+        if ip.is_unspecified() || ips.contains(&ip) {
+            return Err(de::Error::custom(format!(
+                "source_addresses: `{text}`: expected distinct, specified addresses"
+            )));
+        }
+        ips.push(ip);
+    }
+    if ips.is_empty() {
+        return Err(de::Error::custom(
+            "source_addresses: expected at least one IP address (leave the key out for the kernel's choice)",
+        ));
+    }
+    Ok(Some(ips))
 }
 
 #[cfg(test)]

@@ -129,6 +129,8 @@ tuning_keys!(raw_route! {
     log_query: bool,
     #[serde(default)]
     sticky_cookie: Option<String>,
+    #[serde(default, deserialize_with = "pool::source_list")]
+    source_addresses: Option<Vec<std::net::IpAddr>>,
     #[serde(default)]
     admission: AdmissionConfig,
     forward_auth: Option<ForwardAuthConfig>,
@@ -153,6 +155,11 @@ impl TryFrom<RawRoute> for RouteConfig {
         let path = crate::proto::path::normalize_path(&raw.path)
             .map_err(|e| format!("route `{name}`: path `{}`: {e}", raw.path))?;
         let target = match (raw.echo, raw.backends.is_empty()) {
+            (true, true) if raw.source_addresses.is_some() => {
+                return Err(format!(
+                    "route `{name}`: `source_addresses` needs backends (the built-in echo opens no connection)"
+                ));
+            }
             (true, true) => Target::Echo,
             (false, false) => {
                 let defaults = PoolConfig::default();
@@ -174,6 +181,7 @@ impl TryFrom<RawRoute> for RouteConfig {
                     close_on_unhealthy: raw.close_on_unhealthy,
                     all_unhealthy: raw.all_unhealthy,
                     sticky_cookie: raw.sticky_cookie,
+                    source_addresses: raw.source_addresses.unwrap_or_default(),
                 })
             }
             (true, false) => {

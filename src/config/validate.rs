@@ -34,6 +34,7 @@ impl Config {
             }
         }
         self.http2.check().map_err(rule)?;
+        self.dns.check().map_err(rule)?;
         check_tuning(&self.defaults).map_err(|why| rule(format!("defaults: {why}")))?;
         for route in &self.routes {
             check_tuning(&route.tuning.apply(&self.defaults))

@@ -149,6 +149,28 @@ fn start_jwks_refresh(state: &Arc<ProxyState>) {
     }
 }
 
+/// Starts resolving the backend names of every pool that has not started yet, and waits
+/// for their first lookups (at most `dns.timeout` and a second), so a route given by name
+/// has its members before it takes connections.
+async fn start_discovery(state: &Arc<ProxyState>) {
+    let mut first = Vec::new();
+    for route in state.routes.load().routes() {
+        if let Some(pool) = route.pool() {
+            first.extend(crate::backend::discovery::start(&pool, route, state));
+        }
+    }
+    if first.is_empty() {
+        return;
+    }
+    let bound = state.settings.load().dns.timeout + std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(bound, async {
+        for rx in first {
+            let _ = rx.await;
+        }
+    })
+    .await;
+}
+
 /// The TLS config for a listener (none for plain `ws`), loading its certificate files
 /// anew; the running listener it continues, if any, keeps its self-signed certificate
 /// (regenerating it would only break clients that pinned it).
@@ -184,6 +206,7 @@ fn settings(config: &Config) -> Settings {
         ready_below: config.admin.as_ref().and_then(|a| a.ready_below),
         http_idle_timeout: config.defaults.http_idle_timeout,
         trusted_proxies: config.trusted_proxies.clone(),
+        dns: config.dns.clone(),
     }
 }
 
@@ -272,6 +295,7 @@ async fn start(
     });
     let admin_addr = admin_addr.flatten();
     start_health_checks(&gateway);
+    start_discovery(&gateway).await;
     start_jwks_refresh(&gateway);
     let addrs = std::sync::Mutex::new(listeners.iter().map(|h| h.addr).collect());
     Ok(Running {

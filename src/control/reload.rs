@@ -12,7 +12,7 @@ use crate::shared::state::ProxyState;
 
 use super::{
     ListenerHandle, Running, StartError, listener_tls, proxy_from, settings, spawn_listener,
-    start_health_checks, start_jwks_refresh,
+    start_discovery, start_health_checks, start_jwks_refresh,
 };
 
 impl Running {
@@ -57,7 +57,7 @@ impl Running {
         for (lc, old) in new.listeners.iter().zip(&matched) {
             tls_configs.push(listener_tls(lc, old.map(|i| &listeners[i]))?);
         }
-        let (table, rebuilt) = RouteTable::build(
+        let (table, mut rebuilt) = RouteTable::build(
             &new.routes,
             &new.defaults,
             Some(&self.gateway.routes.load()),
@@ -89,9 +89,10 @@ impl Running {
         self.gateway.settings.store(Arc::new(settings(&new)));
         // Old checks stop before new ones start, so no stale verdict lands after them.
         for pool in &rebuilt.replaced_pools {
-            pool.stop.cancel();
+            pool.end();
         }
         start_health_checks(&self.gateway);
+        start_discovery(&self.gateway).await;
         start_jwks_refresh(&self.gateway);
         for route in &rebuilt.retired_routes {
             tracing::info!(
@@ -101,11 +102,11 @@ impl Running {
             );
             route.retirement.retire(route.active(), window);
             if let Some(pool) = route.pool() {
-                pool.stop.cancel();
+                pool.end();
             }
         }
         for backend in &rebuilt.retired_backends {
-            tracing::info!(backend = %backend.url, ?window, "backend removed: closing its connections with 1012");
+            tracing::info!(backend = %backend.name, ?window, "backend removed: closing its connections with 1012");
             backend.retirement.retire(backend.active(), window);
         }
         for (gone, series) in before.removed_in(&self.gateway.routes.load()) {
@@ -192,9 +193,9 @@ impl Snapshot {
                 continue;
             };
             for backend in backends {
-                if !serves(kept, &backend.url.url) {
+                if !serves(kept, &backend.name) {
                     let b = backend.clone();
-                    let series = Series::Backend(name.clone(), backend.url.url.clone());
+                    let series = Series::Backend(name.clone(), backend.name.clone());
                     removed.push((Arc::new(move || b.active()), series));
                 }
             }
@@ -203,11 +204,12 @@ impl Snapshot {
     }
 }
 
-/// Whether `route`'s pool in force has a backend at `url`.
-fn serves(route: &Route, url: &str) -> bool {
+/// Whether `route`'s pool in force has a backend named `name` (a URL, or a resolved
+/// member's `URL@address`).
+pub(crate) fn serves(route: &Route, name: &str) -> bool {
     route
         .pool()
-        .is_some_and(|p| p.backends.iter().any(|(b, _)| b.url.url == url))
+        .is_some_and(|p| p.backends.iter().any(|(b, _)| b.name == name))
 }
 
 /// Drops `series` once `active` says their last connection ended (a connection that

@@ -290,7 +290,7 @@ impl Drop for AccessLog {
             bytes_in = self.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
             duration_ms = took.as_millis() as u64,
-            backend = self.backend.as_ref().map_or("", |b| b.url.url.as_str()),
+            backend = self.backend.as_ref().map_or("", |b| b.name.as_str()),
             outcome,
             "http request"
         );

@@ -78,6 +78,9 @@ pub struct Metrics {
     connection_duration_seconds: HistogramVec,
     ping_rtt_seconds: HistogramVec,
     backend_connect_errors_total: IntCounterVec,
+    backend_source_exhausted_total: IntCounterVec,
+    dns_resolutions_total: IntCounterVec,
+    dns_members: IntGaugeVec,
     config_reloads_total: IntCounterVec,
     backend_healthy: IntGaugeVec,
     http_requests_total: IntCounterVec,
@@ -335,6 +338,23 @@ impl Metrics {
                 "Failed backend connects",
                 &["route", "backend"],
             ),
+            backend_source_exhausted_total: counter(
+                r,
+                "backend_source_exhausted_total",
+                "Backend connects refused for want of a local port (every source address used up)",
+                &["route", "backend"],
+            ),
+            dns_resolutions_total: counter(
+                r,
+                "dns_resolutions_total",
+                "Lookups of backends given by host name, by result (ok, changed, empty, error)",
+                &["route", "backend", "result"],
+            ),
+            dns_members: gauge(
+                "dns_members",
+                "Pool members (addresses) a backend given by host name has now",
+                &["route", "backend"],
+            ),
             backend_healthy: gauge(
                 "backend_healthy",
                 "1 when a backend takes new connections (health checks, passive ejection)",
@@ -493,6 +513,24 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a backend connect refused for want of a local port.
+    pub fn source_exhausted(&self, route: &str, backend: &str) {
+        self.backend_source_exhausted_total
+            .with_label_values(&[route, backend])
+            .inc();
+    }
+
+    /// Counts a lookup of a backend's host name (`result` from a fixed set) and sets the
+    /// number of members it has now.
+    pub fn dns_resolution(&self, route: &str, backend: &str, result: &str, members: usize) {
+        self.dns_resolutions_total
+            .with_label_values(&[route, backend, result])
+            .inc();
+        self.dns_members
+            .with_label_values(&[route, backend])
+            .set(members as i64);
+    }
+
     /// The gauge saying whether a backend takes new connections (1) or not (0).
     pub fn backend_healthy_gauge(&self, route: &str, backend: &str) -> IntGauge {
         self.backend_healthy.with_label_values(&[route, backend])
@@ -552,6 +590,9 @@ impl Metrics {
         remove_matching(&self.connection_duration_seconds, matches);
         remove_matching(&self.ping_rtt_seconds, matches);
         remove_matching(&self.backend_connect_errors_total, matches);
+        remove_matching(&self.backend_source_exhausted_total, matches);
+        remove_matching(&self.dns_resolutions_total, matches);
+        remove_matching(&self.dns_members, matches);
         remove_matching(&self.backend_healthy, matches);
         remove_matching(&self.http_requests_total, matches);
         remove_matching(&self.http_request_duration_seconds, matches);

@@ -1,10 +1,16 @@
 //! A route's backend pool at run time: its members, their live connection counts, health
 //! and retirement, and the state the balancer keeps between picks. The balancing itself
 //! (which backend is tried first) is `backend::balance`.
+//!
+//! A backend whose URL names a host (not an IP literal) is not one member: the pool holds
+//! one member per address the name resolved to (`backend::discovery` keeps them current),
+//! each connected to by address while its `Host` and TLS name stay the URL's host.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use arc_swap::ArcSwapOption;
 use hyper::header::HeaderValue;
 use prometheus::IntGauge;
 
@@ -25,14 +31,60 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     siphasher::sip::SipHasher13::new_with_keys(0, 0).hash(bytes)
 }
 
+/// Local addresses connections are made from, taken in turn (`source_addresses`).
+#[derive(Debug)]
+pub struct Sources {
+    addrs: Vec<IpAddr>,
+    next: AtomicUsize,
+}
+
+impl Sources {
+    /// The addresses of a config list; none for an empty list (the kernel chooses).
+    pub fn of(addrs: &[IpAddr]) -> Option<Arc<Sources>> {
+        (!addrs.is_empty()).then(|| {
+            Arc::new(Sources {
+                addrs: addrs.to_vec(),
+                next: AtomicUsize::new(0),
+            })
+        })
+    }
+
+    /// The addresses of the family of `to` (IPv4 or IPv6), the next in turn first, then
+    /// the others in order: each is tried once when the ones before have no port left.
+    pub fn order(&self, to: IpAddr) -> Vec<IpAddr> {
+        let same: Vec<IpAddr> = self
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| a.is_ipv4() == to.is_ipv4())
+            .collect();
+        if same.is_empty() {
+            return same;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % same.len();
+        same[start..]
+            .iter()
+            .chain(&same[..start])
+            .copied()
+            .collect()
+    }
+}
+
 /// One backend server and what wsgate knows about it.
 #[derive(Debug)]
 pub struct Backend {
-    /// Where it is.
+    /// Where it is (for a member resolved from a name: the URL as configured).
     pub url: BackendUrl,
-    /// Its value in a sticky cookie: a stable hash of its URL, so every wsgate instance
+    /// The address connections go to: the URL's IP literal, or the record its name
+    /// resolved to. None only for a name nothing resolved yet (connects resolve it then).
+    pub addr: Option<IpAddr>,
+    /// Its label in logs and metrics: the URL, or `URL@address` for a resolved member.
+    pub name: String,
+    /// Its value in a sticky cookie: a stable hash of its name, so every wsgate instance
     /// names it alike and the cookie does not show the backend's address.
     pub sticky_id: String,
+    /// Local addresses to connect from (`source_addresses`), swapped by a reload.
+    pub sources: ArcSwapOption<Sources>,
     active: Occupancy,
     /// Active health check verdict (true until a check says otherwise).
     healthy: AtomicBool,
@@ -53,8 +105,22 @@ pub struct Backend {
 impl Backend {
     /// A backend at `url`, healthy, with no connections yet.
     pub fn new(url: BackendUrl) -> Backend {
+        let name = url.url.clone();
+        Backend::at(url, None, name)
+    }
+
+    /// The member for address `ip` of a backend named by host in `url`.
+    pub fn member(url: BackendUrl, ip: IpAddr) -> Backend {
+        let name = format!("{}@{ip}", url.url);
+        Backend::at(url, Some(ip), name)
+    }
+
+    fn at(url: BackendUrl, resolved: Option<IpAddr>, name: String) -> Backend {
         Backend {
-            sticky_id: format!("{:016x}", stable_hash(url.url.as_bytes())),
+            sticky_id: format!("{:016x}", stable_hash(name.as_bytes())),
+            addr: resolved.or_else(|| url.ip()),
+            name,
+            sources: ArcSwapOption::empty(),
             active: Occupancy::default(),
             healthy: AtomicBool::new(true),
             fails: AtomicU32::new(0),
@@ -148,37 +214,151 @@ pub struct Pool {
     /// Consistent hash ring: (point, backend index), sorted by point. Built by the first
     /// hash-balanced pick, so pools balanced otherwise never pay for it.
     pub(crate) ring: OnceLock<Vec<(u64, usize)>>,
-    /// Cancelled when this pool is replaced (reload) or wsgate stops: its health checks end.
+    /// Cancelled when this pool is replaced (reload, or a new DNS answer) or its route
+    /// goes: its health checks end.
     pub stop: CancellationToken,
     health_started: AtomicBool,
+    /// What the pools that DNS answers derive from one another share.
+    lineage: Arc<Lineage>,
+}
+
+/// Shared by a pool built from config and the pools DNS answers make of it: the name
+/// resolution runs for all of them, until a reload replaces them or their route goes.
+#[derive(Debug, Default)]
+struct Lineage {
+    stop: CancellationToken,
+    started: AtomicBool,
 }
 
 impl Pool {
     /// Builds a pool; backends with the same URL in `previous` keep their state (live counts,
     /// health), so a reload that only adds or removes backends does not disturb the others.
+    /// A backend named by host keeps the members `previous` resolved for it (none without
+    /// one, until its name is resolved).
     pub fn new(config: PoolConfig, previous: Option<&Pool>) -> Pool {
-        let backends: Vec<(Arc<Backend>, u32)> = config
-            .backends
-            .iter()
-            .map(|b| {
-                let kept =
-                    previous.and_then(|p| p.backends.iter().find(|(old, _)| old.url == b.url));
-                let backend = kept.map_or_else(
-                    || Arc::new(Backend::new(b.url.clone())),
-                    |(old, _)| old.clone(),
-                );
-                (backend, b.weight)
-            })
-            .collect();
+        let mut backends: Vec<(Arc<Backend>, u32)> = Vec::new();
+        for b in &config.backends {
+            let sources = Sources::of(b.sources(&config));
+            let old = previous.into_iter().flat_map(|p| &p.backends);
+            let mine: Vec<Arc<Backend>> = if b.url.ip().is_some() {
+                let kept = old.map(|(o, _)| o).find(|o| o.name == b.url.url).cloned();
+                vec![kept.unwrap_or_else(|| Arc::new(Backend::new(b.url.clone())))]
+            } else {
+                old.filter(|(o, _)| o.url == b.url)
+                    .map(|(o, _)| o.clone())
+                    .collect()
+            };
+            for backend in mine {
+                backend.sources.store(sources.clone());
+                backends.push((backend, b.weight));
+            }
+        }
+        Pool::of(config, backends, Arc::default())
+    }
+
+    fn of(config: PoolConfig, backends: Vec<(Arc<Backend>, u32)>, lineage: Arc<Lineage>) -> Pool {
         Pool {
             rr: Mutex::new(vec![0; backends.len()]),
             turn: AtomicUsize::new(crate::shared::random::u64() as usize),
             ring: OnceLock::new(),
             stop: CancellationToken::new(),
             health_started: AtomicBool::new(false),
+            lineage,
             backends,
             config,
         }
+    }
+
+    /// The addresses the members of the backend at `url` (named by host) connect to.
+    pub fn members_of(&self, url: &BackendUrl) -> Vec<IpAddr> {
+        self.backends
+            .iter()
+            .filter(|(b, _)| b.url == *url)
+            .filter_map(|(b, _)| b.addr)
+            .collect()
+    }
+
+    /// This pool with the members of the backend at `url` set to `addrs` (members at an
+    /// address already known are kept, with their state), and the members it drops; None
+    /// when they are the members already.
+    pub fn with_members(
+        &self,
+        url: &BackendUrl,
+        addrs: &[IpAddr],
+    ) -> Option<(Pool, Vec<Arc<Backend>>)> {
+        let mut now = self.members_of(url);
+        now.sort();
+        let mut want = addrs.to_vec();
+        want.sort();
+        want.dedup();
+        if now == want {
+            return None;
+        }
+        let mut backends = Vec::new();
+        for b in &self.config.backends {
+            if b.url != *url {
+                let same: Vec<_> = self
+                    .backends
+                    .iter()
+                    .filter(|(o, _)| o.url == b.url)
+                    .cloned()
+                    .collect();
+                // A URL listed twice is still one set of members.
+                if !backends
+                    .iter()
+                    .any(|(o, _): &(Arc<Backend>, u32)| o.url == b.url)
+                {
+                    backends.extend(same);
+                }
+                continue;
+            }
+            if backends
+                .iter()
+                .any(|(o, _): &(Arc<Backend>, u32)| o.url == b.url)
+            {
+                continue;
+            }
+            let sources = Sources::of(b.sources(&self.config));
+            for ip in &want {
+                let kept = self
+                    .backends
+                    .iter()
+                    .find(|(o, _)| o.url == *url && o.addr == Some(*ip))
+                    .map(|(o, _)| o.clone());
+                let member = kept.unwrap_or_else(|| {
+                    let m = Arc::new(Backend::member(url.clone(), *ip));
+                    m.sources.store(sources.clone());
+                    m
+                });
+                backends.push((member, b.weight));
+            }
+        }
+        let next = Pool::of(self.config.clone(), backends, self.lineage.clone());
+        let dropped = next.removed_from(self).into_iter().cloned().collect();
+        Some((next, dropped))
+    }
+
+    /// Ends this pool's health checks and name resolution (a reload replaced it, or its
+    /// route went).
+    pub fn end(&self) {
+        self.stop.cancel();
+        self.lineage.stop.cancel();
+    }
+
+    /// Cancelled when name resolution for this pool (and those derived from it) must end.
+    pub fn discovery_stop(&self) -> &CancellationToken {
+        &self.lineage.stop
+    }
+
+    /// Whether `other` is this pool, or derived from the same one by DNS answers.
+    pub fn same_lineage(&self, other: &Pool) -> bool {
+        Arc::ptr_eq(&self.lineage, &other.lineage)
+    }
+
+    /// True the first time only for a pool and those derived from it by DNS answers:
+    /// whoever gets true starts the name resolution.
+    pub fn claim_discovery_start(&self) -> bool {
+        !self.lineage.started.swap(true, Ordering::AcqRel)
     }
 
     /// Backends of `previous` that this pool no longer has.
@@ -209,6 +389,7 @@ mod tests {
                 .map(|h| BackendConfig {
                     url: BackendUrl::parse(&format!("ws://{h}:80/")).unwrap(),
                     weight: 1,
+                    source_addresses: None,
                 })
                 .collect(),
             retries: 9,
@@ -218,7 +399,7 @@ mod tests {
 
     #[test]
     fn ejection_after_consecutive_failures() {
-        let p = Pool::new(config(&["a"]), None);
+        let p = Pool::new(config(&["10.0.0.1"]), None);
         let b = &p.backends[0].0;
         assert!(!b.connect_failed(&p.config));
         b.connect_ok();
@@ -234,9 +415,9 @@ mod tests {
 
     #[test]
     fn kept_backends_keep_their_state() {
-        let old = Pool::new(config(&["a", "b"]), None);
+        let old = Pool::new(config(&["10.0.0.1", "10.0.0.2"]), None);
         old.backends[1].0.set_healthy(false);
-        let new = Pool::new(config(&["b", "c"]), Some(&old));
+        let new = Pool::new(config(&["10.0.0.2", "10.0.0.3"]), Some(&old));
         assert!(Arc::ptr_eq(&new.backends[0].0, &old.backends[1].0));
         assert!(!new.backends[0].0.healthy());
         let removed: Vec<_> = new
@@ -244,6 +425,57 @@ mod tests {
             .iter()
             .map(|b| b.url.host.clone())
             .collect();
-        assert_eq!(removed, ["a"]);
+        assert_eq!(removed, ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn members_of_a_name_follow_its_addresses() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let p = Pool::new(config(&["10.0.0.1", "svc.test"]), None);
+        assert_eq!(
+            p.backends.len(),
+            1,
+            "a name has no member before it resolves"
+        );
+        let url = p.config.backends[1].url.clone();
+        let (p1, dropped) = p.with_members(&url, &[ip("127.0.0.2")]).unwrap();
+        assert!(dropped.is_empty());
+        assert!(
+            p1.with_members(&url, &[ip("127.0.0.2")]).is_none(),
+            "unchanged"
+        );
+        let (p3, dropped) = p1
+            .with_members(&url, &[ip("127.0.0.4"), ip("127.0.0.2"), ip("127.0.0.3")])
+            .unwrap();
+        assert!(dropped.is_empty());
+        assert_eq!(p3.backends.len(), 4);
+        assert!(
+            Arc::ptr_eq(&p3.backends[0].0, &p.backends[0].0),
+            "static kept"
+        );
+        assert!(
+            Arc::ptr_eq(&p3.backends[1].0, &p1.backends[1].0),
+            "member kept"
+        );
+        assert_eq!(p3.backends[2].0.name, "ws://svc.test:80/@127.0.0.3");
+        assert_eq!(p3.backends[2].0.url.host_header(), "svc.test");
+        let (back, dropped) = p3.with_members(&url, &[ip("127.0.0.3")]).unwrap();
+        let names: Vec<_> = dropped.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["ws://svc.test:80/@127.0.0.2", "ws://svc.test:80/@127.0.0.4"]
+        );
+        assert!(Arc::ptr_eq(&back.backends[1].0, &p3.backends[2].0));
+        // A reload keeps the members a name resolved to, until it is resolved anew.
+        let reloaded = Pool::new(back.config.clone(), Some(&back));
+        assert_eq!(reloaded.members_of(&url), [ip("127.0.0.3")]);
+        assert!(
+            back.claim_discovery_start() && !p.claim_discovery_start(),
+            "one lineage"
+        );
+        assert!(
+            reloaded.claim_discovery_start(),
+            "a reload starts a lineage of its own"
+        );
     }
 }

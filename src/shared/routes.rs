@@ -122,6 +122,17 @@ impl Route {
         self.pool.load_full()
     }
 
+    /// Puts `next` in force in place of `current`, unless the pool in force is no longer
+    /// `current` (a reload or another answer replaced it first); true when it was put.
+    pub fn replace_pool(&self, current: &Arc<Pool>, next: Arc<Pool>) -> bool {
+        let current = Some(current.clone());
+        let was = self.pool.compare_and_swap(&current, Some(next));
+        match (&*was, &current) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// Connections on this route now.
     pub fn active(&self) -> usize {
         self.active.count()
@@ -181,9 +192,11 @@ impl Route {
 pub struct Rebuilt {
     /// Routes of the running table that are gone or changed: their connections get 1012.
     pub retired_routes: Vec<Arc<Route>>,
-    /// Backends removed from kept routes: their connections get 1012.
+    /// Backends removed from kept routes: their connections get 1012 (known once
+    /// [`Rebuilt::install`] swapped the pools).
     pub retired_backends: Vec<Arc<Backend>>,
-    /// Pools replaced by new ones: their health checks must stop.
+    /// Pools replaced by new ones: their health checks and name resolution must stop
+    /// (known once [`Rebuilt::install`] swapped the pools).
     pub replaced_pools: Vec<Arc<Pool>>,
     /// Routes whose pool changed, and the new pool to install when the table is swapped in.
     pool_swaps: Vec<(Arc<Route>, Arc<Pool>)>,
@@ -195,10 +208,16 @@ pub struct Rebuilt {
 
 impl Rebuilt {
     /// Installs the new pools and backend TLS configs of kept routes (call when the new
-    /// table goes live); open connections keep the TLS session they have.
-    pub fn install(&self) {
+    /// table goes live); open connections keep the TLS session they have. What a pool
+    /// drops is measured against the pool it replaces then, which a DNS answer may have
+    /// replaced since the table was built.
+    pub fn install(&mut self) {
         for (route, pool) in &self.pool_swaps {
-            route.pool.store(Some(pool.clone()));
+            if let Some(old) = route.pool.swap(Some(pool.clone())) {
+                self.retired_backends
+                    .extend(pool.removed_from(&old).into_iter().cloned());
+                self.replaced_pools.push(old);
+            }
         }
         for (route, tls) in &self.tls_swaps {
             route.backend_tls.store(tls.clone());
@@ -257,12 +276,6 @@ impl RouteTable {
                     };
                     let old_pool = route.pool();
                     let pool = Arc::new(Pool::new(pool_config.clone(), old_pool.as_deref()));
-                    if let Some(old_pool) = old_pool {
-                        rebuilt
-                            .retired_backends
-                            .extend(pool.removed_from(&old_pool).into_iter().cloned());
-                        rebuilt.replaced_pools.push(old_pool);
-                    }
                     rebuilt.pool_swaps.push((route.clone(), pool));
                     route.clone()
                 }
@@ -361,14 +374,14 @@ mod tests {
             crate::Config::parse(&text, "t").unwrap()
         };
         let a = parse(
-            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b, echo: true}\n  - {name: p, path: /p, backends: ['ws://h1:1/', 'ws://h2:1/']}\n",
+            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b, echo: true}\n  - {name: p, path: /p, backends: ['ws://10.0.0.1:1/', 'ws://10.0.0.2:1/']}\n",
         );
         let (old, rebuilt) = RouteTable::build(&a.routes, &a.defaults, None).unwrap();
         assert!(rebuilt.retired_routes.is_empty());
         let b = parse(
-            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b2, echo: true}\n  - {name: p, path: /p, backends: ['ws://h2:1/', 'ws://h3:1/']}\n",
+            "  - {name: a, path: /a, echo: true}\n  - {name: b, path: /b2, echo: true}\n  - {name: p, path: /p, backends: ['ws://10.0.0.2:1/', 'ws://10.0.0.3:1/']}\n",
         );
-        let (new, rebuilt) = RouteTable::build(&b.routes, &b.defaults, Some(&old)).unwrap();
+        let (new, mut rebuilt) = RouteTable::build(&b.routes, &b.defaults, Some(&old)).unwrap();
         let (old_a, new_a) = (old.find(None, "/a").unwrap(), new.find(None, "/a").unwrap());
         assert!(
             Arc::ptr_eq(&old_a, &new_a),
@@ -400,7 +413,7 @@ mod tests {
                 .iter()
                 .map(|b| b.url.host.as_str())
                 .collect::<Vec<_>>(),
-            ["h1"]
+            ["10.0.0.1"]
         );
     }
 }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub http_idle_timeout: std::time::Duration,
     /// Peers whose forwarding headers are believed and appended to (`trusted_proxies`).
     pub trusted_proxies: Vec<crate::config::Cidr>,
+    /// How backends given by host name are resolved (`dns`).
+    pub dns: crate::config::dns::DnsConfig,
 }
 
 /// Everything a connection needs from the running proxy.

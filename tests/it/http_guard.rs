@@ -359,7 +359,7 @@ async fn a_request_every_backend_failed_logs_the_last_backend_tried() {
     let tried: Vec<String> = gate
         .log()
         .iter()
-        .filter(|l| l.contains("backend HTTP attempt failed"))
+        .filter(|l| l.contains("backend attempt failed"))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|l| field(&l, "backend").and_then(|b| b.as_str().map(String::from)))
         .collect();

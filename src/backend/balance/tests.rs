@@ -11,6 +11,7 @@ fn pool(balance: Balance, weights: &[u32]) -> Pool {
         .map(|(i, &weight)| BackendConfig {
             url: BackendUrl::parse(&format!("ws://10.0.0.{i}:80/")).unwrap(),
             weight,
+            source_addresses: None,
         })
         .collect();
     Pool::new(

@@ -173,12 +173,7 @@ pub(crate) async fn exchange(
             // The client's body failed (it went away or went quiet): not the backend's fault.
             return Err(fail(error, tried));
         }
-        tracing::warn!(route = route.name(), backend = %backend.url, error = %error, "backend HTTP attempt failed");
-        metrics.backend_connect_error(route.name(), &backend.url.url);
-        if backend.connect_failed(&pool.config) {
-            tracing::warn!(route = route.name(), backend = %backend.url, fail_timeout = ?pool.config.fail_timeout,
-                "backend ejected after consecutive failures");
-        }
+        crate::backend::error::attempt_failed(route.name(), &backend, &pool, &error, metrics);
         let timed_out = matches!(error, BackendError::Timeout) && unsent.is_none();
         body = match unsent {
             Some(req) => {

@@ -69,7 +69,7 @@ async fn connect(
     settings: &PoolSettings,
     shutdown: &CancellationToken,
 ) -> Result<HttpConn, BackendError> {
-    let stream = dial::connect(&backend.url, tls).await?;
+    let stream = dial::connect(backend, tls).await?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         .max_buf_size(settings.max_header_bytes.max(MIN_BUF_BYTES))
         .max_header_size(settings.max_header_bytes)

@@ -82,6 +82,19 @@ impl Node {
         node
     }
 
+    /// Starts a node listening on `addr` (another loopback address, a chosen port).
+    pub async fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Node> {
+        let listener = TcpListener::bind(addr).await?;
+        let node = Node {
+            name: name.to_string(),
+            addr: listener.local_addr()?,
+            state: Arc::default(),
+            accept_loop: Mutex::new(None),
+        };
+        node.serve(listener);
+        Ok(node)
+    }
+
     /// Starts `n` nodes named `b0`, `b1`, …
     pub async fn many(n: usize) -> Vec<Node> {
         let mut nodes = Vec::with_capacity(n);
