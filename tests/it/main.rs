@@ -30,6 +30,7 @@ mod h2_websocket;
 mod handshake_backend;
 mod handshake_client;
 mod harness;
+mod health_cmd;
 mod http_forward;
 mod http_guard;
 mod http_pool;
