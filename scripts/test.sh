@@ -187,6 +187,11 @@ run_step "interop: socket.io" bash tests/interop/socketio.sh
 run_step "interop: jupyter" bash tests/interop/jupyter.sh
 run_step "interop: http (curl)" bash tests/interop/http.sh
 run_step "interop: autobahn" bash tests/interop/autobahn.sh
+# deploy/kubernetes/ against the Kubernetes schemas (pinned kubernetes-validate, offline),
+# the probes against the ConfigMap's admin.bind, and `wsgate --check` on its config.
+run_step "kubernetes manifests" bash tests/kubernetes/validate.sh
+# The container build-and-run checks (tests/container/run.sh) are a separate step: a cold
+# image build costs several minutes of CI's two cores; README "Running in containers".
 
 section "summary"
 printf '%s\n' "${summary[@]}"

@@ -19,6 +19,7 @@ struct Cli {
     #[arg(
         short,
         long,
+        global = true,
         env = "WSGATE_CONFIG",
         default_value = "config/wsgate.yaml"
     )]
@@ -26,6 +27,17 @@ struct Cli {
     /// Validate the configuration (including certificates) and exit.
     #[arg(long)]
     check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Ask the running wsgate's admin listener (`admin.bind` of the config) for a health
+    /// path; exit 0 on a 200 answer, 1 otherwise. For container HEALTHCHECKs: no shell or
+    /// curl needed in the image.
+    Health(health::Args),
 }
 
 /// The process allocator. mimalloc over glibc's malloc because glibc kept what bursts
@@ -39,6 +51,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Health(args)) = &cli.command {
+        return health::run(&cli.config, args);
+    }
     let config = match wsgate::Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -183,5 +198,119 @@ impl std::io::Write for LineGuard {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+/// `wsgate health`: one GET to the admin listener named by the config file.
+///
+/// A blocking std socket and a hand-written request line: the probe is one request on
+/// one connection and must start fast, so it skips the runtime and hyper's client. Only
+/// `admin.bind` is read from the file (leniently), so an edit elsewhere that the running
+/// process refused on reload does not make a healthy process look unhealthy.
+mod health {
+    use std::io::{Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::process::ExitCode;
+    use std::time::Duration;
+
+    /// Flags of `wsgate health`.
+    #[derive(clap::Args)]
+    pub struct Args {
+        /// Admin path to ask (`/readyz` for readiness).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+        /// Give up (unhealthy) when connecting or the answer takes longer than this.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    }
+
+    /// The part of the config file the probe needs; every other key is ignored.
+    #[derive(serde::Deserialize)]
+    struct File {
+        admin: Option<Admin>,
+    }
+
+    /// `admin:` of the config file.
+    #[derive(serde::Deserialize)]
+    struct Admin {
+        bind: String,
+    }
+
+    /// Exit 0 when the admin listener answers `path` with 200, 1 (unhealthy) otherwise.
+    pub fn run(config: &Path, args: &Args) -> ExitCode {
+        match probe(config, args) {
+            Ok(200) => {
+                println!("healthy: {} answered 200", args.path);
+                ExitCode::SUCCESS
+            }
+            Ok(status) => {
+                println!("unhealthy: {} answered {status}", args.path);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                println!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn probe(config: &Path, args: &Args) -> Result<u16, String> {
+        let addr = admin_addr(config)?;
+        let mut tcp = TcpStream::connect_timeout(&addr, args.timeout)
+            .map_err(|e| format!("cannot connect to the admin listener {addr}: {e}"))?;
+        tcp.set_read_timeout(Some(args.timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(args.timeout)))
+            .map_err(|e| format!("socket: {e}"))?;
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            args.path
+        );
+        tcp.write_all(request.as_bytes())
+            .map_err(|e| format!("sending to {addr}: {e}"))?;
+        // The status line fits in the first read of any real answer; read a little more
+        // only if the peer sends it in pieces, and never more than this.
+        let mut head = Vec::with_capacity(64);
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') && head.len() < 1024 {
+            let n = tcp
+                .read(&mut buf)
+                .map_err(|e| format!("no answer from {addr} within {:?}: {e}", args.timeout))?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        status_of(&head).ok_or_else(|| format!("{addr} did not answer with an HTTP status line"))
+    }
+
+    /// The admin address to connect to: a wildcard bind is reached on loopback.
+    fn admin_addr(config: &Path) -> Result<SocketAddr, String> {
+        let text = std::fs::read_to_string(config)
+            .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+        let file: File =
+            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", config.display()))?;
+        let admin = file
+            .admin
+            .ok_or_else(|| format!("{}: no `admin:` listener to ask", config.display()))?;
+        let mut addr: SocketAddr = admin
+            .bind
+            .parse()
+            .map_err(|e| format!("{}: admin.bind {:?}: {e}", config.display(), admin.bind))?;
+        match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => addr.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => addr.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
+        }
+        Ok(addr)
+    }
+
+    /// `HTTP/1.1 200 OK` → 200.
+    fn status_of(head: &[u8]) -> Option<u16> {
+        let line = head.split(|&b| b == b'\n').next()?;
+        let line = std::str::from_utf8(line).ok()?;
+        let mut parts = line.split_ascii_whitespace();
+        parts.next().filter(|v| v.starts_with("HTTP/"))?;
+        parts.next()?.parse().ok()
     }
 }

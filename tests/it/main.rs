@@ -1,6 +1,6 @@
 //! wsgate's integration tests: one binary, one module per area, one harness
 //! ([`support`]). Everything runs in this process against real sockets on
-//! 127.0.0.1 port 0, except `lifecycle` (the real binary as a child process) and
+//! 127.0.0.1 port 0, except `lifecycle` and `health_cmd` (the real binary as a child process) and
 //! `interop` (a third-party Python client). Memory measurements live in their own
 //! binary, `tests/memory.rs`, because they read process-wide counters.
 
@@ -36,6 +36,7 @@ mod h2_websocket;
 mod handshake_backend;
 mod handshake_client;
 mod harness;
+mod health_cmd;
 mod http_forward;
 mod http_guard;
 mod http_pool;
