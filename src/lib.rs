@@ -23,6 +23,7 @@
 //!      load, a listener's `client_auth`; `config::forward_auth`: a route's `forward_auth`.
 //!    - `config::http2`: a listener's ALPN offer and the limits of HTTP/2 connections.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
+//!    - `config::admin_token`: the admin API's bearer token, from a file or the environment.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -36,6 +37,8 @@
 //!    - `shared::tally`: seats counted per key (client network, identity);
 //!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.
 //!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
+//!    - `shared::registry`: live connections for the admin API, each with its counters and
+//!      a mailbox to its own task.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect; `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).

@@ -1,6 +1,7 @@
 //! Wires the listeners, routes, metrics, reload and shutdown together.
 
 pub mod admin;
+pub mod api;
 mod reload;
 pub mod shutdown;
 pub mod watch;
@@ -165,6 +166,12 @@ fn settings(config: &Config) -> Settings {
         per_frame_metrics: config.metrics.per_frame,
         drain_window: config.reload.drain_window,
         ready_below: config.admin.as_ref().and_then(|a| a.ready_below),
+        admin_token: config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token())
+            .map(|t| t.token.clone()),
+        config: Arc::new(config.clone()),
     }
 }
 
@@ -221,6 +228,7 @@ async fn start(
         shutdown,
         next_id: AtomicU64::new(1),
         connections: Occupancy::default(),
+        registry: Default::default(),
     });
     // Everything that can fail is bound first, and nothing is started until all of it
     // is: a failed start leaves no accept loop, admin server or health check behind.

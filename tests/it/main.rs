@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin_api;
 mod admission;
 mod auth_forward;
 mod auth_mtls;

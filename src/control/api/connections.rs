@@ -1,0 +1,308 @@
+//! `/api/connections…` and `/api/identities/{identity}/messages`: list, show, close, and
+//! messages pushed through each connection's own task.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::{Body, error, json as answer, query};
+use crate::proto::close;
+use crate::shared::registry::{Command, Conn, Cursor, PostError};
+use crate::shared::state::ProxyState;
+
+/// Connections per page unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 100;
+/// Most connections per page: a page is built in memory and sent whole.
+const MAX_LIMIT: usize = 1000;
+/// Registry entries one page looks at, at most: a filter that matches little still answers
+/// soon (with a cursor to go on from) instead of walking every connection in one request.
+const PAGE_SCAN: usize = 20_000;
+/// Largest pushed message (the body of a `…/messages` request).
+pub const MAX_PUSH_BYTES: usize = 1 << 20;
+/// Longest Close reason (125 bytes of Close payload less the code).
+const MAX_REASON_BYTES: usize = 123;
+
+/// One connection as JSON.
+pub fn view(conn: &Conn) -> Value {
+    let counts = conn.counts();
+    let age = conn.started.elapsed();
+    let started = std::time::SystemTime::now()
+        .checked_sub(age)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    let rtt = |us: u32| (us > 0).then(|| us as f64 / 1000.0);
+    json!({
+        "id": conn.id,
+        "route": conn.route.name(),
+        "backend": &*conn.backend,
+        "client": conn.client_addr.to_string(),
+        "protocol": conn.protocol.as_str(),
+        "tls": conn.tls,
+        "identity": conn.identity.as_deref(),
+        "started_unix_ms": started,
+        "age_ms": age.as_millis() as u64,
+        "msgs_in": counts.msgs_in,
+        "bytes_in": counts.bytes_in,
+        "msgs_out": counts.msgs_out,
+        "bytes_out": counts.bytes_out,
+        "rtt_client_ms": rtt(counts.rtt_client_us),
+        "rtt_backend_ms": rtt(counts.rtt_backend_us),
+        "closing": conn.is_closing(),
+    })
+}
+
+/// `GET /api/connections`: a page, filtered by route, backend, client (address or
+/// `ip:port`) and identity.
+pub fn list(req: &Request<Incoming>, state: &ProxyState) -> Response<Body> {
+    let q = query(req);
+    let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) if (1..=MAX_LIMIT).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_limit",
+                format!("limit: expected 1 to {MAX_LIMIT}"),
+            );
+        }
+    };
+    let cursor = match q.get("cursor") {
+        None => Cursor::default(),
+        Some(c) => match Cursor::decode(c) {
+            Some(c) => c,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_cursor",
+                    "cursor: expected the `next` of an earlier page",
+                );
+            }
+        },
+    };
+    let (route, backend, client, identity) = (
+        q.get("route"),
+        q.get("backend"),
+        q.get("client"),
+        q.get("identity"),
+    );
+    let keep = |c: &Conn| {
+        route.is_none_or(|r| c.route.name() == r)
+            && backend.is_none_or(|b| &*c.backend == b)
+            && identity.is_none_or(|i| c.identity.as_deref() == Some(i.as_str()))
+            && client.is_none_or(|a| {
+                c.client_addr.ip().to_string() == *a || c.client_addr.to_string() == *a
+            })
+    };
+    let (page, next) = state.registry.page(cursor, limit, PAGE_SCAN, keep);
+    let items: Vec<Value> = page.iter().map(|c| view(c)).collect();
+    answer(
+        StatusCode::OK,
+        &json!({ "connections": items, "next": next.map(|c| c.encode()) }),
+    )
+}
+
+// The error is the answer itself, built at most once per request.
+#[allow(clippy::result_large_err)]
+fn find(state: &ProxyState, id: &str) -> Result<Arc<Conn>, Response<Body>> {
+    id.parse::<u64>()
+        .ok()
+        .and_then(|id| state.registry.get(id))
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "unknown_connection",
+                format!("no live connection {id}"),
+            )
+        })
+}
+
+/// `GET /api/connections/{id}`.
+pub fn show(state: &ProxyState, id: &str) -> Response<Body> {
+    match find(state, id) {
+        Ok(conn) => answer(StatusCode::OK, &view(&conn)),
+        Err(res) => res,
+    }
+}
+
+/// `DELETE /api/connections/{id}?code=&reason=`: a close handshake on both hops, run by
+/// the connection's task (202: it has started).
+pub fn close(req: &Request<Incoming>, state: &ProxyState, id: &str) -> Response<Body> {
+    let q = query(req);
+    let code = match q.get("code").map(|c| c.parse::<u16>()) {
+        None => close::code::NORMAL,
+        Some(Ok(c)) if close::is_valid_code(c) => c,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_code",
+                "code: expected a Close code a peer may send (1000-1003, 1007-1014, 3000-4999)",
+            );
+        }
+    };
+    let reason = q.get("reason").cloned().unwrap_or_default();
+    if reason.len() > MAX_REASON_BYTES {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_reason",
+            format!("reason: at most {MAX_REASON_BYTES} bytes of UTF-8"),
+        );
+    }
+    let conn = match find(state, id) {
+        Ok(conn) => conn,
+        Err(res) => return res,
+    };
+    match conn.close(code, reason) {
+        Ok(()) => answer(
+            StatusCode::ACCEPTED,
+            &json!({ "id": conn.id, "closing": true, "code": code }),
+        ),
+        Err(e) => posted_error(e),
+    }
+}
+
+fn posted_error(e: PostError) -> Response<Body> {
+    match e {
+        PostError::Closing => error(StatusCode::CONFLICT, "closing", e),
+        PostError::Full => error(StatusCode::SERVICE_UNAVAILABLE, "queue_full", e),
+    }
+}
+
+/// The message a push request asks for: its direction, kind and payload.
+// The error is the answer itself, built at most once per request.
+#[allow(clippy::result_large_err)]
+async fn message(req: Request<Incoming>) -> Result<Command, Response<Body>> {
+    let q = query(&req);
+    let to_backend = match q.get("to").map(String::as_str) {
+        None | Some("client") => false,
+        Some("backend") => true,
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_to",
+                "to: expected `client` or `backend`",
+            ));
+        }
+    };
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let binary = match q.get("type").map(String::as_str) {
+        Some("text") => false,
+        Some("binary") => true,
+        Some(_) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_type",
+                "type: expected `text` or `binary`",
+            ));
+        }
+        None => {
+            !(content_type.starts_with("text/") || content_type.starts_with("application/json"))
+        }
+    };
+    let payload = match Limited::new(req.into_body(), MAX_PUSH_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("a pushed message holds at most {MAX_PUSH_BYTES} bytes"),
+            ));
+        }
+    };
+    if !binary && std::str::from_utf8(&payload).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "not_utf8",
+            "a text message must be UTF-8 (send it as binary with ?type=binary)",
+        ));
+    }
+    Ok(Command::Send {
+        to_backend,
+        binary,
+        payload,
+    })
+}
+
+/// `POST /api/connections/{id}/messages`.
+pub async fn push_to_connection(
+    req: Request<Incoming>,
+    state: &ProxyState,
+    id: &str,
+) -> Response<Body> {
+    let conn = match find(state, id) {
+        Ok(conn) => conn,
+        Err(res) => return res,
+    };
+    let command = match message(req).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    match conn.post(command) {
+        Ok(()) => answer(StatusCode::ACCEPTED, &json!({ "id": conn.id, "queued": 1 })),
+        Err(e) => posted_error(e),
+    }
+}
+
+/// `POST /api/identities/{identity}/messages`: the message goes to every live connection
+/// of that identity (each through its own task).
+pub async fn push_to_identity(
+    req: Request<Incoming>,
+    state: &ProxyState,
+    identity: &str,
+) -> Response<Body> {
+    let conns = state
+        .registry
+        .all(|c| c.identity.as_deref() == Some(identity));
+    if conns.is_empty() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_identity",
+            "no live connection of that identity",
+        );
+    }
+    let command = match message(req).await {
+        Ok(c) => c,
+        Err(res) => return res,
+    };
+    let Command::Send {
+        to_backend,
+        binary,
+        payload,
+    } = command;
+    let (mut queued, mut closing, mut full) = (Vec::new(), 0, 0);
+    for conn in &conns {
+        let command = Command::Send {
+            to_backend,
+            binary,
+            // A reference count, not a copy.
+            payload: payload.clone(),
+        };
+        match conn.post(command) {
+            Ok(()) => queued.push(conn.id),
+            Err(PostError::Closing) => closing += 1,
+            Err(PostError::Full) => full += 1,
+        }
+    }
+    if queued.is_empty() {
+        return error(
+            StatusCode::CONFLICT,
+            "closing",
+            "every connection of that identity is closing (or has too many messages waiting)",
+        );
+    }
+    answer(
+        StatusCode::ACCEPTED,
+        &json!({ "queued": queued.len(), "ids": queued, "closing": closing, "full": full }),
+    )
+}
