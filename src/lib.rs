@@ -52,6 +52,7 @@
 //!    - `relay::message`: fragmentation and size rules; `relay::violation`: what ends a
 //!      connection, with its close code and outcome; `relay::rate`: the message rate.
 //!    - `relay::keepalive`: wsgate's pings; `relay::deadlines`: the one timer, shutdown, retirement.
+//!    - `relay::mailbox`: admin commands (close, pushed messages) carried out by the task.
 //!    - `relay::closing`: close rules and the report; `relay::abandoned`: a client gone
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
@@ -68,7 +69,9 @@
 //!      `door::forward_auth`: the auth service's subrequest and its answer.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
-//!    - `control::admin`: the admin listener; `control::shutdown`: signals;
+//!    - `control::admin`: the admin listener; `control::api`: the admin API under `/api/`
+//!      (`api::connections`, `api::drain`, `api::config_view`, `api::events`, its OpenAPI
+//!      document); `control::shutdown`: signals;
 //!      `control::watch`: file watch; `control::workers`: worker threads.
 
 #![forbid(unsafe_code)]

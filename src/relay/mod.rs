@@ -455,7 +455,9 @@ impl Relay {
             outcome: Outcome::Normal,
         });
         let report = closing::report(self.session.subprotocol.take(), &self.conn, first);
-        // Gone from the API before its report is out: whoever sees the report finds it gone.
+        // Gone from the API before its report is out: whoever sees the report finds it
+        // gone, and whoever still holds the entry gets 409.
+        self.conn.set_closing();
         self.state.registry.remove(self.conn.id);
         self.listed = false;
         closing::publish(&self.state, &mut self.live, report);

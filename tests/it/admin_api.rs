@@ -483,8 +483,8 @@ async fn drains_are_spread_over_their_window() {
     let drain = format!("/api/backends/drain?url={}&window={ms}ms", b.url("/ws"));
     let at = drained(&proxy, "/other", &drain).await;
     assert_spread(&at, "backend drained");
-    let (status, _) = call(admin, "POST", "/api/routes/app/drain?window=2h").await;
-    assert_eq!(status, 400, "a window over an hour");
+    let (status, _) = call(admin, "POST", "/api/routes/app/drain?window=25h").await;
+    assert_eq!(status, 400, "a window over a day");
     proxy.assert_drained().await;
 }
 
@@ -610,4 +610,76 @@ async fn every_endpoint_of_the_openapi_document_answers() {
     })
     .await;
     drop((ws, tcp));
+}
+
+/// The error text of a config that must be refused.
+fn refused(yaml: &str) -> String {
+    match wsgate::Config::parse(yaml, "test.yaml") {
+        Ok(_) => panic!("config accepted:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_missing_short_or_doubled_token_is_refused_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "abc\n").unwrap();
+    let head = "listeners:\n  - bind: \"127.0.0.1:0\"\nadmin:\n  bind: \"127.0.0.1:0\"\n";
+    let echo = "routes:\n  - { name: echo, path: /echo, echo: true }\n";
+    let missing = dir.path().join("none.token");
+    for (admin, want) in [
+        (
+            format!("  token_file: \"{}\"\n", missing.display()),
+            "cannot read",
+        ),
+        (
+            format!("  token_file: \"{}\"\n", short.display()),
+            "at least 16",
+        ),
+        (
+            "  token_env: WSGATE_TEST_NO_SUCH_VARIABLE\n".to_string(),
+            "WSGATE_TEST_NO_SUCH_VARIABLE",
+        ),
+    ] {
+        let err = refused(&format!("{head}{admin}{echo}"));
+        assert!(err.starts_with("test.yaml:5:"), "the key's line: {err}");
+        assert!(err.contains(want), "{err}");
+    }
+    let (_tdir, token) = token_file();
+    // PATH is set wherever tests run, and long enough to pass as a token.
+    let both = format!(
+        "{head}  token_file: \"{}\"\n  token_env: PATH\n{echo}",
+        token.display()
+    );
+    let err = refused(&both);
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_rotates_the_token() {
+    let (dir, token) = token_file();
+    let yaml = config(&token, "  - { name: echo, path: /echo, echo: true }\n");
+    let proxy = Proxy::start(&yaml).await;
+    let admin = proxy.admin_addr();
+    assert_eq!(call(admin, "GET", "/api/routes").await.0, 200);
+    let next = "wsgate-test-token-rotated-000000001";
+    crate::support::child::replace_file(&token, next.as_bytes());
+    proxy.reload_ok(&yaml).await;
+    assert_eq!(
+        call(admin, "GET", "/api/routes").await.0,
+        401,
+        "the old token"
+    );
+    let (status, _) = call_with(admin, Some(next), "GET", "/api/routes", "", b"").await;
+    assert_eq!(status, 200, "the new token");
+    // Without a token after the reload the API is off again.
+    let off = format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\nadmin: {{ bind: \"{admin}\" }}\n\
+         {TEST_DEFAULTS}routes:\n  - {{ name: echo, path: /echo, echo: true }}\n"
+    );
+    proxy.reload_ok(&off).await;
+    let (status, _) = call_with(admin, Some(next), "GET", "/api/routes", "", b"").await;
+    assert_eq!(status, 404);
+    drop(dir);
 }

@@ -306,3 +306,135 @@ pub async fn push_to_identity(
         &json!({ "queued": queued.len(), "ids": queued, "closing": closing, "full": full }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use super::*;
+    use crate::shared::client::ClientProtocol;
+    use crate::shared::registry::Registry;
+
+    fn route() -> Arc<crate::shared::routes::Route> {
+        let config: crate::config::Config = serde_norway::from_str(
+            "listeners: [{bind: '127.0.0.1:0'}]\nroutes: [{name: echo, path: /echo, echo: true}]\n",
+        )
+        .unwrap();
+        let (table, _) =
+            crate::shared::routes::RouteTable::build(&config.routes, &config.defaults, None)
+                .unwrap();
+        table.routes()[0].clone()
+    }
+
+    fn conn(id: u64, route: &Arc<crate::shared::routes::Route>) -> Arc<Conn> {
+        Arc::new(Conn::new(
+            id,
+            route.clone(),
+            "ws://10.0.0.7:9001/ws".into(),
+            format!(
+                "10.1.{}.{}:{}",
+                id >> 16 & 255,
+                id >> 8 & 255,
+                1024 + (id & 255)
+            )
+            .parse()
+            .unwrap(),
+            false,
+            ClientProtocol::H1,
+            Some(format!("user-{id}").into_boxed_str()),
+            tokio::time::Instant::now(),
+        ))
+    }
+
+    /// By hand (`cargo test --release --lib listing_100k -- --ignored --nocapture`): pages
+    /// through 100,000 connections as `GET /api/connections` does (registry page and JSON
+    /// text) while another thread opens and closes connections as relay threads do, and
+    /// prints the listing time and the longest open or close meanwhile.
+    #[test]
+    #[ignore]
+    fn listing_100k() {
+        let r = route();
+        let registry = Arc::new(Registry::default());
+        for id in 0..100_000 {
+            registry.insert(conn(id, &r));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let worst = Arc::new(AtomicU64::new(0));
+        let churn = {
+            let (registry, stop, worst, r) =
+                (registry.clone(), stop.clone(), worst.clone(), r.clone());
+            std::thread::spawn(move || {
+                let mut id = 1_000_000u64;
+                let mut ops = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let c = conn(id, &r);
+                    let t = tokio::time::Instant::now();
+                    registry.insert(c);
+                    registry.remove(id);
+                    worst.fetch_max(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                    id += 1;
+                    ops += 1;
+                }
+                ops
+            })
+        };
+        // What open+close costs at worst on this machine with nobody listing (the thread
+        // is preempted now and then: that is the floor of what listing can be blamed for).
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        println!(
+            "no listing: longest open+close {} µs",
+            worst.load(Ordering::Relaxed) / 1000
+        );
+        // Pages walked without building JSON: only the registry's own locking.
+        worst.store(0, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let mut cursor = Some(Cursor::default());
+        while let Some(at) = cursor {
+            cursor = registry.page(at, 1000, PAGE_SCAN, |_| true).1;
+        }
+        println!(
+            "registry pages only: {:?}; longest open+close meanwhile {} µs",
+            started.elapsed(),
+            worst.load(Ordering::Relaxed) / 1000
+        );
+        for limit in [100, 1000] {
+            worst.store(0, Ordering::Relaxed);
+            let started = tokio::time::Instant::now();
+            let (mut cursor, mut listed, mut bytes, mut pages) = (Cursor::default(), 0, 0, 0);
+            loop {
+                let (page, next) = registry.page(cursor, limit, PAGE_SCAN, |_| true);
+                let items: Vec<Value> = page.iter().map(|c| view(c)).collect();
+                bytes += json!({ "connections": items, "next": next.map(|c| c.encode()) })
+                    .to_string()
+                    .len();
+                listed += page.len();
+                pages += 1;
+                match next {
+                    Some(n) => cursor = n,
+                    None => break,
+                }
+            }
+            println!(
+                "limit {limit}: {listed} connections in {pages} pages, {} MiB of JSON, in {:?}; \
+                 longest open+close meanwhile {} µs",
+                bytes >> 20,
+                started.elapsed(),
+                worst.load(Ordering::Relaxed) / 1000
+            );
+            // The churning thread's connection may be caught on a page or not.
+            assert!((100_000..=100_001).contains(&listed), "{listed}");
+        }
+        let started = tokio::time::Instant::now();
+        let (page, _) = registry.page(Cursor::default(), 1000, PAGE_SCAN, |c| {
+            c.identity.as_deref() == Some("user-99999")
+        });
+        println!(
+            "a filter matching one: {} found in {:?} (one page, {PAGE_SCAN} looked at)",
+            page.len(),
+            started.elapsed()
+        );
+        stop.store(true, Ordering::Relaxed);
+        println!("open+close pairs meanwhile: {}", churn.join().unwrap());
+    }
+}

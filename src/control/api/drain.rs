@@ -10,8 +10,8 @@ use serde_json::json;
 use super::{Body, error, json as answer, query};
 use crate::shared::state::ProxyState;
 
-/// Longest drain window accepted: past an hour an operator means something else.
-const MAX_WINDOW: Duration = Duration::from_secs(3600);
+/// Longest drain window accepted: past a day an operator means something else.
+const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The Close reason of a drained route's connections.
 const ROUTE_REASON: &str = "route drained";
 /// The Close reason of a drained backend's connections.
@@ -28,7 +28,7 @@ fn window(req: &Request<Incoming>, state: &ProxyState) -> Result<Duration, Respo
             _ => Err(error(
                 StatusCode::BAD_REQUEST,
                 "bad_window",
-                "window: expected a duration up to 1h, like 30s",
+                "window: expected a duration up to 24h, like 30s",
             )),
         },
     }
