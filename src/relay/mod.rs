@@ -407,6 +407,9 @@ impl Relay {
             let data_len = is_data.then_some(frame.frame_len());
             self.live.frame(dir, frame.opcode, data_len, frame.fin);
         }
+        // The last piece of a fragmented message: a push that waited for it goes next,
+        // before anything read after it (a Close in the same read, say).
+        let ends_fragmented = frame.opcode == OpCode::Continuation && frame.fin && frame.ends();
         if is_data {
             self.conn.count(dir, len, frame.fin && frame.ends());
             // Only the idle timeout reads it; without one, spare the per-frame clock read.
@@ -415,6 +418,9 @@ impl Relay {
             }
         }
         self.forward(to, frame);
+        if ends_fragmented {
+            self.poll_mail();
+        }
     }
 
     /// `from`'s stream ended (`clean`: between frames) or failed: nothing more is read.

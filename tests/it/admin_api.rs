@@ -278,9 +278,13 @@ async fn closing_one_connection_under_heavy_traffic_loses_nothing_on_the_others(
     let close = victim.recv_close().await;
     assert_eq!(close.close_code(), Some(4001));
     assert_eq!(close.close_reason(), "closed by ops");
-    // Closing again while the handshake runs: 409.
+    // Closing again, or pushing, while the handshake runs (the client has not answered
+    // the Close yet): 409.
     let (status, _) = call(admin, "DELETE", &format!("/api/connections/{victim_id}")).await;
-    assert!(status == 409 || status == 404, "{status}");
+    assert_eq!(status, 409);
+    let push = format!("/api/connections/{victim_id}/messages");
+    let (status, _) = call_with(admin, Some(TOKEN), "POST", &push, "text/plain", b"late").await;
+    assert_eq!(status, 409);
     victim.send(Frame::close(4001, "closed by ops")).await;
     let report = proxy.next_report().await;
     assert_eq!(report.id, victim_id);
@@ -502,6 +506,13 @@ async fn many_connections_page_through_completely_with_filters() {
         let path = if i % 4 == 0 { "/two" } else { "/echo" };
         clients.push(raw::upgrade(proxy.addr(), path).await);
     }
+    // Each is listed once its relay runs, a moment after its 101.
+    within("all listed", async {
+        while call(admin, "GET", "/api/routes").await.1["listed"] != MANY {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     let started = Instant::now();
     let mut ids = Vec::new();
     let mut cursor = String::new();
@@ -682,4 +693,112 @@ async fn a_reload_rotates_the_token() {
     let (status, _) = call_with(admin, Some(next), "GET", "/api/routes", "", b"").await;
     assert_eq!(status, 404);
     drop(dir);
+}
+
+/// An auth service naming the client after its bearer token (`Bearer alice` → alice).
+async fn naming_auth() -> crate::support::http_backend::HttpBackend {
+    use crate::support::http_backend::{HttpBackend, text};
+    HttpBackend::start(|req: hyper::Request<hyper::body::Incoming>| async move {
+        let who = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_string();
+        let mut res = hyper::Response::new(text(""));
+        res.headers_mut().insert("x-user", who.parse().unwrap());
+        res
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_identity_gets_its_message_on_every_connection_and_the_config_hides_secrets() {
+    let (_dir, token) = token_file();
+    let auth = naming_auth().await;
+    let backend = Backend::echo().await;
+    let extra = format!(
+        "    forward_auth:\n      url: http://{}/verify?app=chat&key=AUTH-SECRET\n      \
+         identity_header: x-user\n    ping_interval: 7s\n",
+        auth.addr
+    );
+    let proxy = Proxy::start(&config(
+        &token,
+        &route("chat", "/chat", &backend.url("/ws"), &extra),
+    ))
+    .await;
+    let admin = proxy.admin_addr();
+    let mut conns = Vec::new();
+    for who in ["alice", "bob", "alice"] {
+        let auth = format!("Bearer {who}");
+        let (head, c) = raw::upgrade_with(proxy.addr(), "/chat", &[("Authorization", &auth)]).await;
+        assert_eq!(head.status(), 101, "{head:?}");
+        conns.push(c);
+    }
+    eventually("three listed", || proxy.active() == 3).await;
+    let (status, page) = within("listing", async {
+        loop {
+            let answer = call(admin, "GET", "/api/connections?identity=alice").await;
+            if answer.1["connections"]
+                .as_array()
+                .is_some_and(|l| l.len() == 2)
+            {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["identity"] == "alice")
+    );
+    let (status, answer) = call_with(
+        admin,
+        Some(TOKEN),
+        "POST",
+        "/api/identities/alice/messages",
+        "application/json",
+        br#"{"notice":"maintenance"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["queued"], 2, "{answer}");
+    for i in [0, 2] {
+        let f = conns[i].recv_frame().await;
+        assert_eq!(
+            (f.opcode, f.payload.as_slice()),
+            (frame::TEXT, &br#"{"notice":"maintenance"}"#[..])
+        );
+    }
+    // Bob got nothing: his next frame is the echo of what he sends now.
+    conns[1].send(Frame::text("bob here")).await;
+    assert_eq!(conns[1].recv_frame().await.payload, b"bob here");
+
+    let (status, config) = call(admin, "GET", "/api/config").await;
+    assert_eq!(status, 200);
+    let text = config.to_string();
+    for secret in [TOKEN, "AUTH-SECRET", &token.display().to_string()] {
+        assert!(!text.contains(secret), "{secret} shown in {text}");
+    }
+    let chat = &config["routes"][0];
+    assert_eq!(
+        chat["tuning"]["ping_interval"], "7s",
+        "the route's own value"
+    );
+    assert_eq!(chat["tuning"]["close_timeout"], "1s", "from defaults");
+    assert_eq!(config["admin"]["token"], "<redacted>");
+    assert!(
+        chat["forward_auth"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("?<redacted>")
+    );
+    drop(conns);
+    proxy.assert_drained().await;
 }
