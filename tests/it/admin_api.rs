@@ -802,3 +802,38 @@ async fn an_identity_gets_its_message_on_every_connection_and_the_config_hides_s
     drop(conns);
     proxy.assert_drained().await;
 }
+
+#[tokio::test]
+async fn top_lists_the_busiest_connections_first() {
+    let (_dir, token) = token_file();
+    let proxy = Proxy::start(&config(
+        &token,
+        "  - { name: echo, path: /echo, echo: true }\n",
+    ))
+    .await;
+    let admin = proxy.admin_addr();
+    let mut conns = Vec::new();
+    for size in [10usize, 3000, 200, 0] {
+        let mut c = raw::upgrade(proxy.addr(), "/echo").await;
+        if size > 0 {
+            c.send(Frame::binary(vec![7u8; size])).await;
+            assert_eq!(c.recv_frame().await.payload.len(), size);
+        }
+        let id = id_of(admin, &mut c).await;
+        conns.push((id, c));
+    }
+    let (status, top) = call(admin, "GET", "/api/top?limit=2").await;
+    assert_eq!(status, 200, "{top}");
+    let ids: Vec<u64> = top["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [conns[1].0, conns[2].0], "{top}");
+    assert_eq!(top["connections"][0]["bytes_in"], 3000);
+    assert_eq!(top["connections"][0]["bytes_out"], 3000);
+    assert_eq!(call(admin, "GET", "/api/top?limit=101").await.0, 400);
+    drop(conns);
+    proxy.assert_drained().await;
+}

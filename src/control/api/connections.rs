@@ -105,6 +105,48 @@ pub fn list(req: &Request<Incoming>, state: &ProxyState) -> Response<Body> {
     )
 }
 
+/// Connections `GET /api/top` returns at most.
+const MAX_TOP: usize = 100;
+
+/// `GET /api/top?limit=`: the connections that moved the most payload bytes (both ways
+/// together), most first. Walks every connection in registry pages (each shard locked
+/// for a chunk at a time) keeping only the best `limit`.
+pub fn top(req: &Request<Incoming>, state: &ProxyState) -> Response<Body> {
+    let limit = match query(req).get("limit").map(|l| l.parse::<usize>()) {
+        None => 10,
+        Some(Ok(n)) if (1..=MAX_TOP).contains(&n) => n,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_limit",
+                format!("limit: expected 1 to {MAX_TOP}"),
+            );
+        }
+    };
+    let traffic = |c: &Conn| {
+        let [(_, bytes_in), (_, bytes_out)] = c.totals();
+        bytes_in.saturating_add(bytes_out)
+    };
+    let mut best: Vec<(u64, Arc<Conn>)> = Vec::with_capacity(limit + 1);
+    let mut cursor = Some(Cursor::default());
+    // Bounded: each page moves the cursor on, and the registry is finite.
+    for _ in 0..1_000_000 {
+        let Some(at) = cursor else { break };
+        let (page, next) = state.registry.page(at, MAX_LIMIT, PAGE_SCAN, |_| true);
+        for conn in page {
+            let t = traffic(&conn);
+            if best.len() < limit || best.last().is_some_and(|(b, _)| t > *b) {
+                let at = best.partition_point(|(b, _)| *b >= t);
+                best.insert(at, (t, conn));
+                best.truncate(limit);
+            }
+        }
+        cursor = next;
+    }
+    let items: Vec<Value> = best.iter().map(|(_, c)| view(c)).collect();
+    answer(StatusCode::OK, &json!({ "connections": items }))
+}
+
 // The error is the answer itself, built at most once per request.
 #[allow(clippy::result_large_err)]
 fn find(state: &ProxyState, id: &str) -> Result<Arc<Conn>, Response<Body>> {

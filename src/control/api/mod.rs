@@ -40,6 +40,7 @@ pub const ENDPOINTS: &[&str] = &[
     "GET /api/openapi.json",
     "GET /api/connections",
     "GET /api/connections/{id}",
+    "GET /api/top",
     "DELETE /api/connections/{id}",
     "POST /api/connections/{id}/messages",
     "POST /api/identities/{identity}/messages",
@@ -144,6 +145,7 @@ async fn route(req: Request<Incoming>, state: &Arc<ProxyState>) -> Response<Body
         }
         (&Method::GET, ["connections"]) => connections::list(&req, state),
         (&Method::GET, ["connections", id]) => connections::show(state, id),
+        (&Method::GET, ["top"]) => connections::top(&req, state),
         (&Method::DELETE, ["connections", id]) => connections::close(&req, state, id),
         (&Method::POST, ["connections", id, "messages"]) => {
             let id = id.to_string();
