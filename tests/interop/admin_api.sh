@@ -19,7 +19,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 command -v curl >/dev/null 2>&1 || die "curl not found (apt-get install -y curl)"
-ST="$("$PYTHON" -c 'import shutil, sys, os; print(os.path.join(os.path.dirname(sys.executable), "schemathesis"))')"
+ST="$("$PYTHON" -c 'import sys, os; print(os.path.join(os.path.dirname(sys.executable), "schemathesis"))')"
 [ -x "$ST" ] || ST="$(command -v schemathesis || true)"
 [ -n "$ST" ] && [ -x "$ST" ] || die "schemathesis not found: bash tests/interop/install.sh installs tests/interop/admin_api-requirements.txt"
 examples="${SCHEMATHESIS_EXAMPLES:-20}"
