@@ -339,7 +339,7 @@ async fn pushed_messages_stay_in_order_while_fragmented_messages_are_in_flight()
         .await;
     let pushes: [(&str, &str, &[u8]); 4] = [
         ("", "text/plain", b"push 1"),
-        ("?type=binary", "text/plain", b"push 2"),
+        ("", "application/octet-stream", b"push 2"),
         ("", "application/octet-stream", &[0, 1, 2]),
         ("?to=backend", "text/plain", b"to the backend"),
     ];

@@ -235,20 +235,10 @@ async fn message(req: Request<Incoming>) -> Result<Command, Response<Body>> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let binary = match q.get("type").map(String::as_str) {
-        Some("text") => false,
-        Some("binary") => true,
-        Some(_) => {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                "bad_type",
-                "type: expected `text` or `binary`",
-            ));
-        }
-        None => {
-            !(content_type.starts_with("text/") || content_type.starts_with("application/json"))
-        }
-    };
+    // The kind comes from the Content-Type alone, so a request can never ask for text and
+    // carry bytes that are not UTF-8 under a binary type.
+    let binary =
+        !(content_type.starts_with("text/") || content_type.starts_with("application/json"));
     let payload = match Limited::new(req.into_body(), MAX_PUSH_BYTES)
         .collect()
         .await
@@ -266,7 +256,7 @@ async fn message(req: Request<Incoming>) -> Result<Command, Response<Body>> {
         return Err(error(
             StatusCode::BAD_REQUEST,
             "not_utf8",
-            "a text message must be UTF-8 (send it as binary with ?type=binary)",
+            "a text message must be UTF-8 (send bytes as application/octet-stream)",
         ));
     }
     Ok(Command::Send {
