@@ -140,7 +140,17 @@ async fn every_endpoint_of_the_openapi_document_answers() {
         }
     })
     .await;
-    drop((ws, tcp));
+    drop(ws);
+    within("the close event", async {
+        while !String::from_utf8_lossy(&seen).contains("event: close") {
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    drop(tcp);
 }
 
 /// The error text of a config that must be refused.
