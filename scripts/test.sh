@@ -186,6 +186,7 @@ run_step "interop: browser (h2)" env BROWSER_VIA=h2 bash tests/interop/browser.s
 run_step "interop: socket.io" bash tests/interop/socketio.sh
 run_step "interop: jupyter" bash tests/interop/jupyter.sh
 run_step "interop: http (curl)" bash tests/interop/http.sh
+run_step "interop: admin api" bash tests/interop/admin_api.sh
 run_step "interop: autobahn" bash tests/interop/autobahn.sh
 # deploy/kubernetes/ against the Kubernetes schemas (pinned kubernetes-validate, offline),
 # the probes against the ConfigMap's admin.bind, and `wsgate --check` on its config.

@@ -30,6 +30,7 @@
 //!    - `config::dns`: where backend host names are resolved, and how often again.
 //!    - `config::admission`: a route's caps and rate of new WebSockets.
 //!    - `config::jwt`: a route's `jwt:` section (token places, keys, claims, expiry).
+//!    - `config::admin_token`: the admin API's bearer token, from a file or the environment.
 //! 3. `shared`: what every stage shares.
 //!    - `shared::state`: `ProxyState` (routes, settings, metrics, reports, counts, tokens).
 //!    - `shared::routes`: the route table; `shared::pool`: a pool's live members.
@@ -45,6 +46,8 @@
 //!    - `shared::forward_auth`: a route's auth service (its connections) and answer cache.
 //!    - `shared::jwks`: a route's JWT keys (a file, a secret, a JWKS's last document),
 //!      each with the one algorithm it verifies; `shared::jws`: their signatures checked on `ring`.
+//!    - `shared::registry`: live connections for the admin API, each with its counters and
+//!      a mailbox to its own task.
 //! 4. `backend`: the backend hop up to its 101.
 //!    - `backend::dial`: TCP/TLS connect (source addresses); `backend::balance`: the order of candidates.
 //!    - `backend::client`: the HTTP/1.1 upgrade client (`client::body`: refusal bodies).
@@ -60,6 +63,7 @@
 //!    - `relay::message`: fragmentation and size rules; `relay::violation`: what ends a
 //!      connection, with its close code and outcome; `relay::rate`: the message rate.
 //!    - `relay::keepalive`: wsgate's pings; `relay::deadlines`: the one timer, shutdown, retirement.
+//!    - `relay::mailbox`: admin commands (close, pushed messages) carried out by the task.
 //!    - `relay::closing`: close rules and the report; `relay::abandoned`: a client gone
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.
@@ -80,7 +84,9 @@
 //!      `door::jwt`: the JWT check.
 //! 6. `control`: running it.
 //!    - `control` (mod): [`run`], [`run_here`], [`Running`]; `control::reload`: reload diffing;
-//!    - `control::admin`: the admin listener; `control::shutdown`: signals;
+//!    - `control::admin`: the admin listener; `control::api`: the admin API under `/api/`
+//!      (`api::connections`, `api::drain`, `api::config_view`, `api::events`, its OpenAPI
+//!      document); `control::shutdown`: signals;
 //!      `control::watch`: file watch; `control::workers`: worker threads.
 
 #![forbid(unsafe_code)]

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod admin_token;
 pub mod admission;
 mod backend_url;
 pub mod cidr;
@@ -323,6 +324,21 @@ pub struct AdminConfig {
     /// a single instance, not ready would only turn away clients there is still room for.
     #[serde(default, deserialize_with = "opt_ready_below")]
     pub ready_below: Option<f64>,
+    /// The admin API's bearer token, read from this file (at start and on reload); the API
+    /// (`/api/…`) is off (404) without a token. At most one of `token_file` and
+    /// `token_env`. Default none.
+    #[serde(default, deserialize_with = "admin_token::token_file")]
+    pub token_file: Option<admin_token::AdminToken>,
+    /// The admin API's bearer token, read from this environment variable. Default none.
+    #[serde(default, deserialize_with = "admin_token::token_env")]
+    pub token_env: Option<admin_token::AdminToken>,
+}
+
+impl AdminConfig {
+    /// The admin API's token, when one is configured.
+    pub fn token(&self) -> Option<&admin_token::AdminToken> {
+        self.token_file.as_ref().or(self.token_env.as_ref())
+    }
 }
 
 fn opt_ready_below<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {

@@ -138,6 +138,21 @@ macro_rules! define_tuning {
 
 tuning_keys!(define_tuning! {});
 
+/// Generates [`Tuning::entries`].
+macro_rules! tuning_entries {
+    ({} $( $(#[$doc:meta])* $name:ident: $ty:ty = $default:expr, $de:tt; )*) => {
+        impl Tuning {
+            /// Every key with its value as `Debug` shows it (`20s`, `16777216`, `true`), in
+            /// table order: what the admin API's `/api/config` reports.
+            pub fn entries(&self) -> Vec<(&'static str, String)> {
+                vec![ $( (stringify!($name), format!("{:?}", self.$name)), )* ]
+            }
+        }
+    };
+}
+
+tuning_keys!(tuning_entries! {});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,6 +33,14 @@ impl Config {
                 )));
             }
         }
+        if let Some(admin) = &self.admin
+            && admin.token_file.is_some()
+            && admin.token_env.is_some()
+        {
+            return Err(rule(
+                "admin: expected one of `token_file` and `token_env`, not both".into(),
+            ));
+        }
         self.http2.check().map_err(rule)?;
         self.dns.check().map_err(rule)?;
         check_tuning(&self.defaults).map_err(|why| rule(format!("defaults: {why}")))?;

@@ -1,10 +1,10 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`; 404 otherwise.
+//! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, the admin API
+//! under `/api/` when a token is configured (`control::api`); 404 otherwise.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::service::service_fn;
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::control::StartError;
+use crate::control::api::{self, Body};
 use crate::shared::state::ProxyState;
 
 /// Content type of the Prometheus text exposition format.
@@ -67,7 +68,10 @@ pub async fn serve(listener: TcpListener, state: Arc<ProxyState>) {
 async fn answer(
     req: Request<Incoming>,
     state: Arc<ProxyState>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
+    if req.uri().path().starts_with("/api/") && state.settings.load().admin_token.is_some() {
+        return Ok(api::answer(req, state).await);
+    }
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -93,7 +97,7 @@ async fn answer(
             "method not allowed\n".to_string(),
         ),
     };
-    let mut res = Response::new(Full::new(Bytes::from(body)));
+    let mut res = Response::new(api::full(Bytes::from(body)));
     *res.status_mut() = status;
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));

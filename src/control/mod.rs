@@ -1,6 +1,7 @@
 //! Wires the listeners, routes, metrics, reload and shutdown together.
 
 pub mod admin;
+pub mod api;
 mod reload;
 pub mod shutdown;
 pub mod watch;
@@ -207,6 +208,12 @@ fn settings(config: &Config) -> Settings {
         http_idle_timeout: config.defaults.http_idle_timeout,
         trusted_proxies: config.trusted_proxies.clone(),
         dns: config.dns.clone(),
+        admin_token: config
+            .admin
+            .as_ref()
+            .and_then(|a| a.token())
+            .map(|t| t.token.clone()),
+        config: Arc::new(config.clone()),
     }
 }
 
@@ -264,6 +271,7 @@ async fn start(
         shutdown,
         next_id: AtomicU64::new(1),
         connections: Occupancy::default(),
+        registry: Default::default(),
     });
     // Everything that can fail is bound first, and nothing is started until all of it
     // is: a failed start leaves no accept loop, admin server or health check behind.

@@ -22,17 +22,19 @@ const MAX_FRAMES_PER_POLL: usize = 64;
 /// route's `close_timeout`), then reports it: outcome `client_gone`, closed by the client.
 pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
     let Pending {
-        mut session,
+        session,
         backend,
         state,
     } = *pending;
     let started = Instant::now();
+    // Never listed: the client never took its 101.
+    let (conn, kept) = session.split(started);
     let per_frame = state.settings.load().per_frame_metrics;
     let mut live =
         state
             .metrics
-            .connection_opened(session.route.name(), per_frame, &session.route.metrics);
-    let tuning = &session.route.tuning;
+            .connection_opened(conn.route.name(), per_frame, &conn.route.metrics);
+    let tuning = &conn.route.tuning;
     let mut hop = Hop::new(backend.0, backend.1, false, tuning, state.budget.lease());
     hop.queue_close(&close::close_payload(code::GOING_AWAY, "client went away"));
     // Our Close out, then whatever the backend still sends up to its Close reply or the
@@ -66,6 +68,6 @@ pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
         reason: String::new(),
         outcome: Outcome::ClientGone,
     };
-    let report = report(&mut session, started, [(0, 0); 2], first);
+    let report = report(kept.subprotocol, &conn, first);
     publish(&state, &mut live, report);
 }

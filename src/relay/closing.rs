@@ -5,12 +5,13 @@ use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
-use super::{Relay, Session};
+use super::Relay;
 use crate::proto::close::{self, code};
 use crate::proto::frame::Frame;
 use crate::relay::hop::Reading;
 use crate::relay::violation::Violation;
 use crate::shared::metrics::ConnMetrics;
+use crate::shared::registry::Conn;
 use crate::shared::report::{CloseReport, ClosedBy, Outcome};
 use crate::shared::state::ProxyState;
 use crate::shared::stream::is_stream_reset;
@@ -68,24 +69,19 @@ pub(super) struct FirstClose {
     pub(super) outcome: Outcome,
 }
 
-/// The close report of a connection that started at `started`, with its message and
-/// byte counts per direction (client to backend first).
-pub(super) fn report(
-    session: &mut Session,
-    started: Instant,
-    counts: [(u64, u64); 2],
-    first: FirstClose,
-) -> CloseReport {
-    let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = counts;
+/// The close report of a connection, from its facts and its registry entry (when it
+/// started, its message and byte counts, its backend and identity).
+pub(super) fn report(subprotocol: Option<String>, conn: &Conn, first: FirstClose) -> CloseReport {
+    let [(msgs_in, bytes_in), (msgs_out, bytes_out)] = conn.totals();
     CloseReport {
-        id: session.id,
-        route: session.route.name().to_string(),
-        backend: std::mem::take(&mut session.backend),
-        client_addr: session.client_addr,
-        tls: session.tls,
-        protocol: session.protocol,
-        subprotocol: session.subprotocol.take(),
-        duration: started.elapsed(),
+        id: conn.id,
+        route: conn.route.name().to_string(),
+        backend: conn.backend.to_string(),
+        client_addr: conn.client_addr,
+        tls: conn.tls,
+        protocol: conn.protocol,
+        subprotocol,
+        duration: conn.started.elapsed(),
         msgs_in,
         msgs_out,
         bytes_in,
@@ -94,7 +90,7 @@ pub(super) fn report(
         close_reason: first.reason,
         closed_by: first.closed_by,
         outcome: first.outcome,
-        identity: session.admitted.as_mut().and_then(|a| a.identity.take()),
+        identity: conn.identity.as_deref().map(str::to_string),
     }
 }
 
@@ -118,6 +114,7 @@ impl Relay {
         outcome: Outcome,
     ) {
         if self.first.is_none() {
+            self.conn.set_closing();
             self.first = Some(FirstClose {
                 closed_by,
                 code,
@@ -130,7 +127,7 @@ impl Relay {
     /// Starts the close handshake's clock, once.
     fn start_closing(&mut self) {
         if self.close_by.is_none() {
-            self.close_by = Some(Instant::now() + self.session.route.tuning.close_timeout);
+            self.close_by = Some(Instant::now() + self.conn.route.tuning.close_timeout);
         }
     }
 

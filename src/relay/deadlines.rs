@@ -121,6 +121,7 @@ impl Relay {
                         ),
                     };
                     let delay = watch.map_or(Duration::ZERO, |w| w.delay());
+                    let why = watch.and_then(|w| w.why()).unwrap_or(why);
                     self.retire_at = Some((Instant::now() + delay, why));
                 }
             }
@@ -132,7 +133,7 @@ impl Relay {
     pub(super) fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
         let mut acted = false;
         loop {
-            let tuning = &self.session.route.tuning;
+            let tuning = &self.conn.route.tuning;
             let idle = (!self.idle_closed && !tuning.idle_timeout.is_zero())
                 .then(|| self.last_data + tuning.idle_timeout);
             let mut next: Option<Instant> = None;
@@ -197,7 +198,7 @@ impl Relay {
                     self.initiate(end.code, &end.reason, end.outcome);
                 }
             }
-            let frame_timeout = self.session.route.tuning.frame_timeout;
+            let frame_timeout = self.conn.route.tuning.frame_timeout;
             for side in [Side::Client, Side::Backend] {
                 let hop = self.hop(side);
                 if hop.write_deadline().is_some_and(|at| at <= now) {

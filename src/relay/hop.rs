@@ -80,6 +80,9 @@ pub struct Hop {
     inside: Option<Option<[u8; 4]>>,
     /// wsgate's own frames (a ping, a Close) that wait for the end of that frame.
     held: Option<BytesMut>,
+    /// A fragmented message toward the peer has begun and not ended: a message of
+    /// wsgate's own (an admin push) waits for its end.
+    message_out: bool,
     /// The peer is inside a frame that will never be finished: it gets no Close, and its
     /// connection is shut down once what is queued is written (`shut` once done).
     cut: bool,
@@ -122,6 +125,7 @@ impl Hop {
             keepalive: Keepalive::new(tuning.ping_interval, tuning.ping_timeout),
             inside: None,
             held: None,
+            message_out: false,
             cut: false,
             shut: false,
             frame_started: None,
@@ -256,6 +260,9 @@ impl Hop {
                 _ => self.keys.as_mut().map(MaskKeys::next_key),
             };
             let ends = frame.ends();
+            if ends && !frame.opcode.is_control() {
+                self.message_out = !frame.fin;
+            }
             self.inside = (!ends).then_some(key);
             self.queue(frame.into_wire(key));
             if ends && let Some(held) = self.held.take() {
@@ -283,6 +290,23 @@ impl Hop {
         self.close_sent = true;
         let owed = self.pending_close.take();
         self.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
+        true
+    }
+
+    /// No message toward the peer is in progress (none begun and unfinished, no frame
+    /// half written), so a whole message of wsgate's own may go next.
+    pub fn between_messages(&self) -> bool {
+        self.inside.is_none() && !self.message_out
+    }
+
+    /// Queues a whole data message of wsgate's own (an admin push) unless the peer's Close
+    /// is queued; true when queued. Only between messages ([`Hop::between_messages`]).
+    pub fn queue_message(&mut self, binary: bool, payload: &[u8]) -> bool {
+        if self.close_sent || !self.between_messages() {
+            return false;
+        }
+        let opcode = if binary { OpCode::Binary } else { OpCode::Text };
+        self.queue_own(opcode, payload);
         true
     }
 

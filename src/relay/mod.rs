@@ -15,6 +15,7 @@ mod closing;
 mod deadlines;
 pub mod hop;
 pub mod keepalive;
+mod mailbox;
 pub mod message;
 mod rate;
 pub mod violation;
@@ -22,7 +23,7 @@ pub mod violation;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -35,6 +36,7 @@ use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
 use crate::shared::client::ClientProtocol;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
+use crate::shared::registry::Conn;
 use crate::shared::report::{ClosedBy, Outcome};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
@@ -77,6 +79,47 @@ pub struct Session {
     pub backend_watch: Option<crate::shared::retire::RetireWatch>,
     /// Who the door let in and until when (boxed: most routes check nobody).
     pub admitted: Option<Box<crate::shared::admission::Admitted>>,
+}
+
+/// What the relay keeps of a [`Session`] besides its registry entry.
+struct Kept {
+    subprotocol: Option<String>,
+    _slots: (Seat, Seat),
+    _backend_slot: Option<Seat>,
+    _stream_hold: Option<crate::shared::client::StreamHold>,
+    route_watch: crate::shared::retire::RetireWatch,
+    backend_watch: Option<crate::shared::retire::RetireWatch>,
+    admitted: Option<Box<crate::shared::admission::Admitted>>,
+}
+
+impl Session {
+    /// The connection's registry entry and the rest. The facts the API lists (id, route,
+    /// backend, client, identity) are moved into the entry, not copied, and the relay
+    /// and its report read them from there: an idle connection holds them once.
+    fn split(self, started: Instant) -> (Conn, Kept) {
+        let mut admitted = self.admitted;
+        let identity = admitted.as_mut().and_then(|a| a.identity.take());
+        let conn = Conn::new(
+            self.id,
+            self.route,
+            self.backend.into_boxed_str(),
+            self.client_addr,
+            self.tls,
+            self.protocol,
+            identity.map(String::into_boxed_str),
+            started,
+        );
+        let kept = Kept {
+            subprotocol: self.subprotocol,
+            _slots: self._slots,
+            _backend_slot: self._backend_slot,
+            _stream_hold: self._stream_hold,
+            route_watch: self.route_watch,
+            backend_watch: self.backend_watch,
+            admitted,
+        };
+        (conn, kept)
+    }
 }
 
 /// What the relay needs besides the client's stream, kept while the client's upgrade completes.
@@ -129,22 +172,26 @@ pub async fn after_upgrade(
 
 /// The whole state of one relayed connection.
 struct Relay {
-    session: Session,
+    session: Kept,
     state: Arc<ProxyState>,
     /// Indexed by `Side as usize`.
     hops: [Hop; 2],
     first: Option<FirstClose>,
-    /// Messages and payload bytes per direction (client to backend first).
-    counts: [(u64, u64); 2],
+    /// Its entry in the registry: its counters (messages and payload bytes per direction,
+    /// written only here) and the mailbox of admin commands.
+    conn: Arc<Conn>,
+    /// The waker last handed to the mailbox (handed again only when it changes).
+    mail_waker: Option<Waker>,
     live: ConnMetrics,
     /// Only clients are rate limited: the backend is the operator's own.
     rate: Option<RateLimit>,
     /// When the close handshake must be over (set by the first Close sent).
     close_by: Option<Instant>,
-    started: Instant,
     /// When the last data frame moved (kept only with an idle timeout).
     last_data: Instant,
     idle_closed: bool,
+    /// Still in the registry (taken out when the report is published, or when dropped).
+    listed: bool,
     /// A retirement that fired: when this connection's turn comes, and why.
     retire_at: Option<(Instant, &'static str)>,
     control: ControlWatch,
@@ -160,18 +207,21 @@ impl Relay {
             state,
         } = pending;
         let started = Instant::now();
+        let (conn, session) = session.split(started);
+        let conn = Arc::new(conn);
+        state.registry.insert(conn.clone());
         let settings = state.settings.load();
         let live = state.metrics.connection_opened(
-            session.route.name(),
+            conn.route.name(),
             settings.per_frame_metrics,
-            &session.route.metrics,
+            &conn.route.metrics,
         );
         if settings.log_open {
-            tracing::info!(conn = session.id, route = session.route.name(), backend = %session.backend,
-                client_addr = %session.client_addr, "connection opened");
+            tracing::info!(conn = conn.id, route = conn.route.name(), backend = %conn.backend,
+                client_addr = %conn.client_addr, "connection opened");
         }
         drop(settings);
-        let tuning = &session.route.tuning;
+        let tuning = &conn.route.tuning;
         let hops = [
             Hop::new(client.0, client.1, true, tuning, state.budget.lease()),
             Hop::new(backend.0, backend.1, false, tuning, state.budget.lease()),
@@ -187,13 +237,14 @@ impl Relay {
             state,
             hops,
             first: None,
-            counts: [(0, 0); 2],
+            conn,
+            mail_waker: None,
             live,
             rate,
             close_by: None,
-            started,
             last_data: started,
             idle_closed: false,
+            listed: true,
             retire_at: None,
             control,
             timer: None,
@@ -211,11 +262,15 @@ impl Relay {
     /// every read, write and timer that waits has registered this task for a wakeup.
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_control(cx);
+        self.watch_mail(cx);
         loop {
+            let mailed = self.poll_mail();
             self.write_out(Side::Client, cx);
             self.write_out(Side::Backend, cx);
-            let moved =
-                self.pump(Side::Client, cx) | self.pump(Side::Backend, cx) | self.cut_abandoned();
+            let moved = mailed
+                | self.pump(Side::Client, cx)
+                | self.pump(Side::Backend, cx)
+                | self.cut_abandoned();
             let (expired, acted) = self.poll_deadlines(cx);
             if expired {
                 return Poll::Ready(());
@@ -332,7 +387,8 @@ impl Relay {
             }
             OpCode::Pong => {
                 if let Some(rtt) = self.hop(from).keepalive_mut().on_pong(frame.payload()) {
-                    let route = self.session.route.name();
+                    self.conn.set_rtt(from as usize, rtt);
+                    let route = self.conn.route.name();
                     self.state.metrics.ping_rtt(route, from.label(), rtt);
                     return;
                 }
@@ -352,17 +408,20 @@ impl Relay {
             let data_len = is_data.then_some(frame.frame_len());
             self.live.frame(dir, frame.opcode, data_len, frame.fin);
         }
+        // The last piece of a fragmented message: a push that waited for it goes next,
+        // before anything read after it (a Close in the same read, say).
+        let ends_fragmented = frame.opcode == OpCode::Continuation && frame.fin && frame.ends();
         if is_data {
-            self.counts[dir].1 += len;
-            if frame.fin && frame.ends() {
-                self.counts[dir].0 += 1;
-            }
+            self.conn.count(dir, len, frame.fin && frame.ends());
             // Only the idle timeout reads it; without one, spare the per-frame clock read.
-            if !self.session.route.tuning.idle_timeout.is_zero() {
+            if !self.conn.route.tuning.idle_timeout.is_zero() {
                 self.last_data = Instant::now();
             }
         }
         self.forward(to, frame);
+        if ends_fragmented {
+            self.poll_mail();
+        }
     }
 
     /// `from`'s stream ended (`clean`: between frames) or failed: nothing more is read.
@@ -402,7 +461,21 @@ impl Relay {
             reason: String::new(),
             outcome: Outcome::Normal,
         });
-        let report = closing::report(&mut self.session, self.started, self.counts, first);
+        let report = closing::report(self.session.subprotocol.take(), &self.conn, first);
+        // Gone from the API before its report is out: whoever sees the report finds it
+        // gone, and whoever still holds the entry gets 409.
+        self.conn.set_closing();
+        self.state.registry.remove(self.conn.id);
+        self.listed = false;
         closing::publish(&self.state, &mut self.live, report);
+    }
+}
+
+impl Drop for Relay {
+    /// A relay dropped without finishing (its runtime stopped) leaves the registry too.
+    fn drop(&mut self) {
+        if self.listed {
+            self.state.registry.remove(self.conn.id);
+        }
     }
 }

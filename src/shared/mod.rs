@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod occupancy;
 pub mod pool;
 pub mod random;
+pub mod registry;
 pub mod report;
 pub mod retire;
 pub mod routes;

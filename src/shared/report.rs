@@ -58,6 +58,8 @@ pub enum Outcome {
     AuthExpired,
     /// The connection reached the route's `max_lifetime`.
     Lifetime,
+    /// An operator closed it through the admin API.
+    Admin,
 }
 
 impl Outcome {
@@ -78,6 +80,7 @@ impl Outcome {
             Outcome::Reload => "reload",
             Outcome::AuthExpired => "auth_expired",
             Outcome::Lifetime => "lifetime",
+            Outcome::Admin => "admin",
         }
     }
 }

@@ -13,6 +13,8 @@ struct Schedule {
     window_ms: AtomicU64,
     total: AtomicUsize,
     next: AtomicUsize,
+    /// The Close reason, when the retirement gave one (an operator's drain).
+    why: std::sync::OnceLock<&'static str>,
 }
 
 /// What one connection watches to learn that its group was retired.
@@ -34,6 +36,11 @@ impl RetireWatch {
         let total = (self.schedule.total.load(Ordering::Acquire) as u64).max(slot + 1);
         let window = self.schedule.window_ms.load(Ordering::Acquire);
         Duration::from_millis(window * slot / total)
+    }
+
+    /// Once retired: the Close reason the retirement gave, if it gave one.
+    pub fn why(&self) -> Option<&'static str> {
+        self.schedule.why.get().copied()
     }
 }
 
@@ -66,7 +73,16 @@ impl Retirement {
 
     /// Retires the current members (`count` of them) over `window`; later members form a new group.
     pub fn retire(&self, count: usize, window: Duration) {
+        self.retire_because(count, window, None);
+    }
+
+    /// Like [`Retirement::retire`], the members closing with `why` as their Close reason
+    /// when given (else the relay names the cause it watched: reload, backend removed).
+    pub fn retire_because(&self, count: usize, window: Duration, why: Option<&'static str>) {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = why {
+            let _ = current.schedule.why.set(why);
+        }
         current
             .schedule
             .window_ms

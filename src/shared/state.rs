@@ -13,6 +13,7 @@ use crate::config::{Http2Config, Limits};
 use crate::shared::budget::Budget;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::{Occupancy, Seat};
+use crate::shared::registry::Registry;
 use crate::shared::report::CloseReport;
 use crate::shared::routes::RouteTable;
 
@@ -38,6 +39,10 @@ pub struct Settings {
     pub trusted_proxies: Vec<crate::config::Cidr>,
     /// How backends given by host name are resolved (`dns`).
     pub dns: crate::config::dns::DnsConfig,
+    /// The admin API's bearer token (`admin.token_file` / `admin.token_env`); API off without.
+    pub admin_token: Option<crate::config::admin_token::Secret>,
+    /// The configuration in force, for the admin API's `/api/config`.
+    pub config: Arc<crate::config::Config>,
 }
 
 /// Everything a connection needs from the running proxy.
@@ -60,6 +65,8 @@ pub struct ProxyState {
     pub connections: Occupancy,
     /// Room for large frames, shared by all relayed connections (`limits.max_buffered_bytes`).
     pub budget: Arc<Budget>,
+    /// Live relayed connections, for the admin API.
+    pub registry: Registry,
 }
 
 impl ProxyState {

@@ -6,6 +6,8 @@
 #   - Python `websockets` >= 14 for $PYTHON (pip),
 #   - Jupyter Server and ipykernel at the versions pinned in jupyter-requirements.txt
 #     for $PYTHON (pip), for jupyter.sh,
+#   - schemathesis at the version pinned in admin_api-requirements.txt for $PYTHON (pip),
+#     for admin_api.sh,
 #   - the npm packages of tests/interop/node (ws), tests/interop/browser
 #     (playwright-core) and tests/interop/socketio (socket.io, socket.io-client,
 #     playwright-core), with `npm ci` from the committed package-lock.json files,
@@ -48,7 +50,12 @@ ensure_curl() {
 
 # jupyter_ok: every `name==version` line of jupyter-requirements.txt is installed for $PYTHON.
 jupyter_ok() {
-    "$PYTHON" - "$INTEROP_DIR/jupyter-requirements.txt" <<'EOF' 2>/dev/null
+    pinned_ok "$INTEROP_DIR/jupyter-requirements.txt"
+}
+
+# pinned_ok FILE: every `name==version` line of FILE is installed for $PYTHON.
+pinned_ok() {
+    "$PYTHON" - "$1" <<'EOF' 2>/dev/null
 import sys
 from importlib.metadata import version
 for line in open(sys.argv[1]):
@@ -69,6 +76,18 @@ ensure_jupyter() {
     "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
         -r "$INTEROP_DIR/jupyter-requirements.txt" || die "pip could not install jupyter-requirements.txt"
     jupyter_ok || die "jupyter-requirements.txt still not satisfied for $PYTHON after pip install"
+}
+
+ensure_schemathesis() {
+    local req="$INTEROP_DIR/admin_api-requirements.txt"
+    if pinned_ok "$req"; then
+        echo "already installed: $(grep -v '^#' "$req" | tr '\n' ' ')"
+        return 0
+    fi
+    echo "installing tests/interop/admin_api-requirements.txt for $PYTHON"
+    "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        -r "$req" || die "pip could not install admin_api-requirements.txt"
+    pinned_ok "$req" || die "admin_api-requirements.txt still not satisfied for $PYTHON after pip install"
 }
 
 ensure_python_websockets() {
@@ -94,6 +113,7 @@ ensure_chromium
 ensure_curl
 ensure_python_websockets
 ensure_jupyter
+ensure_schemathesis
 ensure_node
 ensure_npm node
 ensure_npm browser

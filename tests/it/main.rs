@@ -6,6 +6,8 @@
 
 mod support;
 
+mod admin_api;
+mod admin_api_more;
 mod admission;
 mod auth_forward;
 mod auth_jwt;
