@@ -374,20 +374,37 @@ async fn top_lists_the_busiest_connections_first() {
 #[tokio::test]
 async fn the_status_page_is_served_only_with_a_token_configured() {
     let (_dir, token) = token_file();
-    let proxy = Proxy::start(&config(&token, "  - { name: echo, path: /echo, echo: true }\n")).await;
+    let proxy = Proxy::start(&config(
+        &token,
+        "  - { name: echo, path: /echo, echo: true }\n",
+    ))
+    .await;
     let admin = proxy.admin_addr();
     let get = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").into_bytes()
     };
     let page = http::exchange(admin, get("/")).await;
     assert_eq!(page.status(), 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert!(page.body_text().contains("<title>wsgate status</title>"));
-    assert!(page.header("content-security-policy").unwrap().contains("connect-src 'self'"));
-    for (path, kind) in [("/status.js", "text/javascript"), ("/status.css", "text/css")] {
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("connect-src 'self'")
+    );
+    for (path, kind) in [
+        ("/status.js", "text/javascript"),
+        ("/status.css", "text/css"),
+    ] {
         let file = http::exchange(admin, get(path)).await;
         assert_eq!(file.status(), 200, "{path}");
-        assert!(file.header("content-type").unwrap().starts_with(kind), "{path}");
+        assert!(
+            file.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
     }
     // The page's data is not: the API still wants the token.
     let (status, _) = call_with(admin, None, "GET", "/api/routes", "", b"").await;
