@@ -187,6 +187,7 @@ run_step "interop: socket.io" bash tests/interop/socketio.sh
 run_step "interop: jupyter" bash tests/interop/jupyter.sh
 run_step "interop: http (curl)" bash tests/interop/http.sh
 run_step "interop: admin api" bash tests/interop/admin_api.sh
+run_step "interop: status page" bash tests/interop/status_page.sh
 run_step "interop: autobahn" bash tests/interop/autobahn.sh
 # deploy/kubernetes/ against the Kubernetes schemas (pinned kubernetes-validate, offline),
 # the probes against the ConfigMap's admin.bind, and `wsgate --check` on its config.

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, the admin API
-//! under `/api/` when a token is configured (`control::api`); 404 otherwise.
+//! under `/api/` and the live status page at `/` when a token is configured
+//! (`control::api`, `control::api::page`); 404 otherwise.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -71,6 +72,11 @@ async fn answer(
 ) -> Result<Response<Body>, Infallible> {
     if req.uri().path().starts_with("/api/") && state.settings.load().admin_token.is_some() {
         return Ok(api::answer(req, state).await);
+    }
+    if req.method() == Method::GET && state.settings.load().admin_token.is_some() {
+        if let Some((body, content_type)) = api::page::file(req.uri().path()) {
+            return Ok(api::page::answer(body, content_type));
+        }
     }
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),

@@ -10,7 +10,7 @@ use crate::admin_api::{TOKEN, call, call_with, config, id_of, token_file};
 use crate::support::backend::Backend;
 use crate::support::frame::{self, Frame};
 use crate::support::proxy::{Proxy, TEST_DEFAULTS, route};
-use crate::support::{eventually, raw, within};
+use crate::support::{eventually, http, raw, within};
 
 /// Connections opened for the listing test (each is two sockets of this process).
 const MANY: usize = 2_000;
@@ -366,4 +366,59 @@ async fn top_lists_the_busiest_connections_first() {
     assert_eq!(call(admin, "GET", "/api/top?limit=101").await.0, 400);
     drop(conns);
     proxy.assert_drained().await;
+}
+
+/// The status page's files are served at `/` (and `/status.js`, `/status.css`) of the
+/// admin listener once a token is configured, without the token, as text/html etc.; the
+/// API calls it makes still need the token. With no token configured, 404.
+#[tokio::test]
+async fn the_status_page_is_served_only_with_a_token_configured() {
+    let (_dir, token) = token_file();
+    let proxy = Proxy::start(&config(
+        &token,
+        "  - { name: echo, path: /echo, echo: true }\n",
+    ))
+    .await;
+    let admin = proxy.admin_addr();
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    let page = http::exchange(admin, get("/")).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body_text().contains("<title>wsgate status</title>"));
+    assert!(
+        page.header("content-security-policy")
+            .unwrap()
+            .contains("connect-src 'self'")
+    );
+    for (path, kind) in [
+        ("/status.js", "text/javascript"),
+        ("/status.css", "text/css"),
+    ] {
+        let file = http::exchange(admin, get(path)).await;
+        assert_eq!(file.status(), 200, "{path}");
+        assert!(
+            file.header("content-type").unwrap().starts_with(kind),
+            "{path}"
+        );
+    }
+    // The page's data is not: the API still wants the token.
+    let (status, _) = call_with(admin, None, "GET", "/api/routes", "", b"").await;
+    assert_eq!(status, 401);
+
+    let no_token = Proxy::start(&format!(
+        "listeners:\n  - bind: \"127.0.0.1:0\"\nadmin: {{ bind: \"127.0.0.1:0\" }}\n{TEST_DEFAULTS}\
+         routes:\n  - {{ name: echo, path: /echo, echo: true }}\n"
+    ))
+    .await;
+    for path in ["/", "/status.js", "/status.css"] {
+        let res = http::exchange(no_token.admin_addr(), get(path)).await;
+        assert_eq!(res.status(), 404, "{path} without a token configured");
+    }
+    let metrics = http::exchange(no_token.admin_addr(), get("/metrics")).await;
+    assert_eq!(metrics.status(), 200);
 }

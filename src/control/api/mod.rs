@@ -11,6 +11,7 @@ mod config_view;
 mod connections;
 mod drain;
 mod events;
+pub mod page;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
