@@ -73,10 +73,11 @@ async fn answer(
     if req.uri().path().starts_with("/api/") && state.settings.load().admin_token.is_some() {
         return Ok(api::answer(req, state).await);
     }
-    if req.method() == Method::GET && state.settings.load().admin_token.is_some() {
-        if let Some((body, content_type)) = api::page::file(req.uri().path()) {
-            return Ok(api::page::answer(body, content_type));
-        }
+    if req.method() == Method::GET
+        && state.settings.load().admin_token.is_some()
+        && let Some((body, content_type)) = api::page::file(req.uri().path())
+    {
+        return Ok(api::page::answer(body, content_type));
     }
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, PROMETHEUS_TEXT, state.metrics.render()),
