@@ -335,6 +335,17 @@ fn strip_port(host: &str) -> &str {
     })
 }
 
+/// The one route of a config whose `routes:` is `[route]` (a YAML flow mapping), for unit
+/// tests that need a live route.
+#[cfg(test)]
+pub(crate) fn test_route(route: &str) -> Arc<Route> {
+    let text = format!("listeners: [{{bind: '127.0.0.1:0'}}]\nroutes: [{route}]\n");
+    let config = crate::Config::parse(&text, "test.yaml").expect("a test route's config");
+    let (table, _) =
+        RouteTable::build(&config.routes, &config.defaults, None).expect("a test route's table");
+    table.routes()[0].clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

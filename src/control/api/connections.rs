@@ -349,14 +349,7 @@ mod tests {
     use crate::shared::registry::Registry;
 
     fn route() -> Arc<crate::shared::routes::Route> {
-        let config: crate::config::Config = serde_norway::from_str(
-            "listeners: [{bind: '127.0.0.1:0'}]\nroutes: [{name: echo, path: /echo, echo: true}]\n",
-        )
-        .unwrap();
-        let (table, _) =
-            crate::shared::routes::RouteTable::build(&config.routes, &config.defaults, None)
-                .unwrap();
-        table.routes()[0].clone()
+        crate::shared::routes::test_route("{name: echo, path: /echo, echo: true}")
     }
 
     fn conn(id: u64, route: &Arc<crate::shared::routes::Route>) -> Arc<Conn> {

@@ -140,7 +140,6 @@ fn refuse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shared::routes::RouteTable;
 
     /// Each WebSocket's lifetime is uniform over [L·(1−j), L·(1+j)]: every draw inside
     /// the bounds, both outer tenths of the range reached, every tenth about as full as
@@ -182,12 +181,9 @@ mod tests {
     }
 
     fn route(admission: &str) -> std::sync::Arc<Route> {
-        let text = format!(
-            "listeners: [{{bind: '127.0.0.1:0'}}]\nroutes:\n  - {{name: r, path: /, echo: true, admission: {admission}}}\n"
-        );
-        let cfg = crate::Config::parse(&text, "t").unwrap();
-        let (table, _) = RouteTable::build(&cfg.routes, &cfg.defaults, None).unwrap();
-        table.routes()[0].clone()
+        crate::shared::routes::test_route(&format!(
+            "{{name: r, path: /, echo: true, admission: {admission}}}"
+        ))
     }
 
     fn pass_as(identity: Option<&str>) -> Pass {
@@ -197,7 +193,7 @@ mod tests {
     }
 
     /// The identity cap counts the identity the checks before it found (JWT, forward
-    /// auth: not merged here, so the identity is set by hand), per identity, and nobody
+    /// auth; set by hand here), per identity, and nobody
     /// without one; the places come back with the passes.
     #[test]
     fn the_identity_cap_counts_live_connections_per_identity() {
