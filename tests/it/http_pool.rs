@@ -393,25 +393,7 @@ async fn a_response_head_over_max_header_bytes_is_502() {
 /// Shutdown lets a plain request in flight finish (within the HTTP grace).
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_is_answered() {
-    let gate = Gate::default();
-    let g = gate.clone();
-    let backend = HttpBackend::start(move |_req| {
-        let g = g.clone();
-        async move {
-            g.pass().await;
-            Response::new(hb::text("finished"))
-        }
-    })
-    .await;
-    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend.url("/"), ""))).await;
-    let addr = proxy.addr();
-    let client = tokio::spawn(async move { fetch(addr, get("/app")).await });
-    eventually("the request at the backend", || {
-        backend.stats.seen().len() == 1
-    })
-    .await;
-    proxy.cancel();
-    gate.open(1);
+    let (_backend, _proxy, client) = hb::request_in_flight_at_shutdown().await;
     let res = client.await.unwrap();
     assert_eq!((res.status, res.text().as_str()), (200, "finished"));
 }

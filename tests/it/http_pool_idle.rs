@@ -9,7 +9,7 @@ use std::time::Duration;
 use hyper::Response;
 
 use crate::support::eventually;
-use crate::support::http_backend::{self as hb, Gate, HttpBackend, fetch, get};
+use crate::support::http_backend::{self as hb, HttpBackend, fetch, get};
 use crate::support::proxy::{Proxy, route, yaml};
 
 #[tokio::test(start_paused = true)]
@@ -46,25 +46,7 @@ async fn a_reused_connection_is_closed_its_idle_timeout_after_its_last_use() {
 
 #[tokio::test]
 async fn a_connection_handed_back_after_shutdown_began_is_closed() {
-    let gate = Gate::default();
-    let g = gate.clone();
-    let backend = HttpBackend::start(move |_req| {
-        let g = g.clone();
-        async move {
-            g.pass().await;
-            Response::new(hb::text("finished"))
-        }
-    })
-    .await;
-    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend.url("/"), ""))).await;
-    let addr = proxy.addr();
-    let client = tokio::spawn(async move { fetch(addr, get("/app")).await });
-    eventually("the request at the backend", || {
-        backend.stats.seen().len() == 1
-    })
-    .await;
-    proxy.cancel();
-    gate.open(1);
+    let (backend, _proxy, client) = hb::request_in_flight_at_shutdown().await;
     assert_eq!(client.await.unwrap().status, 200);
     eventually("the connection closed once its response was over", || {
         backend.stats.closed() == 1

@@ -296,3 +296,34 @@ impl Gate {
         self.0.add_permits(n);
     }
 }
+
+/// A plain GET of `/app` in flight when shutdown begins: a backend that holds it until
+/// the proxy is cancelled, then answers `finished`. Returns the backend, the proxy and
+/// the client's request, which has not been awaited.
+pub async fn request_in_flight_at_shutdown() -> (
+    HttpBackend,
+    super::proxy::Proxy,
+    tokio::task::JoinHandle<Fetched>,
+) {
+    use super::proxy::{Proxy, route, yaml};
+    let gate = Gate::default();
+    let g = gate.clone();
+    let backend = HttpBackend::start(move |_req| {
+        let g = g.clone();
+        async move {
+            g.pass().await;
+            Response::new(text("finished"))
+        }
+    })
+    .await;
+    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend.url("/"), ""))).await;
+    let addr = proxy.addr();
+    let client = tokio::spawn(async move { fetch(addr, get("/app")).await });
+    super::eventually("the request at the backend", || {
+        backend.stats.seen().len() == 1
+    })
+    .await;
+    proxy.cancel();
+    gate.open(1);
+    (backend, proxy, client)
+}
