@@ -158,6 +158,98 @@ pub mod fuzzing {
         }
     }
 
+    /// What reading a PROXY protocol header made of some bytes (see [`proxy_header`]).
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct ProxyHeader {
+        /// The address it carries (`None`: `LOCAL`/`UNKNOWN`), or why it was refused;
+        /// `Err("truncated")` when the bytes ended first.
+        pub carried: Result<Option<std::net::SocketAddr>, &'static str>,
+        /// How many bytes were taken as the header.
+        pub consumed: usize,
+    }
+
+    /// For the fuzz targets: reads a PROXY header from the start of `bytes` the way the
+    /// listener does, with each peek seeing at most `step` new bytes (at least 1): a v1
+    /// line piece by piece until its end is known, a v2 fixed part and then the length it
+    /// gives. The decision must not depend on `step`.
+    pub fn proxy_header(bytes: &[u8], step: usize) -> ProxyHeader {
+        use crate::proto::proxy_header::{
+            Carried, V1_MAX_BYTES, V2_FIXED_BYTES, Version, parse_v1, parse_v2, v1_end,
+            v2_payload_len,
+        };
+        let step = step.max(1);
+        let done = |carried: Result<Carried, &'static str>, consumed| ProxyHeader {
+            carried: carried.map(|c| match c {
+                Carried::Client(addr) => Some(addr),
+                Carried::Local => None,
+            }),
+            consumed,
+        };
+        let Some(&first) = bytes.first() else {
+            return done(Err("truncated"), 0);
+        };
+        match Version::of(first) {
+            Err(e) => done(Err(e.reason()), 0),
+            Ok(Version::V1) => {
+                let mut have = 0;
+                // Each round takes at least one byte of a line of at most V1_MAX_BYTES.
+                for _ in 0..V1_MAX_BYTES {
+                    let seen = (have + step).min(bytes.len()).min(V1_MAX_BYTES);
+                    if seen == have {
+                        return done(Err("truncated"), have);
+                    }
+                    match v1_end(&bytes[..seen]) {
+                        Err(e) => return done(Err(e.reason()), have),
+                        Ok(Some(end)) => {
+                            return done(parse_v1(&bytes[..end]).map_err(|e| e.reason()), end);
+                        }
+                        Ok(None) => have = seen,
+                    }
+                }
+                done(Err("too_long"), have)
+            }
+            Ok(Version::V2) => {
+                let Some(fixed) = bytes.get(..V2_FIXED_BYTES) else {
+                    return done(Err("truncated"), bytes.len());
+                };
+                let mut head = [0u8; V2_FIXED_BYTES];
+                head.copy_from_slice(fixed);
+                let len = match v2_payload_len(&head) {
+                    Ok(len) => len,
+                    Err(e) => return done(Err(e.reason()), V2_FIXED_BYTES),
+                };
+                match bytes.get(..V2_FIXED_BYTES + len) {
+                    Some(whole) => done(
+                        parse_v2(whole).map_err(|e| e.reason()),
+                        V2_FIXED_BYTES + len,
+                    ),
+                    None => done(Err("truncated"), bytes.len()),
+                }
+            }
+        }
+    }
+
+    /// For the fuzz targets: the client address wsgate believes for a request from `peer`
+    /// carrying these `X-Forwarded-For` and `Forwarded` lines, and whether it appends its
+    /// hop to the peer's (`trusted` decides which addresses are trusted proxies).
+    pub fn forwarded(
+        xff: &[&[u8]],
+        forwarded: &[&[u8]],
+        peer: std::net::IpAddr,
+        trusted: impl Fn(std::net::IpAddr) -> bool,
+    ) -> (std::net::IpAddr, bool) {
+        let mut headers = HeaderMap::new();
+        for (name, lines) in [("x-forwarded-for", xff), ("forwarded", forwarded)] {
+            for line in lines {
+                if let Ok(value) = HeaderValue::from_bytes(line) {
+                    headers.append(HeaderName::from_static(name), value);
+                }
+            }
+        }
+        let f = crate::proto::forwarded::Forwarding::read(&headers, peer, trusted);
+        (f.client, f.prior.is_some())
+    }
+
     /// The key wsgate masks frames for a backend with, in [`frames`] (any fixed key will do).
     const FORWARD_KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
