@@ -128,6 +128,7 @@ need haproxy haproxy haproxy
 need caddy caddy caddy
 if [ -n "$HTTP_TARGETS" ]; then command -v wrk >/dev/null || want_pkgs+=(wrk); fi
 if [ -n "$H2_TARGETS" ]; then command -v h2load >/dev/null || want_pkgs+=(nghttp2-client); fi
+if has_measure registry; then command -v valgrind >/dev/null || want_pkgs+=(valgrind); fi
 if [ ${#want_pkgs[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${want_pkgs[*]}; run as root or install them"
     log "installing ${want_pkgs[*]} from Debian"
@@ -137,6 +138,10 @@ fi
 
 WSGATE_BIN=${BENCH_WSGATE_BIN:-$ROOT/target/release/wsgate}
 build_binaries "${BENCH_SKIP_BUILD:-}" "${BENCH_WSGATE_BIN:-}"
+if has_measure registry && [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    REGISTRY_BUILD_ONLY=1 bash "$ROOT/benches/registry.sh" || die "benches/registry.sh could not build its test"
+fi
+T_MEASURE=$SECONDS # builds done
 
 RUN=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 BIN=$RUN/bin
@@ -546,7 +551,7 @@ if has_measure registry; then
     log "registry: benches/registry.sh (instructions under callgrind, RSS per entry)"
     out=""
     if command -v valgrind >/dev/null; then
-        out=$(REGISTRY_SKIP_BUILD=${BENCH_SKIP_BUILD:-} bash "$ROOT/benches/registry.sh" 2>"$RUN/registry.err" | sed -n 's/^RESULT //p') || true
+        out=$(REGISTRY_SKIP_BUILD=1 bash "$ROOT/benches/registry.sh" 2>"$RUN/registry.err" | sed -n 's/^RESULT //p') || true
     else
         echo "valgrind not found" >"$RUN/registry.err"
     fi
@@ -556,6 +561,7 @@ if has_measure registry; then
 fi
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/meta.txt"
 echo "duration_s=$((SECONDS - T_START))" >>"$RUN/meta.txt"
+echo "measure_s=$((SECONDS - T_MEASURE))" >>"$RUN/meta.txt"
 echo "http_settings=wrk -t1 -c$HTTP_CONNS, ${HTTP_SIZE} B body; h2load -t1 -c$H2_CONNS -m$H2_STREAMS; h2echo: $H2ECHO_STREAMS WebSockets over $H2ECHO_CONNS h2 connections vs $H2ECHO_STREAMS h1 connections (TLS); h2idle: $H2IDLE_STREAMS WebSockets over $H2IDLE_CONNS h2 connections vs as many h1 over TLS; $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2), h2load $(h2load --version 2>&1 | awk '{print $NF}')" >>"$RUN/meta.txt"
 
 : >"$ROOT/benches/results/latest.md"
@@ -567,4 +573,4 @@ cp "$RESULTS" "$ROOT/benches/results/latest.tsv"
 cp "$HTTP_RESULTS" "$ROOT/benches/results/latest-http.tsv"
 cat "$ROOT/benches/results/latest.md"
 log "written: benches/results/latest.md (raw: benches/results/latest.tsv)"
-log "the run took $(((SECONDS - T_START) / 60)) min $(((SECONDS - T_START) % 60)) s"
+log "the run took $(((SECONDS - T_START) / 60)) min $(((SECONDS - T_START) % 60)) s ($(((SECONDS - T_MEASURE) / 60)) min $(((SECONDS - T_MEASURE) % 60)) s after the builds)"
