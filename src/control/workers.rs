@@ -9,9 +9,9 @@
 //! (benches/README.md, "The tail and tokio's knobs": 7 alternating repeats, ratio of
 //! p99s within each):
 //! `event_interval` 1, 8 and 200, `global_queue_interval` 4, and a multi-thread runtime
-//! with one worker gave medians of 0.84, 0.71, 1.05, 0.69 and 0.36/0.66 × the defaults'
-//! p99, while two A/A runs (the same settings on both sides) gave 2.99 and 0.71: nothing
-//! moved the tail beyond what the shared machine moves it, and no p50 moved by over 7%.
+//! with one worker gave medians of 0.79–0.84, 0.71–1.59, 1.05, 0.69 and 0.36–1.40 × the
+//! defaults' p99, while four A/A runs (the same settings on both sides) gave 0.31–2.99:
+//! nothing moved the tail beyond what the shared machine moves it.
 
 use std::sync::Arc;
 
