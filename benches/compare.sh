@@ -13,7 +13,8 @@
 # with TLS on the client hop; then the HTTP, HTTP/2, JWT and registry measures. Every
 # timed run also records the 1-min load average and the CPU time of other processes on
 # both cores. Prints one markdown report, writes it to benches/results/latest.md (raw
-# results beside it) and the run's duration (about 20 min with the defaults on 2 cores).
+# results beside it) and the run's duration (about 14 min of measures with the defaults
+# on 2 cores, plus the builds).
 #
 # Knobs (environment):
 #   BENCH_DURATION=4  BENCH_WARMUP=0.5  BENCH_REPS=3      seconds per measure, repeats

@@ -250,9 +250,9 @@ def targets_section(t, runs, http_runs):
             wp, np_ = (med(http_runs, ("http1", x, "http1"), "p99_us") for x in (w_key, "nginx-http"))
             met = met and wp is not None and np_ is not None and wp <= np_
             p99_txt = f"p99 {fmt_num(wp, 0)} vs nginx {fmt_num(np_, 0)} µs"
+        notes = ([f"{w / n:.2f}× nginx"] if n and best != peers[0] else []) + ([p99_txt] if p99_txt else [])
         row(label, fmt_rate(w), f"{report_http.name(best)} {fmt_rate(pv[best])}",
-            f"{w / pv[best]:.2f}×" + (f" ({w / n:.2f}× nginx" if n and best != peers[0] else " (") + f"{p99_txt})"
-            if p99_txt or (n and best != peers[0]) else f"{w / pv[best]:.2f}×", "–",
+            f"{w / pv[best]:.2f}×" + (f" ({'; '.join(notes)})" if notes else ""), "–",
             f"{wc / min(pc):.2f}×" if wc and pc else "–", bar_txt, met)
     h1r = med(http_runs, ("h2ws", "wsgate-tls", "h2echo_h1"), "msg_per_s")
     for (s_, tgt, m), _ in sorted(http_runs.items()):
