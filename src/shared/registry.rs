@@ -537,7 +537,23 @@ mod tests {
 
     #[inline(never)]
     fn registry_cost_make(r: &Arc<Route>, n: u64) -> Vec<Arc<Conn>> {
-        (0..n).map(|id| conn(id, r)).collect()
+        // Parsed once (a literal, so it cannot fail): a relay has its peer's address
+        // already, and parsing it per entry would be a third of what this phase counts.
+        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        (0..n)
+            .map(|id| {
+                Arc::new(Conn::new(
+                    id,
+                    r.clone(),
+                    "echo".into(),
+                    client,
+                    false,
+                    ClientProtocol::H1,
+                    None,
+                    Instant::now(),
+                ))
+            })
+            .collect()
     }
 
     #[inline(never)]
