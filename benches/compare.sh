@@ -8,12 +8,18 @@
 # proxy (one worker each, configs rendered from benches/peers/), pins the load
 # generator to CPU $BENCH_LOADGEN_CPU and backend + proxy to CPU $BENCH_SERVER_CPU, and
 # measures for each target: 64 B msg/s, 64 KiB MB/s, p50/p99 at a fixed rate, new
-# connections/s (rates $BENCH_REPS times, targets interleaved), and RSS per idle
-# connection; then the same with TLS on the client hop. Prints one markdown report and
-# writes it to benches/results/latest.md (raw results beside it).
+# connections/s (rates $BENCH_REPS times, latency $BENCH_LAT_REPS times, targets
+# interleaved in a rotated order each repeat), and RSS per idle connection; then the same
+# with TLS on the client hop; then the HTTP, HTTP/2, JWT and registry measures. Every
+# timed run also records the 1-min load average and the CPU time of other processes on
+# both cores. Prints one markdown report, writes it to benches/results/latest.md (raw
+# results beside it) and the run's duration (about 14 min of measures with the defaults
+# on 2 cores, plus the builds).
 #
 # Knobs (environment):
 #   BENCH_DURATION=4  BENCH_WARMUP=0.5  BENCH_REPS=3      seconds per measure, repeats
+#   BENCH_LAT_REPS=7   repeats of the latency measure (a p99 each; the report takes the
+#                      median of the per-repeat wsgate ÷ best-peer ratios)
 #   BENCH_ECHO_CONNS=50  BENCH_BIG_CONNS=50  BENCH_BIG_SIZE=65536
 #   BENCH_LAT_CONNS=50  BENCH_LAT_RATE=5000  BENCH_CONN_CONCURRENCY=32
 #   BENCH_IDLE_CONNS=9000  BENCH_IDLE_HOLD=3
@@ -32,7 +38,9 @@
 #                    BENCH_MEASURES="http1 http2 h2echo h2idle" runs only these, ~4 min;
 #                    connauth: new connections/s with authentication at the door, and
 #                    the proxy's CPU µs per connection: JWT (ES256, RS256, JWKS cached)
-#                    against none; needs node for the keys and tokens)
+#                    against none; needs node for the keys and tokens;
+#                    registry: benches/registry.sh, the admin registry's instructions per
+#                    insert/listing/removal under callgrind and bytes per entry)
 #   BENCH_AUTH_TARGETS="wsgate wsgate-jwt-es256 wsgate-jwt-rs256 wsgate-fwd"   (targets of connauth)
 #   BENCH_HTTP_TARGETS="direct wsgate wsgate-pool32 nginx haproxy"  BENCH_H2_TARGETS="wsgate nginx"
 #                    (wsgate: pool of 64 idle backend connections like nginx's keepalive 64;
@@ -52,13 +60,18 @@
 #   BENCH_BASE_BIN=PATH    another wsgate binary (say, a build of the previous commit),
 #                          measured as target `wsgate-base` in the same run, interleaved
 #                          with the others: add it to BENCH_TARGETS to compare two builds
+#   BENCH_BASE_ENV="K=V …" environment of wsgate-base; without BENCH_BASE_BIN it is the
+#                          same binary as wsgate, so settings read from the environment
+#                          can be compared in one run
 #   BENCH_KEEP=1           keep the scratch folder (configs, logs, raw results)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+T_START=$SECONDS
 DUR=${BENCH_DURATION:-4}
 WARMUP=${BENCH_WARMUP:-0.5}
 REPS=${BENCH_REPS:-3}
+LAT_REPS=${BENCH_LAT_REPS:-7}
 ECHO_CONNS=${BENCH_ECHO_CONNS:-50}
 BIG_CONNS=${BENCH_BIG_CONNS:-50}
 BIG_SIZE=${BENCH_BIG_SIZE:-65536}
@@ -69,7 +82,7 @@ IDLE_CONNS=${BENCH_IDLE_CONNS:-9000}
 IDLE_HOLD=${BENCH_IDLE_HOLD:-3}
 TARGETS=${BENCH_TARGETS:-direct wsgate nginx haproxy}
 TLS_TARGETS=${BENCH_TLS_TARGETS-wsgate nginx}
-MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used connauth http1 http2 h2echo h2idle}
+MEASURES=${BENCH_MEASURES:-echo64 echo64k latency connrate idle idle_used connauth http1 http2 h2echo h2idle registry}
 AUTH_TARGETS=${BENCH_AUTH_TARGETS:-wsgate wsgate-jwt-es256 wsgate-jwt-rs256 wsgate-fwd}
 HTTP_TARGETS=${BENCH_HTTP_TARGETS:-direct wsgate wsgate-pool32 nginx haproxy}
 H2_TARGETS=${BENCH_H2_TARGETS:-wsgate nginx}
@@ -87,15 +100,11 @@ PORT_BASE=${BENCH_PORT_BASE:-18700}
 LG_CPU=${BENCH_LOADGEN_CPU:-0}
 SRV_CPU=${BENCH_SERVER_CPU:-1}
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- preparation
-ulimit -n 20000 2>/dev/null || die "cannot raise the open-file limit to 20000 (ulimit -Hn is $(ulimit -Hn))"
-command -v taskset >/dev/null || die "taskset (util-linux) is required"
-command -v openssl >/dev/null || die "openssl is required (TLS certificates)"
-command -v python3 >/dev/null || die "python3 is required (report)"
-[ "$(nproc)" -gt "$(( LG_CPU > SRV_CPU ? LG_CPU : SRV_CPU ))" ] || die "CPUs $LG_CPU and $SRV_CPU must exist (nproc=$(nproc))"
+check_host "$LG_CPU" "$SRV_CPU" openssl python3 ss
 
 has_measure() { case " $MEASURES " in *" $1 "*) return 0 ;; esac; return 1; }
 ws_measures=0 # any of the WebSocket suites' measures selected?
@@ -120,6 +129,7 @@ need haproxy haproxy haproxy
 need caddy caddy caddy
 if [ -n "$HTTP_TARGETS" ]; then command -v wrk >/dev/null || want_pkgs+=(wrk); fi
 if [ -n "$H2_TARGETS" ]; then command -v h2load >/dev/null || want_pkgs+=(nghttp2-client); fi
+if has_measure registry; then command -v valgrind >/dev/null || want_pkgs+=(valgrind); fi
 if [ ${#want_pkgs[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${want_pkgs[*]}; run as root or install them"
     log "installing ${want_pkgs[*]} from Debian"
@@ -128,23 +138,21 @@ if [ ${#want_pkgs[@]} -gt 0 ]; then
 fi
 
 WSGATE_BIN=${BENCH_WSGATE_BIN:-$ROOT/target/release/wsgate}
-if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
-    if [ -z "${BENCH_WSGATE_BIN:-}" ]; then
-        log "building wsgate (release)"
-        (cd "$ROOT" && cargo build --release --bin wsgate 2>&1 | tail -n 3) >&2
-    fi
-    log "building the load generator and echo backend (release)"
-    (cd "$ROOT/benches/loadgen" && cargo build --release 2>&1 | tail -n 3) >&2
+build_binaries "${BENCH_SKIP_BUILD:-}" "${BENCH_WSGATE_BIN:-}"
+if has_measure registry && [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+    REGISTRY_BUILD_ONLY=1 bash "$ROOT/benches/registry.sh" || die "benches/registry.sh could not build its test"
 fi
+T_MEASURE=$SECONDS # builds done
 
 RUN=$(mktemp -d /tmp/wsgate-bench.XXXXXX)
 BIN=$RUN/bin
-mkdir -p "$BIN" "$ROOT/benches/results"
-# Copies, so a rebuild during the run does not swap a binary under us.
-cp "$WSGATE_BIN" "$ROOT/benches/loadgen/target/release/loadgen" \
-    "$ROOT/benches/loadgen/target/release/echo-backend" \
-    "$ROOT/benches/loadgen/target/release/http-backend" "$BIN/"
-if [ -n "${BENCH_BASE_BIN:-}" ]; then cp "$BENCH_BASE_BIN" "$BIN/wsgate-base"; fi
+mkdir -p "$ROOT/benches/results"
+stage_binaries "$BIN" "$WSGATE_BIN"
+if [ -n "${BENCH_BASE_BIN:-}" ]; then
+    cp "$BENCH_BASE_BIN" "$BIN/wsgate-base"
+elif [ -n "${BENCH_BASE_ENV:-}" ]; then # the same build, started with other settings
+    cp "$WSGATE_BIN" "$BIN/wsgate-base"
+fi
 RESULTS=$RUN/results.tsv
 HTTP_RESULTS=$RUN/http.tsv # the HTTP and HTTP/2 measures, reported by report_http.py
 : >"$RESULTS"
@@ -153,34 +161,14 @@ HTTP_RESULTS=$RUN/http.tsv # the HTTP and HTTP/2 measures, reported by report_ht
 declare -A PID=()      # target name -> PID whose CPU and RSS are measured
 declare -A PORT=()     # target name -> listening port
 declare -A MAIN=()     # target name -> PID we started (nginx: the master)
-STARTED=()             # every PID we started, to stop at exit
-OLD_AUTOGROUP=""
 
 cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for _ in $(seq 30); do
-        local alive=0
-        for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    [ -n "$OLD_AUTOGROUP" ] && echo "$OLD_AUTOGROUP" >/proc/self/autogroup 2>/dev/null
+    stop_started
     if [ -n "${BENCH_KEEP:-}" ]; then log "scratch folder kept: $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# Other work on this machine competes for the two cores. Where the kernel groups tasks
-# by session (autogroup), only the group's weight counts, so raise that; else renice.
-if [ -n "$NICE" ] && [ "$(id -u)" = 0 ]; then
-    if [ -w /proc/self/autogroup ] && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
-        OLD_AUTOGROUP=$(sed -n 's/.* nice //p' /proc/self/autogroup)
-        echo "$NICE" >/proc/self/autogroup
-    fi
-    renice -n "$NICE" -p $$ >/dev/null
-fi
+set_priority "$NICE"
 
 # ---------------------------------------------------------------- certificates
 TLSDIR=$RUN/tls
@@ -199,26 +187,12 @@ render() { # template out port [scratch dir for @RUN@] [backend port]
         -e "s|@PEM@|$TLSDIR/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$RUN/$2"
 }
 
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
-
-wait_listening() { # name port pid
-    for _ in $(seq 200); do
-        kill -0 "$3" 2>/dev/null || { tail -n 20 "$RUN/$1.log" >&2; die "$1 exited during start"; }
-        ss -Hltn "sport = :$2" | grep -q . && return 0
-        sleep 0.05
-    done
-    die "$1 is not listening on $2 after 10 s"
-}
-
 start() { # name port command...
     local name=$1 port=$2
     shift 2
-    port_free "$port" || die "port $port (for $name) is in use; set BENCH_PORT_BASE"
-    taskset -c "$SRV_CPU" "$@" >"$RUN/$name.log" 2>&1 &
-    local pid=$!
-    STARTED+=("$pid")
+    spawn_pinned "$name" "$port" "$SRV_CPU" "$@"
+    local pid=$LAST_PID
     MAIN[$name]=$pid
-    wait_listening "$name" "$port" "$pid"
     PID[$name]=$pid
     PORT[$name]=$port
     # nginx: connections live in the (single) worker, a child of the master.
@@ -234,13 +208,12 @@ start() { # name port command...
 }
 
 stop_target() { # name: stops it and waits until its port is free
-    local name=$1 pid=${MAIN[$1]} p keep=()
+    local name=$1 pid=${MAIN[$1]}
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    for p in "${STARTED[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-    STARTED=("${keep[@]}")
+    forget_started "$pid"
     for _ in $(seq 100); do port_free "${PORT[$name]}" && break; sleep 0.05; done
 }
 
@@ -254,8 +227,7 @@ start_target() { # name
         [ "$name" = wsgate-pool32-http ] && tpl=wsgate.yaml # the default pool (256 idle per backend now)
         render "$tpl" "$name.yaml" "$port" "" "$HTTP_BACKEND_PORT"
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
-        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
-            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        check_wsgate "$BIN/wsgate" "$RUN/$name.yaml"
         start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
         ;;
     nginx-http | nginx-h2)
@@ -271,7 +243,8 @@ start_target() { # name
         [ -x "$BIN/wsgate-base" ] || die "target wsgate-base needs BENCH_BASE_BIN"
         render wsgate.yaml "$name.yaml" "$port"
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
-        start "$name" "$port" "$BIN/wsgate-base" --config "$RUN/$name.yaml"
+        # shellcheck disable=SC2086 # BENCH_BASE_ENV: space-separated NAME=value words
+        start "$name" "$port" env ${BENCH_BASE_ENV:-} "$BIN/wsgate-base" --config "$RUN/$name.yaml"
         ;;
     jwks) # the JWKS of the JWT targets, fetched once at their start
         mkdir -p "$RUN/jwt"
@@ -287,8 +260,7 @@ start_target() { # name
             render wsgate-jwt.yaml "$name.yaml" "$port"
         fi
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
-        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
-            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        check_wsgate "$BIN/wsgate" "$RUN/$name.yaml"
         start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
         ;;
     wsgate | wsgate-tls | wsgate-nometrics)
@@ -296,8 +268,7 @@ start_target() { # name
         [ -n "${BENCH_WSGATE_EXTRA:-}" ] && printf '%s\n' "$BENCH_WSGATE_EXTRA" >>"$RUN/$name.yaml"
         # The cost of per-frame counting: the same wsgate with it switched off.
         [ "$name" = wsgate-nometrics ] && printf 'metrics:\n  per_frame: false\n' >>"$RUN/$name.yaml"
-        "$BIN/wsgate" --check --config "$RUN/$name.yaml" >"$RUN/$name.check" 2>&1 ||
-            { cat "$RUN/$name.check" >&2; die "wsgate rejects $RUN/$name.yaml"; }
+        check_wsgate "$BIN/wsgate" "$RUN/$name.yaml"
         start "$name" "$port" "$BIN/wsgate" --config "$RUN/$name.yaml"
         ;;
     nginx | nginx-tls)
@@ -332,24 +303,47 @@ for t in $HTTP_TARGETS; do [ "$t" = direct ] || start_target "$t-http"; done
 for t in $H2_TARGETS; do start_target "$t-h2"; done
 
 # ---------------------------------------------------------------- measuring
+CLK_TCK=$(getconf CLK_TCK)
+
+# watched_ticks PID,PID...: their CPU ticks together.
+watched_ticks() {
+    local p sum=0
+    for p in ${1//,/ }; do sum=$((sum + $(cpu_ticks "$p"))); done
+    echo "$sum"
+}
+
 # lg SUITE TARGET MEASURE REP loadgen-args...  → one line in $RESULTS
+#
+# Besides the load generator's result, the machine's other load over the run: the CPU
+# time of everything but the measured processes, per core, as % of that core
+# (other_srv_cpu_pct: the server core's busy time minus the proxy's and the backend's;
+# other_lg_cpu_pct: the load generator core's minus the load generator's). Interrupt work
+# the kernel charges to no process counts as other load too.
 lg() {
     local suite=$1 target=$2 measure=$3 rep=$4
     shift 4
-    local watch=${PID[direct]} tls=() load out
+    local watch=${PID[direct]} tls=() load out w0 w1 s0 s1 l0 l1 t0 t1
     [ "$target" = direct ] || watch="${PID[$target]},${PID[direct]}"
     case $target in *-tls) tls=(--tls-ca "$TLSDIR/ca.pem" --sni localhost) ;; esac
     case $target in wsgate-jwt-*) tls+=(--bearer-file "$RUN/jwt/${target#wsgate-jwt-}.token") ;; esac
     load=$(cut -d' ' -f1 /proc/loadavg)
-    if out=$(taskset -c "$LG_CPU" "$BIN/loadgen" "$@" --addr "127.0.0.1:${PORT[$target]}" \
-        "${tls[@]}" --watch "$watch" --warmup "$WARMUP" --duration "$DUR" 2>"$RUN/loadgen.err"); then
+    w0=$(watched_ticks "$watch") s0=$(busy_ticks "$SRV_CPU") l0=$(busy_ticks "$LG_CPU") t0=$(date +%s.%N)
+    if out=$({ TIMEFORMAT='%U %S'; time taskset -c "$LG_CPU" "$BIN/loadgen" "$@" --addr "127.0.0.1:${PORT[$target]}" \
+        "${tls[@]}" --watch "$watch" --warmup "$WARMUP" --duration "$DUR" 2>"$RUN/loadgen.err"; } 2>"$RUN/lg.time"); then
+        w1=$(watched_ticks "$watch") s1=$(busy_ticks "$SRV_CPU") l1=$(busy_ticks "$LG_CPU") t1=$(date +%s.%N)
         out=$(grep '^RESULT ' <<<"$out" | sed 's/^RESULT //')
+        out+=$(awk -v w="$((w1 - w0))" -v s="$((s1 - s0))" -v l="$((l1 - l0))" -v t0="$t0" -v t1="$t1" \
+            -v hz="$CLK_TCK" -v lg="$(cat "$RUN/lg.time")" 'BEGIN {
+                split(lg, c, " "); wall = (t1 - t0) * hz; if (wall <= 0) wall = 1
+                o = s - w; g = l - (c[1] + c[2]) * hz
+                printf " other_srv_cpu_pct=%.1f other_lg_cpu_pct=%.1f", (o > 0 ? o : 0) * 100 / wall, (g > 0 ? g : 0) * 100 / wall
+            }')
     else
         out="FAILED $(tail -n 1 "$RUN/loadgen.err")"
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$suite" "$target" "$measure" "$rep" "$load" "$out" >>"$RESULTS"
     log "$(printf '%-5s %-11s %-8s #%s load %-5s %s' "$suite" "$target" "$measure" "$rep" "$load" \
-        "$(tr ' ' '\n' <<<"$out" | grep -E '^(msg_per_s|mb_per_s|p50_us|p99_us|conn_per_s|cpu_pct|watch_cpu_pct|FAILED)' | tr '\n' ' ')")"
+        "$(tr ' ' '\n' <<<"$out" | grep -E '^(msg_per_s|mb_per_s|p50_us|p99_us|conn_per_s|cpu_pct|watch_cpu_pct|other_srv_cpu_pct|FAILED)' | tr '\n' ' ')")"
 }
 
 measure_args() { # measure → loadgen mode and options
@@ -361,12 +355,14 @@ measure_args() { # measure → loadgen mode and options
     esac
 }
 
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-
 # RSS of the target's process, freshly restarted, before and after opening
-# $IDLE_CONNS connections (with one echoed message each if ECHO_FIRST is true).
+# $IDLE_CONNS connections (with one echoed message each if ECHO_FIRST is true), and the
+# kernel's memory for the TCP sockets they added, machine-wide as benches/sockmem.sh
+# counts it: the slab caches of a socket (/proc/slabinfo, root only) and socket buffer
+# pages (/proc/net/sockstat `mem`). Direct holds 2 sockets per connection, a proxy 4.
 idle() { # suite target measure echo_first
     local suite=$1 target=$2 measure=$3 echo_first=$4 tls=() before after out load pid
+    local slab0 slab1 mem0 mem1 sock0 sock1 page_kib=$(($(getconf PAGESIZE) / 1024))
     stop_target "$target"
     start_target "$target"
     pid=${PID[$target]}
@@ -376,7 +372,7 @@ idle() { # suite target measure echo_first
     # IDLE_N and IDLE_MODE (loadgen mode and options) let h2idle reuse this.
     local n=${IDLE_N:-$IDLE_CONNS} args=(idle --conns "${IDLE_N:-$IDLE_CONNS}" --hold "$IDLE_HOLD" --echo-first "$echo_first")
     [ -n "${IDLE_MODE:-}" ] && read -r -a args <<<"$IDLE_MODE"
-    before=$(rss_kb "$pid")
+    before=$(rss_kb "$pid") slab0=$(slab_kib) mem0=$(tcp_field mem) sock0=$(tcp_field alloc)
     taskset -c "$LG_CPU" "$BIN/loadgen" "${args[@]}" \
         --addr "127.0.0.1:${PORT[$target]}" "${tls[@]}" >"$RUN/idle.out" 2>"$RUN/idle.err" &
     local lgpid=$!
@@ -386,10 +382,12 @@ idle() { # suite target measure echo_first
         sleep 0.1
     done
     sleep 1 # let the proxy finish the last handshakes' bookkeeping
-    after=$(rss_kb "$pid")
+    after=$(rss_kb "$pid") slab1=$(slab_kib) mem1=$(tcp_field mem) sock1=$(tcp_field alloc)
     if wait "$lgpid"; then
-        out=$(awk -v b="$before" -v a="$after" -v n="$n" \
-            'END {printf "mode='"${args[0]}"' echo_first='"$echo_first"' conns=%d rss_before_kb=%d rss_after_kb=%d kib_per_conn=%.2f", n, b, a, (a-b)/n}' </dev/null)
+        out=$(awk -v b="$before" -v a="$after" -v n="$n" -v sl="$((slab1 - slab0))" -v m="$(((mem1 - mem0) * page_kib))" \
+            -v so="$((sock1 - sock0))" -v slabs="$([ -r /proc/slabinfo ] && echo 1 || echo 0)" \
+            'END {printf "mode='"${args[0]}"' echo_first='"$echo_first"' conns=%d rss_before_kb=%d rss_after_kb=%d kib_per_conn=%.2f tcp_sockets_per_conn=%.2f kernel_buf_kib_per_conn=%.2f", n, b, a, (a-b)/n, so/n, m/n
+                  if (slabs) printf " kernel_slab_kib_per_conn=%.2f", sl/n}' </dev/null)
     else
         out="FAILED $(tail -n 1 "$RUN/idle.err")"
     fi
@@ -418,7 +416,7 @@ rotate() {
     fi
     echo "nginx=$(nginx -v 2>&1 | sed 's|.*/||')"
     echo "haproxy=$(haproxy -v 2>/dev/null | head -n 1 | awk '{print $3}')"
-    echo "settings=duration ${DUR}s + warmup ${WARMUP}s, ${REPS} reps; 64 B: ${ECHO_CONNS} conns x 1; 64 KiB: ${BIG_CONNS} conns x 1; latency: ${LAT_CONNS} conns at ${LAT_RATE} msg/s; connrate: ${CONN_CONC} concurrent; idle: ${IDLE_CONNS} conns; nice ${NICE:-none}; loadgen CPU ${LG_CPU}, backend + proxy CPU ${SRV_CPU}"
+    echo "settings=duration ${DUR}s + warmup ${WARMUP}s, ${REPS} reps; 64 B: ${ECHO_CONNS} conns x 1; 64 KiB: ${BIG_CONNS} conns x 1; latency: ${LAT_CONNS} conns at ${LAT_RATE} msg/s, ${LAT_REPS} reps; connrate: ${CONN_CONC} concurrent; idle: ${IDLE_CONNS} conns; nice ${NICE:-none}; loadgen CPU ${LG_CPU}, backend + proxy CPU ${SRV_CPU}"
 } >"$RUN/meta.txt"
 
 suite() { # name targets...
@@ -431,18 +429,24 @@ suite() { # name targets...
         if has_measure idle_used; then idle "$name" "$t" idle_used true; fi
     done
     for rep in $(seq "$REPS"); do
-        for m in echo64 echo64k latency connrate; do
+        for m in echo64 echo64k connrate; do
             has_measure "$m" || continue
             # shellcheck disable=SC2046
             for t in $(rotate "$targets" $((rep - 1))); do lg "$name" "$t" "$m" "$rep" $(measure_args "$m"); done
         done
     done
+    # The tail is the noisiest figure: more repeats, each a p99 of its own with every
+    # target run back to back in a rotated order, so the report can take a ratio per
+    # repeat (against the peers measured minutes, not tens of minutes, apart).
+    if has_measure latency; then
+        for rep in $(seq "$LAT_REPS"); do
+            # shellcheck disable=SC2046
+            for t in $(rotate "$targets" $((rep - 1))); do lg "$name" "$t" latency "$rep" $(measure_args latency); done
+        done
+    fi
 }
 
 # ---------------------------------------------------------------- HTTP and HTTP/2
-# utime + stime of PID in clock ticks (fields 14 and 15 of /proc/PID/stat).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-
 # wrk or h2load against one target, with the proxy's and the backend's CPU time over
 # the run: one line in $HTTP_RESULTS. The tool's own CPU comes from bash's `time`.
 http_run() { # suite target measure rep tool-args...
@@ -544,13 +548,30 @@ if [ -n "$HTTP_TARGETS$H2_TARGETS$H2WS_TARGETS" ]; then
     log "HTTP suites: http1 [$HTTP_TARGETS] http2 [$H2_TARGETS] h2 WebSockets [$H2WS_TARGETS]"
     http_suites
 fi
+if has_measure registry; then
+    log "registry: benches/registry.sh (instructions under callgrind, RSS per entry)"
+    out=""
+    if command -v valgrind >/dev/null; then
+        out=$(REGISTRY_SKIP_BUILD=1 bash "$ROOT/benches/registry.sh" 2>"$RUN/registry.err" | sed -n 's/^RESULT //p') || true
+    else
+        echo "valgrind not found" >"$RUN/registry.err"
+    fi
+    [ -n "$out" ] || out="FAILED $(tail -n 1 "$RUN/registry.err")"
+    printf 'registry\twsgate\tregistry\t1\t%s\t%s\n' "$(cut -d' ' -f1 /proc/loadavg)" "$out" >>"$RESULTS"
+    log "registry: $out"
+fi
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN/meta.txt"
+echo "duration_s=$((SECONDS - T_START))" >>"$RUN/meta.txt"
+echo "measure_s=$((SECONDS - T_MEASURE))" >>"$RUN/meta.txt"
 echo "http_settings=wrk -t1 -c$HTTP_CONNS, ${HTTP_SIZE} B body; h2load -t1 -c$H2_CONNS -m$H2_STREAMS; h2echo: $H2ECHO_STREAMS WebSockets over $H2ECHO_CONNS h2 connections vs $H2ECHO_STREAMS h1 connections (TLS); h2idle: $H2IDLE_STREAMS WebSockets over $H2IDLE_CONNS h2 connections vs as many h1 over TLS; $(wrk --version 2>&1 | head -n 1 | cut -d' ' -f1-2), h2load $(h2load --version 2>&1 | awk '{print $NF}')" >>"$RUN/meta.txt"
 
 : >"$ROOT/benches/results/latest.md"
-if [ -s "$RESULTS" ]; then python3 "$ROOT/benches/report.py" "$RUN/meta.txt" "$RESULTS" >"$ROOT/benches/results/latest.md"; fi
+if [ -s "$RESULTS" ] || [ -s "$HTTP_RESULTS" ]; then
+    python3 "$ROOT/benches/report.py" "$RUN/meta.txt" "$RESULTS" "$HTTP_RESULTS" >"$ROOT/benches/results/latest.md"
+fi
 if [ -s "$HTTP_RESULTS" ]; then python3 "$ROOT/benches/report_http.py" "$RUN/meta.txt" "$HTTP_RESULTS" >>"$ROOT/benches/results/latest.md"; fi
 cp "$RESULTS" "$ROOT/benches/results/latest.tsv"
 cp "$HTTP_RESULTS" "$ROOT/benches/results/latest-http.tsv"
 cat "$ROOT/benches/results/latest.md"
 log "written: benches/results/latest.md (raw: benches/results/latest.tsv)"
+log "the run took $(((SECONDS - T_START) / 60)) min $(((SECONDS - T_START) % 60)) s ($(((SECONDS - T_MEASURE) / 60)) min $(((SECONDS - T_MEASURE) % 60)) s after the builds)"

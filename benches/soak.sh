@@ -61,94 +61,51 @@ PORT_BASE=${SOAK_PORT_BASE:-18800}
 LG_CPU=${SOAK_LOADGEN_CPU:-0}
 SRV_CPU=${SOAK_SERVER_CPU:-1}
 
-log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 # ---------------------------------------------------------------- preparation
-ulimit -n 20000 2>/dev/null || die "cannot raise the open-file limit to 20000 (ulimit -Hn is $(ulimit -Hn))"
-for tool in taskset curl ss awk; do command -v "$tool" >/dev/null || die "$tool is required"; done
-[ "$(nproc)" -gt "$(( LG_CPU > SRV_CPU ? LG_CPU : SRV_CPU ))" ] || die "CPUs $LG_CPU and $SRV_CPU must exist (nproc=$(nproc))"
+check_host "$LG_CPU" "$SRV_CPU" curl ss awk
 [ "$INTERVAL" -gt 0 ] && [ "$DURATION" -ge "$INTERVAL" ] || die "need SOAK_DURATION >= SOAK_INTERVAL > 0"
 
 WSGATE_BIN=${SOAK_WSGATE_BIN:-$ROOT/target/release/wsgate}
-if [ -z "${SOAK_SKIP_BUILD:-}" ]; then
-    if [ -z "${SOAK_WSGATE_BIN:-}" ]; then
-        log "building wsgate (release)"
-        (cd "$ROOT" && cargo build --release --bin wsgate 2>&1 | tail -n 3) >&2
-    fi
-    log "building the load generator and echo backend (release)"
-    (cd "$ROOT/benches/loadgen" && cargo build --release 2>&1 | tail -n 3) >&2
-fi
+build_binaries "${SOAK_SKIP_BUILD:-}" "${SOAK_WSGATE_BIN:-}"
 
 RUN=$(mktemp -d /tmp/wsgate-soak.XXXXXX)
 BIN=$RUN/bin
-mkdir -p "$BIN"
-# Copies, so a rebuild during the run does not swap a binary under us.
-cp "$WSGATE_BIN" "$ROOT/benches/loadgen/target/release/loadgen" \
-    "$ROOT/benches/loadgen/target/release/echo-backend" "$BIN/"
+stage_binaries "$BIN" "$WSGATE_BIN"
 
-STARTED=() # every PID started here, stopped at exit
-OLD_AUTOGROUP=""
 cleanup() {
-    local p
-    for p in "${STARTED[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for _ in $(seq 50); do
-        local alive=0
-        for p in "${STARTED[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ $alive = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${STARTED[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    [ -n "$OLD_AUTOGROUP" ] && echo "$OLD_AUTOGROUP" >/proc/self/autogroup 2>/dev/null
+    stop_started
     if [ -n "${SOAK_KEEP:-}" ]; then log "scratch folder kept: $RUN"; else rm -rf "$RUN"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-if [ -n "$NICE" ] && [ "$(id -u)" = 0 ]; then
-    if [ -w /proc/self/autogroup ] && [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
-        OLD_AUTOGROUP=$(sed -n 's/.* nice //p' /proc/self/autogroup)
-        echo "$NICE" >/proc/self/autogroup
-    fi
-    renice -n "$NICE" -p $$ >/dev/null
-fi
+set_priority "$NICE"
 
 # ---------------------------------------------------------------- processes
 BACKEND_PORT=$((PORT_BASE + 1))
 PORT=$((PORT_BASE + 2))
 ADMIN_PORT=$((PORT_BASE + 9))
 
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
-
 start() { # name port command... → sets LAST_PID
     local name=$1 port=$2
     shift 2
-    port_free "$port" || die "port $port (for $name) is in use; set SOAK_PORT_BASE"
-    taskset -c "$SRV_CPU" "$@" >"$RUN/$name.log" 2>&1 &
-    LAST_PID=$!
-    STARTED+=("$LAST_PID")
-    for _ in $(seq 200); do
-        kill -0 "$LAST_PID" 2>/dev/null || { tail -n 20 "$RUN/$name.log" >&2; die "$name exited during start"; }
-        ss -Hltn "sport = :$port" | grep -q . && { log "started $name (pid $LAST_PID) on 127.0.0.1:$port"; return 0; }
-        sleep 0.05
-    done
-    die "$name is not listening on $port after 10 s"
+    spawn_pinned "$name" "$port" "$SRV_CPU" "$@"
+    log "started $name (pid $LAST_PID) on 127.0.0.1:$port"
 }
 
 start echo-backend "$BACKEND_PORT" "$BIN/echo-backend" --listen "127.0.0.1:$BACKEND_PORT"
 BACKEND_PID=$LAST_PID
 
-sed -e "s|@PORT@|$PORT|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
-    "$ROOT/benches/peers/wsgate.yaml" >"$RUN/wsgate.yaml"
+wsgate_config wsgate.yaml "$RUN/wsgate.yaml" "$PORT" "127.0.0.1:$BACKEND_PORT"
 printf 'admin:\n  bind: "127.0.0.1:%s"\n' "$ADMIN_PORT" >>"$RUN/wsgate.yaml"
-"$BIN/wsgate" --check --config "$RUN/wsgate.yaml" >"$RUN/wsgate.check" 2>&1 ||
-    { cat "$RUN/wsgate.check" >&2; die "wsgate rejects $RUN/wsgate.yaml"; }
+check_wsgate "$BIN/wsgate" "$RUN/wsgate.yaml"
 start wsgate "$PORT" "$BIN/wsgate" --config "$RUN/wsgate.yaml"
 WSGATE_PID=$LAST_PID
 for _ in $(seq 200); do ss -Hltn "sport = :$ADMIN_PORT" | grep -q . && break; sleep 0.05; done
 
 alive() { kill -0 "$WSGATE_PID" 2>/dev/null || { tail -n 20 "$RUN/wsgate.log" >&2; die "wsgate exited"; }; }
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$WSGATE_PID/status"; }
 fds() { find "/proc/$WSGATE_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 # The least of 5 counts 0.1 s apart: a burst of short-lived connections in flight at one
 # instant (a stall on a busy machine piles up to SOAK_CHURN_MAX of them, 2 descriptors
@@ -162,10 +119,9 @@ fds_min() {
 metrics() { curl -s --max-time 5 "http://127.0.0.1:$ADMIN_PORT/metrics" || true; }
 # Sum of a metric over its label sets, from the text in $1.
 msum() { awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d", s}' <<<"$1"; }
-kv() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 lg() { taskset -c "$LG_CPU" "$BIN/loadgen" "$@" --addr "127.0.0.1:$PORT"; }
 
-IDLE_RSS=$(rss_kb)
+IDLE_RSS=$(rss_kb "$WSGATE_PID")
 IDLE_FDS=$(fds)
 log "wsgate idle: RSS $IDLE_RSS KiB, $IDLE_FDS descriptors"
 
@@ -223,7 +179,7 @@ for k in $(seq "$ROWS_TOTAL"); do
     tick=$(grep '^TICK ' "$RUN/soak.out" | sed -n "${k}p")
     [ -n "$tick" ] || { log "loadgen ended early: $(tail -n 3 "$RUN/soak.err")"; break; }
     alive
-    rss=$(rss_kb)
+    rss=$(rss_kb "$WSGATE_PID")
     fd=$(fds_min)
     m=$(metrics)
     active=$(msum "$m" wsgate_connections_active)
@@ -250,7 +206,7 @@ for _ in $(seq 100); do
     [ "$after_active" = 0 ] && [ "$after_fds" -le "$IDLE_FDS" ] && break
     sleep 0.1
 done
-after_rss=$(rss_kb)
+after_rss=$(rss_kb "$WSGATE_PID")
 final_metrics=$(metrics)
 
 n=${#ROWS_RSS[@]}

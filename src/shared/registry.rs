@@ -503,6 +503,92 @@ mod tests {
         }
     }
 
+    /// What the registry costs per connection, for `benches/registry.sh` (which runs it
+    /// under callgrind, one phase counted at a time with `--toggle-collect`): entries
+    /// made as a relay makes its own (the `Arc<Conn>` is the registry's allocation), then
+    /// inserted, walked in pages of 1,000 as `GET /api/connections` does (JSON aside),
+    /// and removed (and freed) as relays end. `REGISTRY_COST_N` entries (default 20,000);
+    /// prints the RSS the listed entries add, per entry.
+    #[test]
+    #[ignore]
+    fn registry_cost() {
+        let n: u64 = std::env::var("REGISTRY_COST_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let r = route();
+        let registry = Registry::default();
+        let rss_before = rss_bytes();
+        let made = registry_cost_make(&r, n);
+        // The list of made entries is freed inside (a block of its own, returned to the
+        // system), so the RSS below is the entries' and the map's.
+        registry_cost_insert(&registry, made);
+        let rss_after = rss_bytes();
+        let listed = registry_cost_list(&registry);
+        assert_eq!(listed, n as usize);
+        registry_cost_close(&registry, n);
+        assert_eq!(registry.count(), 0);
+        println!(
+            "RESULT entries={n} entry_bytes={} rss_bytes_per_entry={:.0}",
+            std::mem::size_of::<Conn>() + 2 * std::mem::size_of::<usize>(),
+            rss_after.saturating_sub(rss_before) as f64 / n as f64
+        );
+    }
+
+    #[inline(never)]
+    fn registry_cost_make(r: &Arc<Route>, n: u64) -> Vec<Arc<Conn>> {
+        // Parsed once (a literal, so it cannot fail): a relay has its peer's address
+        // already, and parsing it per entry would be a third of what this phase counts.
+        let client: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        (0..n)
+            .map(|id| {
+                Arc::new(Conn::new(
+                    id,
+                    r.clone(),
+                    "echo".into(),
+                    client,
+                    false,
+                    ClientProtocol::H1,
+                    None,
+                    Instant::now(),
+                ))
+            })
+            .collect()
+    }
+
+    #[inline(never)]
+    fn registry_cost_insert(registry: &Registry, made: Vec<Arc<Conn>>) {
+        for c in made {
+            registry.insert(c);
+        }
+    }
+
+    #[inline(never)]
+    fn registry_cost_list(registry: &Registry) -> usize {
+        let (mut cursor, mut listed) = (Some(Cursor::default()), 0);
+        while let Some(at) = cursor {
+            let (page, next) = registry.page(at, 1000, 20_000, |_| true);
+            listed += page.len();
+            cursor = next;
+        }
+        listed
+    }
+
+    #[inline(never)]
+    fn registry_cost_close(registry: &Registry, n: u64) {
+        for id in 0..n {
+            registry.remove(id);
+        }
+    }
+
+    /// Resident bytes of this process (Linux: /proc/self/statm, in pages); 0 elsewhere.
+    fn rss_bytes() -> u64 {
+        std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |pages| pages * 4096)
+    }
+
     /// A command waits while `ready` says no, a close goes first, and the mail flag
     /// follows what is left.
     #[test]
