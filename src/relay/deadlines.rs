@@ -122,7 +122,7 @@ impl Relay {
                     };
                     let delay = watch.map_or(Duration::ZERO, |w| w.delay());
                     let why = watch.and_then(|w| w.why()).unwrap_or(why);
-                    self.retire_at = Some((Instant::now() + delay, why));
+                    self.retire_at = Some(Box::new((Instant::now() + delay, why)));
                 }
             }
         }
@@ -144,7 +144,7 @@ impl Relay {
             };
             consider(self.close_by);
             consider(idle);
-            consider(self.retire_at.map(|(at, _)| at));
+            consider(self.retire_at.as_ref().map(|r| r.0));
             consider(self.end_of_life().map(|e| e.at));
             for hop in &self.hops {
                 consider(hop.write_deadline());
@@ -184,7 +184,7 @@ impl Relay {
                 self.idle_closed = true;
                 self.initiate(code::GOING_AWAY, "idle timeout", Outcome::IdleTimeout);
             }
-            if let Some((at, why)) = self.retire_at
+            if let Some(&(at, why)) = self.retire_at.as_deref()
                 && at <= now
             {
                 self.retire_at = None;
