@@ -134,7 +134,7 @@ async fn lying_frame_headers_do_not_allocate_the_claimed_size() {
 
 /// Connections held open in the idle test.
 const IDLE: usize = 300;
-/// wsgate's heap per idle relayed connection must stay under this: measured 3,658 B in a
+/// wsgate's heap per idle relayed connection must stay under this: measured 3,650 B in a
 /// debug build (4,026 B before the relay's rarely used state was boxed and the emptied
 /// `Pending` box freed; 14 KiB before the relay became one task), with 3% of slack. The
 /// bench reads RSS, which adds mimalloc's bins and pages on top.
@@ -238,7 +238,7 @@ async fn open_idle_tls(
 /// wsgate's heap per idle relayed connection whose client hop is TLS: the relay as on
 /// plain ws, plus its rustls server connection (1.2 KiB inline in the boxed stream, the
 /// record keys both ways, the 4 KiB deframer buffer rustls keeps between reads, the
-/// handshake deframer's spans). Measured 10,758 B in a debug build (11,126 B before the
+/// handshake deframer's spans). Measured 10,750 B in a debug build (11,126 B before the
 /// relay's diet), with 3% of slack.
 const TLS_IDLE_HEAP_BOUND: usize = 11_072;
 
@@ -458,7 +458,7 @@ const H2_IDLE: usize = 300;
 /// wsgate's heap per idle WebSocket on an HTTP/2 stream, beyond what it holds for the same
 /// WebSocket over HTTP/1.1 (the target: 2 KiB): h2's stream state, hyper's
 /// upgrade (its channels and `Upgraded`), the boxed stream, less the socket registration
-/// an HTTP/1.1 client hop has (256 B). Measured 776 B in a debug build, with 7% of slack.
+/// an HTTP/1.1 client hop has (256 B). Measured 775 B in a debug build, with 7% of slack.
 const H2_IDLE_HEAP_BOUND: usize = 832;
 
 /// Opens one h2 connection to `addr` with a first WebSocket on it, then `H2_IDLE` more;
