@@ -68,6 +68,6 @@ pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
         reason: String::new(),
         outcome: Outcome::ClientGone,
     };
-    let report = report(kept.subprotocol, &conn, first);
+    let report = report(kept.subprotocol.map(String::from), &conn, first);
     publish(&state, &mut live, report);
 }

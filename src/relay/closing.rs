@@ -115,12 +115,12 @@ impl Relay {
     ) {
         if self.first.is_none() {
             self.conn.set_closing();
-            self.first = Some(FirstClose {
+            self.first = Some(Box::new(FirstClose {
                 closed_by,
                 code,
                 reason: reason.to_string(),
                 outcome,
-            });
+            }));
         }
     }
 
