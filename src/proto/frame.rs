@@ -25,6 +25,9 @@ const KEEP_MAX: usize = 64 * 1024;
 /// frame pins at most one chunk whatever `max_frame_bytes` is. At least 64 KiB + 14, so a
 /// streamed frame always has a 64-bit length (minimally encoded, its header reusable).
 const STREAM_MIN: usize = 64 * 1024 + 14;
+/// Room beyond a frame's own size in a buffer sized for it: any, so that the read that
+/// completes the frame is short (see `FrameDecoder::size_for`).
+const READ_SLACK: usize = 64;
 /// The room a streamed frame's payload is read into: the most one piece holds.
 const STREAM_CHUNK: usize = 32 * 1024;
 
@@ -413,8 +416,9 @@ impl FrameDecoder {
     /// when the header is parsed. That second copy was ~1,300 instructions per 64 KiB
     /// frame (issue #17). Room that is not granted now is asked for again by the parse.
     ///
-    /// The buffer (and the room asked for) is [`DIRECT_READ_MIN`] more than the frame: the read that completes
-    /// the frame is then shorter than the room offered, which tells tokio the socket is
+    /// The buffer (and the room asked for) is [`READ_SLACK`] more than the frame, within
+    /// [`STREAM_MIN`] (the most room one frame may hold): the read that completes the
+    /// frame is then shorter than the room offered, which tells tokio the socket is
     /// drained, so the relay's next read waits for readiness instead of failing a system
     /// call with EAGAIN (one `recvfrom` per 64 KiB message).
     fn size_for<M: Room>(&mut self, first: &[u8], room: &mut M, cx: &mut Context<'_>) {
@@ -426,12 +430,12 @@ impl FrameDecoder {
         if !whole || total as u64 > self.max_frame + 14 {
             return;
         }
-        let size = total + DIRECT_READ_MIN;
+        let size = (total + READ_SLACK).min(STREAM_MIN);
         if (self.granted as usize) < size {
             if room.poll_grant(size, cx).is_pending() {
                 return;
             }
-            // Fits: size <= STREAM_MIN + DIRECT_READ_MIN.
+            // Fits: size <= STREAM_MIN.
             self.granted = size as u32;
         }
         self.buf = BytesMut::with_capacity(size);
@@ -651,6 +655,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 mod tests {
     use super::*;
     use crate::proto::room::Unbounded;
+    use std::task::{Context, Poll};
 
     #[test]
     fn mask_matches_bytewise() {
@@ -772,6 +777,59 @@ mod tests {
     /// A frame too large to buffer whole comes out in pieces (the first as soon as its
     /// header is known), none larger than a chunk; forwarded piece by piece with one key,
     /// the bytes are exactly the whole frame masked with that key.
+    /// Room that refuses every other request and checks none asks for more than one frame
+    /// may hold (as the fuzz targets' room does).
+    struct Alternating {
+        refuse: bool,
+        held: usize,
+    }
+
+    impl Room for Alternating {
+        fn poll_grant(&mut self, bytes: usize, cx: &mut Context<'_>) -> Poll<()> {
+            assert!(bytes <= STREAM_MIN, "asked for {bytes} bytes of room");
+            self.refuse = !self.refuse;
+            if self.refuse {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.held = bytes;
+            Poll::Ready(())
+        }
+
+        fn release(&mut self) {
+            assert!(self.held > 0, "room given back that was never granted");
+            self.held = 0;
+        }
+    }
+
+    /// Frames larger than one read of the scratch buffer, up to the largest buffered whole,
+    /// masked or not, decode whole whether their room comes at once or later, and no
+    /// request for room is over what one frame may hold (the buffer sized from the first
+    /// read of a frame asks for a little more than the frame).
+    #[tokio::test]
+    async fn frames_past_the_scratch_buffer_decode_whole_with_any_room() {
+        for len in [SCRATCH_BYTES, 40_000, 65_535, 65_536, STREAM_MIN - 14] {
+            for (masked, key) in [(true, Some([3, 1, 4, 1])), (false, None)] {
+                for refuse_first in [false, true] {
+                    let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+                    let wire = encode(true, OpCode::Binary, &payload, key);
+                    let mut d = FrameDecoder::new(BytesMut::new(), masked, 1 << 20);
+                    let mut room = Alternating {
+                        refuse: !refuse_first,
+                        held: 0,
+                    };
+                    let mut io = &wire[..];
+                    let mut f = std::future::poll_fn(|cx| d.poll_frame(&mut io, &mut room, cx))
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert!(f.ends(), "length {len}");
+                    assert_eq!(f.payload(), &payload[..], "length {len}");
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn large_frames_stream_in_pieces_masked_by_position() {
         let len = 3 * STREAM_MIN + 3;
