@@ -25,9 +25,9 @@ const KEEP_MAX: usize = 64 * 1024;
 /// frame pins at most one chunk whatever `max_frame_bytes` is. At least 64 KiB + 14, so a
 /// streamed frame always has a 64-bit length (minimally encoded, its header reusable).
 const STREAM_MIN: usize = 64 * 1024 + 14;
-/// Room beyond a frame's own size in a buffer sized for it: any, so that the read that
-/// completes the frame is short (see `FrameDecoder::size_for`).
-const READ_SLACK: usize = 64;
+/// Spare room in a buffer sized for a frame, beyond the frame (see `FrameDecoder::size_for`):
+/// enough for the read after the frame to be a direct one.
+const READ_SLACK: usize = DIRECT_READ_MIN;
 /// The room a streamed frame's payload is read into: the most one piece holds.
 const STREAM_CHUNK: usize = 32 * 1024;
 
@@ -416,29 +416,28 @@ impl FrameDecoder {
     /// when the header is parsed. That second copy was ~1,300 instructions per 64 KiB
     /// frame (issue #17). Room that is not granted now is asked for again by the parse.
     ///
-    /// The buffer (and the room asked for) is [`READ_SLACK`] more than the frame, within
-    /// [`STREAM_MIN`] (the most room one frame may hold): the read that completes the
-    /// frame is then shorter than the room offered, which tells tokio the socket is
-    /// drained, so the relay's next read waits for readiness instead of failing a system
-    /// call with EAGAIN (one `recvfrom` per 64 KiB message).
+    /// The room asked for is the frame's size, as the parse would ask (never more than one
+    /// frame may hold); the buffer is [`READ_SLACK`] larger. With it, the relay's read after
+    /// the frame lands in that spare room and finds the socket drained without a system
+    /// call: measured, a spare of a few bytes left one failing `recvfrom` (EAGAIN) per 64 KiB
+    /// round trip, 4 KiB none. So a frame holds up to 4 KiB more than its room says.
     fn size_for<M: Room>(&mut self, first: &[u8], room: &mut M, cx: &mut Context<'_>) {
         let Some(total) = claimed_total(first) else {
             return;
         };
         let whole = total > first.len() && total > SCRATCH_BYTES && total <= STREAM_MIN;
         // A length over the limit is refused by the parse, before any room is used.
-        if !whole || total as u64 > self.max_frame + 14 {
+        if !whole || total as u64 > self.max_frame.saturating_add(14) {
             return;
         }
-        let size = (total + READ_SLACK).min(STREAM_MIN);
-        if (self.granted as usize) < size {
-            if room.poll_grant(size, cx).is_pending() {
+        if (self.granted as usize) < total {
+            if room.poll_grant(total, cx).is_pending() {
                 return;
             }
-            // Fits: size <= STREAM_MIN.
-            self.granted = size as u32;
+            // Fits: total <= STREAM_MIN.
+            self.granted = total as u32;
         }
-        self.buf = BytesMut::with_capacity(size);
+        self.buf = BytesMut::with_capacity(total + READ_SLACK);
     }
 
     /// Takes one complete frame from the buffer, or says how much more to wait for.
