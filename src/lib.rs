@@ -63,7 +63,8 @@
 //!    - `relay::message`: fragmentation and size rules; `relay::violation`: what ends a
 //!      connection, with its close code and outcome; `relay::rate`: the message rate.
 //!    - `relay::keepalive`: wsgate's pings; `relay::deadlines`: the one timer, shutdown, retirement.
-//!    - `relay::mailbox`: admin commands (close, pushed messages) carried out by the task.
+//!    - `relay::mailbox`: admin commands (close, pushed messages) carried out by the task;
+//!      `relay::signal`: the wakers that tell the task which hop (or watch) woke it.
 //!    - `relay::closing`: close rules and the report; `relay::abandoned`: a client gone
 //!      before its upgrade completed.
 //! 5. `ingress`: the client side.

@@ -13,16 +13,19 @@ use crate::shared::registry::{Command, MAX_QUEUED, Taken};
 use crate::shared::report::Outcome;
 
 impl Relay {
-    /// Hands the mailbox this task's waker, when it is not the one it has.
-    pub(super) fn watch_mail(&mut self, cx: &mut Context<'_>) {
-        if !self
+    /// Hands the mailbox this task's waker, when it is not the one it has; true when it
+    /// did (the waker is new).
+    pub(super) fn watch_mail(&mut self, cx: &mut Context<'_>) -> bool {
+        if self
             .mail_waker
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            self.conn.register(cx.waker());
-            self.mail_waker = Some(cx.waker().clone());
+            return false;
         }
+        self.conn.register(cx.waker());
+        self.mail_waker = Some(cx.waker().clone());
+        true
     }
 
     /// Carries out what waits in the mailbox and can go now; true when anything did. A

@@ -3,7 +3,7 @@
 //! ```text
 //! loadgen MODE --addr 127.0.0.1:PORT [--path /] [--tls-ca CA.pem --sni localhost]
 //!              [--bearer-file TOKEN] [--watch PID,PID] [--warmup 0.5] [--duration 4] MODE-OPTIONS
-//!   echo      --conns 50 --inflight 1 --size 64 [--client raw|tungstenite]
+//!   echo      --conns 50 --inflight 1 --size 64 [--client raw|tungstenite] [--rounds R]
 //!   latency   --conns 50 --rate 5000 --size 64
 //!   connrate  --concurrency 32
 //!   idle      --conns 9000 --concurrency 100 --hold 5 [--echo-first true]
@@ -95,9 +95,11 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
                     a.get("size", 64)?,
                 );
                 let client = a.get("client", "raw".to_string())?;
+                let rounds = a.opt("rounds").map(|r| r.parse::<u64>()).transpose();
+                let rounds = rounds.map_err(|e| format!("--rounds: {e}"))?;
                 a.finish()?;
                 match client.as_str() {
-                    "raw" => modes::echo::run(&c, conns, inflight, size).await,
+                    "raw" => modes::echo::run(&c, conns, inflight, size, rounds).await,
                     #[cfg(feature = "tungstenite")]
                     "tungstenite" => modes::tung::run(&c, conns, inflight, size).await,
                     other => Err(format!(

@@ -1,4 +1,6 @@
-//! `echo`: N connections, each keeping K messages in flight, for a fixed window.
+//! `echo`: N connections, each keeping K messages in flight, for a fixed window, or
+//! (`--rounds R`) until each connection has had R replies, for counted measures
+//! (benches/callgrind.sh) that need the same work in every run.
 //!
 //! The masked frame is built once; a reply triggers the next send, so each connection
 //! always has exactly K messages on the way. Replies are counted by the streaming
@@ -49,7 +51,16 @@ struct Shared {
 }
 
 /// Runs the mode and returns its result line.
-pub async fn run(c: &Common, conns: usize, inflight: usize, size: usize) -> Result<String, String> {
+///
+/// With `rounds`, each connection stops after `rounds` replies and the run ends when every
+/// connection did (or after the window, an error); `msgs` is then the exact total.
+pub async fn run(
+    c: &Common,
+    conns: usize,
+    inflight: usize,
+    size: usize,
+    rounds: Option<u64>,
+) -> Result<String, String> {
     let payload = vec![0x5A_u8; size];
     let frame = Rc::new(ws::client_frame(
         opcode::BINARY,
@@ -62,10 +73,14 @@ pub async fn run(c: &Common, conns: usize, inflight: usize, size: usize) -> Resu
             c.target.clone(),
             frame.clone(),
             inflight,
+            rounds,
             sh.clone(),
         ));
     }
     all_connected(conns, &sh.connected, &sh.errors, &sh.first).await?;
+    if let Some(r) = rounds {
+        return counted(c, conns, size, r, &sh).await;
+    }
     tokio::time::sleep(c.warmup).await;
     let (m0, t0, cpu) = (sh.msgs.get(), Instant::now(), Sampler::start(&c.watch));
     tokio::time::sleep(c.duration).await;
@@ -87,9 +102,50 @@ pub async fn run(c: &Common, conns: usize, inflight: usize, size: usize) -> Resu
     ))
 }
 
-async fn connection(t: net::Target, frame: Rc<Vec<u8>>, inflight: usize, sh: Shared) {
+/// The `--rounds` run: waits (at most warm-up + window) until every connection is done.
+async fn counted(
+    c: &Common,
+    conns: usize,
+    size: usize,
+    rounds: u64,
+    sh: &Shared,
+) -> Result<String, String> {
+    let want = rounds * conns as u64;
+    let t0 = Instant::now();
+    let all = super::wait_until(c.warmup + c.duration, || {
+        sh.msgs.get() >= want || sh.errors.get() > 0
+    })
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    sh.stop.set();
+    if sh.errors.get() > 0 {
+        return Err(format!(
+            "{} connections failed; first: {}",
+            sh.errors.get(),
+            sh.first.get().unwrap_or_default()
+        ));
+    }
+    if !all {
+        return Err(format!(
+            "only {} of {want} replies in {secs:.1} s",
+            sh.msgs.get()
+        ));
+    }
+    Ok(format!(
+        "mode=echo conns={conns} size={size} rounds={rounds} secs={secs:.3} msgs={} errors=0",
+        sh.msgs.get()
+    ))
+}
+
+async fn connection(
+    t: net::Target,
+    frame: Rc<Vec<u8>>,
+    inflight: usize,
+    rounds: Option<u64>,
+    sh: Shared,
+) {
     let stop = sh.stop.clone();
-    if let Err(e) = pump(&t, &frame, inflight, &sh).await
+    if let Err(e) = pump(&t, &frame, inflight, rounds, &sh).await
         && !stop.get()
     {
         sh.errors.add(1);
@@ -97,13 +153,24 @@ async fn connection(t: net::Target, frame: Rc<Vec<u8>>, inflight: usize, sh: Sha
     }
 }
 
-async fn pump(t: &net::Target, frame: &[u8], inflight: usize, sh: &Shared) -> std::io::Result<()> {
+async fn pump(
+    t: &net::Target,
+    frame: &[u8],
+    inflight: usize,
+    rounds: Option<u64>,
+    sh: &Shared,
+) -> std::io::Result<()> {
+    // Replies still to send for (unbounded without --rounds).
+    let mut unsent = rounds.unwrap_or(u64::MAX);
     let (mut conn, leftover) = net::connect_within(t, super::CONNECT_TIMEOUT).await?;
     sh.connected.add(1);
     let (mut parser, mut sink) = (Parser::new(), CountFrames::default());
     parser.feed(&leftover, &mut sink);
     let mut wbuf = Vec::new();
-    send(&mut conn, frame, inflight as u64, &mut wbuf).await?;
+    let first = (inflight as u64).min(unsent);
+    unsent -= first;
+    send(&mut conn, frame, first, &mut wbuf).await?;
+    let mut unanswered = first;
     let mut rbuf = vec![0u8; READ_BUF];
     loop {
         let n = conn.read(&mut rbuf).await?;
@@ -119,10 +186,15 @@ async fn pump(t: &net::Target, frame: &[u8], inflight: usize, sh: &Shared) -> st
             return Err(std::io::Error::other("server sent Close"));
         }
         sh.msgs.add(sink.data);
-        if sh.stop.get() {
+        unanswered = unanswered.saturating_sub(sink.data);
+        // Counted runs end each connection once all its replies came back.
+        if sh.stop.get() || (rounds.is_some() && unsent == 0 && unanswered == 0) {
             return Ok(());
         }
-        send(&mut conn, frame, sink.data, &mut wbuf).await?;
+        let next = sink.data.min(unsent);
+        unsent -= next;
+        unanswered += next;
+        send(&mut conn, frame, next, &mut wbuf).await?;
     }
 }
 
