@@ -22,6 +22,14 @@
 #   http1   h2load --h1 -n CG_REQUESTS -c CG_CONNS (keep-alive, one request in flight per
 #           connection) against http-backend (--size CG_SIZE) through each proxy;
 #           configs benches/peers/{wsgate-http.yaml, nginx-http.conf, haproxy-http.cfg}
+#   conn    instructions per NEW WebSocket connection: `loadgen conncycles` runs
+#           CG_REQUESTS whole connection lives on CG_CONNS workers (TCP connect →
+#           upgrade → one CG_SIZE-byte binary message and its echo → close handshake →
+#           FIN) against echo-backend through each proxy ("request" below = one
+#           connection); configs benches/peers/{wsgate.yaml, nginx.conf, haproxy.cfg}.
+#           Defaults for it: CG_REQUESTS=3000 CG_WARMUP=300 CG_CONNS=8 CG_SIZE=64
+#   conn-tls  the same with TLS on the client hop (full handshakes, no resumption);
+#           configs benches/peers/{wsgate-tls.yaml, nginx-tls.conf, haproxy-tls.cfg}
 #
 # Knobs (environment):
 #   CG_TARGETS="wsgate nginx haproxy"  CG_MEASURE=http1
@@ -37,10 +45,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGETS=${CG_TARGETS:-wsgate nginx haproxy}
 MEASURE=${CG_MEASURE:-http1}
-REQUESTS=${CG_REQUESTS:-20000}
-WARMUP=${CG_WARMUP:-2000}
-CONNS=${CG_CONNS:-50}
-SIZE=${CG_SIZE:-100}
+case $MEASURE in
+conn | conn-tls) # a connection costs ~100× a request: fewer, on fewer workers
+    REQUESTS=${CG_REQUESTS:-3000} WARMUP=${CG_WARMUP:-300} CONNS=${CG_CONNS:-8} SIZE=${CG_SIZE:-64}
+    ;;
+*) REQUESTS=${CG_REQUESTS:-20000} WARMUP=${CG_WARMUP:-2000} CONNS=${CG_CONNS:-50} SIZE=${CG_SIZE:-100} ;;
+esac
 TOP=${CG_TOP:-0}
 PORT_BASE=${CG_PORT_BASE:-19600}
 LG_CPU=${CG_LOADGEN_CPU:-0}
@@ -70,7 +80,8 @@ if [ -z "${CG_SKIP_BUILD:-}" ] && [ -z "${WSGATE_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release --bin wsgate 2>&1 | tail -n 1) >&2
     (cd "$ROOT/benches/loadgen" && cargo build --release 2>&1 | tail -n 1) >&2
 fi
-[ -x "$WSGATE" ] && [ -x "$LG/http-backend" ] || die "build first (or unset CG_SKIP_BUILD)"
+[ -x "$WSGATE" ] && [ -x "$LG/http-backend" ] && [ -x "$LG/echo-backend" ] && [ -x "$LG/loadgen" ] ||
+    die "build first (or unset CG_SKIP_BUILD)"
 ulimit -n 20000 2>/dev/null || true
 
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
@@ -123,8 +134,30 @@ config() { # target
             "$ROOT/benches/peers/haproxy-http.cfg" >"$dir/haproxy.cfg"
         echo "haproxy -db -f $dir/haproxy.cfg"
         ;;
+    conn:wsgate | conn-tls:wsgate)
+        render "$([ "$MEASURE" = conn ] && echo wsgate.yaml || echo wsgate-tls.yaml)" "$dir/wsgate.yaml"
+        echo "$WSGATE --config $dir/wsgate.yaml"
+        ;;
+    conn:nginx | conn-tls:nginx)
+        render "$([ "$MEASURE" = conn ] && echo nginx.conf || echo nginx-tls.conf)" "$dir/nginx.conf" "$dir"
+        sed -i 's|^worker_processes 1;|worker_processes 1;\nmaster_process off;|' "$dir/nginx.conf"
+        echo "nginx -p $dir/ -e $dir/error.log -c $dir/nginx.conf"
+        ;;
+    conn:haproxy | conn-tls:haproxy)
+        render "$([ "$MEASURE" = conn ] && echo haproxy.cfg || echo haproxy-tls.cfg)" "$dir/haproxy.cfg"
+        echo "haproxy -db -f $dir/haproxy.cfg"
+        ;;
+    conn:direct) # the echo backend alone: what a connection costs with no proxy
+        echo "$LG/echo-backend --listen 127.0.0.1:$PROXY_PORT"
+        ;;
     *) die "no config for measure $MEASURE, target $t" ;;
     esac
+}
+
+render() { # template out [scratch dir for @RUN@]: the conn measures' peer configs
+    sed -e "s|@RUN@|${3:-$RUN}|g" -e "s|@PORT@|$PROXY_PORT|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+        -e "s|@CERT@|$RUN/tls/server.pem|g" -e "s|@KEY@|$RUN/tls/server.key|g" \
+        -e "s|@PEM@|$RUN/tls/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$2"
 }
 
 # Runs `n` requests of this measure's load (pinned to the load CPU); prints how many
@@ -136,6 +169,16 @@ load() { # n out
             die "h2load failed: $(tail -n 3 "$2")"
         awk '/^requests:/ { print $8 }' "$2"
         ;;
+    conn | conn-tls)
+        local tls=()
+        [ "$MEASURE" = conn-tls ] && tls=(--tls-ca "$RUN/tls/ca.pem" --sni localhost)
+        # --duration only sizes the load generator's watchdog here (no timed window).
+        taskset -c "$LG_CPU" "$LG/loadgen" conncycles --addr "127.0.0.1:$PROXY_PORT" "${tls[@]}" \
+            --cycles "$1" --concurrency "$CONNS" --size "$SIZE" --duration 600 >"$2" 2>&1 ||
+            die "loadgen failed: $(tail -n 3 "$2")"
+        grep -q ' errors=0' "$2" || die "connections failed: $(tail -n 1 "$2")"
+        sed -n 's/.* conns=\([0-9]*\) .*/\1/p' "$2"
+        ;;
     *) die "unknown measure $MEASURE" ;;
     esac
 }
@@ -145,6 +188,12 @@ http1)
     port_free "$BACKEND_PORT" || die "port $BACKEND_PORT in use; set CG_PORT_BASE"
     spawn "$SRV_CPU" "$RUN/backend.log" "$LG/http-backend" --listen "127.0.0.1:$BACKEND_PORT" --size "$SIZE"
     wait_port "$BACKEND_PORT" "$SPAWNED" || die "http-backend did not start"
+    ;;
+conn | conn-tls)
+    port_free "$BACKEND_PORT" || die "port $BACKEND_PORT in use; set CG_PORT_BASE"
+    [ "$MEASURE" = conn-tls ] && bash "$ROOT/benches/make-certs.sh" "$RUN/tls"
+    spawn "$SRV_CPU" "$RUN/backend.log" "$LG/echo-backend" --listen "127.0.0.1:$BACKEND_PORT"
+    wait_port "$BACKEND_PORT" "$SPAWNED" || die "echo-backend did not start"
     ;;
 *) die "unknown measure $MEASURE" ;;
 esac
@@ -215,9 +264,11 @@ for t in $TARGETS; do
     SYS_N[$t]=$done_n
 done
 
-echo "### $MEASURE: per request ($REQUESTS requests, $CONNS connections)"
+unit=request
+case $MEASURE in conn | conn-tls) unit=connection ;; esac
+echo "### $MEASURE: per $unit ($REQUESTS ${unit}s, $CONNS connections at once)"
 echo
-echo "| target | instructions/request | syscalls/request |"
+echo "| target | instructions/$unit | syscalls/$unit |"
 echo "|---|---|---|"
 for t in $TARGETS; do echo "| $t | ${IR[$t]} | ${SYS[$t]} |"; done
 echo

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use base64::Engine;
 use hyper::Request;
-use hyper::body::Incoming;
 use hyper::header;
 
 use crate::backend::balance;
@@ -37,9 +36,9 @@ pub(crate) struct Opened {
 /// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
 /// within `handshake_timeout`; refused, timed out or 5xx → the next one (nothing was sent to
 /// the client yet), at most `retries` more.
-pub(crate) async fn open_backend(
+pub(crate) async fn open_backend<B>(
     route: &Arc<Route>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,
@@ -128,8 +127,8 @@ pub(crate) async fn open_backend(
 }
 
 /// The upgrade request for the backend, serialised, and the `Sec-WebSocket-Key` it carries.
-fn backend_request(
-    req: &Request<Incoming>,
+fn backend_request<B>(
+    req: &Request<B>,
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,

@@ -154,13 +154,23 @@ pub async fn after_upgrade(
         }
         Ok(Err(_)) => {
             tracing::error!("client upgrade produced an unexpected stream type");
-            // Boxed, like `finish`: the task's own state stays as small as the relay needs.
-            return Box::pin(abandoned::client_never_upgraded(pending)).await;
+            return run(pending, None).await;
         }
         Err(e) => {
             tracing::info!(error = %e, "client upgrade failed after 101");
-            return Box::pin(abandoned::client_never_upgraded(pending)).await;
+            return run(pending, None).await;
         }
+    };
+    run(pending, Some(client)).await
+}
+
+/// Relays `client` (its stream and the bytes read past its 101) until both close
+/// handshakes are done (or timed out) and logs the report; with no client (its 101 never
+/// reached it) the backend's side is ended properly and the connection reported.
+pub async fn run(pending: Box<Pending>, client: Option<(Stream, BytesMut)>) {
+    let Some(client) = client else {
+        // Boxed, like `finish`: the task's own state stays as small as the relay needs.
+        return Box::pin(abandoned::client_never_upgraded(pending)).await;
     };
     // On the heap, and polled through the box: an async fn taking the relay by value would
     // keep a second copy of it in its own state for the connection's whole life.
