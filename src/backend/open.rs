@@ -14,7 +14,7 @@ use crate::backend::client::{self, RequestHead};
 use crate::backend::dial;
 use crate::backend::error::BackendError;
 use crate::config::BackendUrl;
-use crate::proto::headers::{ProxyHeaders, forwardable};
+use crate::proto::headers::{ProxyHeaders, each_forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::occupancy::Seat;
 use crate::shared::retire::RetireWatch;
@@ -141,7 +141,6 @@ fn backend_request<B>(
         Some(u) => u.request_target(route.remainder(path), path, query),
         None => query.map_or_else(|| path.to_string(), |q| format!("{path}?{q}")),
     };
-    let forwarded = forwardable(req.headers());
     let mut nonce = [0u8; 16];
     crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
@@ -150,20 +149,22 @@ fn backend_request<B>(
         (Some(u), _) => u.host_header(),
         (None, _) => "echo".to_string(),
     };
-    // Sized once for the client's headers plus wsgate's (a few hundred bytes with the offer).
-    let client_bytes: usize = forwarded
+    // Sized once for the client's headers (all of them: a bound, not a count) plus
+    // wsgate's (a few hundred bytes with the offer).
+    let client_bytes: usize = req
+        .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     let mut out = RequestHead::get(&target, client_bytes + 512);
     let offers = !protocols.is_empty();
-    for (name, value) in &forwarded {
+    // Straight from the client's map: a filtered copy of it would be built only to be read.
+    each_forwardable(req.headers(), |name, value| {
         // wsgate rewrites the offer from the parsed list below, replacing the client's lines.
-        if offers && name == header::SEC_WEBSOCKET_PROTOCOL {
-            continue;
+        if !(offers && name == header::SEC_WEBSOCKET_PROTOCOL) {
+            out.header(name.as_str(), value.as_bytes());
         }
-        out.header(name.as_str(), value.as_bytes());
-    }
+    });
     out.header("host", backend_host.as_bytes());
     out.header("upgrade", b"websocket");
     out.header("connection", b"Upgrade");

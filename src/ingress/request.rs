@@ -119,7 +119,8 @@ async fn serve_inspected(
         Err(e) => return Ok(refuse(None, e, upgrades, &state)),
     };
     if upgrades {
-        return Ok(upgrade(req, client, state).await.map(forward::full));
+        let routed = (route, host, path);
+        return Ok(upgrade(req, client, state, routed).await.map(forward::full));
     }
     if !route.config.http {
         return Ok(refuse(
@@ -152,18 +153,17 @@ pub(crate) async fn prepare_upgrade<B>(
     state: &Arc<ProxyState>,
 ) -> upgrade::Prepared {
     forwarded_client(req.headers(), &mut client, state);
-    if let Err(e) = route(req, state) {
-        log_refusal(None, &e, true, state);
-        return upgrade::Prepared::Answer(e.response());
+    match route(req, state) {
+        Ok(routed) => upgrade::prepare(req, client, state, routed).await,
+        Err(e) => {
+            log_refusal(None, &e, true, state);
+            upgrade::Prepared::Answer(e.response())
+        }
     }
-    upgrade::prepare(req, client, state).await
 }
 
 /// The route for the request's Host and normalised path, with both.
-fn route<B>(
-    req: &Request<B>,
-    state: &ProxyState,
-) -> Result<(Arc<Route>, String, String), HandshakeError> {
+fn route<B>(req: &Request<B>, state: &ProxyState) -> Result<upgrade::Routed, HandshakeError> {
     let host = requested_host(req)?;
     let path = normalize_path(req.uri().path())?;
     let route = state
@@ -182,6 +182,7 @@ async fn upgrade(
     req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
+    routed: upgrade::Routed,
 ) -> Response<upgrade::Body> {
     // On HTTP/2 a reset stream frees its place among the connection's streams at once, so
     // its upgrade must not outlive it: else a client resetting each CONNECT right after
@@ -190,7 +191,7 @@ async fn upgrade(
     let h2 = req.version() == Version::HTTP_2;
     let task = state
         .tracker
-        .spawn(upgrade::answer(req, client, state.clone()).in_current_span());
+        .spawn(upgrade::answer(req, client, state.clone(), routed).in_current_span());
     let _abort = AbortOnDrop(h2.then(|| task.abort_handle()));
     match task.await {
         Ok(res) => res,

@@ -20,7 +20,6 @@ use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
 use crate::ingress::{connect, h1_guard};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, valid_authority};
-use crate::proto::path::normalize_path;
 use crate::shared::client::{ClientInfo, StreamHold};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
@@ -31,8 +30,9 @@ pub(crate) async fn answer(
     mut req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
+    routed: Routed,
 ) -> Response<Body> {
-    match prepare(&mut req, client, &state).await {
+    match prepare(&mut req, client, &state, routed).await {
         Prepared::Answer(res) => res,
         Prepared::Switch { pending, response } => {
             let on_client_upgrade = hyper::upgrade::on(&mut req);
@@ -59,14 +59,19 @@ pub(crate) enum Prepared {
     Answer(Response<Body>),
 }
 
-/// Validates, routes and checks the request, then does the backend handshake: whatever
+/// A request's route, with the authority it asked for and its normalised path (routing
+/// comes before the upgrade's own checks, so their refusals come after routing's).
+pub(crate) type Routed = (Arc<Route>, String, String);
+
+/// Validates and checks the `routed` request, then does the backend handshake: whatever
 /// read the request (hyper, or the HTTP/1.1 fast path) sends the answer and starts the relay.
 pub(crate) async fn prepare<B>(
     req: &mut Request<B>,
     client: ClientInfo,
     state: &Arc<ProxyState>,
+    routed: Routed,
 ) -> Prepared {
-    match upgrade(req, client, state).await {
+    match upgrade(req, client, state, routed).await {
         Ok(prepared) => prepared,
         Err((route, e)) => {
             // A string field, so the text format quotes whatever a peer put in the error.
@@ -90,21 +95,16 @@ async fn upgrade<B>(
     req: &mut Request<B>,
     client: ClientInfo,
     state: &Arc<ProxyState>,
+    (route, host, path): Routed,
 ) -> Result<Prepared, Refusal> {
-    let mut hello = validate(req).map_err(|e| (None, e))?;
+    let mut hello = validate_for(req, Some(host)).map_err(|e| (None, e))?;
     if req.version() == Version::HTTP_2 {
         connect::join_cookies(req.headers_mut());
     }
     if state.shutdown.is_cancelled() {
         return Err((None, HandshakeError::ShuttingDown));
     }
-    let path = normalize_path(req.uri().path()).map_err(|e| (None, e.into()))?;
     let host = Some(hello.host.clone());
-    let route = state
-        .routes
-        .load()
-        .find(host.as_deref(), &path)
-        .ok_or((None, HandshakeError::NoRoute))?;
     let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
     check_origin(&route, req.headers()).map_err(fail)?;
     let protocols = &mut hello.protocols;
@@ -209,6 +209,11 @@ async fn upgrade<B>(
 /// Checks the client's request: an HTTP/1.1 upgrade here, an HTTP/2 extended CONNECT in
 /// [`connect::validate`].
 pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
+    validate_for(req, None)
+}
+
+/// [`validate`], `host` being what [`requested_host`] already found for the request.
+fn validate_for<B>(req: &Request<B>, host: Option<String>) -> Result<Hello, HandshakeError> {
     if req.version() == Version::HTTP_2 {
         return connect::validate(req);
     }
@@ -236,7 +241,10 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
         return Err(HandshakeError::Body);
     }
     check_expectation(h)?;
-    let host = requested_host(req)?;
+    let host = match host {
+        Some(host) => host,
+        None => requested_host(req)?,
+    };
     let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(k), None) => k,
