@@ -2,12 +2,14 @@
 //! connection (hyper) whose requests are served by [`request::serve`]: HTTP/2 when ALPN
 //! chose `h2` ([`http2::serve`]), else HTTP/1.1. A plain listener speaks HTTP/1.1 only.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
@@ -15,6 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Cidr;
+use crate::ingress::forward::ResponseBody;
 use crate::ingress::h1_fast::{self, MIN_HEADER_BYTES, Then};
 use crate::ingress::h1_guard::H1Guard;
 use crate::ingress::{http2, proxy_protocol, request};
@@ -129,28 +132,46 @@ pub(crate) async fn serve_http1(
     settings: &Settings,
     state: Arc<ProxyState>,
 ) {
-    let limits = &settings.limits;
     let shared = state.clone();
     let guard = H1Guard::new(stream, read_ahead, settings.http_idle_timeout);
     let inspection = guard.inspection();
-    let (client, answer) = match then {
-        Then::Serve(client) => (Some(client), None),
-        Then::Answer(res) => (None, Some(Mutex::new(Some(res)))),
-    };
-    let service = service_fn(move |req| {
-        let head = inspection.next_request();
-        let (state, inspection) = (shared.clone(), inspection.clone());
-        let answer = answer
-            .as_ref()
-            .and_then(|a| a.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let client = client.clone();
-        async move {
-            match client {
-                Some(client) => request::serve_h1(req, client, state, head, inspection).await,
-                None => Ok(request::answer_again(head, answer, &state)),
-            }
+    // One service per case, so the one serving every request stays the future
+    // `request::serve_h1` is, with nothing wrapped around it.
+    match then {
+        Then::Serve(client) => {
+            let service = service_fn(move |req| {
+                let head = inspection.next_request();
+                request::serve_h1(
+                    req,
+                    client.clone(),
+                    shared.clone(),
+                    head,
+                    inspection.clone(),
+                )
+            });
+            drive(guard, service, settings, &state).await;
         }
-    });
+        Then::Answer(res) => {
+            let answer = Mutex::new(Some(res));
+            let service = service_fn(move |_req| {
+                let head = inspection.next_request();
+                let answer = answer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                std::future::ready(Ok::<_, Infallible>(request::answer_again(
+                    head, answer, &shared,
+                )))
+            });
+            drive(guard, service, settings, &state).await;
+        }
+    }
+}
+
+/// Runs hyper's HTTP/1.1 connection over `guard` with `service` until it ends (or
+/// upgrades), or `HTTP_GRACE` after shutdown began.
+async fn drive<S>(guard: H1Guard, service: S, settings: &Settings, state: &ProxyState)
+where
+    S: HttpService<Incoming, ResBody = ResponseBody, Error = Infallible>,
+{
+    let limits = &settings.limits;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

@@ -137,6 +137,19 @@ impl H1Guard {
         self.inspection.clone()
     }
 
+    /// Moves read-ahead bytes into `buf` (the first reads only: kept out of line, so the
+    /// read every request takes stays as it was).
+    #[inline(never)]
+    fn take_read_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.read_ahead.len().min(buf.remaining());
+        buf.put_slice(&self.read_ahead[..n]);
+        self.read_ahead.advance(n);
+        if self.read_ahead.is_empty() {
+            // Its allocation is not kept for the connection's life.
+            self.read_ahead = BytesMut::new();
+        }
+    }
+
     /// `polled`, a write-side poll of the stream, with the stall deadline applied.
     fn deadline<T>(
         &mut self,
@@ -183,13 +196,7 @@ impl AsyncRead for H1Guard {
         if this.read_ahead.is_empty() {
             ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         } else {
-            let n = this.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&this.read_ahead[..n]);
-            this.read_ahead.advance(n);
-            if this.read_ahead.is_empty() {
-                // Its allocation is not kept for the connection's life.
-                this.read_ahead = BytesMut::new();
-            }
+            this.take_read_ahead(buf);
         }
         if let Err(e) = this.scan.feed(&buf.filled()[before..]) {
             // hyper gets the bytes before the break, and the error on its next read.
