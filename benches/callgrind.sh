@@ -32,6 +32,14 @@
 #           (amortised: ~100 k instructions per connection, so ≈ 10 per message at the
 #           defaults of 20000 round trips over 5 connections).
 #   ws64k   the same with 64 KiB messages (defaults: 2000 round trips, 2 connections)
+#   conn    instructions per NEW WebSocket connection: `loadgen conncycles` runs
+#           CG_REQUESTS whole connection lives on CG_CONNS workers (TCP connect →
+#           upgrade → one CG_SIZE-byte binary message and its echo → close handshake →
+#           FIN) against echo-backend through each proxy; configs
+#           benches/peers/{wsgate.yaml, nginx.conf, haproxy.cfg}.
+#           Defaults for it: CG_REQUESTS=3000 CG_WARMUP=300 CG_CONNS=8 CG_SIZE=64
+#   conn-tls  the same with TLS on the client hop (full handshakes, no resumption);
+#           configs benches/peers/{wsgate-tls.yaml, nginx-tls.conf, haproxy-tls.cfg}
 #
 # Knobs (environment):
 #   CG_TARGETS="wsgate nginx haproxy"  CG_MEASURE=http1
@@ -52,6 +60,7 @@ MEASURE=${CG_MEASURE:-http1}
 case $MEASURE in
 ws64) defaults=(20000 2000 5 64) ;;
 ws64k) defaults=(2000 200 2 65536) ;;
+conn | conn-tls) defaults=(3000 300 8 64) ;; # a connection costs ~100× a request
 *) defaults=(20000 2000 50 100) ;;
 esac
 REQUESTS=${CG_REQUESTS:-${defaults[0]}}
@@ -69,6 +78,7 @@ esac
 # What one operation is, for the tables.
 case $MEASURE in
 ws64 | ws64k) OP="relayed message" UNIT="round trips" ;;
+conn | conn-tls) OP=connection UNIT=connections ;;
 *) OP=request UNIT=requests ;;
 esac
 TOP=${CG_TOP:-0}
@@ -100,7 +110,8 @@ if [ -z "${CG_SKIP_BUILD:-}" ] && [ -z "${WSGATE_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release --bin wsgate 2>&1 | tail -n 1) >&2
     (cd "$ROOT/benches/loadgen" && cargo build --release 2>&1 | tail -n 1) >&2
 fi
-[ -x "$WSGATE" ] && [ -x "$LG/http-backend" ] && [ -x "$LG/echo-backend" ] && [ -x "$LG/loadgen" ] || die "build first (or unset CG_SKIP_BUILD)"
+[ -x "$WSGATE" ] && [ -x "$LG/http-backend" ] && [ -x "$LG/echo-backend" ] && [ -x "$LG/loadgen" ] ||
+    die "build first (or unset CG_SKIP_BUILD)"
 ulimit -n 20000 2>/dev/null || true
 
 port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
@@ -169,11 +180,30 @@ config() { # target
             "$ROOT/benches/peers/haproxy.cfg" >"$dir/haproxy.cfg"
         echo "haproxy -db -f $dir/haproxy.cfg"
         ;;
-    ws64:direct | ws64k:direct) # the echo backend alone
+    conn:wsgate | conn-tls:wsgate)
+        render "$([ "$MEASURE" = conn ] && echo wsgate.yaml || echo wsgate-tls.yaml)" "$dir/wsgate.yaml"
+        echo "$WSGATE --config $dir/wsgate.yaml"
+        ;;
+    conn:nginx | conn-tls:nginx)
+        render "$([ "$MEASURE" = conn ] && echo nginx.conf || echo nginx-tls.conf)" "$dir/nginx.conf" "$dir"
+        sed -i 's|^worker_processes 1;|worker_processes 1;\nmaster_process off;|' "$dir/nginx.conf"
+        echo "nginx -p $dir/ -e $dir/error.log -c $dir/nginx.conf"
+        ;;
+    conn:haproxy | conn-tls:haproxy)
+        render "$([ "$MEASURE" = conn ] && echo haproxy.cfg || echo haproxy-tls.cfg)" "$dir/haproxy.cfg"
+        echo "haproxy -db -f $dir/haproxy.cfg"
+        ;;
+    ws64:direct | ws64k:direct | conn:direct) # the echo backend alone
         echo "$LG/echo-backend --listen 127.0.0.1:$PROXY_PORT"
         ;;
     *) die "no config for measure $MEASURE, target $t" ;;
     esac
+}
+
+render() { # template out [scratch dir for @RUN@]: the conn measures' peer configs
+    sed -e "s|@RUN@|${3:-$RUN}|g" -e "s|@PORT@|$PROXY_PORT|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND_PORT|g" \
+        -e "s|@CERT@|$RUN/tls/server.pem|g" -e "s|@KEY@|$RUN/tls/server.key|g" \
+        -e "s|@PEM@|$RUN/tls/server-with-key.pem|g" "$ROOT/benches/peers/$1" >"$2"
 }
 
 # Runs `n` requests (round trips) of this measure's load (pinned to the load CPU);
@@ -194,6 +224,16 @@ load() { # n out
             die "loadgen failed: $(tail -n 3 "$2")"
         sed -n 's/.* msgs=\([0-9]*\).*/\1/p' "$2" | awk '{ print 2 * $1 }'
         ;;
+    conn | conn-tls)
+        local tls=()
+        [ "$MEASURE" = conn-tls ] && tls=(--tls-ca "$RUN/tls/ca.pem" --sni localhost)
+        # --duration only sizes the load generator's watchdog here (no timed window).
+        taskset -c "$LG_CPU" "$LG/loadgen" conncycles --addr "127.0.0.1:$PROXY_PORT" "${tls[@]}" \
+            --cycles "$1" --concurrency "$CONNS" --size "$SIZE" --duration 600 >"$2" 2>&1 ||
+            die "loadgen failed: $(tail -n 3 "$2")"
+        grep -q ' errors=0' "$2" || die "connections failed: $(tail -n 1 "$2")"
+        sed -n 's/.* conns=\([0-9]*\) .*/\1/p' "$2"
+        ;;
     *) die "unknown measure $MEASURE" ;;
     esac
 }
@@ -204,8 +244,9 @@ http1)
     spawn "$SRV_CPU" "$RUN/backend.log" "$LG/http-backend" --listen "127.0.0.1:$BACKEND_PORT" --size "$SIZE"
     wait_port "$BACKEND_PORT" "$SPAWNED" || die "http-backend did not start"
     ;;
-ws64 | ws64k)
+ws64 | ws64k | conn | conn-tls)
     port_free "$BACKEND_PORT" || die "port $BACKEND_PORT in use; set CG_PORT_BASE"
+    [ "$MEASURE" = conn-tls ] && bash "$ROOT/benches/make-certs.sh" "$RUN/tls"
     spawn "$SRV_CPU" "$RUN/backend.log" "$LG/echo-backend" --listen "127.0.0.1:$BACKEND_PORT"
     wait_port "$BACKEND_PORT" "$SPAWNED" || die "echo-backend did not start"
     ;;

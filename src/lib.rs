@@ -70,7 +70,8 @@
 //! 5. `ingress`: the client side.
 //!    - `ingress::listener`: sockets per worker and the accept loop;
 //!      `ingress::proxy_protocol`: the PROXY header read before anything else;
-//!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_guard`: the
+//!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_fast`: a first
+//!      request that is a WebSocket upgrade, served without hyper; `ingress::h1_guard`: the
 //!      HTTP/1.1 client stream beneath hyper (request heads inspected, the write-stall
 //!      deadline); `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);

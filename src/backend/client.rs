@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use self::body::{Framing, fill, framing, read_chunked, read_sized, read_to_eof};
 use crate::backend::error::BackendError;
 use crate::proto::handshake::accept_key;
-use crate::proto::headers::{forwardable, has_token, is_token};
+use crate::proto::headers::{each_forwardable, has_token, is_token};
 use crate::shared::stream::Stream;
 
 /// First allocation for the answer: a 101 is a few hundred bytes.
@@ -131,10 +131,16 @@ pub(crate) async fn handshake(
             if is_token(p.as_bytes()) && offered.iter().any(|o| o.as_bytes() == p.as_bytes()) => {}
         _ => return Err(invalid("subprotocol that was not offered")),
     }
+    // Copied header by header into a map that allocates only once one is kept (a bare 101
+    // keeps none): the 101 to the client adds wsgate's own to it.
+    let mut headers = HeaderMap::new();
+    each_forwardable(&h, |name, value| {
+        headers.append(name.clone(), value.clone());
+    });
     Ok(Answer::Upgraded {
         stream,
         leftover,
-        headers: forwardable(&h),
+        headers,
     })
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use base64::Engine;
 use hyper::Request;
-use hyper::body::Incoming;
 use hyper::header;
 
 use crate::backend::balance;
@@ -15,7 +14,7 @@ use crate::backend::client::{self, RequestHead};
 use crate::backend::dial;
 use crate::backend::error::BackendError;
 use crate::config::BackendUrl;
-use crate::proto::headers::{ProxyHeaders, forwardable};
+use crate::proto::headers::{ProxyHeaders, each_forwardable};
 use crate::shared::client::ClientInfo;
 use crate::shared::occupancy::Seat;
 use crate::shared::retire::RetireWatch;
@@ -37,9 +36,9 @@ pub(crate) struct Opened {
 /// Connects and upgrades to a backend of the route: candidates in the balancer's order, each
 /// within `handshake_timeout`; refused, timed out or 5xx → the next one (nothing was sent to
 /// the client yet), at most `retries` more.
-pub(crate) async fn open_backend(
+pub(crate) async fn open_backend<B>(
     route: &Arc<Route>,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,
@@ -128,8 +127,8 @@ pub(crate) async fn open_backend(
 }
 
 /// The upgrade request for the backend, serialised, and the `Sec-WebSocket-Key` it carries.
-fn backend_request(
-    req: &Request<Incoming>,
+fn backend_request<B>(
+    req: &Request<B>,
     client: &ClientInfo,
     host: Option<&str>,
     path: &str,
@@ -142,7 +141,6 @@ fn backend_request(
         Some(u) => u.request_target(route.remainder(path), path, query),
         None => query.map_or_else(|| path.to_string(), |q| format!("{path}?{q}")),
     };
-    let forwarded = forwardable(req.headers());
     let mut nonce = [0u8; 16];
     crate::shared::random::fill(&mut nonce);
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
@@ -151,20 +149,22 @@ fn backend_request(
         (Some(u), _) => u.host_header(),
         (None, _) => "echo".to_string(),
     };
-    // Sized once for the client's headers plus wsgate's (a few hundred bytes with the offer).
-    let client_bytes: usize = forwarded
+    // Sized once for the client's headers (all of them: a bound, not a count) plus
+    // wsgate's (a few hundred bytes with the offer).
+    let client_bytes: usize = req
+        .headers()
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     let mut out = RequestHead::get(&target, client_bytes + 512);
     let offers = !protocols.is_empty();
-    for (name, value) in &forwarded {
+    // Straight from the client's map: a filtered copy of it would be built only to be read.
+    each_forwardable(req.headers(), |name, value| {
         // wsgate rewrites the offer from the parsed list below, replacing the client's lines.
-        if offers && name == header::SEC_WEBSOCKET_PROTOCOL {
-            continue;
+        if !(offers && name == header::SEC_WEBSOCKET_PROTOCOL) {
+            out.header(name.as_str(), value.as_bytes());
         }
-        out.header(name.as_str(), value.as_bytes());
-    }
+    });
     out.header("host", backend_host.as_bytes());
     out.header("upgrade", b"websocket");
     out.header("connection", b"Upgrade");

@@ -2,11 +2,14 @@
 //! connection (hyper) whose requests are served by [`request::serve`]: HTTP/2 when ALPN
 //! chose `h2` ([`http2::serve`]), else HTTP/1.1. A plain listener speaks HTTP/1.1 only.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use hyper::service::service_fn;
+use bytes::BytesMut;
+use hyper::body::Incoming;
+use hyper::service::{HttpService, service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::TcpStream;
@@ -14,6 +17,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Cidr;
+use crate::ingress::forward::ResponseBody;
+use crate::ingress::h1_fast::{self, MIN_HEADER_BYTES, Then};
 use crate::ingress::h1_guard::H1Guard;
 use crate::ingress::{http2, proxy_protocol, request};
 use crate::proto::forwarded::Forwarding;
@@ -24,8 +29,6 @@ use crate::shared::stream::Stream;
 /// After shutdown starts, an HTTP connection that has not upgraded gets this long to finish
 /// (an HTTP/2 connection, this long after its last WebSocket closed).
 const HTTP_GRACE: Duration = Duration::from_secs(5);
-/// hyper refuses a read buffer under 8 KiB.
-const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// What the listener in force said about a connection when it was accepted.
 pub struct Front {
@@ -40,7 +43,8 @@ pub struct Front {
 /// HTTP/2 whose requests go to [`request::serve`]; ends when the connection does (an
 /// HTTP/1.1 connection also once it upgraded, the relay going on in a task of its own;
 /// an HTTP/2 connection carries its WebSockets, so it lasts as long as they do), or after
-/// a grace period once shutdown began. `_pending` is the listener's place for a connection
+/// a grace period once shutdown began. A first request that is an upgrade is served by
+/// [`h1_fast`], anything else by hyper. `pending` is the listener's place for a connection
 /// that does not relay yet, held until then (by an HTTP/2 connection for its whole life).
 pub async fn serve(
     mut tcp: TcpStream,
@@ -48,7 +52,7 @@ pub async fn serve(
     id: u64,
     front: Front,
     state: Arc<ProxyState>,
-    _pending: OwnedSemaphorePermit,
+    pending: OwnedSemaphorePermit,
 ) {
     // Frames are written whole and flushed; Nagle would only add latency.
     let _ = tcp.set_nodelay(true);
@@ -102,34 +106,72 @@ pub async fn serve(
         forwarding: Forwarding::direct(peer.ip()),
     };
     match protocol {
-        ClientProtocol::H1 => serve_http1(stream, client, &settings, state).await,
-        ClientProtocol::H2 => http2::serve(stream, client, &settings, state, HTTP_GRACE).await,
+        ClientProtocol::H1 => {
+            let Some(h) = h1_fast::serve(stream, client, settings, state.clone(), pending).await
+            else {
+                return;
+            };
+            serve_http1(h.stream, h.read, h.then, &h.settings, state).await;
+            drop(h.pending);
+        }
+        ClientProtocol::H2 => {
+            let _pending = pending;
+            http2::serve(stream, client, &settings, state, HTTP_GRACE).await
+        }
     }
 }
 
-/// HTTP/1.1 until the connection ends or upgrades, or `HTTP_GRACE` after shutdown began.
-/// hyper reads and writes through an [`H1Guard`]: each request head is inspected as it
-/// passes, and a client that stops reading is cut after `http_idle_timeout`.
-async fn serve_http1(
+/// HTTP/1.1 until the connection ends or upgrades, or `HTTP_GRACE` after shutdown began;
+/// `read_ahead` is what was read of the connection already. hyper reads and writes
+/// through an [`H1Guard`]: each request head is inspected as it passes, and a client that
+/// stops reading is cut after `http_idle_timeout`.
+pub(crate) async fn serve_http1(
     stream: Stream,
-    client: ClientInfo,
+    read_ahead: BytesMut,
+    then: Then,
     settings: &Settings,
     state: Arc<ProxyState>,
 ) {
-    let limits = &settings.limits;
     let shared = state.clone();
-    let guard = H1Guard::new(stream, settings.http_idle_timeout);
+    let guard = H1Guard::new(stream, read_ahead, settings.http_idle_timeout);
     let inspection = guard.inspection();
-    let service = service_fn(move |req| {
-        let head = inspection.next_request();
-        request::serve_h1(
-            req,
-            client.clone(),
-            shared.clone(),
-            head,
-            inspection.clone(),
-        )
-    });
+    // One service per case, so the one serving every request stays the future
+    // `request::serve_h1` is, with nothing wrapped around it.
+    match then {
+        Then::Serve(client) => {
+            let service = service_fn(move |req| {
+                let head = inspection.next_request();
+                request::serve_h1(
+                    req,
+                    client.clone(),
+                    shared.clone(),
+                    head,
+                    inspection.clone(),
+                )
+            });
+            drive(guard, service, settings, &state).await;
+        }
+        Then::Answer(res) => {
+            let answer = Mutex::new(Some(res));
+            let service = service_fn(move |_req| {
+                let head = inspection.next_request();
+                let answer = answer.lock().unwrap_or_else(PoisonError::into_inner).take();
+                std::future::ready(Ok::<_, Infallible>(request::answer_again(
+                    head, answer, &shared,
+                )))
+            });
+            drive(guard, service, settings, &state).await;
+        }
+    }
+}
+
+/// Runs hyper's HTTP/1.1 connection over `guard` with `service` until it ends (or
+/// upgrades), or `HTTP_GRACE` after shutdown began.
+async fn drive<S>(guard: H1Guard, service: S, settings: &Settings, state: &ProxyState)
+where
+    S: HttpService<Incoming, ResBody = ResponseBody, Error = Infallible>,
+{
+    let limits = &settings.limits;
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)

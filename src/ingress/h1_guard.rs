@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -97,6 +97,9 @@ impl Inspection {
 /// The client's stream with the request scan and the write-stall deadline.
 pub(crate) struct H1Guard {
     io: Stream,
+    /// Bytes read from `io` before hyper took the connection over (by the HTTP/1.1 fast
+    /// path, which hands on what is not an upgrade it serves), read first.
+    read_ahead: BytesMut,
     scan: Scanner,
     inspection: Arc<Inspection>,
     /// The scan's stop was told to `inspection`.
@@ -113,10 +116,12 @@ pub(crate) struct H1Guard {
 }
 
 impl H1Guard {
-    /// Guards `io`; a write blocked for longer than `stall_after` (0: never) fails.
-    pub(crate) fn new(io: Stream, stall_after: Duration) -> H1Guard {
+    /// Guards `io`, whose first bytes are `read_ahead` (already read from it); a write
+    /// blocked for longer than `stall_after` (0: never) fails.
+    pub(crate) fn new(io: Stream, read_ahead: BytesMut, stall_after: Duration) -> H1Guard {
         H1Guard {
             io,
+            read_ahead,
             scan: Scanner::new(),
             inspection: Arc::new(Inspection::new()),
             told: false,
@@ -130,6 +135,19 @@ impl H1Guard {
     /// The connection's inspection, for the service.
     pub(crate) fn inspection(&self) -> Arc<Inspection> {
         self.inspection.clone()
+    }
+
+    /// Moves read-ahead bytes into `buf` (the first reads only: kept out of line, so the
+    /// read every request takes stays as it was).
+    #[inline(never)]
+    fn take_read_ahead(&mut self, buf: &mut ReadBuf<'_>) {
+        let n = self.read_ahead.len().min(buf.remaining());
+        buf.put_slice(&self.read_ahead[..n]);
+        self.read_ahead.advance(n);
+        if self.read_ahead.is_empty() {
+            // Its allocation is not kept for the connection's life.
+            self.read_ahead = BytesMut::new();
+        }
     }
 
     /// `polled`, a write-side poll of the stream, with the stall deadline applied.
@@ -175,7 +193,11 @@ impl AsyncRead for H1Guard {
             )));
         }
         let before = buf.filled().len();
-        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if this.read_ahead.is_empty() {
+            ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        } else {
+            this.take_read_ahead(buf);
+        }
         if let Err(e) = this.scan.feed(&buf.filled()[before..]) {
             // hyper gets the bytes before the break, and the error on its next read.
             this.broken = true;
@@ -237,9 +259,12 @@ impl AsyncWrite for H1Guard {
 /// reads and writes the stream itself.
 pub(crate) fn recover(upgraded: Upgraded) -> Result<(Stream, BytesMut), Upgraded> {
     let parts = upgraded.downcast::<TokioIo<H1Guard>>()?;
+    let guard = parts.io.into_inner();
     // Copy the few early bytes and drop hyper's read buffer: kept, its 8 KiB allocation
-    // would live as long as the connection.
-    let leftover = BytesMut::from(&parts.read_buf[..]);
+    // would live as long as the connection. Read-ahead hyper did not take yet follows them.
+    let mut leftover = BytesMut::with_capacity(parts.read_buf.len() + guard.read_ahead.len());
+    leftover.extend_from_slice(&parts.read_buf);
+    leftover.extend_from_slice(&guard.read_ahead);
     drop(parts.read_buf);
-    Ok((parts.io.into_inner().io, leftover))
+    Ok((guard.io, leftover))
 }

@@ -5,6 +5,7 @@ pub mod conn;
 pub mod connect;
 pub mod door;
 pub mod forward;
+pub mod h1_fast;
 pub mod h1_guard;
 pub mod hello;
 pub mod http2;

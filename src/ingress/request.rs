@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tracing::Instrument;
 
@@ -47,18 +47,46 @@ pub(crate) async fn serve_h1(
     let why = match head {
         HeadCheck::Clean => return serve_inspected(req, client, state, Some(inspection)).await,
         HeadCheck::Upgrade => {
-            let mut res = serve_inspected(req, client, state, Some(inspection)).await?;
-            // The guard stopped reading at this head: after anything but the switch, a
-            // next request on the connection would reach hyper uninspected.
-            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            return Ok(res);
+            let res = serve_inspected(req, client, state, Some(inspection)).await?;
+            return Ok(closing_unless_switched(res));
         }
         HeadCheck::Refused(r) => r.as_str(),
-        HeadCheck::Unseen => "request after an uninspected one",
+        HeadCheck::Unseen => UNSEEN,
     };
+    Ok(refused_head(why, &state))
+}
+
+/// Why a request the guard did not follow is refused.
+const UNSEEN: &str = "request after an uninspected one";
+
+/// The guard stopped reading at an upgrade's head: after anything but the switch, a next
+/// request on the connection would reach hyper uninspected.
+fn closing_unless_switched(mut res: Response<ResponseBody>) -> Response<ResponseBody> {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+/// The answer the fast path already gave an upgrade (logged and counted there), for hyper
+/// to send when it reads the same head again; as [`serve_h1`] would answer it.
+pub(crate) fn answer_again(
+    head: HeadCheck,
+    answer: Option<Response<upgrade::Body>>,
+    state: &ProxyState,
+) -> Response<ResponseBody> {
+    match (head, answer) {
+        (HeadCheck::Upgrade, Some(res)) => closing_unless_switched(res.map(forward::full)),
+        (HeadCheck::Refused(r), _) => refused_head(r.as_str(), state),
+        // The fast path sends none but a head the scan takes for an upgrade, and the
+        // answer closes the connection.
+        _ => refused_head(UNSEEN, state),
+    }
+}
+
+/// The 400 for a head the guard refused (or did not see), logged and counted.
+fn refused_head(why: &str, state: &ProxyState) -> Response<ResponseBody> {
     tracing::info!(status = 400, route = "", error = why, "request refused");
     state
         .metrics
@@ -71,7 +99,7 @@ pub(crate) async fn serve_h1(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Ok(res)
+    res
 }
 
 /// Answers one request; `inspection` is its HTTP/1.1 connection's, if it has one.
@@ -81,17 +109,7 @@ async fn serve_inspected(
     state: Arc<ProxyState>,
     inspection: Option<Arc<Inspection>>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    // Per request: each request of a connection from a trusted proxy may come from
-    // another client.
-    {
-        let settings = state.settings.load();
-        let trusted = &settings.trusted_proxies;
-        if !trusted.is_empty() {
-            client.forwarding = Forwarding::read(req.headers(), client.peer.ip(), |ip| {
-                any_contains(trusted, ip)
-            });
-        }
-    }
+    forwarded_client(req.headers(), &mut client, &state);
     // On HTTP/2 a WebSocket is an extended CONNECT (RFC 8441), and any CONNECT gets the
     // upgrade's answer (405 without `:protocol`): wsgate forwards no tunnels.
     let upgrades = req.headers().contains_key(header::UPGRADE)
@@ -101,7 +119,8 @@ async fn serve_inspected(
         Err(e) => return Ok(refuse(None, e, upgrades, &state)),
     };
     if upgrades {
-        return Ok(upgrade(req, client, state).await.map(forward::full));
+        let routed = (route, host, path);
+        return Ok(upgrade(req, client, state, routed).await.map(forward::full));
     }
     if !route.config.http {
         return Ok(refuse(
@@ -114,11 +133,37 @@ async fn serve_inspected(
     Ok(forward::answer(req, client, route, host, path, state, inspection).await)
 }
 
+/// Per request: each request of a connection from a trusted proxy may come from another
+/// client, whom its forwarding headers name.
+fn forwarded_client(headers: &HeaderMap, client: &mut ClientInfo, state: &ProxyState) {
+    let settings = state.settings.load();
+    let trusted = &settings.trusted_proxies;
+    if !trusted.is_empty() {
+        client.forwarding =
+            Forwarding::read(headers, client.peer.ip(), |ip| any_contains(trusted, ip));
+    }
+}
+
+/// An upgrade request that the HTTP/1.1 fast path read instead of hyper: the steps
+/// [`serve_h1`] takes for it (the client behind trusted proxies, routing, then the
+/// upgrade), up to the answer, which the caller sends.
+pub(crate) async fn prepare_upgrade<B>(
+    req: &mut Request<B>,
+    mut client: ClientInfo,
+    state: &Arc<ProxyState>,
+) -> upgrade::Prepared {
+    forwarded_client(req.headers(), &mut client, state);
+    match route(req, state) {
+        Ok(routed) => upgrade::prepare(req, client, state, routed).await,
+        Err(e) => {
+            log_refusal(None, &e, true, state);
+            upgrade::Prepared::Answer(e.response())
+        }
+    }
+}
+
 /// The route for the request's Host and normalised path, with both.
-fn route(
-    req: &Request<Incoming>,
-    state: &ProxyState,
-) -> Result<(Arc<Route>, String, String), HandshakeError> {
+fn route<B>(req: &Request<B>, state: &ProxyState) -> Result<upgrade::Routed, HandshakeError> {
     let host = requested_host(req)?;
     let path = normalize_path(req.uri().path())?;
     let route = state
@@ -137,6 +182,7 @@ async fn upgrade(
     req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
+    routed: upgrade::Routed,
 ) -> Response<upgrade::Body> {
     // On HTTP/2 a reset stream frees its place among the connection's streams at once, so
     // its upgrade must not outlive it: else a client resetting each CONNECT right after
@@ -145,7 +191,7 @@ async fn upgrade(
     let h2 = req.version() == Version::HTTP_2;
     let task = state
         .tracker
-        .spawn(upgrade::answer(req, client, state.clone()).in_current_span());
+        .spawn(upgrade::answer(req, client, state.clone(), routed).in_current_span());
     let _abort = AbortOnDrop(h2.then(|| task.abort_handle()));
     match task.await {
         Ok(res) => res,
@@ -163,6 +209,12 @@ fn refuse(
     upgrade: bool,
     state: &ProxyState,
 ) -> Response<ResponseBody> {
+    log_refusal(route, &e, upgrade, state);
+    e.response().map(forward::full)
+}
+
+/// Logs and counts a refusal of [`refuse`].
+fn log_refusal(route: Option<&Route>, e: &HandshakeError, upgrade: bool, state: &ProxyState) {
     let name = route.map_or("", Route::name);
     let (status, error) = (e.status().as_u16(), e.to_string());
     // A string field, so the text format quotes whatever a peer put in the error.
@@ -175,7 +227,6 @@ fn refuse(
             .metrics
             .http_request(name, e.status().as_u16(), std::time::Duration::ZERO);
     }
-    e.response().map(forward::full)
 }
 
 /// Aborts the task it holds a handle of when dropped (a finished task is not affected).

@@ -20,19 +20,59 @@ use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
 use crate::ingress::{connect, h1_guard};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, valid_authority};
-use crate::proto::path::normalize_path;
 use crate::shared::client::{ClientInfo, StreamHold};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
-/// Answers one request: the 101 (the relay already spawned) or the refusal, counted.
+/// Answers one request hyper read: the 101 (the relay already spawned, waiting for hyper
+/// to hand over the client's stream) or the refusal, counted.
 pub(crate) async fn answer(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     client: ClientInfo,
     state: Arc<ProxyState>,
+    routed: Routed,
 ) -> Response<Body> {
-    match upgrade(req, client, &state).await {
-        Ok(res) => res,
+    match prepare(&mut req, client, &state, routed).await {
+        Prepared::Answer(res) => res,
+        Prepared::Switch { pending, response } => {
+            let on_client_upgrade = hyper::upgrade::on(&mut req);
+            state.tracker.spawn(
+                crate::relay::after_upgrade(pending, on_client_upgrade, h1_guard::recover)
+                    .in_current_span(),
+            );
+            response
+        }
+    }
+}
+
+/// Where an upgrade request got to, the client not told anything yet.
+pub(crate) enum Prepared {
+    /// The backend switched: the client's 101 (200 on HTTP/2), and what the relay needs
+    /// besides the client's stream (boxed: it is held while the client's upgrade completes).
+    Switch {
+        /// The relay's state, the backend's stream in it.
+        pending: Box<crate::relay::Pending>,
+        /// The answer to send the client.
+        response: Response<Body>,
+    },
+    /// A refusal (wsgate's own, counted and logged, or the backend's relayed).
+    Answer(Response<Body>),
+}
+
+/// A request's route, with the authority it asked for and its normalised path (routing
+/// comes before the upgrade's own checks, so their refusals come after routing's).
+pub(crate) type Routed = (Arc<Route>, String, String);
+
+/// Validates and checks the `routed` request, then does the backend handshake: whatever
+/// read the request (hyper, or the HTTP/1.1 fast path) sends the answer and starts the relay.
+pub(crate) async fn prepare<B>(
+    req: &mut Request<B>,
+    client: ClientInfo,
+    state: &Arc<ProxyState>,
+    routed: Routed,
+) -> Prepared {
+    match upgrade(req, client, state, routed).await {
+        Ok(prepared) => prepared,
         Err((route, e)) => {
             // A string field, so the text format quotes whatever a peer put in the error.
             tracing::info!(
@@ -44,44 +84,33 @@ pub(crate) async fn answer(
             state
                 .metrics
                 .handshake_failure(route.as_deref().unwrap_or(""), e.reason());
-            e.response()
+            Prepared::Answer(e.response())
         }
     }
 }
 
 type Refusal = (Option<String>, HandshakeError);
 
-async fn upgrade(
-    mut req: Request<Incoming>,
+async fn upgrade<B>(
+    req: &mut Request<B>,
     client: ClientInfo,
     state: &Arc<ProxyState>,
-) -> Result<Response<Body>, Refusal> {
-    let mut hello = validate(&req).map_err(|e| (None, e))?;
+    (route, host, path): Routed,
+) -> Result<Prepared, Refusal> {
+    let mut hello = validate_for(req, Some(host)).map_err(|e| (None, e))?;
     if req.version() == Version::HTTP_2 {
         connect::join_cookies(req.headers_mut());
     }
     if state.shutdown.is_cancelled() {
         return Err((None, HandshakeError::ShuttingDown));
     }
-    let path = normalize_path(req.uri().path()).map_err(|e| (None, e.into()))?;
     let host = Some(hello.host.clone());
-    let route = state
-        .routes
-        .load()
-        .find(host.as_deref(), &path)
-        .ok_or((None, HandshakeError::NoRoute))?;
     let fail = |e: HandshakeError| (Some(route.name().to_string()), e);
     check_origin(&route, req.headers()).map_err(fail)?;
     let protocols = &mut hello.protocols;
-    let pass = door::check(
-        &route,
-        &mut req,
-        &client,
-        state,
-        Entry::Upgrade { protocols },
-    )
-    .await
-    .map_err(|r| fail(HandshakeError::Door(Box::new(r))))?;
+    let pass = door::check(&route, req, &client, state, Entry::Upgrade { protocols })
+        .await
+        .map_err(|r| fail(HandshakeError::Door(Box::new(r))))?;
     // Both places are held from here until the relay ends (or the upgrade fails).
     let global_slot = state
         .reserve()
@@ -99,7 +128,7 @@ async fn upgrade(
         set_cookie,
     } = open_backend(
         &route,
-        &req,
+        req,
         &client,
         host.as_deref(),
         &path,
@@ -127,7 +156,7 @@ async fn upgrade(
             state
                 .metrics
                 .handshake_failure(route.name(), "backend_refused");
-            return Ok(relay_refusal(res));
+            return Ok(Prepared::Answer(relay_refusal(res)));
         }
     };
 
@@ -145,7 +174,6 @@ async fn upgrade(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let on_client_upgrade = hyper::upgrade::on(&mut req);
     let session = crate::relay::Session {
         id: client.id,
         route: route.clone(),
@@ -167,23 +195,25 @@ async fn upgrade(
         backend: (backend_stream, BytesMut::from(&leftover[..])),
         state: state.clone(),
     });
-    state.tracker.spawn(
-        crate::relay::after_upgrade(pending, on_client_upgrade, h1_guard::recover)
-            .in_current_span(),
-    );
-    Ok(match &hello.key {
+    let response = match &hello.key {
         Some(key) => switching_protocols(key, backend_headers),
         None => {
             let mut res = Response::new(Full::new(Bytes::new()));
             *res.headers_mut() = connect::accepted(backend_headers);
             res
         }
-    })
+    };
+    Ok(Prepared::Switch { pending, response })
 }
 
 /// Checks the client's request: an HTTP/1.1 upgrade here, an HTTP/2 extended CONNECT in
 /// [`connect::validate`].
 pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
+    validate_for(req, None)
+}
+
+/// [`validate`], `host` being what [`requested_host`] already found for the request.
+fn validate_for<B>(req: &Request<B>, host: Option<String>) -> Result<Hello, HandshakeError> {
     if req.version() == Version::HTTP_2 {
         return connect::validate(req);
     }
@@ -211,7 +241,10 @@ pub(crate) fn validate<B>(req: &Request<B>) -> Result<Hello, HandshakeError> {
         return Err(HandshakeError::Body);
     }
     check_expectation(h)?;
-    let host = requested_host(req)?;
+    let host = match host {
+        Some(host) => host,
+        None => requested_host(req)?,
+    };
     let mut keys = h.get_all(header::SEC_WEBSOCKET_KEY).iter();
     let key = match (keys.next(), keys.next()) {
         (Some(k), None) => k,

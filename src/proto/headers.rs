@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, GetAll, HeaderMap, HeaderName, HeaderValue};
 
 use crate::proto::forwarded::Forwarding;
 
@@ -22,12 +22,20 @@ pub fn tokens<'h>(h: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = S
 /// Whether any instance of a header lists `token` (ASCII case-insensitive); the same
 /// reading as [`tokens`], without making a `String` of each (asked on every request).
 pub fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    // On bytes: a value `to_str` accepts is visible ASCII and tabs, so its Unicode trim is
+    // the ASCII one, and a byte split is the char split without its searcher's cost (this
+    // runs several times on every upgrade).
+    lists(&h.get_all(name), token)
+}
+
+/// Whether `values` list `token`, read as [`has_token`] reads them.
+fn lists(values: &GetAll<'_, HeaderValue>, token: &str) -> bool {
     !token.is_empty()
-        && h.get_all(name)
+        && values
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .filter(|v| v.to_str().is_ok())
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1), or is
@@ -86,6 +94,22 @@ pub fn forwardable(from: &HeaderMap) -> HeaderMap {
         out.append(name.clone(), value.clone());
     }
     out
+}
+
+/// Calls `each` with every header [`forwardable`] copies, in order, copying nothing: for a
+/// request serialised straight to bytes (the backend upgrade), which needs no map.
+pub fn each_forwardable<'h>(
+    from: &'h HeaderMap,
+    mut each: impl FnMut(&'h HeaderName, &'h HeaderValue),
+) {
+    // Read once, asked per header: the same test as `connection_listed`, allocating nothing.
+    let connection = from.get_all(header::CONNECTION);
+    for (name, value) in from {
+        let n = name.as_str();
+        if !not_forwarded(n) && !lists(&connection, n) {
+            each(name, value);
+        }
+    }
 }
 
 /// Removes from `h`, in place, what [`forwardable`] would not copy: for a map wsgate owns
@@ -374,6 +398,36 @@ mod tests {
         let out = forwardable(&h);
         assert_eq!(out.len(), 1);
         assert_eq!(out["cookie"], "a=b");
+    }
+
+    #[test]
+    fn each_forwardable_names_what_forwardable_copies_in_order() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade, X-SECRET,"));
+        h.append("connection", HeaderValue::from_static("x-other"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        h.append("cookie", HeaderValue::from_static("a=b"));
+        h.append("cookie", HeaderValue::from_static("c=d"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("origin", HeaderValue::from_static("https://o.test"));
+        let mut seen = HeaderMap::new();
+        each_forwardable(&h, |n, v| {
+            seen.append(n.clone(), v.clone());
+        });
+        assert_eq!(seen, forwardable(&h));
+        let order: Vec<_> = seen
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let expected: Vec<_> = forwardable(&h)
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(order.len(), 3);
+        for ((n, v), (en, ev)) in order.iter().zip(&expected) {
+            assert_eq!((*n, *v), (en.as_str(), ev.as_slice()));
+        }
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 /// Fills `buf` from the operating system's secure random source (via ring).
 pub fn fill(buf: &mut [u8]) {
-    let provider = rustls::crypto::ring::default_provider();
-    if provider.secure_random.fill(buf).is_err() {
+    // ring's source directly: a rustls provider built per call allocates its cipher-suite
+    // and key-exchange lists, twice per new connection.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf).is_err() {
         // The OS source failing is not recoverable in any useful way; fall back to the
         // clock so masking keys still vary (they only need to be unpredictable to web scripts).
         let nanos = std::time::SystemTime::now()

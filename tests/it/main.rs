@@ -30,6 +30,7 @@ mod edge_stream;
 mod edge_trusted_proxies;
 mod forwarding;
 mod frames;
+mod h1_fast;
 mod h2_endings;
 mod h2_floods;
 mod h2_listener;

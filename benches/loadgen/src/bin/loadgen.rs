@@ -6,6 +6,7 @@
 //!   echo      --conns 50 --inflight 1 --size 64 [--client raw|tungstenite] [--rounds R]
 //!   latency   --conns 50 --rate 5000 --size 64
 //!   connrate  --concurrency 32
+//!   conncycles --cycles 2000 --concurrency 8 --size 64   (a fixed count, no window)
 //!   idle      --conns 9000 --concurrency 100 --hold 5 [--echo-first true]
 //!   soak      --conns 50 --rate 10000 --size 64 --churn-rate 100 --churn-max 64
 //!             --churn-msgs 3 --interval 60 --hold-after 0   (--duration: the whole soak)
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(mode) = argv.next().filter(|m| !m.starts_with('-')) else {
         eprintln!(
-            "usage: loadgen echo|latency|connrate|idle|soak|h2echo|h2idle --addr 127.0.0.1:PORT [options] (see the source header)"
+            "usage: loadgen echo|latency|connrate|conncycles|idle|soak|h2echo|h2idle --addr 127.0.0.1:PORT [options] (see the source header)"
         );
         return ExitCode::from(2);
     };
@@ -120,6 +121,15 @@ async fn run(mode: &str, argv: impl Iterator<Item = String>) -> Result<String, S
                 let concurrency = a.get("concurrency", 32)?;
                 a.finish()?;
                 modes::connrate::run(&c, concurrency).await
+            }
+            "conncycles" => {
+                let (cycles, concurrency, size) = (
+                    a.get("cycles", 2000)?,
+                    a.get("concurrency", 8)?,
+                    a.get("size", 64)?,
+                );
+                a.finish()?;
+                modes::conncycles::run(&c, cycles, concurrency, size).await
             }
             "idle" => {
                 let (conns, concurrency, hold) = (

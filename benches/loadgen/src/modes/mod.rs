@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::net::Target;
 
+pub mod conncycles;
 pub mod connrate;
 pub mod echo;
 pub mod h2ws;

@@ -1,0 +1,415 @@
+//! The first request of an HTTP/1.1 connection, read here rather than by hyper: a
+//! WebSocket upgrade is served without hyper (its head parsed with `httparse`, the same
+//! checks, routing, door and backend handshake as [`request::serve_h1`] gives it, the 101
+//! written here, and the relay started at once, with no `OnUpgrade` hand-off); anything
+//! else goes to
+//! hyper (`conn::serve_http1`) with the bytes read so far, through the [`H1Guard`] that
+//! sees every byte.
+//!
+//! Hand-written because hyper's server serves a WebSocket through its whole request
+//! machinery, a spawned upgrade task and an `OnUpgrade` hand-off to a second spawned task,
+//! which measured (benches/callgrind.sh `conn`) as most of what a new connection costs
+//! wsgate. Only heads hyper would take as they are come here: a complete head within
+//! `limits.max_header_bytes` (at least 8 KiB, hyper's floor) that is `GET` over HTTP/1.1
+//! with an origin-form target, `Upgrade: websocket`, no `Content-Length`,
+//! `Transfer-Encoding` or `Expect`, and that the guard's scan passes. Everything else,
+//! including a head over the limit (hyper's 431), goes to hyper unchanged. A refusal is
+//! sent by hyper too, from the same bytes read again (`conn::serve_http1` with the
+//! answer), so its wire form is hyper's.
+//!
+//! [`request::serve_h1`]: crate::ingress::request::serve_h1
+//! [`H1Guard`]: crate::ingress::h1_guard::H1Guard
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, Uri, Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::ingress::request;
+use crate::ingress::upgrade::{Body, Prepared};
+use crate::proto::headers::has_token;
+use crate::shared::client::ClientInfo;
+use crate::shared::state::{ProxyState, Settings};
+use crate::shared::stream::Stream;
+
+/// hyper refuses a read buffer under 8 KiB.
+pub(crate) const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// Header lines parsed; hyper's default limit (more are its 431).
+const MAX_HEADERS: usize = 100;
+/// First read buffer: an upgrade head is a few hundred bytes.
+const FIRST_READ: usize = 2048;
+/// Longest request target hyper takes (more is its 414).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// What the first bytes of a connection came to.
+// Returned once per connection and taken apart at once: boxing the request would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum First {
+    /// A WebSocket upgrade served here: the request, the bytes of its head, the bytes
+    /// read past it.
+    Upgrade(Request<()>, Bytes, BytesMut),
+    /// Anything else, for hyper, with what was read so far.
+    Hyper(BytesMut),
+    /// Closed, failed, timed out or shut down before a whole head: nothing to answer, as
+    /// hyper does then.
+    Gone,
+}
+
+/// What hyper does with the requests of an HTTP/1.1 connection.
+pub(crate) enum Then {
+    /// Serves them, for this client.
+    Serve(ClientInfo),
+    /// Sends this answer to the first, an upgrade the fast path already refused (hyper
+    /// reads it again from the bytes handed over, so the answer is encoded as hyper does).
+    Answer(Response<Body>),
+}
+
+/// A connection handed to hyper (`conn::serve_http1`).
+pub(crate) struct ToHyper {
+    /// The client's stream.
+    pub(crate) stream: Stream,
+    /// What was read of it already.
+    pub(crate) read: BytesMut,
+    /// What hyper does with its requests.
+    pub(crate) then: Then,
+    /// The settings the connection started with.
+    pub(crate) settings: Arc<Settings>,
+    /// The listener's place, held while hyper serves the connection.
+    pub(crate) pending: OwnedSemaphorePermit,
+}
+
+/// Serves a fresh HTTP/1.1 connection whose first request is an upgrade; anything else is
+/// given back for hyper. `pending` is the listener's place for a connection that does not
+/// relay yet, given back before the relay starts.
+pub(crate) async fn serve(
+    mut stream: Stream,
+    client: ClientInfo,
+    settings: Arc<Settings>,
+    state: Arc<ProxyState>,
+    pending: OwnedSemaphorePermit,
+) -> Option<ToHyper> {
+    let limits = &settings.limits;
+    let max = (limits.max_header_bytes as usize).max(MIN_HEADER_BYTES);
+    let timeout = limits.header_read_timeout;
+    let first = read_first(&mut stream, max, timeout, &state.shutdown).await;
+    let (mut req, head, rest) = match first {
+        First::Upgrade(req, head, rest) => (req, head, rest),
+        First::Hyper(read) => {
+            let then = Then::Serve(client);
+            return Some(ToHyper {
+                stream,
+                read,
+                then,
+                settings,
+                pending,
+            });
+        }
+        First::Gone => return None,
+    };
+    // Boxed: with the door's checks and the backend handshake it is large, and only
+    // needed this once (hyper's path ran it in a task of its own).
+    let prepared = Box::pin(request::prepare_upgrade(&mut req, client, &state)).await;
+    match prepared {
+        Prepared::Switch {
+            pending: relay,
+            response,
+        } => {
+            drop((req, head));
+            let stall_after = settings.http_idle_timeout;
+            let written = write_switch(&mut stream, &response, stall_after).await;
+            drop((response, pending));
+            let client = match written {
+                Ok(()) => Some((stream, leftover(rest))),
+                Err(e) => {
+                    tracing::info!(error = %e, "client upgrade failed after 101");
+                    None
+                }
+            };
+            // A task of its own, as after hyper's upgrade: what this task's future holds
+            // (every step up to here) would otherwise stay allocated for the connection's
+            // whole life, doubling what an idle connection costs (tests/memory.rs).
+            state
+                .tracker
+                .spawn(crate::relay::run(relay, client).in_current_span());
+            None
+        }
+        Prepared::Answer(res) => {
+            drop(req);
+            let mut read = BytesMut::with_capacity(head.len() + rest.len());
+            read.extend_from_slice(&head);
+            read.extend_from_slice(&rest);
+            let then = Then::Answer(res);
+            Some(ToHyper {
+                stream,
+                read,
+                then,
+                settings,
+                pending,
+            })
+        }
+    }
+}
+
+/// Reads until the first head is whole (then judged by [`take`]), or it is plain it is
+/// not a `GET`, or `max` bytes hold no whole head, or the connection ends; bounded by
+/// `timeout` from the start, as hyper's `header_read_timeout` is.
+async fn read_first(
+    stream: &mut Stream,
+    max: usize,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> First {
+    let deadline = tokio::time::sleep(timeout);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(deadline, cancelled);
+    let mut buf = BytesMut::with_capacity(FIRST_READ.min(max));
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().min(max - buf.len()));
+        }
+        let before = buf.len();
+        let mut room = (&mut buf).limit(max - before);
+        let read = tokio::select! {
+            biased;
+            read = stream.read_buf(&mut room) => read,
+            _ = &mut deadline => return First::Gone,
+            _ = &mut cancelled => return First::Gone,
+        };
+        match read {
+            Ok(0) if buf.is_empty() => return First::Gone,
+            Ok(0) => return First::Hyper(buf),
+            Ok(_) => {}
+            Err(_) => return First::Gone,
+        }
+        if !may_be_get(&buf) {
+            return First::Hyper(buf);
+        }
+        // A head only completes on a line feed: without one a parse finds the same partial
+        // head, so a client trickling bytes costs no quadratic parsing.
+        if buf[before..].contains(&b'\n') {
+            match parse(&buf) {
+                Parsed::Complete(lines) => return take(buf, &lines),
+                Parsed::Other => return First::Hyper(buf),
+                Parsed::Partial => {}
+            }
+        }
+        if buf.len() >= max {
+            return First::Hyper(buf);
+        }
+    }
+}
+
+/// Whether `buf` (the start of a connection) may still be a `GET` request line; empty
+/// lines before it are skipped, as `httparse` does.
+fn may_be_get(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let n = line.len().min(4);
+    line[..n] == b"GET "[..n]
+}
+
+/// Where the parts of a whole head are in the buffer.
+struct Lines {
+    len: usize,
+    path: Range<usize>,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+}
+
+enum Parsed {
+    Complete(Lines),
+    Partial,
+    /// Not a head served here (or not one at all): hyper's to judge.
+    Other,
+}
+
+/// Parses the head the way hyper does (`httparse`, default settings, at most 100 lines)
+/// and keeps only what is served here: `GET`, HTTP/1.1, an origin-form target.
+fn parse(buf: &[u8]) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some("GET"), Some(1), Some(path)) = (req.method, req.version, req.path) else {
+        return Parsed::Other;
+    };
+    if !path.starts_with('/') || path.len() > MAX_URI_LEN {
+        return Parsed::Other;
+    }
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        // A framing or expectation header goes to hyper, which reads bodies and answers
+        // expectations; the scan below refuses what it must.
+        let framing = ["content-length", "transfer-encoding", "expect"]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n));
+        if framing || h.name.len() >= 1 << 16 {
+            return Parsed::Other;
+        }
+        headers.push((at(h.name.as_bytes()), at(h.value)));
+    }
+    Parsed::Complete(Lines {
+        len,
+        path: at(path.as_bytes()),
+        headers,
+    })
+}
+
+/// The request of a whole head parsed by [`parse`], if it is a WebSocket upgrade the
+/// guard's scan lets through; else everything goes to hyper.
+///
+/// The guard's scan ([`Scanner`]) is not run again here: on a head `httparse` read whole,
+/// without `Content-Length` or `Transfer-Encoding`, the only refusal it can still find is a
+/// line ended by a bare LF (every other one is a head `httparse` refuses itself), and that
+/// is looked for in one pass (a test holds the two to agreeing).
+///
+/// [`Scanner`]: crate::proto::h1_scan::Scanner
+fn take(mut buf: BytesMut, lines: &Lines) -> First {
+    if has_bare_lf(&buf[..lines.len]) {
+        return First::Hyper(buf);
+    }
+    let head = buf.split_to(lines.len).freeze();
+    match request_of(&head, lines) {
+        Some(req) => First::Upgrade(req, head, buf),
+        None => {
+            let mut all = BytesMut::with_capacity(head.len() + buf.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&buf);
+            First::Hyper(all)
+        }
+    }
+}
+
+/// Whether a line of `head` ends in a LF without a CR before it (only the LFs are
+/// looked at: a few per head, found a word at a time).
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// The request hyper would build from the head (header values share its bytes), if it
+/// asks for `Upgrade: websocket`.
+fn request_of(head: &Bytes, lines: &Lines) -> Option<Request<()>> {
+    let mut headers = HeaderMap::with_capacity(lines.headers.len());
+    for (name, value) in &lines.headers {
+        let name = HeaderName::from_bytes(&head[name.clone()]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
+        headers.append(name, value);
+    }
+    if !has_token(&headers, &header::UPGRADE, "websocket") {
+        return None;
+    }
+    let uri = Uri::from_maybe_shared(head.slice(lines.path.clone())).ok()?;
+    let mut req = Request::new(());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some(req)
+}
+
+/// The bytes read past the head, copied so the read buffer is not kept for the
+/// connection's life.
+fn leftover(rest: BytesMut) -> BytesMut {
+    if rest.is_empty() {
+        BytesMut::new()
+    } else {
+        BytesMut::from(&rest[..])
+    }
+}
+
+/// Writes the 101 as hyper encodes it (status line, the headers in order, its `date`
+/// unless one is there), within `stall_after` (0: no limit) as the guard bounds hyper's
+/// writes.
+async fn write_switch(
+    stream: &mut Stream,
+    res: &Response<Body>,
+    stall_after: Duration,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(256);
+    encode_switch(res.headers(), &mut out);
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    };
+    if stall_after.is_zero() {
+        return write.await;
+    }
+    tokio::time::timeout(stall_after, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "client stopped reading the response",
+            ))
+        })
+}
+
+/// A 101's head with `headers`, byte for byte as hyper writes it (lowercase names, one
+/// line per value: a 101's headers hold none of the ones hyper folds or drops, which
+/// `forwardable` removed from the backend's and wsgate sets once).
+fn encode_switch(headers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    let mut dated = false;
+    for (name, value) in headers {
+        dated |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        http_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+thread_local! {
+    /// The `date` value of the current second, as hyper caches its own.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Appends the IMF-fixdate of now (RFC 9110 §5.6.7), formatted once per second.
+fn http_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let formatted = httpdate::fmt_http_date(now);
+            if formatted.len() == text.len() {
+                text.copy_from_slice(formatted.as_bytes());
+                *at = secs;
+            } else {
+                // Only a year past 9999 is longer: written, never cached.
+                out.extend_from_slice(formatted.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(text);
+    });
+}
+
+#[cfg(test)]
+mod tests;
