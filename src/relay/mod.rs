@@ -86,12 +86,14 @@ pub struct Session {
 /// What the relay keeps of a [`Session`] besides its registry entry.
 struct Kept {
     subprotocol: Option<Box<str>>,
+    /// Declared before the seats, so dropped first: once the connection counts show it
+    /// gone, its per-client and per-identity places are free too.
+    admitted: Option<Box<crate::shared::admission::Admitted>>,
     _slots: (Seat, Seat),
     _backend_slot: Option<Seat>,
     _stream_hold: Option<crate::shared::client::StreamHold>,
     route_watch: crate::shared::retire::RetireWatch,
     backend_watch: Option<crate::shared::retire::RetireWatch>,
-    admitted: Option<Box<crate::shared::admission::Admitted>>,
 }
 
 impl Session {
