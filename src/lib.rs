@@ -126,7 +126,7 @@ pub mod fuzzing {
     use crate::config::Tuning;
     use crate::proto::frame::FrameDecoder;
     use crate::proto::headers::forwardable;
-    use crate::proto::room::Room;
+    use crate::proto::room::Alternating;
     use crate::relay::message::Message;
     use crate::relay::violation::Violation;
     use crate::shared::stream::Stream;
@@ -279,30 +279,6 @@ pub mod fuzzing {
         pub truncated: bool,
     }
 
-    /// Room that refuses every other request at first (as a used-up budget would, until
-    /// room comes back) and checks that what the decoder asks for stays bounded.
-    struct Stingy {
-        refuse: bool,
-        held: usize,
-    }
-
-    impl Room for Stingy {
-        fn poll_grant(&mut self, bytes: usize, _cx: &mut Context<'_>) -> Poll<()> {
-            assert!(bytes <= 64 * 1024 + 14, "asked for {bytes} bytes of room");
-            self.refuse = !self.refuse;
-            if self.refuse {
-                return Poll::Pending;
-            }
-            self.held = bytes;
-            Poll::Ready(())
-        }
-
-        fn release(&mut self) {
-            assert!(self.held > 0, "room given back that was never granted");
-            self.held = 0;
-        }
-    }
-
     /// For the fuzz targets: decodes `bytes` as what one peer sends (a client when
     /// `expect_masked`) with the relay's per-frame and per-message checks, re-encoding each
     /// good frame for the other hop. Message limits are derived from `max_frame` (4 frames'
@@ -324,10 +300,7 @@ pub mod fuzzing {
             truncated: false,
         };
         let mut partial: Option<Forwarded> = None;
-        let mut room = Stingy {
-            refuse: false,
-            held: 0,
-        };
+        let mut room = Alternating::new(true, crate::proto::frame::STREAM_MIN);
         // Each frame takes at least 2 bytes and each piece of one a byte, and every other
         // poll may wait for room, so this bound is never the one that ends it.
         for _ in 0..=4 * bytes.len() + 4 {

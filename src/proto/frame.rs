@@ -24,7 +24,7 @@ const KEEP_MAX: usize = 64 * 1024;
 /// its payload are handed out in pieces as they arrive, so a peer that stalls inside a
 /// frame pins at most one chunk whatever `max_frame_bytes` is. At least 64 KiB + 14, so a
 /// streamed frame always has a 64-bit length (minimally encoded, its header reusable).
-const STREAM_MIN: usize = 64 * 1024 + 14;
+pub(crate) const STREAM_MIN: usize = 64 * 1024 + 14;
 /// Spare room in a buffer sized for a frame, beyond the frame (see `FrameDecoder::size_for`):
 /// enough for the read after the frame to be a direct one.
 const READ_SLACK: usize = DIRECT_READ_MIN;
@@ -653,8 +653,7 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::room::Unbounded;
-    use std::task::{Context, Poll};
+    use crate::proto::room::{Alternating, Unbounded};
 
     #[test]
     fn mask_matches_bytewise() {
@@ -773,34 +772,6 @@ mod tests {
         assert_eq!(&out[..], &[0x82u8, 0x81, 0, 0, 0, 0, 42][..]);
     }
 
-    /// A frame too large to buffer whole comes out in pieces (the first as soon as its
-    /// header is known), none larger than a chunk; forwarded piece by piece with one key,
-    /// the bytes are exactly the whole frame masked with that key.
-    /// Room that refuses every other request and checks none asks for more than one frame
-    /// may hold (as the fuzz targets' room does).
-    struct Alternating {
-        refuse: bool,
-        held: usize,
-    }
-
-    impl Room for Alternating {
-        fn poll_grant(&mut self, bytes: usize, cx: &mut Context<'_>) -> Poll<()> {
-            assert!(bytes <= STREAM_MIN, "asked for {bytes} bytes of room");
-            self.refuse = !self.refuse;
-            if self.refuse {
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            self.held = bytes;
-            Poll::Ready(())
-        }
-
-        fn release(&mut self) {
-            assert!(self.held > 0, "room given back that was never granted");
-            self.held = 0;
-        }
-    }
-
     /// Frames larger than one read of the scratch buffer, up to the largest buffered whole,
     /// masked or not, decode whole whether their room comes at once or later, and no
     /// request for room is over what one frame may hold (the buffer sized from the first
@@ -813,10 +784,7 @@ mod tests {
                     let payload: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
                     let wire = encode(true, OpCode::Binary, &payload, key);
                     let mut d = FrameDecoder::new(BytesMut::new(), masked, 1 << 20);
-                    let mut room = Alternating {
-                        refuse: !refuse_first,
-                        held: 0,
-                    };
+                    let mut room = Alternating::new(refuse_first, STREAM_MIN);
                     let mut io = &wire[..];
                     let mut f = std::future::poll_fn(|cx| d.poll_frame(&mut io, &mut room, cx))
                         .await
@@ -829,6 +797,9 @@ mod tests {
         }
     }
 
+    /// A frame too large to buffer whole comes out in pieces (the first as soon as its
+    /// header is known), none larger than a chunk; forwarded piece by piece with one key,
+    /// the bytes are exactly the whole frame masked with that key.
     #[tokio::test]
     async fn large_frames_stream_in_pieces_masked_by_position() {
         let len = 3 * STREAM_MIN + 3;

@@ -28,3 +28,43 @@ impl Room for Unbounded {
 
     fn release(&mut self) {}
 }
+
+/// Room that refuses every other request, the first one too when `refuse_first` (as a
+/// used-up budget does until room comes back, waking the waiter), and asserts that no
+/// request is for more than `most` bytes and that nothing is given back that was not
+/// granted: the stingy budget of the fuzz targets and the codec's tests.
+#[derive(Debug)]
+pub struct Alternating {
+    refuse: bool,
+    held: usize,
+    most: usize,
+}
+
+impl Alternating {
+    /// Refusing the first request when `refuse_first`; requests over `most` bytes panic.
+    pub fn new(refuse_first: bool, most: usize) -> Alternating {
+        Alternating {
+            refuse: !refuse_first,
+            held: 0,
+            most,
+        }
+    }
+}
+
+impl Room for Alternating {
+    fn poll_grant(&mut self, bytes: usize, cx: &mut Context<'_>) -> Poll<()> {
+        assert!(bytes <= self.most, "asked for {bytes} bytes of room");
+        self.refuse = !self.refuse;
+        if self.refuse {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.held = bytes;
+        Poll::Ready(())
+    }
+
+    fn release(&mut self) {
+        assert!(self.held > 0, "room given back that was never granted");
+        self.held = 0;
+    }
+}
