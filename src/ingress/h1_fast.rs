@@ -145,9 +145,7 @@ pub(crate) async fn serve(
         }
         Prepared::Answer(res) => {
             drop(req);
-            let mut read = BytesMut::with_capacity(head.len() + rest.len());
-            read.extend_from_slice(&head);
-            read.extend_from_slice(&rest);
+            let read = rejoin(&head, &rest);
             let then = Then::Answer(res);
             Some(ToHyper {
                 stream,
@@ -292,13 +290,17 @@ fn take(mut buf: BytesMut, lines: &Lines) -> First {
     let head = buf.split_to(lines.len).freeze();
     match request_of(&head, lines) {
         Some(req) => First::Upgrade(req, head, buf),
-        None => {
-            let mut all = BytesMut::with_capacity(head.len() + buf.len());
-            all.extend_from_slice(&head);
-            all.extend_from_slice(&buf);
-            First::Hyper(all)
-        }
+        None => First::Hyper(rejoin(&head, &buf)),
     }
+}
+
+/// The head taken out of the read buffer and what followed it, as one buffer again, for
+/// hyper to read as the connection's first bytes.
+fn rejoin(head: &[u8], rest: &[u8]) -> BytesMut {
+    let mut all = BytesMut::with_capacity(head.len() + rest.len());
+    all.extend_from_slice(head);
+    all.extend_from_slice(rest);
+    all
 }
 
 /// Whether a line of `head` ends in a LF without a CR before it (only the LFs are
