@@ -280,3 +280,20 @@ pub async fn connect_within(t: &Target, limit: Duration) -> io::Result<(Conn, Ve
             ))
         })
 }
+
+/// One read from `conn` fed to `parser`; the end of the stream is an `UnexpectedEof`
+/// error saying `closed` (what had not arrived yet).
+pub async fn read_frames<S: crate::ws::Sink>(
+    conn: &mut Conn,
+    buf: &mut [u8],
+    parser: &mut crate::ws::Parser,
+    sink: &mut S,
+    closed: &'static str,
+) -> io::Result<()> {
+    let n = conn.read(buf).await?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, closed));
+    }
+    parser.feed(&buf[..n], sink);
+    Ok(())
+}

@@ -122,12 +122,26 @@ async fn cycle(t: &Target, message: &[u8], close: &[u8]) -> std::io::Result<bool
     conn.write_all(message).await?;
     conn.flush().await?;
     while !sink.data {
-        read_some(&mut conn, &mut buf, &mut parser, &mut sink).await?;
+        net::read_frames(
+            &mut conn,
+            &mut buf,
+            &mut parser,
+            &mut sink,
+            "closed before the echo and the Close reply",
+        )
+        .await?;
     }
     conn.write_all(close).await?;
     conn.flush().await?;
     while !sink.close {
-        read_some(&mut conn, &mut buf, &mut parser, &mut sink).await?;
+        net::read_frames(
+            &mut conn,
+            &mut buf,
+            &mut parser,
+            &mut sink,
+            "closed before the echo and the Close reply",
+        )
+        .await?;
     }
     let eof = async {
         // Ok(0), a TLS error for a missing close_notify, or a reset all mean "gone".
@@ -138,21 +152,4 @@ async fn cycle(t: &Target, message: &[u8], close: &[u8]) -> std::io::Result<bool
         }
     };
     Ok(tokio::time::timeout(EOF_WAIT, eof).await.is_ok())
-}
-
-async fn read_some(
-    conn: &mut net::Conn,
-    buf: &mut [u8],
-    parser: &mut Parser,
-    sink: &mut SeeFrames,
-) -> std::io::Result<()> {
-    let n = conn.read(buf).await?;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed before the echo and the Close reply",
-        ));
-    }
-    parser.feed(&buf[..n], sink);
-    Ok(())
 }

@@ -23,7 +23,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Common, Counter, FirstError, Flag};
 use crate::cpu::Sampler;
-use crate::net::{self, Conn, Target};
+use crate::net::{self, Target};
 use crate::ws::{self, Header, Parser, Sink, opcode};
 
 /// Unanswered messages one long-lived connection may have; sends due beyond it are
@@ -392,7 +392,7 @@ async fn short_lived(
             if sink.close {
                 return Err(std::io::Error::other("server sent Close"));
             }
-            read_some(&mut conn, &mut buf, &mut parser, &mut sink).await?;
+            net::read_frames(&mut conn, &mut buf, &mut parser, &mut sink, "server closed").await?;
         }
         sink.data -= 1;
         sh.churn_msgs.add(1);
@@ -402,7 +402,8 @@ async fn short_lived(
             conn.write_all(close).await?;
             conn.flush().await?;
             while !sink.close {
-                read_some(&mut conn, &mut buf, &mut parser, &mut sink).await?;
+                net::read_frames(&mut conn, &mut buf, &mut parser, &mut sink, "server closed")
+                    .await?;
             }
             let eof = async {
                 // Ok(0), a TLS error for a missing close_notify, or a reset all mean "gone".
@@ -422,23 +423,5 @@ async fn short_lived(
             drop(conn);
         }
     }
-    Ok(())
-}
-
-/// One read into the parser; end of stream is an error.
-async fn read_some(
-    conn: &mut Conn,
-    buf: &mut [u8],
-    parser: &mut Parser,
-    sink: &mut Frames,
-) -> std::io::Result<()> {
-    let n = conn.read(buf).await?;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "server closed",
-        ));
-    }
-    parser.feed(&buf[..n], sink);
     Ok(())
 }
