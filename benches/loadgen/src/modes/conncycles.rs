@@ -113,6 +113,9 @@ pub async fn run(
     ))
 }
 
+/// What a connection that ends early had not delivered yet.
+const GONE: &str = "closed before the echo and the Close reply";
+
 /// One connection's life; returns whether the server closed TCP within [`EOF_WAIT`].
 async fn cycle(t: &Target, message: &[u8], close: &[u8]) -> std::io::Result<bool> {
     let (mut conn, leftover) = net::connect(t).await?;
@@ -122,26 +125,12 @@ async fn cycle(t: &Target, message: &[u8], close: &[u8]) -> std::io::Result<bool
     conn.write_all(message).await?;
     conn.flush().await?;
     while !sink.data {
-        net::read_frames(
-            &mut conn,
-            &mut buf,
-            &mut parser,
-            &mut sink,
-            "closed before the echo and the Close reply",
-        )
-        .await?;
+        net::read_frames(&mut conn, &mut buf, &mut parser, &mut sink, GONE).await?;
     }
     conn.write_all(close).await?;
     conn.flush().await?;
     while !sink.close {
-        net::read_frames(
-            &mut conn,
-            &mut buf,
-            &mut parser,
-            &mut sink,
-            "closed before the echo and the Close reply",
-        )
-        .await?;
+        net::read_frames(&mut conn, &mut buf, &mut parser, &mut sink, GONE).await?;
     }
     let eof = async {
         // Ok(0), a TLS error for a missing close_notify, or a reset all mean "gone".
