@@ -86,13 +86,7 @@ pub async fn run(
     tokio::time::sleep(c.duration).await;
     let (m1, secs, cpu) = (sh.msgs.get(), t0.elapsed().as_secs_f64(), cpu.finish());
     sh.stop.set();
-    if sh.errors.get() > 0 {
-        return Err(format!(
-            "{} connections failed; first: {}",
-            sh.errors.get(),
-            sh.first.get().unwrap_or_default()
-        ));
-    }
+    super::no_failures(&sh.errors, &sh.first)?;
     let msgs = m1 - m0;
     let rate = msgs as f64 / secs;
     Ok(format!(
@@ -118,13 +112,7 @@ async fn counted(
     .await;
     let secs = t0.elapsed().as_secs_f64();
     sh.stop.set();
-    if sh.errors.get() > 0 {
-        return Err(format!(
-            "{} connections failed; first: {}",
-            sh.errors.get(),
-            sh.first.get().unwrap_or_default()
-        ));
-    }
+    super::no_failures(&sh.errors, &sh.first)?;
     if !all {
         return Err(format!(
             "only {} of {want} replies in {secs:.1} s",

@@ -112,13 +112,7 @@ pub async fn run(c: &Common, conns: usize, rate: f64, size: usize) -> Result<Str
     tokio::time::sleep(c.duration).await;
     let (s1, secs, cpu) = (sh.sent.get(), t0.elapsed().as_secs_f64(), cpu.finish());
     sh.stop.set();
-    if sh.errors.get() > 0 {
-        return Err(format!(
-            "{} connections failed; first: {}",
-            sh.errors.get(),
-            sh.first.get().unwrap_or_default()
-        ));
-    }
+    super::no_failures(&sh.errors, &sh.first)?;
     let (h, lag) = (sh.rtt.borrow(), sh.lag.borrow());
     let us = |ns: u64| ns as f64 / 1000.0;
     let q = |p: f64| us(h.value_at_quantile(p));

@@ -96,6 +96,17 @@ pub async fn wait_until(limit: Duration, done: impl Fn() -> bool) -> bool {
     true
 }
 
+/// Fails when any connection failed, naming the first failure.
+pub fn no_failures(errors: &Counter, first: &FirstError) -> Result<(), String> {
+    match errors.get() {
+        0 => Ok(()),
+        e => Err(format!(
+            "{e} connections failed; first: {}",
+            first.get().unwrap_or_default()
+        )),
+    }
+}
+
 /// Waits until `n` connection attempts ended, then fails if any of them failed.
 pub async fn all_connected(
     n: usize,
