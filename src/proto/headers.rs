@@ -70,29 +70,21 @@ fn not_forwarded(name: &str) -> bool {
     )
 }
 
-/// The header names `from`'s `Connection` lists, lowercased (none without `Connection`,
-/// the usual keep-alive case, which then allocates nothing).
-fn connection_listed(from: &HeaderMap) -> Vec<String> {
-    if !from.contains_key(header::CONNECTION) {
-        return Vec::new();
-    }
-    tokens(from, &header::CONNECTION)
-        .map(|t| t.to_ascii_lowercase())
-        .collect()
+/// Whether a header named `name` (lowercase, as `HeaderName` keeps it) is forwarded from
+/// a message whose `Connection` values are `connection`: not hop-by-hop, not one wsgate
+/// sets, not listed in `Connection`. The one test behind [`forwardable`],
+/// [`each_forwardable`] and [`strip_unforwardable`]; it allocates nothing.
+fn forwarded(name: &str, connection: &GetAll<'_, HeaderValue>) -> bool {
+    !not_forwarded(name) && !lists(connection, name)
 }
 
 /// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
 /// without the ones wsgate sets itself; done before wsgate adds its own.
 pub fn forwardable(from: &HeaderMap) -> HeaderMap {
-    let listed = connection_listed(from);
     let mut out = HeaderMap::with_capacity(from.len() + 8);
-    for (name, value) in from {
-        let n = name.as_str();
-        if not_forwarded(n) || listed.iter().any(|l| l == n) {
-            continue;
-        }
+    each_forwardable(from, |name, value| {
         out.append(name.clone(), value.clone());
-    }
+    });
     out
 }
 
@@ -102,11 +94,9 @@ pub fn each_forwardable<'h>(
     from: &'h HeaderMap,
     mut each: impl FnMut(&'h HeaderName, &'h HeaderValue),
 ) {
-    // Read once, asked per header: the same test as `connection_listed`, allocating nothing.
     let connection = from.get_all(header::CONNECTION);
     for (name, value) in from {
-        let n = name.as_str();
-        if !not_forwarded(n) && !lists(&connection, n) {
+        if forwarded(name.as_str(), &connection) {
             each(name, value);
         }
     }
@@ -115,13 +105,10 @@ pub fn each_forwardable<'h>(
 /// Removes from `h`, in place, what [`forwardable`] would not copy: for a map wsgate owns
 /// and sends on, which spares building a second one.
 pub fn strip_unforwardable(h: &mut HeaderMap) {
-    let listed = connection_listed(h);
+    let connection = h.get_all(header::CONNECTION);
     let doomed: Vec<HeaderName> = h
         .keys()
-        .filter(|name| {
-            let n = name.as_str();
-            not_forwarded(n) || listed.iter().any(|l| l == n)
-        })
+        .filter(|name| !forwarded(name.as_str(), &connection))
         .cloned()
         .collect();
     for name in &doomed {
