@@ -55,7 +55,8 @@
 //!    - `backend::health`: health checks on that same client; `backend::echo`: built-in backend.
 //!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
 //!    - `backend::discovery`: backends given by host name, one member per DNS record, kept current.
-//!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::pool`: new and
+//!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::raw`: bodyless
+//!      requests over bare pooled connections, without hyper; `http::pool`: new and
 //!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
 //!
 //!    `relay`, beside it: the tunnel after 101.
@@ -71,7 +72,8 @@
 //!    - `ingress::listener`: sockets per worker and the accept loop;
 //!      `ingress::proxy_protocol`: the PROXY header read before anything else;
 //!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_fast`: a first
-//!      request that is a WebSocket upgrade, served without hyper; `ingress::h1_guard`: the
+//!      request that is a WebSocket upgrade, served without hyper; `ingress::h1_plain`:
+//!      bodyless plain requests (`GET`, `HEAD`), without hyper; `ingress::h1_guard`: the
 //!      HTTP/1.1 client stream beneath hyper (request heads inspected, the write-stall
 //!      deadline); `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);

@@ -18,9 +18,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Cidr;
 use crate::ingress::forward::ResponseBody;
-use crate::ingress::h1_fast::{self, MIN_HEADER_BYTES, Then};
+use crate::ingress::h1_fast::{self, Handed, MIN_HEADER_BYTES, Then};
 use crate::ingress::h1_guard::H1Guard;
-use crate::ingress::{http2, proxy_protocol, request};
+use crate::ingress::{h1_plain, http2, proxy_protocol, request};
 use crate::proto::forwarded::Forwarding;
 use crate::shared::client::{ClientCert, ClientInfo, ClientProtocol};
 use crate::shared::state::{ProxyState, Settings};
@@ -44,7 +44,8 @@ pub struct Front {
 /// HTTP/1.1 connection also once it upgraded, the relay going on in a task of its own;
 /// an HTTP/2 connection carries its WebSockets, so it lasts as long as they do), or after
 /// a grace period once shutdown began. A first request that is an upgrade is served by
-/// [`h1_fast`], anything else by hyper. `pending` is the listener's place for a connection
+/// [`h1_fast`], bodyless plain requests by [`h1_plain`] (until one of another shape),
+/// anything else by hyper. `pending` is the listener's place for a connection
 /// that does not relay yet, held until then (by an HTTP/2 connection for its whole life).
 pub async fn serve(
     mut tcp: TcpStream,
@@ -107,9 +108,13 @@ pub async fn serve(
     };
     match protocol {
         ClientProtocol::H1 => {
-            let Some(h) = h1_fast::serve(stream, client, settings, state.clone(), pending).await
-            else {
-                return;
+            let h = match h1_fast::serve(stream, client, settings, state.clone(), pending).await {
+                None => return,
+                Some(Handed::Hyper(h)) => h,
+                Some(Handed::Plain(p)) => match h1_plain::serve(p, state.clone()).await {
+                    None => return,
+                    Some(h) => h,
+                },
             };
             serve_http1(h.stream, h.read, h.then, &h.settings, state).await;
             drop(h.pending);

@@ -61,20 +61,8 @@ pub(crate) async fn answer(
         Some(q) if route.config.log_query => format!("{path}?{q}"),
         _ => String::new(),
     };
-    let mut log = AccessLog {
-        route: route.clone(),
-        state: state.clone(),
-        method: req.method().clone(),
-        path: logged_path,
-        status: 0,
-        backend: None,
-        started,
-        bytes_in: Arc::new(AtomicU64::new(0)),
-        bytes_out: 0,
-        outcome: None,
-        inspection,
-        _seat: None,
-    };
+    let mut log = AccessLog::new(&route, &state, req.method(), logged_path, started);
+    log.inspection = inspection;
     // Any expectation but 100-continue (which hyper's server answers when the body is
     // first read) cannot be met (RFC 9110 §10.1.1); Expect itself never travels on.
     let expect_ok = req.headers().get_all(header::EXPECT).iter().all(|v| {
@@ -96,16 +84,8 @@ pub(crate) async fn answer(
         Err(refusal) => return log.turned_away(&refusal),
     };
     let tuning = &route.tuning;
-    let settings = ExchangeSettings {
-        pool: PoolSettings {
-            connect_timeout: tuning.http_connect_timeout,
-            idle_max: tuning.http_pool_idle_max as usize,
-            idle_timeout: tuning.http_pool_idle_timeout,
-            max_header_bytes: state.settings.load().limits.max_header_bytes as usize,
-        },
-        response_timeout: tuning.http_response_timeout,
-        idle_timeout: tuning.http_idle_timeout,
-    };
+    let max_header_bytes = state.settings.load().limits.max_header_bytes as usize;
+    let settings = exchange_settings(&route, max_header_bytes);
     let (parts, body) = req.into_parts();
     let query = parts.uri.query();
     let backend_headers = || {
@@ -155,20 +135,7 @@ pub(crate) async fn answer(
         Ok(ex) => ex,
         Err(http::Failed { error: e, backend }) => {
             log.backend = backend;
-            // The client's own body failing (it went quiet or away) is the client's side.
-            let (status, outcome) = match &e {
-                BackendError::Exchange(h) if is_idle_timeout(h) => {
-                    (StatusCode::REQUEST_TIMEOUT, "timeout")
-                }
-                BackendError::Exchange(h) if h.is_user() => {
-                    (StatusCode::BAD_REQUEST, "client_gone")
-                }
-                BackendError::Timeout => (e.status(), "timeout"),
-                _ => (e.status(), "backend_error"),
-            };
-            log.outcome = Some(outcome);
-            tracing::debug!(route = route.name(), error = %e, "plain request failed");
-            return log.refuse(status, &e.to_string());
+            return log.failed(&e);
         }
     };
     log.backend = Some(ex.backend);
@@ -207,37 +174,95 @@ pub(crate) async fn answer(
     res
 }
 
+/// Timeouts and pool settings of a route's plain requests.
+pub(crate) fn exchange_settings(route: &Route, max_header_bytes: usize) -> ExchangeSettings {
+    let tuning = &route.tuning;
+    ExchangeSettings {
+        pool: PoolSettings {
+            connect_timeout: tuning.http_connect_timeout,
+            idle_max: tuning.http_pool_idle_max as usize,
+            idle_timeout: tuning.http_pool_idle_timeout,
+            max_header_bytes,
+        },
+        response_timeout: tuning.http_response_timeout,
+        idle_timeout: tuning.http_idle_timeout,
+    }
+}
+
 /// What the access-log line says; written when dropped (response body ended, cut, or the
 /// client gone).
-struct AccessLog {
+pub(crate) struct AccessLog {
     route: Arc<Route>,
     state: Arc<ProxyState>,
     method: Method,
     path: String,
-    status: u16,
+    /// The answer's status.
+    pub(crate) status: u16,
     /// The backend that answered, once one did.
-    backend: Option<Arc<Backend>>,
+    pub(crate) backend: Option<Arc<Backend>>,
     started: Instant,
     bytes_in: Arc<AtomicU64>,
-    bytes_out: u64,
-    outcome: Option<&'static str>,
+    /// Body bytes sent to the client.
+    pub(crate) bytes_out: u64,
+    /// How the request ended, once known (else `client_gone` or `client_stalled`).
+    pub(crate) outcome: Option<&'static str>,
     /// The client connection's, when HTTP/1.1: whether the client stalled.
     inspection: Option<Arc<Inspection>>,
     /// The request's seat on its backend, held to the end of the response.
-    _seat: Option<Seat>,
+    pub(crate) _seat: Option<Seat>,
 }
 
 impl AccessLog {
+    /// The line of a request of `route` begun at `started`; `path` as logged (empty: set
+    /// later by [`AccessLog::set_path`]).
+    pub(crate) fn new(
+        route: &Arc<Route>,
+        state: &Arc<ProxyState>,
+        method: &Method,
+        path: String,
+        started: Instant,
+    ) -> AccessLog {
+        AccessLog {
+            route: route.clone(),
+            state: state.clone(),
+            method: method.clone(),
+            path,
+            status: 0,
+            backend: None,
+            started,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_out: 0,
+            outcome: None,
+            inspection: None,
+            _seat: None,
+        }
+    }
+
+    /// wsgate's answer when no backend answered: the status and outcome `e` calls for.
+    pub(crate) fn failed(mut self, e: &BackendError) -> Response<ResponseBody> {
+        // The client's own body failing (it went quiet or away) is the client's side.
+        let (status, outcome) = match e {
+            BackendError::Exchange(h) if is_idle_timeout(h) => {
+                (StatusCode::REQUEST_TIMEOUT, "timeout")
+            }
+            BackendError::Exchange(h) if h.is_user() => (StatusCode::BAD_REQUEST, "client_gone"),
+            BackendError::Timeout => (e.status(), "timeout"),
+            _ => (e.status(), "backend_error"),
+        };
+        self.outcome = Some(outcome);
+        tracing::debug!(route = self.route.name(), error = %e, "plain request failed");
+        self.refuse(status, &e.to_string())
+    }
+
     /// Logs `path` unless the path with its query is logged already.
-    fn set_path(&mut self, path: String) {
+    pub(crate) fn set_path(&mut self, path: String) {
         if self.path.is_empty() {
             self.path = path;
         }
     }
 
-    /// wsgate's own answer (the log line written as this returns).
     /// The door's refusal (logged with its reason as the line is written).
-    fn turned_away(mut self, refusal: &Refusal) -> Response<ResponseBody> {
+    pub(crate) fn turned_away(mut self, refusal: &Refusal) -> Response<ResponseBody> {
         self.status = refusal.status.as_u16();
         self.outcome = Some("refused");
         let route = self.route.name();
@@ -250,7 +275,8 @@ impl AccessLog {
         refusal.response().map(full)
     }
 
-    fn refuse(mut self, status: StatusCode, why: &str) -> Response<ResponseBody> {
+    /// wsgate's own answer (the log line written as this returns).
+    pub(crate) fn refuse(mut self, status: StatusCode, why: &str) -> Response<ResponseBody> {
         self.status = status.as_u16();
         self.outcome.get_or_insert("refused");
         let mut res = Response::new(full(Full::new(Bytes::from(format!("{why}\n")))));

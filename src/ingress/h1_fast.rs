@@ -9,9 +9,13 @@
 //! Hand-written because hyper's server serves a WebSocket through its whole request
 //! machinery, a spawned upgrade task and an `OnUpgrade` hand-off to a second spawned task,
 //! which measured (benches/callgrind.sh `conn`) as most of what a new connection costs
-//! wsgate. Only heads hyper would take as they are come here: a complete head within
-//! `limits.max_header_bytes` (at least 8 KiB, hyper's floor) that is `GET` over HTTP/1.1
-//! with an origin-form target, `Upgrade: websocket`, no `Content-Length`,
+//! wsgate. A bodyless plain request (`GET` or `HEAD` without `Upgrade`) is handed on to
+//! `h1_plain`, which serves it and the like of it after it without hyper either; the
+//! same [`read_head`] reads each of their heads. Only heads hyper would take as they are
+//! come here: a complete head within
+//! `limits.max_header_bytes` (at least 8 KiB, hyper's floor) that is `GET` (or, plain,
+//! `HEAD`) over HTTP/1.1 with an origin-form target, `Upgrade: websocket` (or, plain, no
+//! `Upgrade`), no `Content-Length`,
 //! `Transfer-Encoding` or `Expect`, and that the guard's scan passes. Everything else,
 //! including a head over the limit (hyper's 431), goes to hyper unchanged. A refusal is
 //! sent by hyper too, from the same bytes read again (`conn::serve_http1` with the
@@ -54,10 +58,13 @@ const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 // Returned once per connection and taken apart at once: boxing the request would cost an
 // allocation for nothing.
 #[allow(clippy::large_enum_variant)]
-enum First {
+pub(crate) enum First {
     /// A WebSocket upgrade served here: the request, the bytes of its head, the bytes
     /// read past it.
     Upgrade(Request<()>, Bytes, BytesMut),
+    /// A bodyless plain request (`GET` or `HEAD`, no `Upgrade`) served by [`h1_plain`]:
+    /// as `Upgrade`.
+    Plain(Request<()>, Bytes, BytesMut),
     /// Anything else, for hyper, with what was read so far.
     Hyper(BytesMut),
     /// Closed, failed, timed out or shut down before a whole head: nothing to answer, as
@@ -88,8 +95,33 @@ pub(crate) struct ToHyper {
     pub(crate) pending: OwnedSemaphorePermit,
 }
 
-/// Serves a fresh HTTP/1.1 connection whose first request is an upgrade; anything else is
-/// given back for hyper. `pending` is the listener's place for a connection that does not
+/// What a connection goes on to, when [`serve`] did not serve it to its end.
+// Returned once per connection and taken apart at once: boxing either would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Handed {
+    /// hyper, for the rest of the connection.
+    Hyper(ToHyper),
+    /// `h1_plain`, from a bodyless plain first request on.
+    Plain(ToPlain),
+}
+
+/// A connection whose first request is bodyless and plain, for `h1_plain`.
+pub(crate) struct ToPlain {
+    /// The client's stream.
+    pub(crate) stream: Stream,
+    /// Who the client is.
+    pub(crate) client: ClientInfo,
+    /// The settings the connection started with.
+    pub(crate) settings: Arc<Settings>,
+    /// The listener's place, held while the connection is served.
+    pub(crate) pending: OwnedSemaphorePermit,
+    /// The request, the bytes of its head, the bytes read past it.
+    pub(crate) first: (Request<()>, Bytes, BytesMut),
+}
+
+/// Serves a fresh HTTP/1.1 connection whose first request is an upgrade; a bodyless plain
+/// one is handed on for `h1_plain`, anything else for hyper. `pending` is the listener's place for a connection that does not
 /// relay yet, given back before the relay starts.
 pub(crate) async fn serve(
     mut stream: Stream,
@@ -97,22 +129,31 @@ pub(crate) async fn serve(
     settings: Arc<Settings>,
     state: Arc<ProxyState>,
     pending: OwnedSemaphorePermit,
-) -> Option<ToHyper> {
+) -> Option<Handed> {
     let limits = &settings.limits;
     let max = (limits.max_header_bytes as usize).max(MIN_HEADER_BYTES);
     let timeout = limits.header_read_timeout;
-    let first = read_first(&mut stream, max, timeout, &state.shutdown).await;
+    let first = read_head(&mut stream, BytesMut::new(), max, timeout, &state.shutdown).await;
     let (mut req, head, rest) = match first {
         First::Upgrade(req, head, rest) => (req, head, rest),
+        First::Plain(req, head, rest) => {
+            return Some(Handed::Plain(ToPlain {
+                stream,
+                client,
+                settings,
+                pending,
+                first: (req, head, rest),
+            }));
+        }
         First::Hyper(read) => {
             let then = Then::Serve(client);
-            return Some(ToHyper {
+            return Some(Handed::Hyper(ToHyper {
                 stream,
                 read,
                 then,
                 settings,
                 pending,
-            });
+            }));
         }
         First::Gone => return None,
     };
@@ -147,33 +188,45 @@ pub(crate) async fn serve(
             drop(req);
             let read = rejoin(&head, &rest);
             let then = Then::Answer(res);
-            Some(ToHyper {
+            Some(Handed::Hyper(ToHyper {
                 stream,
                 read,
                 then,
                 settings,
                 pending,
-            })
+            }))
         }
     }
 }
 
-/// Reads until the first head is whole (then judged by [`take`]), or it is plain it is
-/// not a `GET`, or `max` bytes hold no whole head, or the connection ends; bounded by
-/// `timeout` from the start, as hyper's `header_read_timeout` is.
-async fn read_first(
+/// Reads until a head is whole (then judged by [`take`]), or it is plain it is not a
+/// `GET` or `HEAD`, or `max` bytes hold no whole head, or the connection ends; bounded by
+/// `timeout` from the start, as hyper's `header_read_timeout` is (from when it waits for
+/// a head, so on a keep-alive connection it also bounds the wait for the next request).
+/// `buf` holds what was read of the connection already (the start of this head).
+pub(crate) async fn read_head(
     stream: &mut Stream,
+    mut buf: BytesMut,
     max: usize,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> First {
+    // A pipelined head already read whole needs no timer.
+    if !buf.is_empty() {
+        match judge(buf, 0, max) {
+            Ok(first) => return first,
+            Err(b) => buf = b,
+        }
+    }
     let deadline = tokio::time::sleep(timeout);
     let cancelled = shutdown.cancelled();
     tokio::pin!(deadline, cancelled);
-    let mut buf = BytesMut::with_capacity(FIRST_READ.min(max));
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_READ.min(max));
+    }
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.len().min(max - buf.len()));
+            buf.reserve(buf.len().min(max - buf.len()).max(1));
         }
         let before = buf.len();
         let mut room = (&mut buf).limit(max - before);
@@ -189,39 +242,50 @@ async fn read_first(
             Ok(_) => {}
             Err(_) => return First::Gone,
         }
-        if !may_be_get(&buf) {
-            return First::Hyper(buf);
-        }
-        // A head only completes on a line feed: without one a parse finds the same partial
-        // head, so a client trickling bytes costs no quadratic parsing.
-        if buf[before..].contains(&b'\n') {
-            match parse(&buf) {
-                Parsed::Complete(lines) => return take(buf, &lines),
-                Parsed::Other => return First::Hyper(buf),
-                Parsed::Partial => {}
-            }
-        }
-        if buf.len() >= max {
-            return First::Hyper(buf);
+        match judge(buf, before, max) {
+            Ok(first) => return first,
+            Err(b) => buf = b,
         }
     }
 }
 
-/// Whether `buf` (the start of a connection) may still be a `GET` request line; empty
-/// lines before it are skipped, as `httparse` does.
+/// What `buf` comes to so far, its bytes from `new` on just read: a whole head judged,
+/// bytes for hyper, or (`Err`) not enough yet.
+fn judge(buf: BytesMut, new: usize, max: usize) -> Result<First, BytesMut> {
+    if !may_be_get(&buf) {
+        return Ok(First::Hyper(buf));
+    }
+    // A head only completes on a line feed: without one a parse finds the same partial
+    // head, so a client trickling bytes costs no quadratic parsing.
+    if buf[new..].contains(&b'\n') {
+        match parse(&buf) {
+            Parsed::Complete(lines) => return Ok(take(buf, &lines)),
+            Parsed::Other => return Ok(First::Hyper(buf)),
+            Parsed::Partial => {}
+        }
+    }
+    if buf.len() >= max {
+        return Ok(First::Hyper(buf));
+    }
+    Err(buf)
+}
+
+/// Whether `buf` (the start of a request) may still be a `GET` or `HEAD` request line;
+/// empty lines before it are skipped, as `httparse` does.
 fn may_be_get(buf: &[u8]) -> bool {
     let start = buf
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(buf.len());
     let line = &buf[start..];
-    let n = line.len().min(4);
-    line[..n] == b"GET "[..n]
+    let n = line.len().min(5);
+    line[..n.min(4)] == b"GET "[..n.min(4)] || line[..n] == b"HEAD "[..n]
 }
 
 /// Where the parts of a whole head are in the buffer.
 struct Lines {
     len: usize,
+    head_only: bool,
     path: Range<usize>,
     headers: Vec<(Range<usize>, Range<usize>)>,
 }
@@ -234,7 +298,7 @@ enum Parsed {
 }
 
 /// Parses the head the way hyper does (`httparse`, default settings, at most 100 lines)
-/// and keeps only what is served here: `GET`, HTTP/1.1, an origin-form target.
+/// and keeps only what is served here: `GET` or `HEAD`, HTTP/1.1, an origin-form target.
 fn parse(buf: &[u8]) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -245,7 +309,9 @@ fn parse(buf: &[u8]) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
-    let (Some("GET"), Some(1), Some(path)) = (req.method, req.version, req.path) else {
+    let (Some(method @ ("GET" | "HEAD")), Some(1), Some(path)) =
+        (req.method, req.version, req.path)
+    else {
         return Parsed::Other;
     };
     if !path.starts_with('/') || path.len() > MAX_URI_LEN {
@@ -269,13 +335,15 @@ fn parse(buf: &[u8]) -> Parsed {
     }
     Parsed::Complete(Lines {
         len,
+        head_only: method == "HEAD",
         path: at(path.as_bytes()),
         headers,
     })
 }
 
-/// The request of a whole head parsed by [`parse`], if it is a WebSocket upgrade the
-/// guard's scan lets through; else everything goes to hyper.
+/// The request of a whole head parsed by [`parse`], if it is a WebSocket upgrade (a
+/// `GET`) or a plain request without `Upgrade` the guard's scan lets through; else
+/// everything goes to hyper.
 ///
 /// The guard's scan ([`Scanner`]) is not run again here: on a head `httparse` read whole,
 /// without `Content-Length` or `Transfer-Encoding`, the only refusal it can still find is a
@@ -289,14 +357,19 @@ fn take(mut buf: BytesMut, lines: &Lines) -> First {
     }
     let head = buf.split_to(lines.len).freeze();
     match request_of(&head, lines) {
-        Some(req) => First::Upgrade(req, head, buf),
-        None => First::Hyper(rejoin(&head, &buf)),
+        Some(req) if !req.headers().contains_key(header::UPGRADE) => First::Plain(req, head, buf),
+        Some(req)
+            if !lines.head_only && has_token(req.headers(), &header::UPGRADE, "websocket") =>
+        {
+            First::Upgrade(req, head, buf)
+        }
+        _ => First::Hyper(rejoin(&head, &buf)),
     }
 }
 
 /// The head taken out of the read buffer and what followed it, as one buffer again, for
 /// hyper to read as the connection's first bytes.
-fn rejoin(head: &[u8], rest: &[u8]) -> BytesMut {
+pub(crate) fn rejoin(head: &[u8], rest: &[u8]) -> BytesMut {
     let mut all = BytesMut::with_capacity(head.len() + rest.len());
     all.extend_from_slice(head);
     all.extend_from_slice(rest);
@@ -309,8 +382,7 @@ fn has_bare_lf(head: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
-/// The request hyper would build from the head (header values share its bytes), if it
-/// asks for `Upgrade: websocket`.
+/// The request hyper would build from the head (header values share its bytes).
 fn request_of(head: &Bytes, lines: &Lines) -> Option<Request<()>> {
     let mut headers = HeaderMap::with_capacity(lines.headers.len());
     for (name, value) in &lines.headers {
@@ -318,12 +390,13 @@ fn request_of(head: &Bytes, lines: &Lines) -> Option<Request<()>> {
         let value = HeaderValue::from_maybe_shared(head.slice(value.clone())).ok()?;
         headers.append(name, value);
     }
-    if !has_token(&headers, &header::UPGRADE, "websocket") {
-        return None;
-    }
     let uri = Uri::from_maybe_shared(head.slice(lines.path.clone())).ok()?;
     let mut req = Request::new(());
-    *req.method_mut() = Method::GET;
+    *req.method_mut() = if lines.head_only {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
@@ -394,7 +467,7 @@ thread_local! {
 }
 
 /// Appends the IMF-fixdate of now (RFC 9110 §5.6.7), formatted once per second.
-fn http_date(out: &mut Vec<u8>) {
+pub(crate) fn http_date(out: &mut Vec<u8>) {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(at, text)| {

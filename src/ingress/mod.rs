@@ -7,6 +7,7 @@ pub mod door;
 pub mod forward;
 pub mod h1_fast;
 pub mod h1_guard;
+pub mod h1_plain;
 pub mod hello;
 pub mod http2;
 pub mod listener;

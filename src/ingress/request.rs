@@ -135,7 +135,7 @@ async fn serve_inspected(
 
 /// Per request: each request of a connection from a trusted proxy may come from another
 /// client, whom its forwarding headers name.
-fn forwarded_client(headers: &HeaderMap, client: &mut ClientInfo, state: &ProxyState) {
+pub(crate) fn forwarded_client(headers: &HeaderMap, client: &mut ClientInfo, state: &ProxyState) {
     let settings = state.settings.load();
     let trusted = &settings.trusted_proxies;
     if !trusted.is_empty() {
@@ -163,7 +163,10 @@ pub(crate) async fn prepare_upgrade<B>(
 }
 
 /// The route for the request's Host and normalised path, with both.
-fn route<B>(req: &Request<B>, state: &ProxyState) -> Result<upgrade::Routed, HandshakeError> {
+pub(crate) fn route<B>(
+    req: &Request<B>,
+    state: &ProxyState,
+) -> Result<upgrade::Routed, HandshakeError> {
     let host = requested_host(req)?;
     let path = normalize_path(req.uri().path())?;
     let route = state
@@ -203,7 +206,7 @@ async fn upgrade(
 }
 
 /// A request refused before it reached the upgrade or the forwarding, logged and counted.
-fn refuse(
+pub(crate) fn refuse(
     route: Option<&Route>,
     e: HandshakeError,
     upgrade: bool,

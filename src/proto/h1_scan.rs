@@ -426,6 +426,44 @@ impl Head {
     }
 }
 
+/// A chunked body followed as it streams past, a response's on its way to the client
+/// verbatim: where it ends, or that its syntax broke (then the exchange fails, as a
+/// backend's framing cannot be trusted past that byte).
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkedBody(Chunk);
+
+impl Default for ChunkedBody {
+    fn default() -> ChunkedBody {
+        ChunkedBody(Chunk::Start)
+    }
+}
+
+impl ChunkedBody {
+    /// Follows `bytes`, the next ones of the body: `Ok(Some(n))` when the body ended with
+    /// its `n`th byte (the rest is not the body's), `Ok(None)` when it goes on.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if let Chunk::Data(left) = &mut self.0 {
+                let take = (bytes.len() - i).min(usize::try_from(*left).unwrap_or(usize::MAX));
+                i += take;
+                *left -= take as u64;
+                if *left == 0 {
+                    self.0 = Chunk::DataCr;
+                }
+                continue;
+            }
+            match chunk_byte(self.0, bytes[i]) {
+                Some(Some(next)) => self.0 = next,
+                Some(None) => return Ok(Some(i + 1)),
+                None => return Err(ChunkError { at: i }),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+}
+
 /// One byte of a chunked body outside a chunk's data: the next state, `Some(None)` when
 /// the body ended with it, `None` when it broke the syntax (RFC 9112 §7.1). Stricter
 /// than hyper where hyper is lenient (controls in extensions, trailer lines without a
@@ -475,6 +513,27 @@ mod tests {
         assert_eq!(whole.stop, dribbled.stop);
         assert_eq!(res, res1);
         (whole.stop, res, whole.heads)
+    }
+
+    #[test]
+    fn a_chunked_body_ends_where_its_last_chunk_and_trailers_do_whole_or_dribbled() {
+        let body = b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        assert_eq!(ChunkedBody::default().feed(body), Ok(Some(end)));
+        let mut c = ChunkedBody::default();
+        for (i, b) in body.iter().enumerate() {
+            match c.feed(std::slice::from_ref(b)) {
+                Ok(Some(1)) => {
+                    assert_eq!(i + 1, end);
+                    break;
+                }
+                Ok(None) => assert!(i + 1 < end),
+                other => panic!("at {i}: {other:?}"),
+            }
+        }
+        assert!(ChunkedBody::default().feed(b"5\r\nhelloX").is_err());
+        assert!(ChunkedBody::default().feed(b"zz\r\n").is_err());
+        assert_eq!(ChunkedBody::default().feed(b"5\r\nhel"), Ok(None));
     }
 
     fn refused(bytes: &str) -> Option<Refusal> {

@@ -78,6 +78,16 @@ fn forwarded(name: &str, connection: &GetAll<'_, HeaderValue>) -> bool {
     !not_forwarded(name) && !lists(connection, name)
 }
 
+/// [`forwardable`]'s test for a field read straight from a head's bytes: `name`
+/// lowercase, `connection` the message's `Connection` values.
+pub fn forwarded_field(name: &str, connection: &[&[u8]]) -> bool {
+    !not_forwarded(name)
+        && !connection
+            .iter()
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+}
+
 /// Copies `from` without hop-by-hop headers, without those named in `Connection`, and
 /// without the ones wsgate sets itself; done before wsgate adds its own.
 pub fn forwardable(from: &HeaderMap) -> HeaderMap {

@@ -1,8 +1,11 @@
 //! A backend's idle keep-alive HTTP/1.1 connections (plain-HTTP forwarding), bounded in
-//! number; each connection's own task closes it when it has been idle too long
-//! (`backend::http::pool`). Kept here, beside the backend they belong to, so a backend a
-//! reload keeps keeps its connections and a removed one drops them.
+//! number: hyper's ([`IdleConns`]), each closed by its own task when it has been idle too
+//! long (`backend::http::pool`), and the bare streams of the hand-written path
+//! ([`RawConns`]), closed by one sweeper task per backend. Kept here, beside the backend
+//! they belong to, so a backend a reload keeps keeps its connections and a removed one
+//! drops them.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -11,6 +14,9 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::shared::stream::Stream;
 
 /// An error of a body on either hop of a plain request.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -164,5 +170,105 @@ impl IdleHandle {
         }
         list.remove(i);
         Expiry::Removed
+    }
+}
+
+/// A backend's idle bare connections (the hand-written HTTP/1.1 path), most recently used
+/// last. No task per connection: one sweeper per backend, running while the list is not
+/// empty, closes those idle past their deadline, and all of them once shutdown begins; a
+/// connection the backend closed meanwhile is found out when it is next taken.
+#[derive(Debug, Default)]
+pub struct RawConns(Arc<Mutex<RawList>>);
+
+#[derive(Debug, Default)]
+struct RawList {
+    conns: VecDeque<RawIdle>,
+    /// A sweeper task is running for this list.
+    sweeping: bool,
+}
+
+struct RawIdle {
+    stream: Stream,
+    /// When it is closed unless taken first.
+    expires: Instant,
+}
+
+impl std::fmt::Debug for RawIdle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawIdle")
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_raw(list: &Mutex<RawList>) -> std::sync::MutexGuard<'_, RawList> {
+    // The list stays consistent whatever panicked while it was held.
+    list.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RawConns {
+    /// Takes the most recently used connection that is still open and not past its
+    /// deadline; the others met on the way are dropped (closed).
+    pub fn take(&self) -> Option<Stream> {
+        let now = Instant::now();
+        let mut list = lock_raw(&self.0);
+        // Bounded by the list, at most `max` long.
+        while let Some(idle) = list.conns.pop_back() {
+            if idle.expires > now && !idle.stream.idle_readable() {
+                return Some(idle.stream);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back, to be closed `timeout` from now unless taken first; beyond
+    /// `max` the least recently used one is closed, and after shutdown began none is kept.
+    pub fn put(&self, stream: Stream, max: usize, timeout: Duration, shutdown: &CancellationToken) {
+        if max == 0 || timeout.is_zero() || shutdown.is_cancelled() {
+            return;
+        }
+        let expires = Instant::now() + timeout;
+        let mut list = lock_raw(&self.0);
+        list.conns.push_back(RawIdle { stream, expires });
+        while list.conns.len() > max {
+            list.conns.pop_front();
+        }
+        if !list.sweeping {
+            list.sweeping = true;
+            // Not on the connection tracker: shutdown need not wait for idle connections.
+            tokio::spawn(sweep(Arc::downgrade(&self.0), shutdown.clone()));
+        }
+    }
+}
+
+/// Closes the connections of `list` as their deadlines pass, until none is left (a later
+/// `put` starts another sweeper), and all of them at shutdown; ends with the backend.
+async fn sweep(list: Weak<Mutex<RawList>>, shutdown: CancellationToken) {
+    // Each turn closes at least the connection whose deadline it slept to, or ends.
+    loop {
+        let next = {
+            let Some(list) = list.upgrade() else { return };
+            let mut list = lock_raw(&list);
+            let now = Instant::now();
+            list.conns.retain(|c| c.expires > now);
+            match list.conns.iter().map(|c| c.expires).min() {
+                Some(next) => next,
+                None => {
+                    list.sweeping = false;
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = shutdown.cancelled() => {
+                if let Some(list) = list.upgrade() {
+                    let mut list = lock_raw(&list);
+                    list.conns.clear();
+                    list.sweeping = false;
+                }
+                return;
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::BackendUrl;
 use crate::config::pool::PoolConfig;
-use crate::shared::idle_conns::IdleConns;
+use crate::shared::idle_conns::{IdleConns, RawConns};
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::retire::Retirement;
 
@@ -97,6 +97,8 @@ pub struct Backend {
     pub gauge: OnceLock<IntGauge>,
     /// Idle keep-alive connections for plain HTTP requests.
     pub http_idle: IdleConns,
+    /// Idle bare keep-alive connections of the hand-written HTTP/1.1 path.
+    pub raw_idle: RawConns,
     /// The Host of plain requests sent to it (`url.host_header()`), made once rather than
     /// per request; `None` if that is no header value (then no Host is sent).
     pub http_host: Option<HeaderValue>,
@@ -128,6 +130,7 @@ impl Backend {
             retirement: Retirement::default(),
             gauge: OnceLock::new(),
             http_idle: IdleConns::default(),
+            raw_idle: RawConns::default(),
             http_host: HeaderValue::try_from(url.host_header()).ok(),
             url,
         }

@@ -26,6 +26,24 @@ pub enum Stream {
     Memory(DuplexStream),
 }
 
+impl Stream {
+    /// Whether an idle connection has something to read (bytes, or the peer's FIN or
+    /// reset): a backend connection kept for reuse is then no longer usable. Asks tokio's
+    /// readiness without a system call: a read that came back short cleared it, so only
+    /// what arrived since sets it (a read that filled its buffer exactly leaves it set,
+    /// and a good connection is then dropped: a lost reuse, never a broken request).
+    pub fn idle_readable(&self) -> bool {
+        let tcp = match self {
+            Stream::Tcp(s) => s,
+            Stream::ClientTls(s) => s.get_ref().0,
+            Stream::ServerTls(s) => s.get_ref().0,
+            Stream::H2(_) | Stream::Memory(_) => return false,
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tcp.poll_read_ready(&mut cx).is_ready()
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $e:expr) => {
         match $self.get_mut() {

@@ -14,6 +14,7 @@
 
 pub mod body;
 pub(crate) mod pool;
+pub(crate) mod raw;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,460 @@
+//! Bodyless plain requests (`GET`, `HEAD`) of an HTTP/1.1 connection, served without
+//! hyper on either hop: each head read by [`h1_fast::read_head`], routed and checked at the
+//! door as [`request::serve_h1`] and [`forward::answer`] do, sent to a backend over a bare
+//! pooled connection ([`raw::exchange`]), and the response head and body written here.
+//! The connection stays here for as long as its requests are of that shape; the first
+//! one that is not (a body, an upgrade, HTTP/1.0, an `Expect`…) goes to hyper with every
+//! byte read so far, and hyper serves the rest of the connection.
+//!
+//! Hand-written because hyper's server and client were most of what a keep-alive GET cost
+//! wsgate (benches/callgrind.sh `http1`: 39k instructions per request against nginx's 18k,
+//! hyper ~21k of them). What is written matches hyper's: status line with the canonical
+//! reason, lowercase field names, `date` unless the backend sent one, a body framed by
+//! its length, else chunked.
+//!
+//! [`forward::answer`]: crate::ingress::forward::answer
+//! [`request::serve_h1`]: crate::ingress::request::serve_h1
+
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::backend::balance;
+use crate::backend::http::raw::{self, Bodyless, Framing, poll_once};
+use crate::ingress::door::{self, Entry};
+use crate::ingress::forward::{AccessLog, ResponseBody, exchange_settings};
+use crate::ingress::h1_fast::{
+    self, First, MIN_HEADER_BYTES, Then, ToHyper, ToPlain, http_date, rejoin,
+};
+use crate::ingress::request;
+use crate::ingress::upgrade::HandshakeError;
+use crate::proto::headers::ProxyHeaders;
+use crate::shared::client::ClientInfo;
+use crate::shared::state::{ProxyState, Settings};
+use crate::shared::stream::Stream;
+
+/// After shutdown starts, a request in flight gets this long to finish (as hyper's
+/// connections get `conn::HTTP_GRACE`).
+const GRACE: Duration = Duration::from_secs(5);
+
+/// How a request left the connection.
+enum Next {
+    /// Answered; the connection may carry another.
+    Keep,
+    /// Answered or abandoned; the connection ends.
+    Close,
+}
+
+/// Serves `first` and the bodyless requests after it on the connection; gives the
+/// connection to hyper at the first request of another shape.
+pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToHyper> {
+    let ToPlain {
+        mut stream,
+        client,
+        settings,
+        pending,
+        first,
+    } = handed;
+    let limits = &settings.limits;
+    let max = (limits.max_header_bytes as usize).max(MIN_HEADER_BYTES);
+    let (mut req, mut head, mut rest) = first;
+    // Each turn is one request the client sent; the connection ends or goes to hyper.
+    loop {
+        drop(head);
+        let close = wants_close(&req);
+        let next = {
+            let served = one(
+                &mut stream,
+                req,
+                &client,
+                &settings,
+                &state,
+                &mut rest,
+                max,
+                close,
+            );
+            tokio::pin!(served);
+            tokio::select! {
+                biased;
+                next = &mut served => next,
+                _ = state.shutdown.cancelled() => {
+                    tokio::time::timeout(GRACE, &mut served).await.unwrap_or(Next::Close)
+                }
+            }
+        };
+        if matches!(next, Next::Close) || close || state.shutdown.is_cancelled() {
+            return None;
+        }
+        let read = h1_fast::read_head(
+            &mut stream,
+            std::mem::take(&mut rest),
+            max,
+            limits.header_read_timeout,
+            &state.shutdown,
+        )
+        .await;
+        (req, head, rest) = match read {
+            First::Plain(r, h, b) => (r, h, b),
+            First::Upgrade(_, h, b) => {
+                let read = rejoin(&h, &b);
+                return Some(to_hyper(stream, read, client, settings, pending));
+            }
+            First::Hyper(read) => return Some(to_hyper(stream, read, client, settings, pending)),
+            First::Gone => return None,
+        };
+    }
+}
+
+fn to_hyper(
+    stream: Stream,
+    read: BytesMut,
+    client: ClientInfo,
+    settings: Arc<Settings>,
+    pending: OwnedSemaphorePermit,
+) -> ToHyper {
+    ToHyper {
+        stream,
+        read,
+        then: Then::Serve(client),
+        settings,
+        pending,
+    }
+}
+
+/// Whether the client asked for the connection to end after this request.
+fn wants_close(req: &Request<()>) -> bool {
+    crate::proto::headers::has_token(req.headers(), &header::CONNECTION, "close")
+}
+
+/// Answers one request: routed, checked, forwarded; `rest` holds what the client sent
+/// after its head, and takes what it sends while the answer is on its way (pipelined
+/// requests, up to `max` bytes).
+#[allow(clippy::too_many_arguments)]
+async fn one(
+    stream: &mut Stream,
+    mut req: Request<()>,
+    client: &ClientInfo,
+    settings: &Settings,
+    state: &Arc<ProxyState>,
+    rest: &mut BytesMut,
+    max: usize,
+    close: bool,
+) -> Next {
+    let mut client = client.clone();
+    request::forwarded_client(req.headers(), &mut client, state);
+    let head_only = req.method() == Method::HEAD;
+    let stall = settings.http_idle_timeout;
+    let (route, host, path) = match request::route(&req, state) {
+        Ok(routed) => routed,
+        Err(e) => {
+            let res = request::refuse(None, e, false, state);
+            return answer(stream, res, head_only, close, stall).await;
+        }
+    };
+    if !route.config.http {
+        let res = request::refuse(Some(&route), HandshakeError::NotWebSocket, false, state);
+        return answer(stream, res, head_only, close, stall).await;
+    }
+    let started = Instant::now();
+    let logged_path = match req.uri().query() {
+        Some(q) if route.config.log_query => format!("{path}?{q}"),
+        _ => String::new(),
+    };
+    let mut log = AccessLog::new(&route, state, req.method(), logged_path, started);
+    let Some(pool) = route.pool() else {
+        log.set_path(path);
+        let res = log.refuse(StatusCode::UPGRADE_REQUIRED, "route takes only upgrades");
+        return answer(stream, res, head_only, close, stall).await;
+    };
+    // Held until the answer is back: what a check keeps for the request's life.
+    let _pass = match door::check(&route, &mut req, &client, state, Entry::Plain).await {
+        Ok(pass) => pass,
+        Err(refusal) => {
+            log.set_path(path);
+            let res = log.turned_away(&refusal);
+            return answer(stream, res, head_only, close, stall).await;
+        }
+    };
+    let exchange = exchange_settings(&route, settings.limits.max_header_bytes as usize);
+    let headers = req.headers();
+    let query = req.uri().query();
+    let proxy = ProxyHeaders::new(
+        client.peer.ip(),
+        &client.forwarding,
+        client.tls,
+        Some(&host),
+    );
+    let out = Bodyless {
+        method: req.method(),
+        headers,
+        proxy: &proxy,
+        path: &path,
+        remainder: route.remainder(&path),
+        query,
+        host: &host,
+        hash_key: balance::hash_key(&pool, headers, query, client.ip()),
+        sticky: balance::Sticky::of(&pool, headers),
+        secure: client.tls,
+    };
+    let exchanged = {
+        let exchange = raw::exchange(&route, &out, &exchange, &state.metrics, &state.shutdown);
+        watching(stream, rest, max, exchange).await
+    };
+    log.set_path(path);
+    let answered = match exchanged {
+        Some(Ok(a)) => a,
+        Some(Err(failed)) => {
+            log.backend = failed.backend;
+            let res = log.failed(&failed.error);
+            return answer(stream, res, head_only, close, stall).await;
+        }
+        None => {
+            log.outcome = Some("client_gone");
+            return Next::Close;
+        }
+    };
+    let raw::Answered {
+        head,
+        mut body,
+        backend,
+        seat,
+        set_cookie,
+    } = answered;
+    log.backend = Some(backend);
+    log._seat = Some(seat);
+    log.status = head.status;
+    let mut out = Vec::with_capacity(512);
+    encode_head(&head, set_cookie.as_ref(), close, &mut out);
+    let wrap = head.framing == Framing::Close;
+    // The head goes out with the body's first bytes when they came with it: one write.
+    let mut first = true;
+    // Bounded by the body: each turn forwards some of it, or ends.
+    loop {
+        let piece = if first {
+            first = false;
+            body.buffered_done()
+        } else {
+            None
+        };
+        let piece = match piece {
+            Some(p) => p,
+            None => {
+                if !out.is_empty() {
+                    if let Err(outcome) = write(stream, &out, stall).await {
+                        log.outcome = Some(outcome);
+                        return Next::Close;
+                    }
+                    out.clear();
+                }
+                match watching(stream, rest, max, body.next_done()).await {
+                    Some(p) => p,
+                    None => {
+                        log.outcome = Some("client_gone");
+                        return Next::Close;
+                    }
+                }
+            }
+        };
+        let (piece, done) = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = if e.is_idle() {
+                    "timeout"
+                } else {
+                    "backend_error"
+                };
+                tracing::info!(route = route.name(), error = %e, "plain response cut");
+                log.outcome = Some(outcome);
+                let _ = write(stream, &out, stall).await;
+                return Next::Close;
+            }
+        };
+        let end = piece.is_empty() || done;
+        log.bytes_out += piece.len() as u64;
+        if wrap && !piece.is_empty() {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.extend_from_slice(piece);
+        }
+        if end {
+            if wrap {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            // Logged and counted as the body ends, before its last bytes are written (as
+            // on hyper's path): a client that has its answer finds it on the dashboard.
+            log.outcome = Some("ok");
+            drop(log);
+            return match write(stream, &out, stall).await {
+                Ok(()) => Next::Keep,
+                Err(_) => Next::Close,
+            };
+        }
+        // Written at the top of the next turn, before waiting for more.
+    }
+}
+
+/// Runs `fut` while reading what the client sends meanwhile into `rest` (up to `max`
+/// bytes): `None` when the client closed or failed first (its request is abandoned, as
+/// hyper's server drops it then).
+async fn watching<F: std::future::Future>(
+    stream: &mut Stream,
+    rest: &mut BytesMut,
+    max: usize,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    // Bounded by `max`: each turn reads a byte at least, or ends.
+    loop {
+        if rest.len() >= max {
+            return Some(fut.await);
+        }
+        if rest.capacity() == rest.len() {
+            rest.reserve(2048.min(max - rest.len()));
+        }
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            read = stream.read_buf(rest) => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Writes `bytes` whole and flushes them within `stall` (zero: no limit), the timer made
+/// only when the client does not take them at once; the outcome for the log otherwise.
+async fn write(stream: &mut Stream, bytes: &[u8], stall: Duration) -> Result<(), &'static str> {
+    let write = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    tokio::pin!(write);
+    let written = match poll_once(write.as_mut()).await {
+        Poll::Ready(r) => r,
+        Poll::Pending if stall.is_zero() => write.await,
+        Poll::Pending => match tokio::time::timeout(stall, write).await {
+            Ok(r) => r,
+            Err(_) => return Err("client_stalled"),
+        },
+    };
+    written.map_err(|_| "client_gone")
+}
+
+/// Writes wsgate's own answer (a refusal, or why no backend answered) as hyper writes a
+/// whole body: the headers, `content-length`, `date`.
+async fn answer(
+    stream: &mut Stream,
+    res: Response<ResponseBody>,
+    head_only: bool,
+    close: bool,
+    stall: Duration,
+) -> Next {
+    let (parts, body) = res.into_parts();
+    // wsgate's own bodies are whole in memory: collecting them does not wait.
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(256 + body.len());
+    status_line(parts.status.as_u16(), &mut out);
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        dated |= name == header::DATE;
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    field(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
+    let close = close || parts.headers.contains_key(header::CONNECTION);
+    finish_head(&mut out, dated, close);
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    match write(stream, &out, stall).await {
+        Ok(()) if !close => Next::Keep,
+        _ => Next::Close,
+    }
+}
+
+/// The client's head for a backend's answer: status line, the forwarded fields with
+/// lowercase names, the sticky cookie, the framing, `date`, `connection: close`.
+fn encode_head(
+    head: &raw::ResponseHead,
+    set_cookie: Option<&HeaderValue>,
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    status_line(head.status, out);
+    let mut dated = false;
+    head.each(|name, value| {
+        dated |= name.eq_ignore_ascii_case(b"date");
+        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    });
+    if let Some(cookie) = set_cookie {
+        field(out, b"set-cookie", cookie.as_bytes());
+    }
+    match (head.framing, head.head_length) {
+        (_, Some(n)) => field(out, b"content-length", n.to_string().as_bytes()),
+        (Framing::Length(n), None) => field(out, b"content-length", n.to_string().as_bytes()),
+        (Framing::Chunked | Framing::Close, None) => {
+            field(out, b"transfer-encoding", b"chunked");
+        }
+        // hyper's server writes no length on a 204 or 304, and 0 on any other empty body.
+        (Framing::Empty, None) if matches!(head.status, 204 | 304) => {}
+        (Framing::Empty, None) => field(out, b"content-length", b"0"),
+    }
+    finish_head(out, dated, close);
+}
+
+/// `HTTP/1.1 <code> <canonical reason>` as hyper writes it.
+fn status_line(status: u16, out: &mut Vec<u8>) {
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("<none>");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `date` (unless one was written), `connection: close` when asked, and the empty line.
+fn finish_head(out: &mut Vec<u8>, dated: bool, close: bool) {
+    if close {
+        field(out, b"connection", b"close");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        http_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
