@@ -163,3 +163,65 @@ async fn a_refused_upgrade_is_answered_as_hyper_answers_it_and_closed() {
     );
     proxy.assert_drained().await;
 }
+
+/// Bodyless plain requests are served without hyper (`ingress::h1_plain`) until one of
+/// another shape: a POST with a body hands the connection to hyper, which answers it and
+/// the GET after it; every answer on the one connection has its own right length and body.
+#[tokio::test]
+async fn bodyless_requests_then_a_post_then_a_get_share_one_client_connection() {
+    use http_body_util::BodyExt;
+    let backend = HttpBackend::start(|req| async move {
+        let method = req.method().to_string();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        let body = body.unwrap_or_default();
+        Response::new(hb::text(format!(
+            "{method}:{}",
+            String::from_utf8_lossy(&body)
+        )))
+    })
+    .await;
+    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend.url("/"), ""))).await;
+    within("four requests on one connection", async {
+        let mut io = TcpStream::connect(proxy.addr()).await.unwrap();
+        let host = proxy.addr();
+        let steps = [
+            (
+                format!("GET /app/a HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+                "GET:",
+                "4",
+            ),
+            (
+                format!("HEAD /app/a HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+                "",
+                "5",
+            ),
+            (
+                format!("POST /app/b HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\n\r\nabc"),
+                "POST:abc",
+                "8",
+            ),
+            (
+                format!("GET /app/c HTTP/1.1\r\nHost: {host}\r\n\r\n"),
+                "GET:",
+                "4",
+            ),
+        ];
+        for (req, body, length) in steps {
+            io.write_all(req.as_bytes()).await.unwrap();
+            let mut buf = Vec::new();
+            let mut res = read_head(&mut io, &mut buf).await.expect("an answer");
+            assert_eq!(res.status(), 200, "{req:?}: {res:?}");
+            assert_eq!(
+                res.header("content-length"),
+                Some(length),
+                "{req:?}: {res:?}"
+            );
+            assert!(res.header("date").is_some(), "{res:?}");
+            if !req.starts_with("HEAD") {
+                read_body(&mut io, &mut res, buf).await;
+            }
+            assert_eq!(res.body_text(), body, "{req:?}");
+        }
+    })
+    .await;
+}
