@@ -39,7 +39,8 @@
 //!    - `shared::tls`: rustls configs built from files; `shared::stream`: one stream type;
 //!      `shared::client`: who is on the client hop (and the streams of an HTTP/2
 //!      connection); `shared::random`: OS randomness.
-//!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections.
+//!    - `shared::idle_conns`: a backend's idle keep-alive HTTP connections;
+//!      `shared::deadline`: a deadline moved per request at the cost of a field write.
 //!    - `shared::admission`: who the door let a WebSocket in as, and until when.
 //!    - `shared::tally`: seats counted per key (client network, identity);
 //!      `shared::bucket`: a token bucket; `shared::gate`: a route's admission state.

@@ -27,14 +27,17 @@
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -206,21 +209,39 @@ pub(crate) async fn serve(
 /// `buf` holds what was read of the connection already (the start of this head).
 pub(crate) async fn read_head(
     stream: &mut Stream,
-    mut buf: BytesMut,
+    buf: BytesMut,
     max: usize,
     timeout: Duration,
     shutdown: &CancellationToken,
 ) -> First {
-    // A pipelined head already read whole needs no timer.
+    let deadline = tokio::time::sleep(timeout);
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(deadline, cancelled);
+    let stop = |cx: &mut Context<'_>| {
+        if deadline.as_mut().poll(cx).is_ready() || cancelled.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    };
+    read_head_until(stream, buf, max, stop).await
+}
+
+/// [`read_head`] that gives up (`First::Gone`) when `stop`, polled while a read waits,
+/// is ready: the caller's deadline and shutdown.
+pub(crate) async fn read_head_until(
+    stream: &mut Stream,
+    mut buf: BytesMut,
+    max: usize,
+    mut stop: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> First {
+    // A pipelined head already read whole needs no read.
     if !buf.is_empty() {
         match judge(buf, 0, max) {
             Ok(first) => return first,
             Err(b) => buf = b,
         }
     }
-    let deadline = tokio::time::sleep(timeout);
-    let cancelled = shutdown.cancelled();
-    tokio::pin!(deadline, cancelled);
     if buf.capacity() == 0 {
         buf.reserve(FIRST_READ.min(max));
     }
@@ -229,18 +250,20 @@ pub(crate) async fn read_head(
             buf.reserve(buf.len().min(max - buf.len()).max(1));
         }
         let before = buf.len();
-        let mut room = (&mut buf).limit(max - before);
-        let read = tokio::select! {
-            biased;
-            read = stream.read_buf(&mut room) => read,
-            _ = &mut deadline => return First::Gone,
-            _ = &mut cancelled => return First::Gone,
-        };
+        let read = std::future::poll_fn(|cx| {
+            let mut room = (&mut buf).limit(max - before);
+            if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *stream), cx, &mut room) {
+                return Poll::Ready(Some(r));
+            }
+            stop(cx).map(|()| None)
+        })
+        .await;
         match read {
-            Ok(0) if buf.is_empty() => return First::Gone,
-            Ok(0) => return First::Hyper(buf),
-            Ok(_) => {}
-            Err(_) => return First::Gone,
+            None => return First::Gone,
+            Some(Ok(0)) if buf.is_empty() => return First::Gone,
+            Some(Ok(0)) => return First::Hyper(buf),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return First::Gone,
         }
         match judge(buf, before, max) {
             Ok(first) => return first,
@@ -257,7 +280,7 @@ fn judge(buf: BytesMut, new: usize, max: usize) -> Result<First, BytesMut> {
     }
     // A head only completes on a line feed: without one a parse finds the same partial
     // head, so a client trickling bytes costs no quadratic parsing.
-    if buf[new..].contains(&b'\n') {
+    if memchr::memchr(b'\n', &buf[new..]).is_some() {
         match parse(&buf) {
             Parsed::Complete(lines) => return Ok(take(buf, &lines)),
             Parsed::Other => return Ok(First::Hyper(buf)),

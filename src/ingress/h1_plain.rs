@@ -15,8 +15,9 @@
 //! [`forward::answer`]: crate::ingress::forward::answer
 //! [`request::serve_h1`]: crate::ingress::request::serve_h1
 
+use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::backend::balance;
-use crate::backend::http::raw::{self, Bodyless, Framing, poll_once};
+use crate::backend::http::raw::{self, Bodyless, Framing, field, poll_once};
 use crate::ingress::door::{self, Entry};
 use crate::ingress::forward::{AccessLog, ResponseBody, exchange_settings};
 use crate::ingress::h1_fast::{
@@ -38,6 +39,7 @@ use crate::ingress::request;
 use crate::ingress::upgrade::HandshakeError;
 use crate::proto::headers::ProxyHeaders;
 use crate::shared::client::ClientInfo;
+use crate::shared::deadline::LazyDeadline;
 use crate::shared::state::{ProxyState, Settings};
 use crate::shared::stream::Stream;
 
@@ -66,6 +68,11 @@ pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToH
     let limits = &settings.limits;
     let max = (limits.max_header_bytes as usize).max(MIN_HEADER_BYTES);
     let (mut req, mut head, mut rest) = first;
+    // One of each for the connection's life: made and dropped per request, a timer and a
+    // shutdown wait cost a registration and its removal every time.
+    let mut deadline = LazyDeadline::default();
+    let cancelled = state.shutdown.cancelled();
+    tokio::pin!(cancelled);
     // Each turn is one request the client sent; the connection ends or goes to hyper.
     loop {
         drop(head);
@@ -80,12 +87,13 @@ pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToH
                 &mut rest,
                 max,
                 close,
+                &mut deadline,
             );
             tokio::pin!(served);
             tokio::select! {
                 biased;
                 next = &mut served => next,
-                _ = state.shutdown.cancelled() => {
+                _ = &mut cancelled => {
                     tokio::time::timeout(GRACE, &mut served).await.unwrap_or(Next::Close)
                 }
             }
@@ -93,14 +101,17 @@ pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToH
         if matches!(next, Next::Close) || close || state.shutdown.is_cancelled() {
             return None;
         }
-        let read = h1_fast::read_head(
-            &mut stream,
-            std::mem::take(&mut rest),
-            max,
-            limits.header_read_timeout,
-            &state.shutdown,
-        )
-        .await;
+        deadline.set_after(limits.header_read_timeout);
+        let stop = |cx: &mut Context<'_>| {
+            if deadline.poll_passed(cx).is_ready() || cancelled.as_mut().poll(cx).is_ready() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        };
+        let read =
+            h1_fast::read_head_until(&mut stream, std::mem::take(&mut rest), max, stop).await;
+        deadline.clear();
         (req, head, rest) = match read {
             First::Plain(r, h, b) => (r, h, b),
             First::Upgrade(_, h, b) => {
@@ -147,6 +158,7 @@ async fn one(
     rest: &mut BytesMut,
     max: usize,
     close: bool,
+    deadline: &mut LazyDeadline,
 ) -> Next {
     let mut client = client.clone();
     request::forwarded_client(req.headers(), &mut client, state);
@@ -205,7 +217,14 @@ async fn one(
         secure: client.tls,
     };
     let exchanged = {
-        let exchange = raw::exchange(&route, &out, &exchange, &state.metrics, &state.shutdown);
+        let exchange = raw::exchange(
+            &route,
+            &out,
+            &exchange,
+            &state.metrics,
+            &state.shutdown,
+            deadline,
+        );
         watching(stream, rest, max, exchange).await
     };
     log.set_path(path);
@@ -449,12 +468,5 @@ fn finish_head(out: &mut Vec<u8>, dated: bool, close: bool) {
         http_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }

@@ -41,32 +41,32 @@ fn lists(values: &GetAll<'_, HeaderValue>, token: &str) -> bool {
 /// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1), or is
 /// one of the WebSocket and forwarding headers wsgate sets itself on each hop. A `match`
 /// (asked for every header of every request) rather than a scan of a list.
-fn not_forwarded(name: &str) -> bool {
+fn not_forwarded(name: &[u8]) -> bool {
     matches!(
         name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-            | "host"
-            | "content-length"
-            | "sec-websocket-key"
-            | "sec-websocket-accept"
-            | "sec-websocket-version"
-            | "sec-websocket-extensions"
-            | "x-forwarded-for"
-            | "x-forwarded-proto"
-            | "x-forwarded-host"
-            | "x-real-ip"
-            | "forwarded"
+        b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"proxy-authenticate"
+            | b"proxy-authorization"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"upgrade"
+            | b"host"
+            | b"content-length"
+            | b"sec-websocket-key"
+            | b"sec-websocket-accept"
+            | b"sec-websocket-version"
+            | b"sec-websocket-extensions"
+            | b"x-forwarded-for"
+            | b"x-forwarded-proto"
+            | b"x-forwarded-host"
+            | b"x-real-ip"
+            | b"forwarded"
             // An upgrade has no body, so there is nothing to continue: wsgate answers the
             // request itself (RFC 9110 §10.1.1) and the expectation ends on this hop.
-            | "expect"
+            | b"expect"
     )
 }
 
@@ -75,17 +75,17 @@ fn not_forwarded(name: &str) -> bool {
 /// sets, not listed in `Connection`. The one test behind [`forwardable`],
 /// [`each_forwardable`] and [`strip_unforwardable`]; it allocates nothing.
 fn forwarded(name: &str, connection: &GetAll<'_, HeaderValue>) -> bool {
-    !not_forwarded(name) && !lists(connection, name)
+    !not_forwarded(name.as_bytes()) && !lists(connection, name)
 }
 
 /// [`forwardable`]'s test for a field read straight from a head's bytes: `name`
 /// lowercase, `connection` the message's `Connection` values.
-pub fn forwarded_field(name: &str, connection: &[&[u8]]) -> bool {
+pub fn forwarded_field(name: &[u8], connection: &[&[u8]]) -> bool {
     !not_forwarded(name)
         && !connection
             .iter()
             .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
 }
 
 /// Copies `from` without hop-by-hop headers, without those named in `Connection`, and

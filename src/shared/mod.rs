@@ -5,6 +5,7 @@ pub mod admission;
 pub mod bucket;
 pub mod budget;
 pub mod client;
+pub mod deadline;
 pub mod forward_auth;
 pub mod gate;
 pub mod idle_conns;

@@ -14,6 +14,7 @@
 //! requests are idempotent and have no body), and a failed backend is followed by the
 //! next candidate unless its response head timed out.
 
+use std::future::Future;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::backend::error::BackendError;
 use crate::backend::http::{ExchangeSettings, Failed};
 use crate::proto::h1_scan::ChunkedBody;
 use crate::proto::headers::{ProxyHeaders, each_forwardable, forwarded_field};
+use crate::shared::deadline::LazyDeadline;
 use crate::shared::metrics::Metrics;
 use crate::shared::occupancy::Seat;
 use crate::shared::pool::Backend;
@@ -340,6 +342,7 @@ pub(crate) async fn exchange(
     settings: &ExchangeSettings,
     metrics: &Metrics,
     shutdown: &CancellationToken,
+    deadline: &mut LazyDeadline,
 ) -> Result<Answered, Failed> {
     let pool = route.pool().ok_or(Failed {
         error: BackendError::NoHealthyBackend,
@@ -359,7 +362,7 @@ pub(crate) async fn exchange(
                 Ok(c) => c,
                 Err(e) => break Err((e, false)),
             };
-            match send(stream, &request, head_only, settings, reused).await {
+            match send(stream, &request, head_only, settings, reused, deadline).await {
                 Ok(answer) => break Ok(answer),
                 Err(AttemptError::Stale) => continue,
                 Err(AttemptError::HeadTimeout) => break Err((BackendError::Timeout, true)),
@@ -444,6 +447,7 @@ async fn send(
     head_only: bool,
     settings: &ExchangeSettings,
     reused: bool,
+    deadline: &mut LazyDeadline,
 ) -> Result<(ResponseHead, Stream, BytesMut, bool), AttemptError> {
     let io = |during: &'static str| {
         move |source: std::io::Error| AttemptError::Failed(BackendError::Io { during, source })
@@ -504,13 +508,20 @@ async fn send(
             }
         }
     };
-    let answered = if settings.response_timeout.is_zero() {
-        exchange.await
-    } else {
-        tokio::time::timeout(settings.response_timeout, exchange)
-            .await
-            .unwrap_or(Err(AttemptError::HeadTimeout))
+    deadline.set_after(settings.response_timeout);
+    let answered = {
+        let mut exchange = std::pin::pin!(exchange);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            deadline
+                .poll_passed(cx)
+                .map(|()| Err(AttemptError::HeadTimeout))
+        })
+        .await
     };
+    deadline.clear();
     let (head, rest, keep_alive) = answered?;
     Ok((head, stream, rest, keep_alive))
 }
@@ -549,7 +560,8 @@ fn encode(out: &Bodyless<'_>, backend: &Backend, preserve_host: bool) -> Vec<u8>
     head
 }
 
-fn field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends one field line.
+pub(crate) fn field(head: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     head.extend_from_slice(name);
     head.extend_from_slice(b": ");
     head.extend_from_slice(value);
@@ -656,10 +668,9 @@ fn parse(buf: &[u8], head_only: bool) -> Parsed {
                 for (d, s) in l.iter_mut().zip(name) {
                     *d = s.to_ascii_lowercase();
                 }
-                // httparse took the name as a token: ASCII.
-                std::str::from_utf8(l).is_ok_and(|n| forwarded_field(n, connection))
+                forwarded_field(l, connection)
             }
-            None => forwarded_field(&h.name.to_ascii_lowercase(), connection),
+            None => forwarded_field(&name.to_ascii_lowercase(), connection),
         };
         if forwarded {
             fields.push((at(name), at(h.value)));
@@ -686,7 +697,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 /// Whether `name` is one a response head may not carry on to the client (used by tests).
 #[cfg(test)]
 fn is_hop(name: &str) -> bool {
-    !forwarded_field(name, &[])
+    !forwarded_field(name.as_bytes(), &[])
 }
 
 #[cfg(test)]
