@@ -29,7 +29,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::backend::balance;
-use crate::backend::http::raw::{self, Bodyless, Framing, field, poll_once};
+use crate::backend::http::raw::{self, Bodyless, Framing, field, poll_once, push_decimal};
 use crate::ingress::door::{self, Entry};
 use crate::ingress::forward::{AccessLog, ResponseBody, exchange_settings};
 use crate::ingress::h1_fast::{
@@ -187,7 +187,12 @@ async fn one(
         return answer(stream, res, head_only, close, stall).await;
     };
     // Held until the answer is back: what a check keeps for the request's life.
-    let _pass = match door::check(&route, &mut req, &client, state, Entry::Plain).await {
+    let checked = if door::plain_may_wait(&route) {
+        door::check(&route, &mut req, &client, state, Entry::Plain).await
+    } else {
+        door::check_plain_now(&route, &mut req, &client, state)
+    };
+    let _pass = match checked {
         Ok(pass) => pass,
         Err(refusal) => {
             log.set_path(path);
@@ -217,14 +222,14 @@ async fn one(
         secure: client.tls,
     };
     let exchanged = {
-        let exchange = raw::exchange(
+        let exchange = std::pin::pin!(raw::exchange(
             &route,
             &out,
             &exchange,
             &state.metrics,
             &state.shutdown,
             deadline,
-        );
+        ));
         watching(stream, rest, max, exchange).await
     };
     log.set_path(path);
@@ -273,7 +278,7 @@ async fn one(
                     }
                     out.clear();
                 }
-                match watching(stream, rest, max, body.next_done()).await {
+                match watching(stream, rest, max, std::pin::pin!(body.next_done())).await {
                     Some(p) => p,
                     None => {
                         log.outcome = Some("client_gone");
@@ -329,9 +334,8 @@ async fn watching<F: std::future::Future>(
     stream: &mut Stream,
     rest: &mut BytesMut,
     max: usize,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Option<F::Output> {
-    tokio::pin!(fut);
     // Bounded by `max`: each turn reads a byte at least, or ends.
     loop {
         if rest.len() >= max {
@@ -424,7 +428,9 @@ fn encode_head(
     let mut dated = false;
     head.each(|name, value| {
         dated |= name.eq_ignore_ascii_case(b"date");
-        out.extend(name.iter().map(u8::to_ascii_lowercase));
+        let at = out.len();
+        out.extend_from_slice(name);
+        out[at..].make_ascii_lowercase();
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
@@ -433,8 +439,11 @@ fn encode_head(
         field(out, b"set-cookie", cookie.as_bytes());
     }
     match (head.framing, head.head_length) {
-        (_, Some(n)) => field(out, b"content-length", n.to_string().as_bytes()),
-        (Framing::Length(n), None) => field(out, b"content-length", n.to_string().as_bytes()),
+        (_, Some(n)) | (Framing::Length(n), None) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         (Framing::Chunked | Framing::Close, None) => {
             field(out, b"transfer-encoding", b"chunked");
         }
@@ -452,7 +461,7 @@ fn status_line(status: u16, out: &mut Vec<u8>) {
         .and_then(|s| s.canonical_reason())
         .unwrap_or("<none>");
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    push_decimal(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");

@@ -432,7 +432,10 @@ async fn checkout(
     if let Some(stream) = backend.raw_idle.take() {
         return Ok((stream, true));
     }
-    let stream = tokio::time::timeout(settings.pool.connect_timeout, dial::connect(backend, tls))
+    // Boxed: a new connection is the rare case, and its (TLS) state would otherwise make
+    // every request's future that much larger, and copied as it is made.
+    let connect = Box::pin(dial::connect(backend, tls));
+    let stream = tokio::time::timeout(settings.pool.connect_timeout, connect)
         .await
         .map_err(|_| BackendError::Timeout)??;
     Ok((stream, false))
@@ -558,6 +561,22 @@ fn encode(out: &Bodyless<'_>, backend: &Backend, preserve_host: bool) -> Vec<u8>
         .each(|name, value| field(&mut head, name.as_bytes(), value));
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// Appends `n` in decimal, without the allocation of a `to_string`.
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    // At most 20 turns: a u64 has at most 20 digits.
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Appends one field line.
@@ -719,6 +738,15 @@ mod tests {
         let mut out = Vec::new();
         head.each(|n, _| out.push(String::from_utf8_lossy(n).into_owned()));
         out
+    }
+
+    #[test]
+    fn decimals_are_written_as_to_string_writes_them() {
+        for n in [0, 7, 10, 1234, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -81,6 +81,27 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Whether a plain request's checks on `route` may wait (a JWKS fetch, an auth service):
+/// else [`check_plain_now`] does them without building [`check`]'s future, which holds
+/// every check's state (kilobytes, copied as it is made).
+pub(crate) fn plain_may_wait(route: &Route) -> bool {
+    route.jwt.is_some() || route.forward_auth.is_some()
+}
+
+/// [`check`] of a plain request on a route where [`plain_may_wait`] is false: the client
+/// certificate's header and policy are all there is.
+// The door's one error type, made once per refused request: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+pub(crate) fn check_plain_now<B>(
+    route: &Route,
+    req: &mut Request<B>,
+    client: &ClientInfo,
+    state: &ProxyState,
+) -> Result<Pass, Refusal> {
+    client_cert::check(route, req, client, state)?;
+    Ok(Pass::default())
+}
+
 /// Runs the route's checks on `req`, in order, stopping at the first refusal.
 pub(crate) async fn check<B>(
     route: &Route,
