@@ -320,9 +320,12 @@ impl Drop for AccessLog {
             outcome,
             "http request"
         );
-        self.state
-            .metrics
-            .http_request(self.route.name(), self.status, took);
+        self.state.metrics.http_request_on(
+            &self.route.http_metrics,
+            self.route.name(),
+            self.status,
+            took,
+        );
     }
 }
 

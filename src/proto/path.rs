@@ -22,6 +22,9 @@ pub fn normalize_path(path: &str) -> Result<String, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
+    if is_normal(path) {
+        return Ok(path.to_string());
+    }
     let decoded = decode_unreserved(path)?;
     let mut segments: Vec<&str> = Vec::new();
     let trailing_slash =
@@ -75,6 +78,27 @@ fn decode_unreserved(path: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// Whether `path` (absolute) is its own normal form: no `%`, no empty segment but a
+/// trailing one, no `.` or `..` segment. Most paths are; they are then copied as they are
+/// rather than taken apart and rebuilt.
+fn is_normal(path: &str) -> bool {
+    let rest = &path.as_bytes()[1..];
+    if memchr::memchr(b'%', rest).is_some() {
+        return false;
+    }
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    // Bounded by the path's segments.
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        match seg {
+            b"." | b".." => return false,
+            b"" if !last => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
 fn hex_val(b: u8) -> Result<u8, PathError> {
     (b as char)
         .to_digit(16)
@@ -98,5 +122,60 @@ mod tests {
         assert_eq!(normalize_path("/").unwrap(), "/");
         assert_eq!(normalize_path("/caf\u{e9}").unwrap(), "/caf\u{e9}");
         assert_eq!(normalize_path("x"), Err(PathError::NotAbsolute));
+    }
+
+    /// The shortcut for paths already normal gives what the full normalisation gives.
+    #[test]
+    fn the_normal_form_shortcut_agrees_with_the_full_normalisation() {
+        let pieces = ["", "a", ".", "..", "%2e", "b.c", "~x", "caf\u{e9}"];
+        // Every path of up to four segments from `pieces`, with and without a trailing slash.
+        let mut paths = vec!["/".to_string()];
+        for _ in 0..4 {
+            let longer: Vec<String> = paths
+                .iter()
+                .flat_map(|p| {
+                    pieces
+                        .iter()
+                        .map(move |s| format!("{}/{s}", p.trim_end_matches('/')))
+                })
+                .collect();
+            paths.extend(longer);
+            paths.sort();
+            paths.dedup();
+        }
+        assert!(paths.len() > 1000);
+        for p in paths.iter().chain(
+            paths
+                .iter()
+                .map(|p| p.clone() + "/")
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            let full = decode_unreserved(p).map(|d| {
+                let mut segs: Vec<&str> = Vec::new();
+                let trailing = d.ends_with('/') || d.ends_with("/.") || d.ends_with("/..");
+                for seg in d.split('/') {
+                    match seg {
+                        "" | "." => {}
+                        ".." => {
+                            if segs.pop().is_none() {
+                                return Err(PathError::EscapesRoot);
+                            }
+                        }
+                        s => segs.push(s),
+                    }
+                }
+                let mut out: String = segs.iter().map(|s| format!("/{s}")).collect();
+                if out.is_empty() || trailing {
+                    out.push('/');
+                }
+                Ok(out)
+            });
+            let full = full.and_then(|r| r);
+            assert_eq!(normalize_path(p), full, "{p:?}");
+            if is_normal(p) {
+                assert_eq!(full.as_deref(), Ok(p.as_str()), "{p:?}");
+            }
+        }
     }
 }

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 use crate::proto::frame::OpCode;
@@ -171,6 +171,27 @@ pub struct ConnMetrics {
     finished: bool,
     /// None when per-frame metrics are off (`metrics.per_frame: false`).
     counters: Option<Arc<RouteCounters>>,
+}
+
+/// The `code` label of each status class.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`STATUS_CLASSES`] of `status`'s class.
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// A route's plain-HTTP series, each resolved by its first request.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    classes: [OnceLock<IntCounter>; 5],
+    duration: OnceLock<Histogram>,
 }
 
 /// A route's per-direction counters, resolved once per route and shared by its connections.
@@ -491,18 +512,37 @@ impl Metrics {
 
     /// Counts a plain HTTP request answered with `status` and how long it took.
     pub fn http_request(&self, route: &str, status: u16, took: Duration) {
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
+        let class = STATUS_CLASSES[status_class(status)];
         self.http_requests_total
             .with_label_values(&[route, class])
             .inc();
         self.http_request_duration_seconds
             .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
+    /// [`Metrics::http_request`] through a route's handles, each looked up in its vector
+    /// once (the first request of its status class) rather than per request.
+    pub fn http_request_on(
+        &self,
+        handles: &HttpCounters,
+        route: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        let class = status_class(status);
+        handles.classes[class]
+            .get_or_init(|| {
+                self.http_requests_total
+                    .with_label_values(&[route, STATUS_CLASSES[class]])
+            })
+            .inc();
+        handles
+            .duration
+            .get_or_init(|| {
+                self.http_request_duration_seconds
+                    .with_label_values(&[route])
+            })
             .observe(took.as_secs_f64());
     }
 
