@@ -5,330 +5,23 @@
 //! of each response shape, what is dropped or rewritten on the way (1xx, trailers,
 //! hop-by-hop headers, header case, reason phrase, `Date`), pipelining, and when the
 //! client connection is closed.
+//!
+//! The harness is in `wire`; the client connection's life (close, HTTP/1.0, idle timeout,
+//! a client gone, TLS) in `lifecycle`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod lifecycle;
+mod wire;
+
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-use crate::support::ca::TestCa;
-use crate::support::child::Child;
-use crate::support::http::{Head, read_head};
-use crate::support::proxy::{Proxy, TEST_DEFAULTS, route, yaml};
-use crate::support::{eventually, within};
+use crate::support::http::read_head;
+use crate::support::proxy::{Proxy, route, yaml};
+use crate::support::within;
 
-/// What a scripted backend writes for one request head.
-struct Reply {
-    bytes: Vec<u8>,
-    /// Close the connection once written (ends a close-delimited body).
-    close: bool,
-}
-
-impl Reply {
-    fn keep(bytes: impl Into<Vec<u8>>) -> Reply {
-        Reply {
-            bytes: bytes.into(),
-            close: false,
-        }
-    }
-
-    fn then_close(bytes: impl Into<Vec<u8>>) -> Reply {
-        Reply {
-            bytes: bytes.into(),
-            close: true,
-        }
-    }
-}
-
-/// A raw backend answering every request head with exact bytes; records the heads.
-struct Scripted {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    heads: Arc<Mutex<Vec<Head>>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl Scripted {
-    async fn start(answer: impl Fn(&Head) -> Reply + Send + Sync + 'static) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let answer = Arc::new(answer);
-        let (a, h) = (accepted.clone(), heads.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
-                a.fetch_add(1, Ordering::SeqCst);
-                let (h, answer) = (h.clone(), answer.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    // Bodyless requests only: each head is answered as it comes.
-                    while let Some(head) = read_head(&mut tcp, &mut buf).await {
-                        let reply = answer(&head);
-                        h.lock().unwrap().push(head);
-                        if tcp.write_all(&reply.bytes).await.is_err() || reply.close {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Scripted {
-            addr,
-            accepted,
-            heads,
-            _task: task,
-        }
-    }
-
-    /// A backend answering every request with the same bytes, keeping its connection.
-    async fn always(bytes: &'static str) -> Scripted {
-        Scripted::start(move |_| Reply::keep(bytes)).await
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    fn targets(&self) -> Vec<String> {
-        let heads = self.heads.lock().unwrap();
-        heads.iter().map(|h| h.target().to_string()).collect()
-    }
-}
-
-/// wsgate with the route `app` on `/app` to `backend`, and `extra` top-level YAML.
-async fn proxy_to(backend: &Scripted, extra: &str) -> Proxy {
-    Proxy::start(&(yaml(&route("app", "/app", &backend.url(), "")) + extra)).await
-}
-
-/// How a response body was framed to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Framing {
-    /// No body by the rules (HEAD, 1xx, 204, 304).
-    None,
-    Length(usize),
-    Chunked,
-    /// Neither: the body ran to the connection's end.
-    Close,
-}
-
-/// One response as the client read it.
-#[derive(Debug)]
-struct Answer {
-    /// 1xx heads before the final one.
-    informational: Vec<Head>,
-    head: Head,
-    framing: Framing,
-    /// The decoded body.
-    body: Vec<u8>,
-    /// The chunked framing exactly as written (sizes, extensions, trailer section).
-    raw_chunked: Vec<u8>,
-    /// Trailer fields of a chunked body.
-    trailers: Vec<String>,
-}
-
-impl Answer {
-    fn status(&self) -> u16 {
-        self.head.status()
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The header lines exactly as written, `name: value`.
-    fn lines(&self) -> Vec<String> {
-        let h = &self.head.headers;
-        h.iter().map(|(n, v)| format!("{n}: {v}")).collect()
-    }
-}
-
-/// A client connection read and written by hand.
-struct Client<S> {
-    io: S,
-    buf: Vec<u8>,
-}
-
-impl Client<TcpStream> {
-    async fn open(addr: SocketAddr) -> Client<TcpStream> {
-        let io = within("connect to wsgate", TcpStream::connect(addr))
-            .await
-            .unwrap();
-        Client {
-            io,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    async fn send(&mut self, bytes: &str) {
-        self.io.write_all(bytes.as_bytes()).await.unwrap();
-        self.io.flush().await.unwrap();
-    }
-
-    /// `GET {path}` with Host `wsgate.test` and `extra` header lines.
-    async fn get(&mut self, path: &str, extra: &str) {
-        self.send(&get(path, extra)).await;
-    }
-
-    /// Reads more bytes into the buffer; false at EOF (or reset).
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 8192];
-        match self.io.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    async fn line(&mut self) -> Vec<u8> {
-        loop {
-            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = self.buf.drain(..at + 2).collect::<Vec<u8>>();
-                return line[..at].to_vec();
-            }
-            assert!(
-                self.fill().await,
-                "EOF inside a chunked body: {:?}",
-                self.buf
-            );
-        }
-    }
-
-    async fn take(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            assert!(self.fill().await, "EOF with {n} body bytes expected");
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    /// The next response (1xx heads collected first); `head_request` when it answers a HEAD.
-    async fn answer(&mut self, head_request: bool) -> Answer {
-        within("a response", self.answer_inner(head_request)).await
-    }
-
-    async fn answer_inner(&mut self, head_request: bool) -> Answer {
-        let mut informational = Vec::new();
-        let head = loop {
-            let head = read_head(&mut self.io, &mut self.buf)
-                .await
-                .expect("wsgate closed without a response");
-            match head.status() {
-                100..=199 => informational.push(head),
-                _ => break head,
-            }
-        };
-        let mut answer = Answer {
-            informational,
-            framing: Framing::None,
-            body: Vec::new(),
-            raw_chunked: Vec::new(),
-            trailers: Vec::new(),
-            head,
-        };
-        let status = answer.status();
-        if head_request || status == 204 || status == 304 {
-            return answer;
-        }
-        let te = answer.head.header("transfer-encoding").map(str::to_owned);
-        let cl = answer.head.header("content-length").map(str::to_owned);
-        if let Some(te) = te {
-            assert_eq!(te, "chunked", "{:?}", answer.head);
-            answer.framing = Framing::Chunked;
-            self.chunked(&mut answer).await;
-        } else if let Some(cl) = cl {
-            let n: usize = cl.parse().expect("numeric content-length");
-            answer.framing = Framing::Length(n);
-            answer.body = self.take(n).await;
-        } else {
-            answer.framing = Framing::Close;
-            while self.fill().await {}
-            answer.body = std::mem::take(&mut self.buf);
-        }
-        answer
-    }
-
-    async fn chunked(&mut self, answer: &mut Answer) {
-        for _ in 0..10_000 {
-            let size_line = self.line().await;
-            answer.raw_chunked.extend_from_slice(&size_line);
-            answer.raw_chunked.extend_from_slice(b"\r\n");
-            let text = String::from_utf8_lossy(&size_line).into_owned();
-            let hex = text.split(';').next().unwrap_or_default().trim();
-            let size = usize::from_str_radix(hex, 16)
-                .unwrap_or_else(|_| panic!("bad chunk size line {text:?}"));
-            if size == 0 {
-                loop {
-                    let line = self.line().await;
-                    answer.raw_chunked.extend_from_slice(&line);
-                    answer.raw_chunked.extend_from_slice(b"\r\n");
-                    if line.is_empty() {
-                        return;
-                    }
-                    answer
-                        .trailers
-                        .push(String::from_utf8_lossy(&line).into_owned());
-                }
-            }
-            let data = self.take(size).await;
-            answer.raw_chunked.extend_from_slice(&data);
-            answer.body.extend_from_slice(&data);
-            let end = self.take(2).await;
-            assert_eq!(end, b"\r\n", "chunk not followed by CRLF");
-            answer.raw_chunked.extend_from_slice(b"\r\n");
-        }
-        panic!("more than 10000 chunks");
-    }
-
-    /// Expects wsgate to close the connection with nothing more written.
-    async fn expect_eof(&mut self) {
-        let more = within("wsgate closing the connection", async {
-            while self.fill().await {}
-            std::mem::take(&mut self.buf)
-        })
-        .await;
-        assert!(
-            more.is_empty(),
-            "bytes before the close: {:?}",
-            String::from_utf8_lossy(&more)
-        );
-    }
-}
-
-/// `GET {path}` with Host `wsgate.test` and `extra` header lines (each ending in CRLF).
-fn get(path: &str, extra: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: wsgate.test\r\n{extra}\r\n")
-}
-
-/// A backend answering each request with its own target as a length-framed body.
-async fn echo_target() -> Scripted {
-    Scripted::start(|head| {
-        let t = head.target();
-        Reply::keep(format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{t}",
-            t.len()
-        ))
-    })
-    .await
-}
-
-/// Sends `GET {path}` on `client` and expects a 200 with body `body`.
-async fn ok_on<S: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<S>, path: &str, body: &str) {
-    client.get(path, "").await;
-    let a = client.answer(false).await;
-    assert_eq!((a.status(), a.text().as_str()), (200, body), "{a:?}");
-}
+use wire::*;
 
 #[tokio::test]
 async fn three_pipelined_gets_are_answered_in_order_then_a_fourth_later() {
@@ -487,20 +180,6 @@ async fn header_names_are_written_lowercase_set_cookie_twice_and_the_reason_cano
     }
 }
 
-#[tokio::test]
-async fn connection_close_from_the_client_is_answered_with_close_and_the_connection_ends() {
-    let backend = echo_target().await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
-    ok_on(&mut c, "/app/1", "/1").await;
-    c.get("/app/2", "Connection: close\r\n").await;
-    let a = c.answer(false).await;
-    assert_eq!((a.status(), a.text().as_str()), (200, "/2"), "{a:?}");
-    assert_eq!(a.head.header("connection"), Some("close"), "{a:?}");
-    c.expect_eof().await;
-    proxy.assert_drained().await;
-}
-
 /// The backend's `Connection` (close or keep-alive), `Keep-Alive` and a header it names in
 /// `Connection` stay on the backend hop; the client's connection is kept either way.
 #[tokio::test]
@@ -540,123 +219,6 @@ async fn hop_by_hop_headers_from_the_backend_stay_there_and_the_client_connectio
     }
     // Two closed after their answer, then one kept for both keep-alive requests.
     assert_eq!(backend.accepted(), 3);
-}
-
-/// HTTP/1.0 without keep-alive: answered in HTTP/1.0 with a length and no `Connection`
-/// header (close is 1.0's default), then closed; the backend gets HTTP/1.1.
-#[tokio::test]
-async fn an_http_1_0_request_is_answered_then_closed() {
-    let backend = echo_target().await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
-    c.send("GET /app/old HTTP/1.0\r\nHost: wsgate.test\r\n\r\n")
-        .await;
-    let a = c.answer(false).await;
-    assert_eq!(a.head.start_line, "HTTP/1.0 200 OK", "{a:?}");
-    assert_eq!(a.text(), "/old");
-    assert_eq!(a.framing, Framing::Length(4));
-    assert_eq!(a.head.header("connection"), None, "{a:?}");
-    c.expect_eof().await;
-    let heads = backend.heads.lock().unwrap().clone();
-    assert_eq!(heads[0].start_line, "GET /old HTTP/1.1");
-}
-
-/// HTTP/1.0 answers of unknown length are close-delimited (no chunked for 1.0).
-#[tokio::test]
-async fn an_http_1_0_request_gets_a_close_delimited_body_when_the_length_is_unknown() {
-    let backend = Scripted::start(|_| Reply::then_close("HTTP/1.1 200 OK\r\n\r\nstreamed")).await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
-    c.send("GET /app HTTP/1.0\r\nHost: wsgate.test\r\n\r\n")
-        .await;
-    let a = c.answer(false).await;
-    assert_eq!(a.framing, Framing::Close, "{a:?}");
-    assert_eq!(a.text(), "streamed");
-}
-
-/// An idle keep-alive connection is closed, without an answer, `header_read_timeout`
-/// after its last response (hyper's header timer restarts when a connection goes idle).
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed_after_header_read_timeout() {
-    let backend = echo_target().await;
-    let proxy = proxy_to(&backend, "limits: { header_read_timeout: 1s }\n").await;
-    let mut c = Client::open(proxy.addr()).await;
-    ok_on(&mut c, "/app/1", "/1").await;
-    // Still usable well inside the timeout.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ok_on(&mut c, "/app/2", "/2").await;
-    let idle = Instant::now();
-    c.expect_eof().await;
-    let took = idle.elapsed();
-    assert!(took >= Duration::from_millis(500), "closed after {took:?}");
-    assert!(took < Duration::from_millis(4000), "closed after {took:?}");
-    proxy.assert_drained().await;
-}
-
-/// A client gone while its request is held: the backend's connection is closed (the
-/// request abandoned), and the access log says `client_gone`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_gone_during_a_long_poll_abandons_the_backend_request_and_logs_client_gone() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (held_tx, mut held_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let _backend = tokio::spawn(async move {
-        let Ok((mut tcp, _)) = listener.accept().await else {
-            return;
-        };
-        let mut buf = Vec::new();
-        if read_head(&mut tcp, &mut buf).await.is_none() {
-            return;
-        }
-        let _ = held_tx.send(()).await;
-        // Held: never answered. Wait (bounded) for wsgate to give up on it.
-        let mut rest = [0u8; 1024];
-        let read = tokio::time::timeout(Duration::from_secs(60), tcp.read(&mut rest)).await;
-        if matches!(read, Ok(Ok(0)) | Ok(Err(_))) {
-            let _ = ended_tx.send(()).await;
-        }
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wsgate.yaml");
-    let config = format!(
-        "listeners:\n  - bind: \"127.0.0.1:0\"\nroutes:\n{}log: {{ format: json, level: info }}\nreload: {{ watch: false }}\n",
-        route("app", "/app", &format!("ws://{addr}/"), "")
-    );
-    std::fs::write(&path, config).unwrap();
-    let gate = Child::start(&path).await;
-    let mut c = Client::open(gate.addr).await;
-    c.get("/app/poll", "").await;
-    let lines = |gate: &Child| -> Vec<serde_json::Value> {
-        gate.log()
-            .iter()
-            .filter(|l| l.contains("\"http request\""))
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
-    };
-    within("the request at the backend", held_rx.recv())
-        .await
-        .expect("the backend got the request");
-    assert!(lines(&gate).is_empty(), "answered early: {:?}", gate.log());
-    drop(c);
-    let gone = Instant::now();
-    within("the backend connection closed", ended_rx.recv())
-        .await
-        .expect("the backend saw its connection end");
-    assert!(
-        gone.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        gone.elapsed()
-    );
-    eventually("the access-log line", || !lines(&gate).is_empty()).await;
-    let line = lines(&gate).pop().unwrap();
-    let field = |k: &str| line.get(k).or_else(|| line["fields"].get(k)).cloned();
-    assert_eq!(field("outcome").unwrap(), "client_gone", "{line}");
-    assert_eq!(field("status").unwrap(), 0, "{line}");
-    assert_eq!(field("method").unwrap(), "GET", "{line}");
-    assert_eq!(field("route").unwrap(), "app", "{line}");
-    // Not pinned: the path (and backend) are empty today for a request abandoned before
-    // its response head, since they are filled in only once the exchange returns.
 }
 
 /// A length-framed body dribbled by the backend reaches the client piece by piece: each
@@ -824,42 +386,52 @@ async fn date_is_added_when_missing_and_the_backends_kept() {
     assert_eq!(a.head.header_all("date"), [DATE], "{a:?}");
 }
 
-/// Pipelining and keep-alive over a TLS listener: the same answers in order, and the
-/// connection kept for a later request.
+/// A backend that writes a body where none belongs (after a 204, or to a HEAD), shaped as a
+/// response: with the next request pipelined behind, the extra bytes are never read as
+/// its response, on either connection.
 #[tokio::test]
-async fn over_tls_pipelined_gets_are_answered_in_order_and_the_connection_kept() {
-    let ca = TestCa::new();
-    let backend = echo_target().await;
-    let config = format!(
-        "listeners:\n  - bind: \"127.0.0.1:0\"\n    tls: {}\n{TEST_DEFAULTS}routes:\n{}",
-        ca.listener_tls_yaml(),
-        route("app", "/app", &backend.url(), "")
-    );
-    let proxy = Proxy::start(&config).await;
-    let tcp = TcpStream::connect(proxy.addr()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut offer = (*ca.client_config()).clone();
-    offer.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = within(
-        "TLS to wsgate",
-        tokio_rustls::TlsConnector::from(Arc::new(offer)).connect(name, tcp),
-    )
-    .await
-    .expect("TLS handshake");
-    let mut c = Client {
-        io: tls,
-        buf: Vec::new(),
-    };
-    c.send(&(get("/app/1", "") + &get("/app/2", "") + &get("/app/3", "")))
+async fn a_body_after_a_204_or_to_a_head_never_reaches_the_next_response() {
+    for (method, first) in [
+        (
+            "GET",
+            "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+        ),
+        (
+            "HEAD",
+            "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
+        ),
+    ] {
+        let backend = Scripted::start(move |head| {
+            if head.target() == "/next" {
+                Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            } else {
+                Reply::keep(first)
+            }
+        })
         .await;
-    for n in 1..=3 {
-        let a = c.answer(false).await;
-        assert_eq!((a.status(), a.text()), (200, format!("/{n}")), "{a:?}");
+        let proxy = proxy_to(&backend, "").await;
+        let mut c = Client::open(proxy.addr()).await;
+        for _ in 0..5 {
+            c.send(
+                &(format!("{method} /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
+                    + &get("/app/next", "")),
+            )
+            .await;
+            let a = c.answer(method == "HEAD").await;
+            assert_eq!(
+                a.status(),
+                if method == "HEAD" { 200 } else { 204 },
+                "{a:?}"
+            );
+            let b = c.answer(false).await;
+            assert_eq!(
+                (b.status(), b.text().as_str()),
+                (200, "next"),
+                "{method}: {b:?}"
+            );
+        }
+        // Today the extra bytes end that backend connection (hyper's client reads them as
+        // an unexpected message), and each round's `/next` needs a fresh one.
+        assert!(backend.accepted() > 5, "{method}: {}", backend.accepted());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    ok_on(&mut c, "/app/4", "/4").await;
-    c.get("/app/5", "Connection: close\r\n").await;
-    let a = c.answer(false).await;
-    assert_eq!(a.head.header("connection"), Some("close"), "{a:?}");
-    c.expect_eof().await;
 }
