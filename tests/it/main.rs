@@ -42,6 +42,7 @@ mod harness;
 mod health_cmd;
 mod http_forward;
 mod http_guard;
+mod http_keepalive;
 mod http_pool;
 mod http_pool_idle;
 mod http_smuggling;
