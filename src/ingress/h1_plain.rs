@@ -257,7 +257,7 @@ async fn one(
     log.status = head.status;
     let mut out = Vec::with_capacity(512);
     encode_head(&head, set_cookie.as_ref(), close, &mut out);
-    let wrap = head.framing == Framing::Close;
+    let wrap = matches!(head.framing, Framing::Close | Framing::Chunked);
     // The head goes out with the body's first bytes when they came with it: one write.
     let mut first = true;
     // Bounded by the body: each turn forwards some of it, or ends.

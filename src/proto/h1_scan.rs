@@ -426,9 +426,9 @@ impl Head {
     }
 }
 
-/// A chunked body followed as it streams past, a response's on its way to the client
-/// verbatim: where it ends, or that its syntax broke (then the exchange fails, as a
-/// backend's framing cannot be trusted past that byte).
+/// A chunked body followed as it streams past, a response's on its way to the client:
+/// where its data is and where it ends, or that its syntax broke (then the exchange
+/// fails, as a backend's framing cannot be trusted past that byte).
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkedBody(Chunk);
 
@@ -439,28 +439,35 @@ impl Default for ChunkedBody {
 }
 
 impl ChunkedBody {
-    /// Follows `bytes`, the next ones of the body: `Ok(Some(n))` when the body ended with
-    /// its `n`th byte (the rest is not the body's), `Ok(None)` when it goes on.
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ChunkError> {
-        let mut i = 0;
-        while i < bytes.len() {
-            if let Chunk::Data(left) = &mut self.0 {
-                let take = (bytes.len() - i).min(usize::try_from(*left).unwrap_or(usize::MAX));
-                i += take;
-                *left -= take as u64;
-                if *left == 0 {
-                    self.0 = Chunk::DataCr;
-                }
-                continue;
+    /// Follows the body through `bytes` up to its next run of chunk data, or its end:
+    /// `(consumed, data, ended)`. When `data > 0` the first `data` bytes are chunk data
+    /// (and `consumed == data`); else `consumed` bytes of chunk lines or trailers were
+    /// followed, the last of the body when `ended`.
+    pub fn step(&mut self, bytes: &[u8]) -> Result<(usize, usize, bool), ChunkError> {
+        if let Chunk::Data(left) = &mut self.0 {
+            let take = bytes
+                .len()
+                .min(usize::try_from(*left).unwrap_or(usize::MAX));
+            *left -= take as u64;
+            if *left == 0 {
+                self.0 = Chunk::DataCr;
             }
-            match chunk_byte(self.0, bytes[i]) {
-                Some(Some(next)) => self.0 = next,
-                Some(None) => return Ok(Some(i + 1)),
+            return Ok((take, take, false));
+        }
+        // Bounded by `bytes`.
+        for (i, &b) in bytes.iter().enumerate() {
+            match chunk_byte(self.0, b) {
+                Some(Some(next)) => {
+                    self.0 = next;
+                    if matches!(next, Chunk::Data(_)) {
+                        return Ok((i + 1, 0, false));
+                    }
+                }
+                Some(None) => return Ok((i + 1, 0, true)),
                 None => return Err(ChunkError { at: i }),
             }
-            i += 1;
         }
-        Ok(None)
+        Ok((bytes.len(), 0, false))
     }
 }
 
@@ -517,23 +524,34 @@ mod tests {
 
     #[test]
     fn a_chunked_body_ends_where_its_last_chunk_and_trailers_do_whole_or_dribbled() {
-        let body = b"5;x=y\r\nhello\r\n0\r\nT: v\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        assert_eq!(ChunkedBody::default().feed(body), Ok(Some(end)));
-        let mut c = ChunkedBody::default();
-        for (i, b) in body.iter().enumerate() {
-            match c.feed(std::slice::from_ref(b)) {
-                Ok(Some(1)) => {
-                    assert_eq!(i + 1, end);
-                    break;
+        /// The data and the end offset of `body` stepped through in pieces of `size`.
+        fn stepped(body: &[u8], size: usize) -> Result<(Vec<u8>, usize), ChunkError> {
+            let mut c = ChunkedBody::default();
+            let (mut data, mut at) = (Vec::new(), 0);
+            // Bounded: each step consumes at least a byte of a non-empty piece.
+            while at < body.len() {
+                let piece = &body[at..(at + size).min(body.len())];
+                let (n, d, ended) = c.step(piece)?;
+                assert!(n > 0 && d <= n);
+                data.extend_from_slice(&piece[..d]);
+                at += n;
+                if ended {
+                    return Ok((data, at));
                 }
-                Ok(None) => assert!(i + 1 < end),
-                other => panic!("at {i}: {other:?}"),
             }
+            Ok((data, usize::MAX))
         }
-        assert!(ChunkedBody::default().feed(b"5\r\nhelloX").is_err());
-        assert!(ChunkedBody::default().feed(b"zz\r\n").is_err());
-        assert_eq!(ChunkedBody::default().feed(b"5\r\nhel"), Ok(None));
+        let body = b"5;x=y\r\nhello\r\n1\r\n \r\n0\r\nT: v\r\n\r\nNEXT";
+        for size in [1, 2, 3, 7, body.len()] {
+            assert_eq!(
+                stepped(body, size),
+                Ok((b"hello ".to_vec(), body.len() - 4)),
+                "{size}"
+            );
+        }
+        assert!(stepped(b"5\r\nhelloX", 100).is_err());
+        assert!(stepped(b"zz\r\n", 100).is_err());
+        assert_eq!(stepped(b"5\r\nhel", 100), Ok((b"hel".to_vec(), usize::MAX)));
     }
 
     fn refused(bytes: &str) -> Option<Refusal> {

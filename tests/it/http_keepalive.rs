@@ -1,7 +1,7 @@
 //! Plain HTTP/1.1 keep-alive forwarding as seen on the wire: the common request shape
 //! (`GET`/`HEAD`, origin form, no body) on one client connection, against raw scripted
-//! backends answering with exact bytes. These pin down what wsgate does today (hyper on
-//! both hops), so that any other implementation of that path can be held to it: framing
+//! backends answering with exact bytes. They hold the hand-written path (`ingress::h1_plain`, `backend::http::raw`) to
+//! what hyper on both hops does with the same requests: framing
 //! of each response shape, what is dropped or rewritten on the way (1xx, trailers,
 //! hop-by-hop headers, header case, reason phrase, `Date`), pipelining, and when the
 //! client connection is closed.
@@ -44,9 +44,9 @@ async fn three_pipelined_gets_are_answered_in_order_then_a_fourth_later() {
 const CHUNKED: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
                        5;ext=\"a b\"\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nX-Sum: 12\r\n\r\n";
 
-/// Today the chunks are re-framed by wsgate (the extension is gone) and the trailer
+/// The chunks are re-framed by wsgate (the extension is gone) and the trailer
 /// section is dropped, with or without `TE: trailers` from the client (the `Trailer`
-/// header is hop-by-hop and stripped, and hyper's server writes only declared trailers).
+/// header is hop-by-hop and stripped, and wsgate writes no trailers, as hyper's server writes only declared ones).
 #[tokio::test]
 async fn a_chunked_response_with_extension_and_trailer_is_rechunked_without_the_trailer() {
     let backend = Scripted::always(CHUNKED).await;
@@ -71,7 +71,7 @@ async fn a_chunked_response_with_extension_and_trailer_is_rechunked_without_the_
         assert_eq!(a.head.header("trailer"), None, "{a:?}");
     }
     ok_on(&mut c, "/app", "hello world!").await;
-    // Not pinned: each of these took a new backend connection today (a body ending in
+    // Not pinned: each of these may take a new backend connection (a body ending in
     // trailers is not seen to end, so its connection is not given back to the pool).
     assert_eq!(backend.targets(), ["/", "/", "/"]);
 }
@@ -97,10 +97,10 @@ async fn a_close_delimited_response_reaches_the_client_chunked_and_the_connectio
     assert_eq!(backend.accepted(), 2);
 }
 
-/// `Content-Length` with `Transfer-Encoding: chunked` from a backend: hyper's client reads
-/// it chunked (RFC 9112 §6.3: TE wins), the length is dropped, and the client gets the
-/// decoded body re-chunked; the bytes past what the length claimed never show up as a
-/// response of their own.
+/// `Content-Length` with `Transfer-Encoding: chunked` from a backend: read chunked
+/// (RFC 9112 §6.3: TE wins), the length dropped, and the client gets the decoded body
+/// re-chunked; the bytes past what the length claimed never show up as a response of
+/// their own.
 #[tokio::test]
 async fn a_response_with_length_and_chunked_is_read_chunked_and_nothing_is_smuggled() {
     let fake = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled";
@@ -124,11 +124,13 @@ async fn a_response_with_length_and_chunked_is_read_chunked_and_nothing_is_smugg
     assert_eq!(a.text(), fake);
     assert_eq!(a.head.header("content-length"), None, "{a:?}");
     ok_on(&mut c, "/app/next", "next").await;
-    // The backend connection's framing was followed too: `/next` went on the same one.
-    assert_eq!(backend.accepted(), 1);
+    // A backend that sends both framings is not trusted with another request on that
+    // connection (the two framings read its next bytes differently): `/next` goes on a
+    // new one.
+    assert_eq!(backend.accepted(), 2);
 }
 
-/// hyper's client swallows 1xx responses (no `on_informational` callback is set): the
+/// 1xx responses are dropped (as hyper's client does without `on_informational`): the
 /// client sees the 200 only, though RFC 9110 §15.2 has a proxy forward 1xx responses.
 #[tokio::test]
 async fn a_103_early_hints_is_dropped_and_the_200_with_its_body_arrives() {
@@ -148,7 +150,7 @@ async fn a_103_early_hints_is_dropped_and_the_200_with_its_body_arrives() {
     }
 }
 
-/// Header names reach the client lowercased (hyper writes them so), each `Set-Cookie` on
+/// Header names reach the client lowercased (as hyper writes them), each `Set-Cookie` on
 /// its own line, and the reason phrase is the canonical one, not the backend's.
 #[tokio::test]
 async fn header_names_are_written_lowercase_set_cookie_twice_and_the_reason_canonical() {
@@ -329,7 +331,7 @@ async fn a_204_with_a_content_length_carries_no_body_and_the_connection_goes_on(
     assert_eq!(backend.accepted(), 1);
 }
 
-/// Bare LF line ends in a response head are accepted by hyper's client (and the head is
+/// Bare LF line ends in a response head are accepted (as by hyper's client; and the head is
 /// rewritten with CRLF); a header line without a colon is a 502. Either way the client's
 /// connection goes on.
 #[tokio::test]
@@ -360,7 +362,7 @@ async fn a_bare_lf_response_head_passes_and_an_invalid_header_line_is_502() {
     }
 }
 
-/// hyper's server adds `date` when the backend sent none, and keeps the backend's one.
+/// wsgate adds `date` (as hyper's server does) when the backend sent none, and keeps the backend's one.
 #[tokio::test]
 async fn date_is_added_when_missing_and_the_backends_kept() {
     const DATE: &str = "Tue, 15 Nov 1994 08:12:31 GMT";
@@ -430,8 +432,8 @@ async fn a_body_after_a_204_or_to_a_head_never_reaches_the_next_response() {
                 "{method}: {b:?}"
             );
         }
-        // Today the extra bytes end that backend connection (hyper's client reads them as
-        // an unexpected message), and each round's `/next` needs a fresh one.
+        // The extra bytes end that backend connection (they follow no request), and each
+        // round's `/next` needs a fresh one.
         assert!(backend.accepted() > 5, "{method}: {}", backend.accepted());
     }
 }

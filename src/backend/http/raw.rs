@@ -1,7 +1,7 @@
 //! Bodyless plain requests (`GET`, `HEAD`) over bare keep-alive connections, written and
 //! read here rather than by hyper's client: the request head is encoded straight from the
 //! client's, the response head parsed with `httparse` (as hyper does) and handed over as
-//! it was read, and the body forwarded as framed, a chunked one verbatim.
+//! it was read, and the body forwarded by its length, else chunked anew.
 //!
 //! Hand-written because hyper's client drives each connection from a task of its own and
 //! hands requests and responses over channels: on keep-alive GETs (benches/callgrind.sh
@@ -90,7 +90,8 @@ pub(crate) enum Framing {
     Empty,
     /// This many bytes.
     Length(u64),
-    /// Chunked: forwarded verbatim, chunk lines and trailers included.
+    /// Chunked: its data goes on chunked anew (extensions and trailers left out, as
+    /// hyper's server writes them).
     Chunked,
     /// Until the backend closes: the client gets it chunked.
     Close,
@@ -149,8 +150,11 @@ pub(crate) struct RawBody {
     /// Length framing: bytes still to come. Chunked: its follower.
     left: u64,
     chunked: ChunkedBody,
-    /// Bytes of `buf` that are body, known but not yet handed out.
+    /// Bytes at `buf`'s front handed out last, dropped before the next piece.
     ready: usize,
+    /// Of those, the first `piece` are the body's data (chunked: the chunks' data moved
+    /// to the front, their lines and trailers left out).
+    piece: usize,
     keep_alive: bool,
     done: bool,
     idle_timeout: Duration,
@@ -171,7 +175,7 @@ impl RawBody {
     pub(crate) fn buffered_done(&mut self) -> Option<Result<(&[u8], bool), BodyError>> {
         self.advance();
         match self.ready_now() {
-            Ok(Some(n)) => Some(Ok((&self.buf[..n], self.done))),
+            Ok(Some(())) => Some(Ok((&self.buf[..self.piece], self.done))),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         }
@@ -182,15 +186,15 @@ impl RawBody {
     /// drops it from the buffer.
     pub(crate) async fn next_done(&mut self) -> Result<(&[u8], bool), BodyError> {
         self.next().await?;
-        Ok((&self.buf[..self.ready], self.done))
+        Ok((&self.buf[..self.piece], self.done))
     }
 
-    async fn next(&mut self) -> Result<&[u8], BodyError> {
+    async fn next(&mut self) -> Result<(), BodyError> {
         self.advance();
         // Bounded: each turn reads at least a byte, or ends.
         loop {
-            if let Some(n) = self.ready_now()? {
-                return Ok(&self.buf[..n]);
+            if self.ready_now()?.is_some() {
+                return Ok(());
             }
             let Some(stream) = self.stream.as_mut() else {
                 return Err(BodyError::Io(std::io::ErrorKind::NotConnected.into()));
@@ -223,6 +227,7 @@ impl RawBody {
 
     /// Drops the bytes handed out last from the buffer.
     fn advance(&mut self) {
+        self.piece = 0;
         let n = std::mem::take(&mut self.ready);
         if n == self.buf.len() {
             self.buf.clear();
@@ -231,53 +236,68 @@ impl RawBody {
         }
     }
 
-    /// How many body bytes are at the buffer's front now (0 once the body is over), or
-    /// `None` when more must be read.
-    fn ready_now(&mut self) -> Result<Option<usize>, BodyError> {
+    /// Whether a piece of the body (empty once it is over) is at the buffer's front now
+    /// (`ready` and `piece` say how much); `None` when more must be read.
+    fn ready_now(&mut self) -> Result<Option<()>, BodyError> {
         if self.done {
             self.finish();
-            return Ok(Some(0));
+            return Ok(Some(()));
         }
         if self.buf.is_empty() && self.framing != Framing::Empty {
             return Ok(None);
         }
-        let n = self.take_buffered()?;
-        if n == 0 && !self.done {
+        let (consumed, piece) = self.take_buffered()?;
+        if piece == 0 && !self.done {
+            // Only chunk lines: dropped, and more is read.
+            let _ = self.buf.split_to(consumed);
             return Ok(None);
         }
-        self.ready = n;
+        (self.ready, self.piece) = (consumed, piece);
         if self.done {
             self.finish();
         }
-        Ok(Some(n))
+        Ok(Some(()))
     }
 
-    /// How much of the buffer's front is body, per the framing (and whether it ended).
-    fn take_buffered(&mut self) -> Result<usize, BodyError> {
+    /// How much of the buffer's front is followed and how much of that is data, per the
+    /// framing (and whether the body ended); chunk data is moved to the front.
+    fn take_buffered(&mut self) -> Result<(usize, usize), BodyError> {
         let have = self.buf.len();
         match self.framing {
             Framing::Empty => {
                 self.done = true;
-                Ok(0)
+                Ok((0, 0))
             }
-            Framing::Close => Ok(have),
+            Framing::Close => Ok((have, have)),
             Framing::Length(_) => {
                 let n = usize::try_from(self.left).map_or(have, |left| left.min(have));
                 self.left -= n as u64;
                 self.done = self.left == 0;
-                Ok(n)
+                Ok((n, n))
             }
-            Framing::Chunked => match self.chunked.feed(&self.buf) {
-                Ok(Some(end)) => {
-                    self.done = true;
-                    Ok(end)
+            Framing::Chunked => {
+                let (mut at, mut data) = (0, 0);
+                // Bounded by the buffer: each step follows at least a byte.
+                while at < have {
+                    let (n, d, ended) = match self.chunked.step(&self.buf[at..]) {
+                        Ok(step) => step,
+                        Err(_) => {
+                            self.stream = None;
+                            return Err(BodyError::Chunked);
+                        }
+                    };
+                    if d > 0 {
+                        self.buf.copy_within(at..at + d, data);
+                        data += d;
+                    }
+                    at += n;
+                    if ended {
+                        self.done = true;
+                        break;
+                    }
                 }
-                Ok(None) => Ok(have),
-                Err(_) => {
-                    self.stream = None;
-                    Err(BodyError::Chunked)
-                }
-            },
+                Ok((at, data))
+            }
         }
     }
 
@@ -389,6 +409,7 @@ pub(crate) async fn exchange(
                     left,
                     chunked: ChunkedBody::default(),
                     ready: 0,
+                    piece: 0,
                     keep_alive,
                     done: false,
                     idle_timeout: settings.idle_timeout,

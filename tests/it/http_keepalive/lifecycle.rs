@@ -63,7 +63,7 @@ async fn an_http_1_0_request_gets_a_close_delimited_body_when_the_length_is_unkn
 }
 
 /// An idle keep-alive connection is closed, without an answer, `header_read_timeout`
-/// after its last response (hyper's header timer restarts when a connection goes idle).
+/// after its last response (the header timer restarts when a connection goes idle, as hyper's does).
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_header_read_timeout() {
     let backend = echo_target().await;
@@ -143,7 +143,7 @@ async fn a_client_gone_during_a_long_poll_abandons_the_backend_request_and_logs_
     assert_eq!(field("status").unwrap(), 0, "{line}");
     assert_eq!(field("method").unwrap(), "GET", "{line}");
     assert_eq!(field("route").unwrap(), "app", "{line}");
-    // Not pinned: the path (and backend) are empty today for a request abandoned before
+    // Not pinned: the path (and backend) are empty for a request abandoned before
     // its response head, since they are filled in only once the exchange returns.
 }
 
@@ -169,7 +169,7 @@ async fn over_tls_pipelined_gets_are_answered_in_order_and_the_connection_kept()
     c.expect_eof().await;
 }
 
-/// HTTP/1.0 with `Connection: keep-alive`: hyper answers in HTTP/1.0 with
+/// HTTP/1.0 with `Connection: keep-alive` (served by hyper): it answers in HTTP/1.0 with
 /// `connection: keep-alive` and keeps the connection for the next request.
 #[tokio::test]
 async fn an_http_1_0_keep_alive_request_is_answered_with_keep_alive_and_kept() {
