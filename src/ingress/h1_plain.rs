@@ -29,7 +29,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::backend::balance;
-use crate::backend::http::raw::{self, Bodyless, Framing, field, poll_once, push_decimal};
+use crate::backend::http::raw::{
+    self, Bodyless, Framing, encode_proxy, field, poll_once, push_decimal,
+};
 use crate::ingress::door::{self, Entry};
 use crate::ingress::forward::{AccessLog, ResponseBody, exchange_settings};
 use crate::ingress::h1_fast::{
@@ -71,6 +73,7 @@ pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToH
     // One of each for the connection's life: made and dropped per request, a timer and a
     // shutdown wait cost a registration and its removal every time.
     let mut deadline = LazyDeadline::default();
+    let mut cache = HostCache::default();
     let cancelled = state.shutdown.cancelled();
     tokio::pin!(cancelled);
     // Each turn is one request the client sent; the connection ends or goes to hyper.
@@ -88,6 +91,7 @@ pub(crate) async fn serve(handed: ToPlain, state: Arc<ProxyState>) -> Option<ToH
                 max,
                 close,
                 &mut deadline,
+                &mut cache,
             );
             tokio::pin!(served);
             tokio::select! {
@@ -140,6 +144,76 @@ fn to_hyper(
     }
 }
 
+/// What the connection's last request's Host came to, for the next one with the same
+/// Host (a client sends one Host for the whole connection): the Host checked, and
+/// wsgate's forwarding headers for it (while the client hop is the client itself).
+#[derive(Default)]
+struct HostCache {
+    /// The Host value as received; empty while nothing is kept.
+    raw: Vec<u8>,
+    /// It checked, as `requested_host` gives it.
+    host: String,
+    /// The forwarding headers' field lines for it; empty until made.
+    proxy: Vec<u8>,
+}
+
+impl HostCache {
+    /// The checked Host of `req`, if it is the one kept (its only Host, and an
+    /// origin-form target, as every request here has).
+    fn host_of(&mut self, req: &Request<()>) -> Option<String> {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(h), None) if !self.raw.is_empty() && h.as_bytes() == self.raw => {
+                Some(self.host.clone())
+            }
+            // Another Host: checked anew, and kept once its forwarding lines are made.
+            _ => {
+                self.raw.clear();
+                self.proxy.clear();
+                self.host.clear();
+                None
+            }
+        }
+    }
+
+    /// wsgate's forwarding headers for a request to `host` from `client`, as field lines:
+    /// the kept ones when the client hop is the client (no trusted chain), else made
+    /// into `fresh`.
+    fn proxy_lines<'a>(
+        &'a mut self,
+        req: &Request<()>,
+        host: &str,
+        client: &ClientInfo,
+        fresh: &'a mut Vec<u8>,
+    ) -> &'a [u8] {
+        let make = |out: &mut Vec<u8>| {
+            let proxy =
+                ProxyHeaders::new(client.peer.ip(), &client.forwarding, client.tls, Some(host));
+            encode_proxy(&proxy, out);
+        };
+        let direct =
+            client.forwarding.prior.is_none() && client.forwarding.client == client.peer.ip();
+        if !direct {
+            make(fresh);
+            return fresh;
+        }
+        if self.raw.is_empty()
+            && let Some(h) = req.headers().get(header::HOST)
+        {
+            self.raw.extend_from_slice(h.as_bytes());
+            self.host.push_str(host);
+        }
+        if self.host != host {
+            make(fresh);
+            return fresh;
+        }
+        if self.proxy.is_empty() {
+            make(&mut self.proxy);
+        }
+        &self.proxy
+    }
+}
+
 /// Whether the client asked for the connection to end after this request.
 fn wants_close(req: &Request<()>) -> bool {
     crate::proto::headers::has_token(req.headers(), &header::CONNECTION, "close")
@@ -159,12 +233,17 @@ async fn one(
     max: usize,
     close: bool,
     deadline: &mut LazyDeadline,
+    cache: &mut HostCache,
 ) -> Next {
     let mut client = client.clone();
     request::forwarded_client(req.headers(), &mut client, state);
     let head_only = req.method() == Method::HEAD;
     let stall = settings.http_idle_timeout;
-    let (route, host, path) = match request::route(&req, state) {
+    let routed = match cache.host_of(&req) {
+        Some(host) => request::route_for_host(&req, host, state),
+        None => request::route(&req, state),
+    };
+    let (route, host, path) = match routed {
         Ok(routed) => routed,
         Err(e) => {
             let res = request::refuse(None, e, false, state);
@@ -203,16 +282,12 @@ async fn one(
     let exchange = exchange_settings(&route, settings.limits.max_header_bytes as usize);
     let headers = req.headers();
     let query = req.uri().query();
-    let proxy = ProxyHeaders::new(
-        client.peer.ip(),
-        &client.forwarding,
-        client.tls,
-        Some(&host),
-    );
+    let mut fresh = Vec::new();
+    let proxy = cache.proxy_lines(&req, &host, &client, &mut fresh);
     let out = Bodyless {
         method: req.method(),
         headers,
-        proxy: &proxy,
+        proxy,
         path: &path,
         remainder: route.remainder(&path),
         query,

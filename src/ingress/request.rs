@@ -167,7 +167,16 @@ pub(crate) fn route<B>(
     req: &Request<B>,
     state: &ProxyState,
 ) -> Result<upgrade::Routed, HandshakeError> {
-    let host = requested_host(req)?;
+    route_for_host(req, requested_host(req)?, state)
+}
+
+/// [`route`] of a request whose Host was checked already (`host`, as
+/// [`requested_host`] gives it).
+pub(crate) fn route_for_host<B>(
+    req: &Request<B>,
+    host: String,
+    state: &ProxyState,
+) -> Result<upgrade::Routed, HandshakeError> {
     let path = normalize_path(req.uri().path())?;
     let route = state
         .routes

@@ -51,8 +51,8 @@ pub(crate) struct Bodyless<'a> {
     pub(crate) method: &'a Method,
     /// The client's headers: what [`each_forwardable`] passes is sent, then `proxy`.
     pub(crate) headers: &'a HeaderMap,
-    /// wsgate's forwarding headers.
-    pub(crate) proxy: &'a ProxyHeaders<'a>,
+    /// wsgate's forwarding headers, as field lines ([`encode_proxy`]).
+    pub(crate) proxy: &'a [u8],
     /// The normalised path.
     pub(crate) path: &'a str,
     /// The part of `path` after the route's prefix.
@@ -578,10 +578,14 @@ fn encode(out: &Bodyless<'_>, backend: &Backend, preserve_host: bool) -> Vec<u8>
     each_forwardable(out.headers, |name, value| {
         field(&mut head, name.as_str().as_bytes(), value.as_bytes());
     });
-    out.proxy
-        .each(|name, value| field(&mut head, name.as_bytes(), value));
+    head.extend_from_slice(out.proxy);
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// Appends wsgate's forwarding headers as field lines, for [`Bodyless::proxy`].
+pub(crate) fn encode_proxy(proxy: &ProxyHeaders<'_>, out: &mut Vec<u8>) {
+    proxy.each(|name, value| field(out, name.as_bytes(), value));
 }
 
 /// Appends `n` in decimal, without the allocation of a `to_string`.
@@ -909,12 +913,14 @@ mod tests {
             false,
             Some("client.example"),
         );
+        let mut lines = Vec::new();
+        encode_proxy(&proxy, &mut lines);
         let url = crate::config::BackendUrl::parse("ws://127.0.0.1:9/base").expect("a valid URL");
         let backend = Backend::new(url);
         let out = Bodyless {
             method: &Method::GET,
             headers: &headers,
-            proxy: &proxy,
+            proxy: &lines,
             path: "/app/x",
             remainder: "/x",
             query: Some("a=1"),
