@@ -121,6 +121,8 @@ pub(super) struct Answer {
     /// 1xx heads before the final one.
     pub(super) informational: Vec<Head>,
     pub(super) head: Head,
+    /// The final head exactly as written, its blank line included.
+    pub(super) raw_head: String,
     pub(super) framing: Framing,
     /// The decoded body.
     pub(super) body: Vec<u8>,
@@ -137,12 +139,6 @@ impl Answer {
 
     pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The header lines exactly as written, `name: value`.
-    pub(super) fn lines(&self) -> Vec<String> {
-        let h = &self.head.headers;
-        h.iter().map(|(n, v)| format!("{n}: {v}")).collect()
     }
 }
 
@@ -213,19 +209,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         within("a response", self.answer_inner(head_request)).await
     }
 
-    pub(super) async fn answer_inner(&mut self, head_request: bool) -> Answer {
+    async fn answer_inner(&mut self, head_request: bool) -> Answer {
         let mut informational = Vec::new();
-        let head = loop {
+        let (head, raw_head) = loop {
+            while !self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                assert!(self.fill().await, "wsgate closed without a response");
+            }
+            let end = self
+                .buf
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(0)
+                + 4;
+            let raw = String::from_utf8_lossy(&self.buf[..end]).into_owned();
             let head = read_head(&mut self.io, &mut self.buf)
                 .await
-                .expect("wsgate closed without a response");
+                .expect("a head already buffered");
             match head.status() {
                 100..=199 => informational.push(head),
-                _ => break head,
+                _ => break (head, raw),
             }
         };
         let mut answer = Answer {
             informational,
+            raw_head,
             framing: Framing::None,
             body: Vec::new(),
             raw_chunked: Vec::new(),
