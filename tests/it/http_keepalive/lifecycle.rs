@@ -208,3 +208,40 @@ async fn over_tls_an_idle_keep_alive_connection_is_closed_after_header_read_time
     assert!(took < Duration::from_millis(4000), "closed after {took:?}");
     proxy.assert_drained().await;
 }
+
+/// A backend that closes inside its body (length-framed or chunked): the client gets the
+/// head and the bytes that came, never a clean end, and its connection is closed.
+#[tokio::test]
+async fn a_body_cut_by_the_backend_ends_the_client_connection_without_a_clean_end() {
+    for (reply, framing) in [
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart",
+            "content-length",
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npart\r\n",
+            "transfer-encoding",
+        ),
+    ] {
+        let backend = Scripted::start(move |_| Reply::then_close(reply)).await;
+        let proxy = proxy_to(&backend, "").await;
+        let mut c = Client::open(proxy.addr()).await;
+        c.get("/app", "").await;
+        let head = within("the head", read_head(&mut c.io, &mut c.buf))
+            .await
+            .expect("a head");
+        assert_eq!(head.status(), 200, "{head:?}");
+        assert!(head.header(framing).is_some(), "{head:?}");
+        let rest = within("the close", async {
+            while c.fill().await {}
+            String::from_utf8_lossy(&c.buf).into_owned()
+        })
+        .await;
+        assert!(rest.contains("part"), "{framing}: {rest:?}");
+        assert!(
+            !rest.ends_with("0\r\n\r\n"),
+            "{framing}: a clean end: {rest:?}"
+        );
+        proxy.assert_drained().await;
+    }
+}

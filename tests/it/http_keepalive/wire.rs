@@ -42,9 +42,16 @@ impl Reply {
 /// A raw backend answering every request head with exact bytes; records the heads.
 pub(super) struct Scripted {
     pub(super) addr: SocketAddr,
-    pub(super) accepted: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    /// Every request head, in the order they came.
     pub(super) heads: Arc<Mutex<Vec<Head>>>,
-    pub(super) _task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Scripted {
@@ -76,7 +83,7 @@ impl Scripted {
             addr,
             accepted,
             heads,
-            _task: task,
+            task,
         }
     }
 
@@ -85,14 +92,17 @@ impl Scripted {
         Scripted::start(move |_| Reply::keep(bytes)).await
     }
 
+    /// The URL a route names it by.
     pub(super) fn url(&self) -> String {
         format!("ws://{}/", self.addr)
     }
 
+    /// Connections accepted so far.
     pub(super) fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 
+    /// The request targets seen so far, in order.
     pub(super) fn targets(&self) -> Vec<String> {
         let heads = self.heads.lock().unwrap();
         heads.iter().map(|h| h.target().to_string()).collect()
@@ -121,6 +131,8 @@ pub(super) struct Answer {
     /// 1xx heads before the final one.
     pub(super) informational: Vec<Head>,
     pub(super) head: Head,
+    /// The final head exactly as written, its blank line included.
+    pub(super) raw_head: String,
     pub(super) framing: Framing,
     /// The decoded body.
     pub(super) body: Vec<u8>,
@@ -131,18 +143,14 @@ pub(super) struct Answer {
 }
 
 impl Answer {
+    /// The final status code.
     pub(super) fn status(&self) -> u16 {
         self.head.status()
     }
 
+    /// The decoded body as text.
     pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The header lines exactly as written, `name: value`.
-    pub(super) fn lines(&self) -> Vec<String> {
-        let h = &self.head.headers;
-        h.iter().map(|(n, v)| format!("{n}: {v}")).collect()
     }
 }
 
@@ -153,6 +161,7 @@ pub(super) struct Client<S> {
 }
 
 impl Client<TcpStream> {
+    /// A plain TCP connection to `addr`.
     pub(super) async fn open(addr: SocketAddr) -> Client<TcpStream> {
         let io = within("connect to wsgate", TcpStream::connect(addr))
             .await
@@ -165,6 +174,7 @@ impl Client<TcpStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Writes `bytes` as they are.
     pub(super) async fn send(&mut self, bytes: &str) {
         self.io.write_all(bytes.as_bytes()).await.unwrap();
         self.io.flush().await.unwrap();
@@ -187,7 +197,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    pub(super) async fn line(&mut self) -> Vec<u8> {
+    /// The next CRLF-ended line, without its CRLF.
+    async fn line(&mut self) -> Vec<u8> {
         loop {
             if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let line = self.buf.drain(..at + 2).collect::<Vec<u8>>();
@@ -201,7 +212,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    pub(super) async fn take(&mut self, n: usize) -> Vec<u8> {
+    /// The next `n` bytes.
+    async fn take(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n {
             assert!(self.fill().await, "EOF with {n} body bytes expected");
         }
@@ -213,19 +225,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         within("a response", self.answer_inner(head_request)).await
     }
 
-    pub(super) async fn answer_inner(&mut self, head_request: bool) -> Answer {
+    async fn answer_inner(&mut self, head_request: bool) -> Answer {
         let mut informational = Vec::new();
-        let head = loop {
+        let (head, raw_head) = loop {
+            while !self.buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                assert!(self.fill().await, "wsgate closed without a response");
+            }
+            let end = self
+                .buf
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or(0)
+                + 4;
+            let raw = String::from_utf8_lossy(&self.buf[..end]).into_owned();
             let head = read_head(&mut self.io, &mut self.buf)
                 .await
-                .expect("wsgate closed without a response");
+                .expect("a head already buffered");
             match head.status() {
                 100..=199 => informational.push(head),
-                _ => break head,
+                _ => break (head, raw),
             }
         };
         let mut answer = Answer {
             informational,
+            raw_head,
             framing: Framing::None,
             body: Vec::new(),
             raw_chunked: Vec::new(),
@@ -254,7 +277,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         answer
     }
 
-    pub(super) async fn chunked(&mut self, answer: &mut Answer) {
+    /// Reads a chunked body into `answer`, keeping its framing as written.
+    async fn chunked(&mut self, answer: &mut Answer) {
         for _ in 0..10_000 {
             let size_line = self.line().await;
             answer.raw_chunked.extend_from_slice(&size_line);
