@@ -4,7 +4,7 @@
 
 use super::wire::*;
 
-/// hyper's client swallows 1xx responses (no `on_informational` callback is set): the
+/// 1xx responses are dropped (as hyper's client does without `on_informational`): the
 /// client sees the 200 only, though RFC 9110 §15.2 has a proxy forward 1xx responses.
 #[tokio::test]
 async fn a_103_early_hints_is_dropped_and_the_200_with_its_body_arrives() {
@@ -24,7 +24,7 @@ async fn a_103_early_hints_is_dropped_and_the_200_with_its_body_arrives() {
     }
 }
 
-/// Header names reach the client lowercased (hyper writes them so), each `Set-Cookie` on
+/// Header names reach the client lowercased (as hyper writes them), each `Set-Cookie` on
 /// its own line, and the reason phrase is the canonical one, not the backend's.
 #[tokio::test]
 async fn header_names_are_written_lowercase_set_cookie_twice_and_the_reason_canonical() {
@@ -97,7 +97,7 @@ async fn hop_by_hop_headers_from_the_backend_stay_there_and_the_client_connectio
     assert_eq!(backend.accepted(), 3);
 }
 
-/// Bare LF line ends in a response head are accepted by hyper's client (and the head is
+/// Bare LF line ends in a response head are accepted (as by hyper's client; and the head is
 /// rewritten with CRLF); a header line without a colon is a 502. Either way the client's
 /// connection goes on.
 #[tokio::test]
@@ -130,7 +130,7 @@ async fn a_bare_lf_response_head_passes_and_an_invalid_header_line_is_502() {
     }
 }
 
-/// hyper's server adds `date` when the backend sent none, and keeps the backend's one.
+/// wsgate adds `date` (as hyper's server does) when the backend sent none, and keeps the backend's one.
 #[tokio::test]
 async fn date_is_added_when_missing_and_the_backends_kept() {
     const DATE: &str = "Tue, 15 Nov 1994 08:12:31 GMT";
@@ -158,7 +158,7 @@ async fn date_is_added_when_missing_and_the_backends_kept() {
 
 /// What wsgate writes to the backend for a plain GET: origin form in HTTP/1.1, names
 /// lowercased, a repeated header's values kept in order, no framing headers and no
-/// `Connection`; the order below is today's (hyper's map groups a name's values, and
+/// `Connection`; the order below is hyper's too (its map groups a name's values, and
 /// wsgate's headers, `host` last, follow the client's).
 #[tokio::test]
 async fn the_backends_request_head_is_lowercase_with_host_last_and_no_framing_headers() {
@@ -196,7 +196,7 @@ async fn the_backends_request_head_is_lowercase_with_host_last_and_no_framing_he
     );
 }
 
-/// The status line is hyper's, not the backend's: the canonical reason for a known code
+/// The status line is wsgate's (as hyper writes it), not the backend's: the canonical reason for a known code
 /// (none given, or another one), `<none>` for a code without one, and HTTP/1.1 whatever
 /// version the backend spoke. Header values lose their surrounding blanks; obs-text passes.
 #[tokio::test]
