@@ -522,8 +522,9 @@ fn encode_head(
         (Framing::Chunked | Framing::Close, None) => {
             field(out, b"transfer-encoding", b"chunked");
         }
-        // hyper's server writes no length on a 204 or 304, and 0 on any other empty body.
-        (Framing::Empty, None) if matches!(head.status, 204 | 304) => {}
+        // hyper's server writes no length on a 204 or 304, nor on a HEAD answer that had
+        // none, and 0 on any other empty body.
+        (Framing::Empty, None) if head.head_only || matches!(head.status, 204 | 304) => {}
         (Framing::Empty, None) => field(out, b"content-length", b"0"),
     }
     finish_head(out, dated, close);

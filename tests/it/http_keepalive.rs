@@ -241,6 +241,30 @@ async fn a_dribbled_length_body_is_flushed_piece_by_piece() {
     assert_eq!(got.len(), 15);
 }
 
+/// HEAD answered as a chunked GET would be: the client gets neither a length (none is
+/// known, and 0 would be false) nor a coding (a HEAD answer is never chunked), as hyper's
+/// server writes it, and the next request is answered.
+#[tokio::test]
+async fn a_head_answer_that_says_chunked_gets_no_length_and_no_coding() {
+    let backend = Scripted::start(|head| {
+        if head.start_line.starts_with("HEAD") {
+            Reply::keep("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        } else {
+            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+        }
+    })
+    .await;
+    let proxy = proxy_to(&backend, "").await;
+    let mut c = Client::open(proxy.addr()).await;
+    c.send("HEAD /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
+        .await;
+    let a = c.answer(true).await;
+    assert_eq!(a.status(), 200);
+    assert_eq!(a.head.header("content-length"), None, "{a:?}");
+    assert_eq!(a.head.header("transfer-encoding"), None, "{a:?}");
+    ok_on(&mut c, "/app", "next").await;
+}
+
 /// HEAD: the backend's length is passed through and no body follows; the next response
 /// starts right after the head.
 #[tokio::test]

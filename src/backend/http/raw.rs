@@ -104,6 +104,8 @@ pub(crate) struct ResponseHead {
     pub(crate) status: u16,
     /// The backend's `Content-Length` on a `HEAD` answer: the representation's, sent on.
     pub(crate) head_length: Option<u64>,
+    /// It answers a `HEAD` (no body, and no implied length of 0).
+    pub(crate) head_only: bool,
     /// The body's framing.
     pub(crate) framing: Framing,
     bytes: Bytes,
@@ -724,6 +726,7 @@ fn parse(buf: &[u8], head_only: bool) -> Parsed {
     let head = ResponseHead {
         status,
         head_length: length.filter(|_| head_only),
+        head_only,
         framing,
         bytes: Bytes::new(),
         fields,
