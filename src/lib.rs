@@ -490,6 +490,57 @@ pub mod fuzzing {
         })
     }
 
+    /// A chunked body's data and where it ended (`None`: not within the bytes), or
+    /// where its syntax broke.
+    pub type Chunks = Result<(Vec<u8>, Option<usize>), usize>;
+
+    /// What the hand-written HTTP/1.1 path made of a backend's response (see
+    /// [`plain_response`]).
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct PlainResponse {
+        /// The head's status, framing (`Debug`), forwarded field names (lowercase), and
+        /// whether the connection may be kept; or why the head was not taken.
+        pub head: Result<(u16, String, Vec<String>, bool), String>,
+        /// A chunked body's data, and where the body ended in the bytes after the head
+        /// (`None`: not within them); or where its syntax broke.
+        pub chunked: Option<Chunks>,
+    }
+
+    /// For the fuzz targets: `bytes` as a backend's answer to a `GET` (`head_only`
+    /// false) or `HEAD`: its head parsed, and a chunked body followed in pieces of `step`
+    /// bytes (at least 1), which must come to what it does whole.
+    pub fn plain_response(bytes: &[u8], head_only: bool, step: usize) -> PlainResponse {
+        use crate::backend::http::raw::{Framing, parse_for_fuzzing};
+        let parsed = parse_for_fuzzing(bytes, head_only);
+        let mut chunked = None;
+        let head = parsed.map(|(len, head, keep)| {
+            let mut names = Vec::new();
+            head.each(|n, _| names.push(String::from_utf8_lossy(n).to_ascii_lowercase()));
+            if head.framing == Framing::Chunked {
+                chunked = Some(follow_chunks(&bytes[len..], step.max(1)));
+            }
+            (head.status, format!("{:?}", head.framing), names, keep)
+        });
+        PlainResponse { head, chunked }
+    }
+
+    /// A chunked body's data and end in `body`, followed in pieces of `step`.
+    fn follow_chunks(body: &[u8], step: usize) -> Chunks {
+        let mut c = crate::proto::h1_scan::ChunkedBody::default();
+        let (mut data, mut at) = (Vec::new(), 0);
+        // Bounded: each step follows at least a byte of a non-empty piece.
+        while at < body.len() {
+            let piece = &body[at..(at + step).min(body.len())];
+            let (n, d, ended) = c.step(piece).map_err(|e| at + e.at)?;
+            data.extend_from_slice(&piece[..d]);
+            at += n;
+            if ended {
+                return Ok((data, Some(at)));
+            }
+        }
+        Ok((data, None))
+    }
+
     /// For the fuzz targets: the configuration parser and validation (`Config::parse`).
     pub fn config(text: &str) -> Result<crate::Config, crate::ConfigError> {
         crate::Config::parse(text, "fuzz")

@@ -646,6 +646,8 @@ fn parse(buf: &[u8], head_only: bool) -> Parsed {
         return Parsed::Invalid("malformed response head");
     };
     match status {
+        // Three digits that are no status code (hyper's client refuses them too).
+        0..=99 => return Parsed::Invalid("invalid status code"),
         101 => return Parsed::Invalid("101 to a plain request"),
         100..=199 => return Parsed::Informational(len),
         _ => {}
@@ -732,6 +734,24 @@ fn parse(buf: &[u8], head_only: bool) -> Parsed {
         fields,
     };
     Parsed::Complete(len, head, keep_alive)
+}
+
+/// For the fuzz targets: what the response-head parse makes of `buf` (a whole head: its
+/// length, the head, whether the connection may be kept), or why not (`Partial`,
+/// `Informational n`, or the refusal).
+pub(crate) fn parse_for_fuzzing(
+    buf: &[u8],
+    head_only: bool,
+) -> Result<(usize, ResponseHead, bool), String> {
+    match parse(buf, head_only) {
+        Parsed::Complete(len, mut head, keep) => {
+            head.bytes = Bytes::copy_from_slice(buf);
+            Ok((len, head, keep))
+        }
+        Parsed::Partial => Err("partial".into()),
+        Parsed::Informational(n) => Err(format!("informational {n}")),
+        Parsed::Invalid(why) => Err(why.into()),
+    }
 }
 
 /// A `Content-Length` value: digits only, within a u64.
@@ -875,6 +895,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 099 Low\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
         ] {
             assert!(
