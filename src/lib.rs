@@ -530,7 +530,7 @@ pub mod fuzzing {
         let (mut data, mut at) = (Vec::new(), 0);
         // Bounded: each step follows at least a byte of a non-empty piece.
         while at < body.len() {
-            let piece = &body[at..(at + step).min(body.len())];
+            let piece = &body[at..at.saturating_add(step).min(body.len())];
             let (n, d, ended) = c.step(piece).map_err(|e| at + e.at)?;
             data.extend_from_slice(&piece[..d]);
             at += n;

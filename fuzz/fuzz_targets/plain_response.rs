@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(first >> 1) + 1;
     let whole = plain_response(bytes, head_only, usize::MAX);
     let stepped = plain_response(bytes, head_only, step);
-    assert_eq!(whole, stepped, "the body followed in pieces of {step} differs");
+    assert_eq!(
+        whole, stepped,
+        "the body followed in pieces of {step} differs"
+    );
     if let Ok((status, framing, names, _)) = &whole.head {
         assert!((200..=999).contains(status), "status {status} taken");
         if head_only || matches!(status, 204 | 304) {
