@@ -111,7 +111,9 @@ pub async fn serve(
             let h = match h1_fast::serve(stream, client, settings, state.clone(), pending).await {
                 None => return,
                 Some(Handed::Hyper(h)) => h,
-                Some(Handed::Plain(p)) => match h1_plain::serve(p, state.clone()).await {
+                // Boxed: its future is large, and inline it would make every connection's
+                // task that much larger, a WebSocket's too (copied as the task is made).
+                Some(Handed::Plain(p)) => match Box::pin(h1_plain::serve(p, state.clone())).await {
                     None => return,
                     Some(h) => h,
                 },
