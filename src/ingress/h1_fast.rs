@@ -446,21 +446,34 @@ async fn write_switch(
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(256);
     encode_switch(res.headers(), &mut out);
+    write_within(stream, &out, stall_after).await
+}
+
+/// Writes `bytes` whole and flushes them within `stall` (zero: no limit), as the guard
+/// bounds hyper's writes (`TimedOut` past it); the timer is made only when the client
+/// does not take them at once.
+pub(crate) async fn write_within(
+    stream: &mut Stream,
+    bytes: &[u8],
+    stall: Duration,
+) -> std::io::Result<()> {
     let write = async {
-        stream.write_all(&out).await?;
+        stream.write_all(bytes).await?;
         stream.flush().await
     };
-    if stall_after.is_zero() {
-        return write.await;
+    tokio::pin!(write);
+    match crate::backend::http::raw::poll_once(write.as_mut()).await {
+        Poll::Ready(r) => r,
+        Poll::Pending if stall.is_zero() => write.await,
+        Poll::Pending => tokio::time::timeout(stall, write)
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "client stopped reading the response",
+                ))
+            }),
     }
-    tokio::time::timeout(stall_after, write)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "client stopped reading the response",
-            ))
-        })
 }
 
 /// A 101's head with `headers`, byte for byte as hyper writes it (lowercase names, one

@@ -24,14 +24,12 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use crate::backend::balance;
-use crate::backend::http::raw::{
-    self, Bodyless, Framing, encode_proxy, field, poll_once, push_decimal,
-};
+use crate::backend::http::raw::{self, Bodyless, Framing, encode_proxy, field, push_decimal};
 use crate::ingress::door::{self, Entry};
 use crate::ingress::forward::{AccessLog, ResponseBody, exchange_settings};
 use crate::ingress::h1_fast::{
@@ -430,23 +428,14 @@ async fn watching<F: std::future::Future>(
     }
 }
 
-/// Writes `bytes` whole and flushes them within `stall` (zero: no limit), the timer made
-/// only when the client does not take them at once; the outcome for the log otherwise.
+/// [`h1_fast::write_within`], with the access log's outcome when it fails.
 async fn write(stream: &mut Stream, bytes: &[u8], stall: Duration) -> Result<(), &'static str> {
-    let write = async {
-        stream.write_all(bytes).await?;
-        stream.flush().await
-    };
-    tokio::pin!(write);
-    let written = match poll_once(write.as_mut()).await {
-        Poll::Ready(r) => r,
-        Poll::Pending if stall.is_zero() => write.await,
-        Poll::Pending => match tokio::time::timeout(stall, write).await {
-            Ok(r) => r,
-            Err(_) => return Err("client_stalled"),
-        },
-    };
-    written.map_err(|_| "client_gone")
+    h1_fast::write_within(stream, bytes, stall)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::TimedOut => "client_stalled",
+            _ => "client_gone",
+        })
 }
 
 /// Writes wsgate's own answer (a refusal, or why no backend answered) as hyper writes a
