@@ -75,10 +75,14 @@ pub async fn serve(
     };
     let stream = match front.tls {
         None => Stream::Tcp(tcp),
-        Some(config) => match tokio::time::timeout(
+        // Boxed, as the HTTP servers below: a connection's task is copied whole as it is
+        // made and again as it ends (tokio writes the task's stage over it), so every
+        // connection pays for the largest state it could have been in, a WebSocket on
+        // plain TCP for a TLS handshake and two HTTP servers it never ran.
+        Some(config) => match Box::pin(tokio::time::timeout(
             settings.limits.tls_handshake_timeout,
             TlsAcceptor::from(config).accept(tcp),
-        )
+        ))
         .await
         {
             Ok(Ok(s)) => Stream::ServerTls(Box::new(s)),
@@ -118,12 +122,12 @@ pub async fn serve(
                     Some(h) => h,
                 },
             };
-            serve_http1(h.stream, h.read, h.then, &h.settings, state).await;
+            Box::pin(serve_http1(h.stream, h.read, h.then, &h.settings, state)).await;
             drop(h.pending);
         }
         ClientProtocol::H2 => {
             let _pending = pending;
-            http2::serve(stream, client, &settings, state, HTTP_GRACE).await
+            Box::pin(http2::serve(stream, client, &settings, state, HTTP_GRACE)).await
         }
     }
 }

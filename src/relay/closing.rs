@@ -274,6 +274,11 @@ impl Relay {
 
     /// Writes what is queued for `side`, as far as it goes without waiting.
     pub(super) fn write_out(&mut self, side: Side, cx: &mut Context<'_>) {
+        // Nothing queued, unflushed or owed a shutdown: the write would find that out
+        // again (twice per relayed message, the relay writing both hops each round).
+        if self.hop(side).written() {
+            return;
+        }
         if let Poll::Ready(Err(e)) = self.hop(side).poll_write_out(cx) {
             self.write_failed(side, &e);
         }

@@ -191,7 +191,10 @@ pub fn run(
             // On the heap, and polled through the box: an async fn taking the relay by
             // value would keep a second copy of it in its own state.
             Ok(mut relay) => {
-                std::future::poll_fn(|cx| relay.poll_relay(cx)).await;
+                // Made once: wakers made on every wake-up took and dropped two reference
+                // counts each time.
+                let wakers = relay.signals.each_ref().map(Signal::waker);
+                std::future::poll_fn(|cx| relay.poll_relay(cx, &wakers)).await;
                 // Boxed: the ending's state is only needed once.
                 Box::pin(relay.finish()).await;
             }
@@ -230,7 +233,8 @@ struct Relay {
     control: ControlWatch,
     timer: Option<Pin<Box<Sleep>>>,
     /// Per hop (indexed like `hops`): its stream and its room are polled with this
-    /// waker, so a wake-up says which hop may move.
+    /// signal's waker (`wakers`, given to [`Relay::poll_relay`]), so a wake-up says which
+    /// hop may move.
     signals: [Arc<Signal>; 2],
     /// Per hop: its last read was pending and its signal has not fired since, so reading
     /// it again would only find it pending again (its stream holds the waker).
@@ -272,6 +276,7 @@ impl Relay {
             Some(session.route_watch.token().clone()),
             session.backend_watch.as_ref().map(|w| w.token().clone()),
         );
+        let signals = [Signal::new(false), Signal::new(false)];
         Relay {
             session,
             state,
@@ -288,7 +293,7 @@ impl Relay {
             retire_at: None,
             control,
             timer: None,
-            signals: [Signal::new(false), Signal::new(false)],
+            signals,
             parked: [false; 2],
         }
     }
@@ -309,7 +314,7 @@ impl Relay {
     /// progress and on every wake-up polled the frame decoder ~10 times per 64 B echo
     /// round trip where 2 return a frame (issue #17); now 4 (a frame, and the read that
     /// registers for the next one, per hop).
-    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_relay(&mut self, cx: &mut Context<'_>, wakers: &[Waker; 2]) -> Poll<()> {
         let new_waker = self.watch_mail(cx);
         self.poll_control(cx, new_waker);
         for side in 0..2 {
@@ -317,7 +322,6 @@ impl Relay {
                 self.parked[side] = false;
             }
         }
-        let wakers = [self.signals[0].waker(), self.signals[1].waker()];
         let mut cxs = wakers.each_ref().map(Context::from_waker);
         loop {
             let mailed = self.poll_mail();
