@@ -57,8 +57,10 @@
 //!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
 //!    - `backend::discovery`: backends given by host name, one member per DNS record, kept current.
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::raw`: bodyless
-//!      requests over bare pooled connections, without hyper; `http::pool`: new and
-//!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
+//!      requests over bare pooled connections, without hyper (`raw::request`: the request
+//!      head; `raw::head`: the response head and its framing; `raw::body`: the body read,
+//!      its connection given back); `http::pool`: new and pooled connections;
+//!      `http::body`: bodies streamed through, idle timeouts.
 //!
 //!    `relay`, beside it: the tunnel after 101.
 //!    - `relay` (mod): one task drives both hops; `relay::hop`: one side's stream and queue.
