@@ -76,7 +76,9 @@
 //!      `ingress::proxy_protocol`: the PROXY header read before anything else;
 //!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_fast`: a first
 //!      request that is a WebSocket upgrade, served without hyper; `ingress::h1_plain`:
-//!      bodyless plain requests (`GET`, `HEAD`), without hyper; `ingress::h1_guard`: the
+//!      bodyless plain requests (`GET`, `HEAD`), without hyper (`h1_plain::serve_one`:
+//!      one request answered; `h1_plain::host_cache`: the connection's Host kept;
+//!      `h1_plain::respond`: the client's heads written); `ingress::h1_guard`: the
 //!      HTTP/1.1 client stream beneath hyper (request heads inspected, the write-stall
 //!      deadline); `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);
