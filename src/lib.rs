@@ -57,8 +57,10 @@
 //!    - `backend::jwks`: fetching a route's JWKS (at start, in the background, on an unknown `kid`).
 //!    - `backend::discovery`: backends given by host name, one member per DNS record, kept current.
 //!    - `backend::http`: plain HTTP to the pool (pick + retry); `http::raw`: bodyless
-//!      requests over bare pooled connections, without hyper; `http::pool`: new and
-//!      pooled connections; `http::body`: bodies streamed through, idle timeouts.
+//!      requests over bare pooled connections, without hyper (`raw::request`: the request
+//!      head; `raw::head`: the response head and its framing; `raw::body`: the body read,
+//!      its connection given back); `http::pool`: new and pooled connections;
+//!      `http::body`: bodies streamed through, idle timeouts.
 //!
 //!    `relay`, beside it: the tunnel after 101.
 //!    - `relay` (mod): one task drives both hops; `relay::hop`: one side's stream and queue.
@@ -73,10 +75,14 @@
 //!    - `ingress::listener`: sockets per worker and the accept loop;
 //!      `ingress::proxy_protocol`: the PROXY header read before anything else;
 //!      `ingress::conn`: TLS and the HTTP/1.1 connection; `ingress::h1_fast`: a first
-//!      request that is a WebSocket upgrade, served without hyper; `ingress::h1_plain`:
-//!      bodyless plain requests (`GET`, `HEAD`), without hyper; `ingress::h1_guard`: the
-//!      HTTP/1.1 client stream beneath hyper (request heads inspected, the write-stall
-//!      deadline); `ingress::http2`: an HTTP/2 connection (ALPN `h2`);
+//!      request that is a WebSocket upgrade, served without hyper (`h1_fast::read`: each
+//!      head read and judged; `h1_fast::write`: the 101, bounded writes, `date`);
+//!      `ingress::h1_plain`: bodyless plain requests (`GET`, `HEAD`), without hyper
+//!      (`h1_plain::serve_one`: one request answered; `h1_plain::host_cache`: the
+//!      connection's Host kept; `h1_plain::respond`: the client's heads written);
+//!      `ingress::h1_guard`: the HTTP/1.1 client stream beneath hyper (request heads
+//!      inspected, the write-stall deadline); `ingress::http2`: an HTTP/2 connection
+//!      (ALPN `h2`);
 //!      `ingress::request`: the service entry (route, then upgrade or forward);
 //!      `ingress::upgrade`: the client's upgrade, the backend first, then the 101 (or 200);
 //!      `ingress::connect`: an HTTP/2 extended CONNECT (RFC 8441) checked like an upgrade;

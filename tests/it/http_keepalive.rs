@@ -17,11 +17,9 @@ mod wire;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
 
 use crate::support::http::read_head;
-use crate::support::proxy::{Proxy, route, yaml};
 use crate::support::within;
 
 use wire::*;
@@ -29,8 +27,7 @@ use wire::*;
 #[tokio::test]
 async fn three_pipelined_gets_are_answered_in_order_then_a_fourth_later() {
     let backend = echo_target().await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (proxy, mut c) = proxy_and_client(&backend, "").await;
     c.send(&(get("/app/1", "") + &get("/app/2", "") + &get("/app/3", "")))
         .await;
     for n in 1..=3 {
@@ -48,14 +45,9 @@ async fn three_pipelined_gets_are_answered_in_order_then_a_fourth_later() {
 /// once the first is answered, and the answers keep the requests' order.
 #[tokio::test]
 async fn a_pipelined_request_waits_for_the_slow_answer_before_it() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<String>(4);
     let (go_tx, mut go_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let _backend = tokio::spawn(async move {
-        let Ok((mut tcp, _)) = listener.accept().await else {
-            return;
-        };
+    let backend_url = held_backend(|mut tcp| async move {
         let mut buf = Vec::new();
         for _ in 0..2 {
             let Some(head) = read_head(&mut tcp, &mut buf).await else {
@@ -74,9 +66,10 @@ async fn a_pipelined_request_waits_for_the_slow_answer_before_it() {
                 return;
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut [0u8; 16])).await;
-    });
-    let proxy = Proxy::start(&yaml(&route("app", "/app", &format!("ws://{addr}/"), ""))).await;
+        hold_open(&mut tcp).await;
+    })
+    .await;
+    let proxy = proxy_at(&backend_url, "").await;
     let mut c = Client::open(proxy.addr()).await;
     c.send(&(get("/app/slow", "") + &get("/app/fast", "")))
         .await;
@@ -108,8 +101,7 @@ const CHUNKED: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer:
 #[tokio::test]
 async fn a_chunked_response_with_extension_and_trailer_is_rechunked_without_the_trailer() {
     let backend = Scripted::always(CHUNKED).await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     for te in ["", "TE: trailers\r\n"] {
         c.get("/app", te).await;
         let a = c.answer(false).await;
@@ -142,8 +134,7 @@ async fn a_close_delimited_response_reaches_the_client_chunked_and_the_connectio
         Reply::then_close("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     for _ in 0..2 {
         c.get("/app", "").await;
         let a = c.answer(false).await;
@@ -167,14 +158,13 @@ async fn a_response_with_length_and_chunked_is_read_chunked_and_nothing_is_smugg
         format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
     let backend = Scripted::start(move |head| {
         if head.target() == "/next" {
-            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            Reply::keep(NEXT)
         } else {
             Reply::keep(reply.clone())
         }
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.get("/app", "").await;
     let a = c.answer(false).await;
     assert_eq!(a.status(), 200, "{a:?}");
@@ -192,13 +182,8 @@ async fn a_response_with_length_and_chunked_is_read_chunked_and_nothing_is_smugg
 /// piece is read by the client before the backend writes the next.
 #[tokio::test]
 async fn a_dribbled_length_body_is_flushed_piece_by_piece() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (next_tx, mut next_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let _backend = tokio::spawn(async move {
-        let Ok((mut tcp, _)) = listener.accept().await else {
-            return;
-        };
+    let backend_url = held_backend(|mut tcp| async move {
         let mut buf = Vec::new();
         if read_head(&mut tcp, &mut buf).await.is_none() {
             return;
@@ -214,11 +199,10 @@ async fn a_dribbled_length_body_is_flushed_piece_by_piece() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let _ = tcp.write_all(piece.as_bytes()).await;
         }
-        // Keep the connection until the test is done with it.
-        let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut [0u8; 16])).await;
-    });
-    let backend_url = format!("ws://{addr}/");
-    let proxy = Proxy::start(&yaml(&route("app", "/app", &backend_url, ""))).await;
+        hold_open(&mut tcp).await;
+    })
+    .await;
+    let proxy = proxy_at(&backend_url, "").await;
     let mut c = Client::open(proxy.addr()).await;
     c.get("/app", "").await;
     let head = within("the head", read_head(&mut c.io, &mut c.buf))
@@ -246,16 +230,9 @@ async fn a_dribbled_length_body_is_flushed_piece_by_piece() {
 /// server writes it, and the next request is answered.
 #[tokio::test]
 async fn a_head_answer_that_says_chunked_gets_no_length_and_no_coding() {
-    let backend = Scripted::start(|head| {
-        if head.start_line.starts_with("HEAD") {
-            Reply::keep("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        } else {
-            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-        }
-    })
-    .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let backend =
+        Scripted::head_or_next("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.send("HEAD /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
         .await;
     let a = c.answer(true).await;
@@ -269,16 +246,8 @@ async fn a_head_answer_that_says_chunked_gets_no_length_and_no_coding() {
 /// starts right after the head.
 #[tokio::test]
 async fn head_keeps_the_backends_content_length_and_no_body_follows() {
-    let backend = Scripted::start(|head| {
-        if head.start_line.starts_with("HEAD") {
-            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
-        } else {
-            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-        }
-    })
-    .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let backend = Scripted::head_or_next("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n").await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.send("HEAD /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")
         .await;
     let a = c.answer(true).await;
@@ -305,12 +274,11 @@ async fn a_204_with_a_content_length_carries_no_body_and_the_connection_goes_on(
         if head.target() == "/empty" {
             Reply::keep("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
         } else {
-            Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+            Reply::keep(NEXT)
         }
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.get("/app/empty", "").await;
     let a = c.answer(false).await;
     assert_eq!(a.status(), 204, "{a:?}");
@@ -337,14 +305,13 @@ async fn a_body_after_a_204_or_to_a_head_never_reaches_the_next_response() {
     ] {
         let backend = Scripted::start(move |head| {
             if head.target() == "/next" {
-                Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+                Reply::keep(NEXT)
             } else {
                 Reply::keep(first)
             }
         })
         .await;
-        let proxy = proxy_to(&backend, "").await;
-        let mut c = Client::open(proxy.addr()).await;
+        let (_proxy, mut c) = proxy_and_client(&backend, "").await;
         for _ in 0..5 {
             c.send(
                 &(format!("{method} /app HTTP/1.1\r\nHost: wsgate.test\r\n\r\n")

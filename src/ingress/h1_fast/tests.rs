@@ -1,7 +1,9 @@
-//! The fast path's parsing and encoding against hyper's, and against the guard's scan.
+//! The fast path's parsing against hyper's, and against the guard's scan.
 
+use super::read::{Parsed, may_be_get, parse, take};
 use super::*;
 use crate::proto::h1_scan::{Scanner, Stop};
+use hyper::Version;
 use proptest::prelude::*;
 
 fn parsed(head: &str) -> Option<Request<()>> {
@@ -97,26 +99,4 @@ fn only_the_start_of_a_get_is_waited_for() {
     assert!(may_be_get(b"GET /x"));
     assert!(!may_be_get(b"POST /"));
     assert!(!may_be_get(b"PRI * HTTP/2.0"));
-}
-
-#[test]
-fn the_101_is_written_as_hyper_writes_it() {
-    let mut h = HeaderMap::new();
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::DATE, HeaderValue::from_static("then"));
-    let mut out = Vec::new();
-    encode_switch(&h, &mut out);
-    assert_eq!(
-        out,
-        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-          date: then\r\n\r\n"
-    );
-    h.remove(header::DATE);
-    out.clear();
-    encode_switch(&h, &mut out);
-    let text = String::from_utf8(out).expect("ASCII");
-    let date = text.split("date: ").nth(1).expect("a date line");
-    assert_eq!(date.len(), 29 + 4, "{text:?}");
-    assert!(date.ends_with(" GMT\r\n\r\n"), "{text:?}");
 }

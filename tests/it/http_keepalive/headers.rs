@@ -13,8 +13,7 @@ async fn a_103_early_hints_is_dropped_and_the_200_with_its_body_arrives() {
          HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhints",
     )
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     for _ in 0..2 {
         c.get("/app", "").await;
         let a = c.answer(false).await;
@@ -33,8 +32,7 @@ async fn header_names_are_written_lowercase_set_cookie_twice_and_the_reason_cano
          Set-Cookie: b=2; HttpOnly\r\nContent-Length: 2\r\n\r\nok",
     )
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.get("/app", "").await;
     let a = c.answer(false).await;
     assert_eq!(a.head.start_line, "HTTP/1.1 200 OK", "{a:?}");
@@ -74,8 +72,7 @@ async fn hop_by_hop_headers_from_the_backend_stay_there_and_the_client_connectio
         }
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     for path in ["/app/close", "/app/close", "/app/keep", "/app/keep"] {
         c.get(path, "").await;
         let a = c.answer(false).await;
@@ -110,11 +107,10 @@ async fn a_bare_lf_response_head_passes_and_an_invalid_header_line_is_502() {
         "/space" => {
             Reply::then_close("HTTP/1.1 200 OK\r\nX-Bad : 1\r\nContent-Length: 2\r\n\r\nsp")
         }
-        _ => Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"),
+        _ => Reply::keep(NEXT),
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.get("/app/lf", "").await;
     let a = c.answer(false).await;
     assert_eq!((a.status(), a.text().as_str()), (200, "lf"), "{a:?}");
@@ -144,8 +140,7 @@ async fn date_is_added_when_missing_and_the_backends_kept() {
         }
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.get("/app/undated", "").await;
     let a = c.answer(false).await;
     let dates = a.head.header_all("date");
@@ -163,8 +158,7 @@ async fn date_is_added_when_missing_and_the_backends_kept() {
 #[tokio::test]
 async fn the_backends_request_head_is_lowercase_with_host_last_and_no_framing_headers() {
     let backend = Scripted::always("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     c.send(
         "GET /app/x?q=1 HTTP/1.1\r\nHost: wsgate.test\r\nAccept: a\r\nUser-Agent: UA\r\n\
          Accept: b\r\nX-Custom-Case: V\r\n\r\n",
@@ -211,8 +205,7 @@ async fn status_lines_are_rewritten_with_the_canonical_reason_or_none() {
         ),
     })
     .await;
-    let proxy = proxy_to(&backend, "").await;
-    let mut c = Client::open(proxy.addr()).await;
+    let (_proxy, mut c) = proxy_and_client(&backend, "").await;
     for (path, line) in [
         ("/app/599", "HTTP/1.1 599 <none>"),
         ("/app/bare", "HTTP/1.1 404 Not Found"),

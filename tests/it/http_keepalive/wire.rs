@@ -3,12 +3,15 @@
 //! each response with its framing (length, chunked with its trailer section, or to the
 //! close) kept apart from its decoded body.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_rustls::client::TlsStream;
 
 use crate::support::ca::TestCa;
@@ -92,6 +95,18 @@ impl Scripted {
         Scripted::start(move |_| Reply::keep(bytes)).await
     }
 
+    /// A backend answering a `HEAD` with `bytes` and anything else with [`NEXT`].
+    pub(super) async fn head_or_next(bytes: &'static str) -> Scripted {
+        Scripted::start(move |head| {
+            if head.start_line.starts_with("HEAD") {
+                Reply::keep(bytes)
+            } else {
+                Reply::keep(NEXT)
+            }
+        })
+        .await
+    }
+
     /// The URL a route names it by.
     pub(super) fn url(&self) -> String {
         format!("ws://{}/", self.addr)
@@ -109,9 +124,53 @@ impl Scripted {
     }
 }
 
+/// The answer a scripted backend gives the tests' follow-up requests: `next`, by length.
+pub(super) const NEXT: &str = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext";
+
+/// A backend of one connection that the test scripts by hand (holding, dribbling or
+/// withholding its answers): `script` gets the connection once accepted; gives the URL a
+/// route names the backend by.
+pub(super) async fn held_backend<S, F>(script: S) -> String
+where
+    S: FnOnce(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        script(tcp).await;
+    });
+    format!("ws://{addr}/")
+}
+
+/// Keeps a held backend's connection until the test is done with it (wsgate closes it,
+/// or 30 s pass).
+pub(super) async fn hold_open(tcp: &mut TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut [0u8; 16])).await;
+}
+
+/// wsgate with the route `app` on `/app` to the backend at `url`, and `extra` top-level
+/// YAML.
+pub(super) async fn proxy_at(url: &str, extra: &str) -> Proxy {
+    Proxy::start(&(yaml(&route("app", "/app", url, "")) + extra)).await
+}
+
 /// wsgate with the route `app` on `/app` to `backend`, and `extra` top-level YAML.
 pub(super) async fn proxy_to(backend: &Scripted, extra: &str) -> Proxy {
-    Proxy::start(&(yaml(&route("app", "/app", &backend.url(), "")) + extra)).await
+    proxy_at(&backend.url(), extra).await
+}
+
+/// [`proxy_to`], and a plain client connection to it.
+pub(super) async fn proxy_and_client(
+    backend: &Scripted,
+    extra: &str,
+) -> (Proxy, Client<TcpStream>) {
+    let proxy = proxy_to(backend, extra).await;
+    let client = Client::open(proxy.addr()).await;
+    (proxy, client)
 }
 
 /// How a response body was framed to the client.
@@ -308,6 +367,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             answer.raw_chunked.extend_from_slice(b"\r\n");
         }
         panic!("more than 10000 chunks");
+    }
+
+    /// Expects wsgate to close the idle connection with nothing more written, as a
+    /// `header_read_timeout` of 1 s does: between 0.5 s and 4 s from now.
+    pub(super) async fn expect_idle_close(&mut self) {
+        let idle = Instant::now();
+        self.expect_eof().await;
+        let took = idle.elapsed();
+        assert!(took >= Duration::from_millis(500), "closed after {took:?}");
+        assert!(took < Duration::from_millis(4000), "closed after {took:?}");
     }
 
     /// Expects wsgate to close the connection with nothing more written.
