@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use hyper::header::SEC_WEBSOCKET_ACCEPT;
 use hyper::http::uri::PathAndQuery;
 use tokio::io::AsyncWriteExt;
 
@@ -132,14 +131,14 @@ async fn probe(
     head.header("connection", b"Upgrade");
     head.header("sec-websocket-version", b"13");
     head.header("sec-websocket-key", key.as_bytes());
-    let headers = match client::exchange(&mut stream, &head.finish())
+    let head = match client::exchange(&mut stream, &head.finish())
         .await
         .map_err(|e| e.to_string())?
     {
-        Reply::Switching { headers, .. } => headers,
+        Reply::Switching { head, .. } => head,
         Reply::Refused(res) => return Err(format!("upgrade answered {}", res.status())),
     };
-    let accept = headers.get(SEC_WEBSOCKET_ACCEPT).map(|v| v.as_bytes());
+    let accept = head.get_all("sec-websocket-accept").next();
     if accept != Some(accept_key(key.as_bytes()).as_bytes()) {
         return Err("101 with a wrong Sec-WebSocket-Accept".into());
     }

@@ -139,11 +139,12 @@ async fn request_goes_out_whole_in_one_write() {
 async fn head_arriving_byte_by_byte_is_parsed() {
     let mut io = Canned::new(ok101("X-Backend: one\r\n"), 1);
     let a = exchange(&mut io, b"GET / HTTP/1.1\r\n\r\n").await;
-    let Ok(Reply::Switching { headers, leftover }) = a else {
+    let Ok(Reply::Switching { head, leftover }) = a else {
         panic!("expected a 101, got {a:?}");
     };
-    assert_eq!(headers["x-backend"], "one");
-    assert_eq!(headers["sec-websocket-accept"], ACCEPT);
+    let one = |name| head.get_all(name).collect::<Vec<_>>();
+    assert_eq!(one("x-backend"), [b"one"]);
+    assert_eq!(one("sec-websocket-accept"), [ACCEPT.as_bytes()]);
     assert!(leftover.is_empty());
     // One byte per read, and not a read past the head.
     assert_eq!(io.reads, ok101("X-Backend: one\r\n").len());
@@ -179,10 +180,11 @@ async fn interim_heads_are_skipped() {
         ok101("")
     );
     for step in [usize::MAX, 1] {
-        let Ok(Reply::Switching { headers, .. }) = answer(&wire, step).await else {
+        let Ok(Reply::Switching { head, .. }) = answer(&wire, step).await else {
             panic!("expected the 101 after the 103");
         };
-        assert!(headers.get("link").is_none());
+        assert!(head.get_all("link").next().is_none());
+        assert_eq!(head.get_all("upgrade").count(), 1);
     }
 }
 
@@ -317,6 +319,16 @@ async fn correct_101_upgrades_and_keeps_only_forwardable_headers() {
     assert_eq!(headers["x-id"], "7");
     assert!(headers.get("sec-websocket-accept").is_none());
     assert!(headers.get("upgrade").is_none());
+    // A field the 101's own `Connection` names is for this hop only, in any case; names
+    // come out lowercase, values as sent.
+    let wire = ok101("X-Hop: 1\r\nX-KEPT: Two Words\r\n")
+        .replace("Connection: Upgrade", "Connection: Upgrade, x-HOP");
+    let Ok(Answer::Upgraded { headers, .. }) = handshake_with(wire, &[]).await else {
+        panic!("expected an upgrade");
+    };
+    assert!(headers.get("x-hop").is_none(), "{headers:?}");
+    assert_eq!(headers["x-kept"], "Two Words");
+    assert_eq!(headers.len(), 1, "{headers:?}");
 }
 
 #[tokio::test]
