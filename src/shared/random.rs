@@ -1,25 +1,34 @@
-//! Unpredictable bytes from the operating system's secure source (via ring), for masking
-//! keys, handshake nonces and keepalive payloads.
+//! Unpredictable bytes for masking keys, handshake nonces and keepalive payloads: the
+//! thread's ChaCha12 generator (`rand::rng`), seeded from the operating system's secure
+//! source and reseeded from it after every 64 KiB of output.
+//!
+//! Read from the OS source itself, every new connection made two `getrandom(2)` calls
+//! (its backend nonce and its masking key seed; `CG_MEASURE=conn bash
+//! benches/callgrind.sh` counts system calls per connection). wsgate never forks, the one
+//! case where a thread's generator would need reseeding by hand.
 
-/// Fills `buf` from the operating system's secure random source (via ring).
+/// Fills `buf` with unpredictable bytes.
 pub fn fill(buf: &mut [u8]) {
-    // ring's source directly: a rustls provider built per call allocates its cipher-suite
-    // and key-exchange lists, twice per new connection.
-    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), buf).is_err() {
-        // The OS source failing is not recoverable in any useful way; fall back to the
-        // clock so masking keys still vary (they only need to be unpredictable to web scripts).
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = (nanos >> ((i % 16) * 8)) as u8;
-        }
-    }
+    rand::fill(buf);
 }
 
-/// A random u64 (seed for per-connection masking keys).
+/// An unpredictable u64 (seed for per-connection masking keys).
 pub fn u64() -> u64 {
-    let mut b = [0u8; 8];
-    fill(&mut b);
-    u64::from_ne_bytes(b)
+    rand::random()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Two draws differ, and a filled buffer is not left as it was (each fails with
+    /// probability 2^-64 or less for a working generator).
+    #[test]
+    fn draws_differ() {
+        assert_ne!(super::u64(), super::u64());
+        let mut a = [0u8; 16];
+        let mut b = [0u8; 16];
+        super::fill(&mut a);
+        super::fill(&mut b);
+        assert_ne!(a, [0u8; 16]);
+        assert_ne!(a, b);
+    }
 }
