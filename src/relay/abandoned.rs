@@ -4,6 +4,7 @@
 
 use std::future::poll_fn;
 use std::task::Poll;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -40,7 +41,8 @@ pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
     // Our Close out, then whatever the backend still sends up to its Close reply or the
     // end of its stream, dropped: there is no one to forward it to.
     let handshake = poll_fn(|cx| {
-        match hop.poll_write_out(cx) {
+        // No write timeout: the close timeout below bounds the whole exchange.
+        match hop.poll_write_out(cx, Duration::ZERO) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Err(_)) => return Poll::Ready(()),
             Poll::Ready(Ok(())) => {}

@@ -279,7 +279,8 @@ impl Relay {
         if self.hop(side).written() {
             return;
         }
-        if let Poll::Ready(Err(e)) = self.hop(side).poll_write_out(cx) {
+        let write_timeout = self.conn.route.tuning.write_timeout;
+        if let Poll::Ready(Err(e)) = self.hop(side).poll_write_out(cx, write_timeout) {
             self.write_failed(side, &e);
         }
     }

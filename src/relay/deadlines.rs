@@ -15,7 +15,7 @@ use super::closing::Side;
 use super::signal::Signal;
 use crate::proto::close::code;
 use crate::relay::hop::Reading;
-use crate::relay::keepalive::Due;
+use crate::relay::keepalive::{Due, Pings};
 use crate::shared::report::Outcome;
 
 /// Something outside the connection that ends it.
@@ -157,10 +157,10 @@ impl Relay {
             consider(self.retire_at.as_ref().map(|r| r.0));
             consider(self.end_of_life().map(|e| e.at));
             for hop in &self.hops {
-                consider(hop.write_deadline());
+                consider(hop.write_deadline(tuning.write_timeout));
                 match hop.reading() {
                     Reading::Open => {
-                        consider(hop.keepalive().deadline());
+                        consider(hop.keepalive().deadline(Pings::of(tuning)));
                         consider(hop.frame_deadline(tuning.frame_timeout));
                     }
                     Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
@@ -208,10 +208,15 @@ impl Relay {
                     self.initiate(end.code, &end.reason, end.outcome);
                 }
             }
-            let frame_timeout = self.conn.route.tuning.frame_timeout;
+            let tuning = &self.conn.route.tuning;
+            let (frame_timeout, write_timeout) = (tuning.frame_timeout, tuning.write_timeout);
+            let pings = Pings::of(tuning);
             for side in [Side::Client, Side::Backend] {
                 let hop = self.hop(side);
-                if hop.write_deadline().is_some_and(|at| at <= now) {
+                if hop
+                    .write_deadline(write_timeout)
+                    .is_some_and(|at| at <= now)
+                {
                     self.write_timed_out(side);
                 }
                 let hop = self.hop(side);
@@ -228,7 +233,9 @@ impl Relay {
                     Reading::RawDrain { quiet_until } if quiet_until <= now => {
                         hop.set_reading(Reading::Done);
                     }
-                    Reading::Open if hop.keepalive().deadline().is_some_and(|at| at <= now) => {
+                    Reading::Open
+                        if hop.keepalive().deadline(pings).is_some_and(|at| at <= now) =>
+                    {
                         match hop.keepalive_mut().due() {
                             Due::Ping(payload) => hop.queue_ping(&payload),
                             Due::Dead => {

@@ -45,6 +45,26 @@ pub enum Reading {
     Done,
 }
 
+/// A hop's state that only a busy or an ending hop holds.
+#[derive(Default)]
+struct Rare {
+    /// Frames queued behind the one being written (a ping or a Close of wsgate's own),
+    /// oldest first.
+    more: VecDeque<BytesMut>,
+    /// A Close owed to this peer that waits until the other hop has finished its close
+    /// handshake, so data the other hop sent before it is still delivered (client violations).
+    pending_close: Option<Vec<u8>>,
+    /// wsgate's own frames (a ping, a Close) that wait for the end of the streamed frame
+    /// toward the peer.
+    held: Option<BytesMut>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.more.is_empty() && self.pending_close.is_none() && self.held.is_none()
+    }
+}
+
 /// One peer of the relay.
 pub struct Hop {
     /// The peer's stream, read and written here.
@@ -52,25 +72,22 @@ pub struct Hop {
     decoder: FrameDecoder,
     /// The frame being written (almost always the only one waiting).
     out: Option<BytesMut>,
-    /// Frames queued behind it (a ping or a Close of wsgate's own), oldest first; kept
-    /// apart so the common case never allocates a queue that would stay with the connection.
-    more: VecDeque<BytesMut>,
+    /// What only a busy or an ending hop holds (frames queued behind `out`, a Close owed,
+    /// wsgate's own frames held back), boxed and dropped once empty: every idle connection
+    /// holds two hops, and the relay's state fits a smaller allocator bin without them.
+    rare: Option<Box<Rare>>,
     /// Bytes were written since the last flush (TLS holds them until flushed).
     unflushed: bool,
     /// Masking keys when the peer is a server.
     keys: Option<MaskKeys>,
     /// When the queue stopped draining (the write timeout counts from here).
     blocked_since: Option<Instant>,
-    write_timeout: Duration,
     /// What happens to what the peer sends.
     reading: Reading,
     /// A Close was queued for the peer, or it cannot be reached: nothing more is queued.
     close_sent: bool,
     /// A write failed: the queue is dropped and nothing more is written.
     broken: bool,
-    /// A Close owed to this peer that waits until the other hop has finished its close
-    /// handshake, so data the other hop sent before it is still delivered (client violations).
-    pending_close: Option<Vec<u8>>,
     /// The message in progress from this peer.
     message: Message,
     /// wsgate's own pings to this peer.
@@ -78,8 +95,6 @@ pub struct Hop {
     /// A streamed frame is being forwarded to the peer, with the key its pieces are
     /// masked with: nothing else may be written to the peer until its last piece.
     inside: Option<Option<[u8; 4]>>,
-    /// wsgate's own frames (a ping, a Close) that wait for the end of that frame.
-    held: Option<BytesMut>,
     /// A fragmented message toward the peer has begun and not ended: a message of
     /// wsgate's own (an admin push) waits for its end.
     message_out: bool,
@@ -112,19 +127,16 @@ impl Hop {
             io,
             decoder: FrameDecoder::new(leftover, is_client, tuning.max_frame_bytes),
             out: None,
-            more: VecDeque::new(),
+            rare: None,
             unflushed: false,
             keys: (!is_client).then(|| MaskKeys::new(crate::shared::random::u64())),
             blocked_since: None,
-            write_timeout: tuning.write_timeout,
             reading: Reading::Open,
             close_sent: false,
             broken: false,
-            pending_close: None,
             message: Message::new(tuning),
-            keepalive: Keepalive::new(tuning.ping_interval, tuning.ping_timeout),
+            keepalive: Keepalive::new(),
             inside: None,
-            held: None,
             message_out: false,
             cut: false,
             shut: false,
@@ -194,8 +206,11 @@ impl Hop {
     /// already queued is written.
     pub fn cut(&mut self) {
         self.close_sent = true;
-        self.pending_close = None;
-        self.held = None;
+        if let Some(rare) = self.rare.as_mut() {
+            rare.pending_close = None;
+            rare.held = None;
+        }
+        self.tidy();
         self.inside = None;
         self.cut = true;
     }
@@ -265,13 +280,14 @@ impl Hop {
             }
             self.inside = (!ends).then_some(key);
             self.queue(frame.into_wire(key));
-            if ends && let Some(held) = self.held.take() {
+            if ends && let Some(held) = self.rare.as_mut().and_then(|r| r.held.take()) {
+                self.tidy();
                 self.queue(held);
             }
             return false;
         }
         self.close_sent = true;
-        match self.pending_close.take() {
+        match self.take_owed_close() {
             Some(owed) => self.queue_own(OpCode::Close, &owed),
             None => {
                 let key = self.keys.as_mut().map(MaskKeys::next_key);
@@ -288,7 +304,7 @@ impl Hop {
             return false;
         }
         self.close_sent = true;
-        let owed = self.pending_close.take();
+        let owed = self.take_owed_close();
         self.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
         true
     }
@@ -321,13 +337,34 @@ impl Hop {
     /// [`Hop::forward`] or [`Hop::queue_close`]), whatever that call carries.
     pub fn owe_close(&mut self, payload: Vec<u8>) {
         if !self.close_sent {
-            self.pending_close = Some(payload);
+            self.rare_mut().pending_close = Some(payload);
         }
     }
 
     /// A Close is owed to the peer and not queued yet.
     pub fn owes_close(&self) -> bool {
-        self.pending_close.is_some()
+        self.rare
+            .as_ref()
+            .is_some_and(|r| r.pending_close.is_some())
+    }
+
+    /// Takes the Close owed to the peer, if any.
+    fn take_owed_close(&mut self) -> Option<Vec<u8>> {
+        let owed = self.rare.as_mut().and_then(|r| r.pending_close.take());
+        self.tidy();
+        owed
+    }
+
+    /// The rare state, made when first needed.
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops the rare state once nothing is left in it.
+    fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
     }
 
     /// The peer cannot be reached any more: nothing more is queued for it (what is already
@@ -347,9 +384,9 @@ impl Hop {
         if self.inside.is_none() {
             return self.queue(bytes);
         }
-        match self.held.as_mut() {
+        match self.rare_mut().held.as_mut() {
             Some(held) => held.extend_from_slice(&bytes),
-            None => self.held = Some(bytes),
+            None => self.rare_mut().held = Some(bytes),
         }
     }
 
@@ -357,7 +394,7 @@ impl Hop {
         if !self.broken {
             match self.out {
                 None => self.out = Some(bytes),
-                Some(_) => self.more.push_back(bytes),
+                Some(_) => self.rare_mut().more.push_back(bytes),
             }
         }
     }
@@ -368,14 +405,21 @@ impl Hop {
     }
 
     /// Writes what is queued; ready once all of it is written and flushed.
-    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    ///
+    /// `write_timeout` (the route's; zero: none) says whether a write that waits starts the
+    /// clock [`Hop::write_deadline`] reads.
+    pub fn poll_write_out(
+        &mut self,
+        cx: &mut Context<'_>,
+        write_timeout: Duration,
+    ) -> Poll<io::Result<()>> {
         if self.broken {
             return Poll::Ready(Ok(()));
         }
         let result = self.write_queue(cx);
         match &result {
             Poll::Pending => {
-                if self.blocked_since.is_none() && !self.write_timeout.is_zero() {
+                if self.blocked_since.is_none() && !write_timeout.is_zero() {
                     self.blocked_since = Some(Instant::now());
                 }
             }
@@ -395,9 +439,9 @@ impl Hop {
             front.advance(n);
             self.unflushed = true;
             if front.is_empty() {
-                self.out = self.more.pop_front();
-                if self.more.is_empty() && self.more.capacity() > 0 {
-                    self.more = VecDeque::new();
+                self.out = self.rare.as_mut().and_then(|r| r.more.pop_front());
+                if self.out.is_some() {
+                    self.tidy();
                 }
             }
         }
@@ -418,16 +462,19 @@ impl Hop {
         self.broken = true;
         self.close_sent = true;
         self.out = None;
-        self.more = VecDeque::new();
+        if let Some(rare) = self.rare.as_mut() {
+            rare.more = VecDeque::new();
+            rare.held = None;
+        }
+        self.tidy();
         self.unflushed = false;
         self.blocked_since = None;
         self.inside = None;
-        self.held = None;
     }
 
     /// When the write that is waiting times out.
-    pub fn write_deadline(&self) -> Option<Instant> {
-        self.blocked_since.map(|at| at + self.write_timeout)
+    pub fn write_deadline(&self, write_timeout: Duration) -> Option<Instant> {
+        self.blocked_since.map(|at| at + write_timeout)
     }
 
     /// Sends FIN (and TLS close_notify). Plain TCP skips it: the socket is closed right
@@ -437,5 +484,68 @@ impl Hop {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use prometheus::{IntCounter, IntGauge};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::shared::budget::Budget;
+
+    /// A hop toward a backend (its frames masked) over an in-memory pipe.
+    fn backend_hop(io: tokio::io::DuplexStream) -> Hop {
+        let budget = Budget::new(
+            1 << 20,
+            IntGauge::new("used", "used").unwrap(),
+            IntCounter::new("waits", "waits").unwrap(),
+        );
+        let tuning = crate::config::Tuning::default();
+        Hop::new(
+            Stream::Memory(io),
+            BytesMut::new(),
+            false,
+            &tuning,
+            budget.lease(),
+        )
+    }
+
+    /// The rare state exists only while something is in it: frames queued behind the one
+    /// being written, a Close owed. An idle hop holds none of it.
+    #[tokio::test]
+    async fn the_rare_state_is_dropped_once_empty() {
+        let (ours, mut peer) = tokio::io::duplex(64 * 1024);
+        let mut hop = backend_hop(ours);
+        assert!(hop.rare.is_none());
+        hop.queue_ping(b"one");
+        assert!(hop.rare.is_none(), "a lone frame waits outside the queue");
+        hop.queue_ping(b"two");
+        assert!(hop.rare.is_some(), "a second frame queues behind it");
+        poll_fn(|cx| hop.poll_write_out(cx, Duration::ZERO))
+            .await
+            .unwrap();
+        assert!(hop.rare.is_none(), "written out, the queue is gone");
+        hop.owe_close(close_payload_bytes());
+        assert!(hop.owes_close() && hop.rare.is_some());
+        assert!(hop.queue_close(b"ignored: the owed one goes"));
+        assert!(!hop.owes_close() && hop.rare.is_none());
+        poll_fn(|cx| hop.poll_write_out(cx, Duration::ZERO))
+            .await
+            .unwrap();
+        // Two pings and the owed Close, each masked (2 + 4 header bytes).
+        let mut wire = vec![0u8; (6 + 3) + (6 + 3) + (6 + 2)];
+        peer.read_exact(&mut wire).await.unwrap();
+        assert_eq!(wire[0], 0x89);
+        assert_eq!(wire[9], 0x89);
+        assert_eq!(wire[18], 0x88);
+        assert_eq!(wire[19] & 0x7f, 2, "the owed payload, not the one given");
+    }
+
+    fn close_payload_bytes() -> Vec<u8> {
+        1000u16.to_be_bytes().to_vec()
     }
 }

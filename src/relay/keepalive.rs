@@ -18,13 +18,31 @@ const MARK: &[u8; 7] = b"wsgate\0";
 /// Length of a ping payload of wsgate's: the mark, then the token.
 pub const PING_LEN: usize = MARK.len() + 8;
 
+/// The route's ping settings, passed in by the relay rather than kept in each hop's
+/// state: every hop of every idle connection holds a [`Keepalive`], and the relay's state
+/// fits a smaller allocator bin without two copies of the route's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Pings {
+    /// How long a peer may be quiet before it is pinged (zero: keepalive is off).
+    pub interval: Duration,
+    /// How long a ping may go unanswered before the peer counts as dead.
+    pub timeout: Duration,
+}
+
+impl Pings {
+    /// The ping settings of `tuning`.
+    pub fn of(tuning: &crate::config::Tuning) -> Pings {
+        Pings {
+            interval: tuning.ping_interval,
+            timeout: tuning.ping_timeout,
+        }
+    }
+}
+
 /// The keepalive state of one peer; the relay's one timer waits for its deadline.
 #[derive(Debug)]
 pub struct Keepalive {
-    /// The ping interval and the pong timeout in nanoseconds (0: disabled), 8 bytes each
-    /// instead of a `Duration`'s 16: every hop of every idle connection holds one.
-    interval_ns: u64,
-    timeout_ns: u64,
+    /// When the peer last sent anything.
     last_rx: Instant,
     /// When the latest ping was sent.
     sent: Instant,
@@ -48,14 +66,10 @@ pub enum Due {
 }
 
 impl Keepalive {
-    /// `interval` of zero disables keepalive.
-    pub fn new(interval: Duration, timeout: Duration) -> Keepalive {
+    /// A peer that was just heard from.
+    pub fn new() -> Keepalive {
         let now = Instant::now();
-        // Saturating: 2^64 ns is 584 years.
-        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Keepalive {
-            interval_ns: ns(interval),
-            timeout_ns: ns(timeout),
             last_rx: now,
             sent: now,
             token: [0; 8],
@@ -65,14 +79,14 @@ impl Keepalive {
     }
 
     /// When the next ping or the pong deadline is due; `None` when disabled.
-    pub fn deadline(&self) -> Option<Instant> {
-        if self.interval_ns == 0 {
+    pub fn deadline(&self, pings: Pings) -> Option<Instant> {
+        if pings.interval.is_zero() {
             return None;
         }
         if self.silent {
-            Some(self.sent + Duration::from_nanos(self.timeout_ns))
+            Some(self.sent + pings.timeout)
         } else {
-            Some(self.last_rx + Duration::from_nanos(self.interval_ns))
+            Some(self.last_rx + pings.interval)
         }
     }
 
@@ -96,9 +110,9 @@ impl Keepalive {
     }
 
     /// Any frame from the peer proves it alive.
-    pub fn on_frame(&mut self) {
+    pub fn on_frame(&mut self, pings: Pings) {
         // Disabled: skip the clock read, this runs for every frame.
-        if self.interval_ns == 0 {
+        if pings.interval.is_zero() {
             return;
         }
         self.last_rx = Instant::now();
@@ -125,39 +139,48 @@ impl Keepalive {
 mod tests {
     use super::*;
 
+    fn pings(interval: Duration, timeout: Duration) -> Pings {
+        Pings { interval, timeout }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn pings_then_declares_dead() {
-        let mut k = Keepalive::new(Duration::from_secs(20), Duration::from_secs(10));
+        let p = pings(Duration::from_secs(20), Duration::from_secs(10));
+        let mut k = Keepalive::new();
         let start = Instant::now();
-        assert_eq!(k.deadline(), Some(start + Duration::from_secs(20)));
-        tokio::time::sleep_until(k.deadline().unwrap()).await;
+        assert_eq!(k.deadline(p), Some(start + Duration::from_secs(20)));
+        tokio::time::sleep_until(k.deadline(p).unwrap()).await;
         let Due::Ping(payload) = k.due() else {
             panic!("expected a ping")
         };
-        assert_eq!(k.deadline(), Some(start + Duration::from_secs(30)));
+        assert_eq!(k.deadline(p), Some(start + Duration::from_secs(30)));
         tokio::time::advance(Duration::from_millis(5)).await;
         assert_eq!(k.on_pong(b"app ping"), None);
         assert_eq!(k.on_pong(&payload), Some(Duration::from_millis(5)));
         assert_eq!(k.on_pong(&payload), None, "a ping is answered once");
-        tokio::time::sleep_until(k.deadline().unwrap()).await;
+        tokio::time::sleep_until(k.deadline(p).unwrap()).await;
         assert_eq!(
             k.due(),
             Due::Dead,
             "a pong is not a frame: the relay calls on_frame"
         );
-        k.on_frame();
-        assert_eq!(k.deadline(), Some(Instant::now() + Duration::from_secs(20)));
+        k.on_frame(p);
+        assert_eq!(
+            k.deadline(p),
+            Some(Instant::now() + Duration::from_secs(20))
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn pings_before_the_pong_share_its_token_and_each_is_answered_once() {
         let second = Duration::from_secs(1);
-        let mut k = Keepalive::new(second, second);
+        let p = pings(second, second);
+        let mut k = Keepalive::new();
         let Due::Ping(first) = k.due() else {
             panic!("expected a ping")
         };
         // Data proves the peer alive; the next quiet interval pings again, same token.
-        k.on_frame();
+        k.on_frame(p);
         tokio::time::advance(Duration::from_millis(3)).await;
         let Due::Ping(again) = k.due() else {
             panic!("expected a ping")
@@ -166,7 +189,7 @@ mod tests {
         assert_eq!(k.on_pong(&first), Some(Duration::ZERO));
         assert_eq!(k.on_pong(&first), Some(Duration::ZERO));
         assert_eq!(k.on_pong(&first), None, "a third pong answers nothing");
-        k.on_frame();
+        k.on_frame(p);
         let Due::Ping(next) = k.due() else {
             panic!("expected a ping")
         };
@@ -175,8 +198,11 @@ mod tests {
 
     #[test]
     fn disabled_consumes_no_pong() {
-        let mut k = Keepalive::new(Duration::ZERO, Duration::from_secs(10));
-        assert_eq!(k.deadline(), None);
+        let mut k = Keepalive::new();
+        assert_eq!(
+            k.deadline(pings(Duration::ZERO, Duration::from_secs(10))),
+            None
+        );
         let mut lookalike = MARK.to_vec();
         lookalike.extend_from_slice(&[0; 8]);
         assert_eq!(k.on_pong(&lookalike), None);

@@ -34,6 +34,7 @@ use tokio::time::{Instant, Sleep};
 use crate::proto::close;
 use crate::proto::frame::{Frame, FrameError, OpCode};
 use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
+use crate::relay::keepalive::Pings;
 use crate::shared::client::ClientProtocol;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
@@ -429,7 +430,8 @@ impl Relay {
                 }
             },
         };
-        self.hop(from).keepalive_mut().on_frame();
+        let pings = Pings::of(&self.conn.route.tuning);
+        self.hop(from).keepalive_mut().on_frame(pings);
         // Every data frame takes a token, continuations included: a message that never
         // ends must not escape the rate.
         let over_rate = from == Side::Client
@@ -515,7 +517,8 @@ impl Relay {
             let hop = self.hop(side);
             // Bounded: a peer that stopped reading must not hold the task forever.
             let end = std::future::poll_fn(|cx| {
-                std::task::ready!(hop.poll_write_out(cx))?;
+                // No write timeout: the one around this bounds it.
+                std::task::ready!(hop.poll_write_out(cx, Duration::ZERO))?;
                 hop.poll_shutdown(cx)
             });
             let ended = tokio::time::timeout(SHUTDOWN_WRITE_TIMEOUT, end).await;
@@ -566,11 +569,12 @@ mod tests {
     use super::*;
 
     /// Every idle connection holds one boxed `Relay`; mimalloc (the binary's allocator)
-    /// serves it from a bin of 1,280 bytes only while it fits there, the next bin being
-    /// 1,536. State that only an ending or a rare setting uses is boxed to keep it so.
+    /// serves it from a bin of 1,024 bytes only while it fits there, the next bin being
+    /// 1,280. State that only an ending, a busy hop or a rare setting uses is boxed, and
+    /// the route's settings are read from the route, to keep it so.
     #[test]
     fn the_relay_state_fits_its_allocator_bin() {
         let size = std::mem::size_of::<Relay>();
-        assert!(size <= 1280, "Relay is {size} bytes");
+        assert!(size <= 1024, "Relay is {size} bytes");
     }
 }
