@@ -211,8 +211,17 @@ async fn accept_loop(
             tls: slots.tls.current(),
             proxy_from: slots.proxy.current(),
         };
-        gateway
-            .tracker
-            .spawn(conn::serve(stream, peer, id, front, gateway.clone(), permit).instrument(span));
+        // Boxed: tokio copies a task's future whole as it spawns it and again as the task
+        // ends (it writes the task's stage over it), so a large future costs those copies
+        // on every connection; a box is copied once, as it is made.
+        let serve = Box::pin(conn::serve(
+            stream,
+            peer,
+            id,
+            front,
+            gateway.clone(),
+            permit,
+        ));
+        gateway.tracker.spawn(serve.instrument(span));
     }
 }
