@@ -75,10 +75,10 @@ pub async fn serve(
     };
     let stream = match front.tls {
         None => Stream::Tcp(tcp),
-        // Boxed, as the HTTP servers below: a connection's task is copied whole as it is
-        // made and again as it ends (tokio writes the task's stage over it), so every
-        // connection pays for the largest state it could have been in, a WebSocket on
-        // plain TCP for a TLS handshake and two HTTP servers it never ran.
+        // Boxed, as the HTTP servers below: this future is allocated, and copied as it is
+        // boxed for its task, at the size of the largest state it could reach, so inline
+        // these would make a WebSocket on plain TCP pay for a TLS handshake and two HTTP
+        // servers it never runs.
         Some(config) => match Box::pin(tokio::time::timeout(
             settings.limits.tls_handshake_timeout,
             TlsAcceptor::from(config).accept(tcp),

@@ -37,11 +37,16 @@ fn lists(values: &GetAll<'_, HeaderValue>, token: &str) -> bool {
 /// [`has_token`] reads a map's: a value that is not visible ASCII (what
 /// `HeaderValue::to_str` accepts) lists nothing.
 pub fn lists_token<'a>(values: impl Iterator<Item = &'a [u8]>, token: &str) -> bool {
-    !token.is_empty()
-        && values
-            .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
-            .flat_map(|v| v.split(|&b| b == b','))
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    !token.is_empty() && listed(values).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The comma-separated items of the raw field `values`, trimmed, as [`has_token`] reads
+/// them: a value that is not visible ASCII lists nothing.
+fn listed<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    values
+        .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
 }
 
 /// Whether a header describes one hop only and is never forwarded (RFC 9110 §7.6.1), or is
@@ -129,12 +134,7 @@ pub fn each_forwardable<'h>(
 
 /// Whether any token `values` list (read as [`has_token`] reads them) passes `test`.
 fn lists_any(values: &GetAll<'_, HeaderValue>, mut test: impl FnMut(&[u8]) -> bool) -> bool {
-    values
-        .iter()
-        .filter(|v| v.to_str().is_ok())
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .any(|t| !t.is_empty() && test(t))
+    listed(values.iter().map(HeaderValue::as_bytes)).any(|t| !t.is_empty() && test(t))
 }
 
 /// [`not_forwarded`] for a token as listed, in any case; a token too long for any of

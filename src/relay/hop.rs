@@ -280,14 +280,13 @@ impl Hop {
             }
             self.inside = (!ends).then_some(key);
             self.queue(frame.into_wire(key));
-            if ends && let Some(held) = self.rare.as_mut().and_then(|r| r.held.take()) {
-                self.tidy();
+            if ends && let Some(held) = self.take_rare(|r| r.held.take()) {
                 self.queue(held);
             }
             return false;
         }
         self.close_sent = true;
-        match self.take_owed_close() {
+        match self.take_rare(|r| r.pending_close.take()) {
             Some(owed) => self.queue_own(OpCode::Close, &owed),
             None => {
                 let key = self.keys.as_mut().map(MaskKeys::next_key);
@@ -304,7 +303,7 @@ impl Hop {
             return false;
         }
         self.close_sent = true;
-        let owed = self.take_owed_close();
+        let owed = self.take_rare(|r| r.pending_close.take());
         self.queue_own(OpCode::Close, owed.as_deref().unwrap_or(payload));
         true
     }
@@ -348,11 +347,12 @@ impl Hop {
             .is_some_and(|r| r.pending_close.is_some())
     }
 
-    /// Takes the Close owed to the peer, if any.
-    fn take_owed_close(&mut self) -> Option<Vec<u8>> {
-        let owed = self.rare.as_mut().and_then(|r| r.pending_close.take());
+    /// Takes something out of the rare state (`take` says what), dropping the state if
+    /// that left it empty.
+    fn take_rare<T>(&mut self, take: impl FnOnce(&mut Rare) -> Option<T>) -> Option<T> {
+        let taken = self.rare.as_deref_mut().and_then(take);
         self.tidy();
-        owed
+        taken
     }
 
     /// The rare state, made when first needed.
@@ -384,9 +384,10 @@ impl Hop {
         if self.inside.is_none() {
             return self.queue(bytes);
         }
-        match self.rare_mut().held.as_mut() {
+        let held = &mut self.rare_mut().held;
+        match held {
             Some(held) => held.extend_from_slice(&bytes),
-            None => self.rare_mut().held = Some(bytes),
+            None => *held = Some(bytes),
         }
     }
 
@@ -439,10 +440,7 @@ impl Hop {
             front.advance(n);
             self.unflushed = true;
             if front.is_empty() {
-                self.out = self.rare.as_mut().and_then(|r| r.more.pop_front());
-                if self.out.is_some() {
-                    self.tidy();
-                }
+                self.out = self.take_rare(|r| r.more.pop_front());
             }
         }
         if self.unflushed {

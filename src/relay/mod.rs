@@ -277,7 +277,6 @@ impl Relay {
             Some(session.route_watch.token().clone()),
             session.backend_watch.as_ref().map(|w| w.token().clone()),
         );
-        let signals = [Signal::new(false), Signal::new(false)];
         Relay {
             session,
             state,
@@ -294,7 +293,7 @@ impl Relay {
             retire_at: None,
             control,
             timer: None,
-            signals,
+            signals: [Signal::new(false), Signal::new(false)],
             parked: [false; 2],
         }
     }
