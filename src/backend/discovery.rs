@@ -209,7 +209,7 @@ impl Watch {
             for gone in dropped {
                 tracing::info!(route, backend = %gone.name, ?window,
                     "address no longer in the answer: closing its connections with 1012");
-                gone.retirement.retire(gone.active(), window);
+                self.state.registry.retire_backend(&gone, window, None);
                 tokio::spawn(forget_when_idle(
                     self.state.clone(),
                     self.route.clone(),

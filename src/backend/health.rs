@@ -96,7 +96,7 @@ async fn run(
                     tracing::warn!(route = route_name, backend = %backend.name, reason = %why, "backend unhealthy: no new connections");
                     if pool.config.close_on_unhealthy {
                         let window = state.settings.load().drain_window;
-                        backend.retirement.retire(backend.active(), window);
+                        state.registry.retire_backend(backend, window, None);
                     }
                 }
             }

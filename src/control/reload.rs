@@ -100,14 +100,14 @@ impl Running {
                 ?window,
                 "route removed or changed: closing its connections with 1012"
             );
-            route.retirement.retire(route.active(), window);
+            self.gateway.registry.retire_route(route, window, None);
             if let Some(pool) = route.pool() {
                 pool.end();
             }
         }
         for backend in &rebuilt.retired_backends {
             tracing::info!(backend = %backend.name, ?window, "backend removed: closing its connections with 1012");
-            backend.retirement.retire(backend.active(), window);
+            self.gateway.registry.retire_backend(backend, window, None);
         }
         for (gone, series) in before.removed_in(&self.gateway.routes.load()) {
             tokio::spawn(forget_when_idle(self.gateway.clone(), gone, series));

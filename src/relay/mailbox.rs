@@ -1,5 +1,6 @@
 //! Commands from the admin API, carried out by the connection's own task: a close with a
-//! chosen code, and messages pushed to a peer between the messages it is being relayed.
+//! chosen code, and messages pushed to a peer between the messages it is being relayed;
+//! and the endings (shutdown, retirement) raised on the connection's entry.
 //!
 //! The task looks at its mailbox with one atomic load per round; the mailbox's waker is
 //! handed over only when the task's waker changes (a pointer comparison otherwise), and it
@@ -35,7 +36,10 @@ impl Relay {
         if !self.conn.has_mail() {
             return false;
         }
-        let mut acted = false;
+        let mut acted = self.act_on_endings();
+        if !self.conn.has_commands() {
+            return acted;
+        }
         // Bounded: the mailbox holds a close and at most MAX_QUEUED commands.
         for _ in 0..=MAX_QUEUED {
             let hops = &self.hops;

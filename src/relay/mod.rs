@@ -38,13 +38,12 @@ use crate::relay::keepalive::Pings;
 use crate::shared::client::ClientProtocol;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
-use crate::shared::registry::Conn;
+use crate::shared::registry::{Conn, Ending};
 use crate::shared::report::{ClosedBy, Outcome};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 use crate::shared::stream::{Stream, is_stream_reset};
 use closing::{FirstClose, Side};
-use deadlines::ControlWatch;
 use rate::RateLimit;
 use signal::Signal;
 use violation::Violation;
@@ -151,22 +150,24 @@ pub async fn after_upgrade(
     on_client_upgrade: hyper::upgrade::OnUpgrade,
     recover: Recover,
 ) {
+    // One `run` after the match, not one per arm: an await inside an arm would keep
+    // hyper's result (72 bytes) in the task's state for the connection's whole life.
     let client = match on_client_upgrade.await.map(recover) {
-        Ok(Ok(client)) => client,
+        Ok(Ok(client)) => Some(client),
         // An HTTP/2 stream is hyper's own type, relayed as it is (nothing was read ahead).
         Ok(Err(stream)) if pending.session.protocol == ClientProtocol::H2 => {
-            (Stream::H2(Box::new(TokioIo::new(stream))), BytesMut::new())
+            Some((Stream::H2(Box::new(TokioIo::new(stream))), BytesMut::new()))
         }
         Ok(Err(_)) => {
             tracing::error!("client upgrade produced an unexpected stream type");
-            return run(pending, None).await;
+            None
         }
         Err(e) => {
             tracing::info!(error = %e, "client upgrade failed after 101");
-            return run(pending, None).await;
+            None
         }
     };
-    run(pending, Some(client)).await
+    run(pending, client).await
 }
 
 /// Relays `client` (its stream and the bytes read past its 101) until both close
@@ -231,7 +232,8 @@ struct Relay {
     listed: bool,
     /// A retirement that fired: when this connection's turn comes, and why.
     retire_at: Option<Box<(Instant, &'static str)>>,
-    control: ControlWatch,
+    /// The [`Ending`]s acted on already (each kind is acted on once).
+    seen: u8,
     timer: Option<Pin<Box<Sleep>>>,
     /// Per hop (indexed like `hops`): its stream and its room are polled with this
     /// signal's waker (`wakers`, given to [`Relay::poll_relay`]), so a wake-up says which
@@ -243,7 +245,7 @@ struct Relay {
 }
 
 impl Relay {
-    /// Takes over both hops and starts the connection's metrics and control wait.
+    /// Takes over both hops, lists the connection and starts its metrics.
     fn new(pending: Box<Pending>, client: (Stream, BytesMut)) -> Relay {
         let Pending {
             session,
@@ -272,11 +274,21 @@ impl Relay {
         ];
         let rate = (tuning.max_message_rate > 0)
             .then(|| Box::new(RateLimit::new(tuning.max_message_rate)));
-        let control = ControlWatch::new(
-            Some(state.shutdown.clone()),
-            Some(session.route_watch.token().clone()),
-            session.backend_watch.as_ref().map(|w| w.token().clone()),
-        );
+        // Listed first, then checked: a shutdown or retirement that searched the
+        // registry before this entry was in it was marked before it searched.
+        if state.shutdown.is_cancelled() {
+            conn.raise(Ending::Shutdown);
+        }
+        if session.route_watch.is_retired() {
+            conn.raise(Ending::RouteRetired);
+        }
+        if session
+            .backend_watch
+            .as_ref()
+            .is_some_and(|w| w.is_retired())
+        {
+            conn.raise(Ending::BackendRetired);
+        }
         Relay {
             session,
             state,
@@ -291,7 +303,7 @@ impl Relay {
             idle_closed: false,
             listed: true,
             retire_at: None,
-            control,
+            seen: 0,
             timer: None,
             signals: [Signal::new(false), Signal::new(false)],
             parked: [false; 2],
@@ -316,7 +328,6 @@ impl Relay {
     /// registers for the next one, per hop).
     fn poll_relay(&mut self, cx: &mut Context<'_>, wakers: &[Waker; 2]) -> Poll<()> {
         let new_waker = self.watch_mail(cx);
-        self.poll_control(cx, new_waker);
         for side in 0..2 {
             if self.signals[side].take(cx.waker(), new_waker) {
                 self.parked[side] = false;

@@ -1,11 +1,10 @@
 //! A waker that remembers it was called, so the relay polls only what woke it.
 //!
-//! The relay is one task polling both hops and its control wait. A wake-up of the task
-//! alone does not say which of them is ready, and polling all of them each time was most
-//! of the cost of a small message (issue #17: the decoder polled ~10 times per 64 B echo
-//! round trip where 2 return a frame, the control wait's locks taken on every wake-up).
-//! Each of them is polled with its own [`Signal`] instead, which records the wake-up and
-//! passes it on to the task.
+//! The relay is one task polling both hops. A wake-up of the task alone does not say
+//! which of them is ready, and polling both each time was most of the cost of a small
+//! message (issue #17: the decoder polled ~10 times per 64 B echo round trip where 2
+//! return a frame). Each hop is polled with its own [`Signal`] instead, which records the
+//! wake-up and passes it on to the task.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,11 +35,6 @@ impl Signal {
             self.task.register(task);
         }
         self.fired.swap(false, Ordering::AcqRel)
-    }
-
-    /// Marks it fired without a wake-up: what it guards is polled at the next look.
-    pub(super) fn set(&self) {
-        self.fired.store(true, Ordering::Release);
     }
 
     /// The waker to poll with (one per signal: tokio sees the same waker every time).

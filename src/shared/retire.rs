@@ -1,11 +1,9 @@
 //! Closing a group of connections (a route's, a backend's) with 1012, spread evenly over a
 //! window so their clients do not all reconnect at the same moment.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 /// When each connection of a retired group closes: slot `i` of `total` at `window * i / total`.
 #[derive(Debug, Default)]
@@ -15,19 +13,22 @@ struct Schedule {
     next: AtomicUsize,
     /// The Close reason, when the retirement gave one (an operator's drain).
     why: std::sync::OnceLock<&'static str>,
+    /// Set when the retirement starts, before its connections are told.
+    retired: AtomicBool,
 }
 
-/// What one connection watches to learn that its group was retired.
+/// The group one connection belongs to, to learn whether it was retired. The
+/// connection is told through its registry entry ([`Ending`]); this says whether the
+/// retirement was of its own group (a later group of the same route or backend is not).
 #[derive(Debug, Clone)]
 pub struct RetireWatch {
-    token: CancellationToken,
     schedule: Arc<Schedule>,
 }
 
 impl RetireWatch {
-    /// Cancelled when the retirement starts.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
+    /// Whether the group was retired.
+    pub fn is_retired(&self) -> bool {
+        self.schedule.retired.load(Ordering::Acquire)
     }
 
     /// Once retired: this connection's place in the spread, as a delay from the start.
@@ -54,7 +55,6 @@ impl Default for Retirement {
     fn default() -> Self {
         Retirement {
             current: Mutex::new(RetireWatch {
-                token: CancellationToken::new(),
                 schedule: Arc::default(),
             }),
         }
@@ -71,14 +71,11 @@ impl Retirement {
             .clone()
     }
 
-    /// Retires the current members (`count` of them) over `window`; later members form a new group.
-    pub fn retire(&self, count: usize, window: Duration) {
-        self.retire_because(count, window, None);
-    }
-
-    /// Like [`Retirement::retire`], the members closing with `why` as their Close reason
-    /// when given (else the relay names the cause it watched: reload, backend removed).
-    pub fn retire_because(&self, count: usize, window: Duration, why: Option<&'static str>) {
+    /// Marks the current members (`count` of them) retired, to close over `window` with
+    /// `why` as their Close reason when given (else the relay names the cause: reload,
+    /// backend removed); later members form a new group. The members are told by
+    /// `Registry::retire_route` and `Registry::retire_backend`, which call this.
+    pub(crate) fn retire(&self, count: usize, window: Duration, why: Option<&'static str>) {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(why) = why {
             let _ = current.schedule.why.set(why);
@@ -91,9 +88,8 @@ impl Retirement {
             .schedule
             .total
             .store(count.max(1), Ordering::Release);
-        current.token.cancel();
+        current.schedule.retired.store(true, Ordering::Release);
         *current = RetireWatch {
-            token: CancellationToken::new(),
             schedule: Arc::default(),
         };
     }
@@ -103,40 +99,21 @@ impl Retirement {
 mod tests {
     use super::*;
 
-    /// What the relay does with a watch: wait for the token, then for its turn.
-    async fn turn(w: &RetireWatch) {
-        w.token().cancelled().await;
-        tokio::time::sleep(w.delay()).await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn spreads_over_the_window_and_renews() {
+    /// The members at the retirement are marked and spread over the window in the order
+    /// they ask for their turn; a later member is in a new group, not marked.
+    #[test]
+    fn spreads_over_the_window_and_renews() {
         let r = Retirement::default();
         let watches: Vec<_> = (0..4).map(|_| r.watch()).collect();
-        r.retire(4, Duration::from_secs(8));
+        assert!(watches.iter().all(|w| !w.is_retired()));
+        r.retire(4, Duration::from_secs(8), Some("drained"));
         let later = r.watch();
-        let start = tokio::time::Instant::now();
-        let tasks: Vec<_> = watches
-            .into_iter()
-            .map(|w| {
-                tokio::spawn(async move {
-                    turn(&w).await;
-                    start.elapsed().as_secs()
-                })
-            })
-            .collect();
-        let mut at = Vec::new();
-        for t in tasks {
-            at.push(t.await.unwrap());
-        }
-        at.sort();
-        // Each waits from the retirement: slots 0..4 of 8s → 0, 2, 4, 6 s.
+        assert!(watches.iter().all(RetireWatch::is_retired));
+        assert!(!later.is_retired(), "new member unaffected");
+        assert_eq!(later.why(), None);
+        let at: Vec<u64> = watches.iter().map(|w| w.delay().as_secs()).collect();
+        // Slots 0..4 of 8 s: 0, 2, 4, 6 s from the retirement.
         assert_eq!(at, [0, 2, 4, 6]);
-        assert!(
-            tokio::time::timeout(Duration::from_secs(60), turn(&later))
-                .await
-                .is_err(),
-            "new member unaffected"
-        );
+        assert_eq!(watches[0].why(), Some("drained"));
     }
 }

@@ -170,6 +170,44 @@ async fn close_on_unhealthy_drains_the_backend_with_1012() {
     proxy.assert_drained().await;
 }
 
+/// A backend turning unhealthy in the route that checks it closes that route's
+/// connections to it only: the same backend in a route that does not check it keeps its
+/// own. Both are found by the backend's name when it is retired; each connection then
+/// looks at its own group.
+#[tokio::test(start_paused = true)]
+async fn close_on_unhealthy_leaves_the_same_backend_in_another_route_alone() {
+    let nodes = Node::many(2).await;
+    let checked = pool_route(
+        ROUTE,
+        PATH,
+        &urls(&nodes),
+        &[FAST_CHECKS, "close_on_unhealthy: true"],
+    );
+    let unchecked = pool_route("unchecked", "/unchecked", &urls(&nodes[1..]), &[]);
+    let proxy = Proxy::builder(&drain_config(&format!("{checked}{unchecked}")))
+        .paused()
+        .start()
+        .await;
+    let (doomed, _kept) = split_off(hold(&proxy, 8).await, "b1");
+    let mut elsewhere = Vec::new();
+    for _ in 0..3 {
+        let (backend, ws) = open(proxy.addr(), "/unchecked", &[]).await;
+        assert_eq!(backend, "b1");
+        elsewhere.push(ws);
+    }
+    nodes[1].set_probes_failing(true);
+    let closes = closes_of(doomed, Instant::now()).await;
+    assert!(closes.iter().all(|&(code, _)| code == 1012), "{closes:?}");
+    // Past the whole window: the other route's connections to b1 still echo.
+    tokio::time::sleep(WINDOW).await;
+    for (i, ws) in elsewhere.iter_mut().enumerate() {
+        echoes(ws, &format!("still here {i}")).await;
+    }
+    eventually("b1 saw four 1012s", || nodes[1].closes() == [1012; 4]).await;
+    drop((elsewhere, _kept));
+    proxy.assert_drained().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_backend_removed_by_reload_drains_over_the_window() {
     let nodes = Node::many(3).await;

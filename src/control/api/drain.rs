@@ -56,9 +56,9 @@ pub fn route(req: &Request<Incoming>, state: &ProxyState, name: &str) -> Respons
         count,
         "route drained through the admin API"
     );
-    route
-        .retirement
-        .retire_because(count, window, Some(ROUTE_REASON));
+    state
+        .registry
+        .retire_route(route, window, Some(ROUTE_REASON));
     answer(
         StatusCode::ACCEPTED,
         &json!({ "route": name, "connections": count, "window_ms": window.as_millis() as u64 }),
@@ -88,9 +88,9 @@ pub fn backend(req: &Request<Incoming>, state: &ProxyState) -> Response<Body> {
             found += 1;
             let active = backend.active();
             count += active;
-            backend
-                .retirement
-                .retire_because(active, window, Some(BACKEND_REASON));
+            state
+                .registry
+                .retire_backend(backend, window, Some(BACKEND_REASON));
         }
     }
     if found == 0 {
