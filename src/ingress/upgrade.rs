@@ -20,7 +20,7 @@ use crate::ingress::hello::{Hello, check_expectation, offered_subprotocols};
 use crate::ingress::{connect, h1_guard};
 use crate::proto::handshake::accept_key;
 use crate::proto::headers::{forwardable, has_token, valid_authority};
-use crate::shared::client::{ClientInfo, StreamHold};
+use crate::shared::client::{ClientInfo, ClientProtocol, StreamHold};
 use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 
@@ -139,7 +139,7 @@ async fn upgrade<B>(
     .map_err(|e| fail(e.into()))?;
     state
         .metrics
-        .handshake_duration(route.name(), started.elapsed());
+        .handshake_duration(&route.close_metrics, route.name(), started.elapsed());
 
     let (backend_stream, leftover, mut backend_headers) = match answer {
         Answer::Upgraded {
@@ -174,8 +174,14 @@ async fn upgrade<B>(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let id = match client.protocol {
+        ClientProtocol::H1 => client.id,
+        ClientProtocol::H2 => state
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
     let session = crate::relay::Session {
-        id: client.id,
+        id,
         route: route.clone(),
         backend: backend_label,
         client_addr: client.addr(),

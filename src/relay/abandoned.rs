@@ -71,5 +71,5 @@ pub(super) async fn client_never_upgraded(pending: Box<Pending>) {
         outcome: Outcome::ClientGone,
     };
     let report = report(kept.subprotocol.map(String::from), &conn, first);
-    publish(&state, &mut live, report);
+    publish(&state, &conn.route, &mut live, report);
 }

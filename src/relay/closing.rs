@@ -13,6 +13,7 @@ use crate::relay::violation::Violation;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::registry::Conn;
 use crate::shared::report::{CloseReport, ClosedBy, Outcome};
+use crate::shared::routes::Route;
 use crate::shared::state::ProxyState;
 use crate::shared::stream::is_stream_reset;
 
@@ -96,9 +97,16 @@ pub(super) fn report(subprotocol: Option<String>, conn: &Conn, first: FirstClose
 
 /// Takes the connection out of the active gauge, counts its end, logs its report and hands
 /// it to subscribers.
-pub(super) fn publish(state: &ProxyState, live: &mut ConnMetrics, report: CloseReport) {
+pub(super) fn publish(
+    state: &ProxyState,
+    route: &Route,
+    live: &mut ConnMetrics,
+    report: CloseReport,
+) {
     live.finish();
-    state.metrics.connection_closed(&report);
+    state
+        .metrics
+        .connection_closed(&route.close_metrics, &report);
     report.log();
     // No subscriber is the normal case outside tests.
     let _ = state.reports.send(report);

@@ -53,7 +53,8 @@ const SHUTDOWN_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The facts about a connection known when the relay starts.
 pub struct Session {
-    /// Connection id.
+    /// Connection id; a WebSocket on an HTTP/2 stream has one of its own (its
+    /// connection's streams would otherwise share one entry in the registry).
     pub id: u64,
     /// The route it matched.
     pub route: Arc<Route>,
@@ -561,7 +562,7 @@ impl Relay {
         self.conn.set_closing();
         self.state.registry.remove(self.conn.id);
         self.listed = false;
-        closing::publish(&self.state, &mut self.live, report);
+        closing::publish(&self.state, &self.conn.route, &mut self.live, report);
     }
 }
 

@@ -18,7 +18,7 @@ use prometheus::{
 };
 
 use crate::proto::frame::OpCode;
-use crate::shared::report::CloseReport;
+use crate::shared::report::{CloseReport, ClosedBy, Outcome};
 
 /// `direction` label values: index 0 is client → backend, 1 is backend → client.
 pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
@@ -40,27 +40,37 @@ const OPCODES: [OpCode; 6] = [
 /// `None` (an empty Close) is `none`; 1006 never travels on the wire but is what the
 /// report says when a peer vanished.
 pub fn code_label(code: Option<u16>) -> &'static str {
-    let Some(code) = code else { return "none" };
+    CODE_LABELS[code_index(code)]
+}
+
+/// The values of the close code label, in the order of [`code_index`].
+const CODE_LABELS: [&str; 19] = [
+    "none", "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1010", "1011",
+    "1012", "1013", "1014", "1015", "3xxx", "4xxx", "other",
+];
+
+/// Where a close code's label is in [`CODE_LABELS`].
+fn code_index(code: Option<u16>) -> usize {
+    let Some(code) = code else { return 0 };
     match code {
-        1000 => "1000",
-        1001 => "1001",
-        1002 => "1002",
-        1003 => "1003",
-        1005 => "1005",
-        1006 => "1006",
-        1007 => "1007",
-        1008 => "1008",
-        1009 => "1009",
-        1010 => "1010",
-        1011 => "1011",
-        1012 => "1012",
-        1013 => "1013",
-        1014 => "1014",
-        1015 => "1015",
-        3000..=3999 => "3xxx",
-        4000..=4999 => "4xxx",
-        _ => "other",
+        1000..=1003 => (code - 999) as usize,
+        1005..=1015 => (code - 1000) as usize,
+        3000..=3999 => 16,
+        4000..=4999 => 17,
+        _ => 18,
     }
+}
+
+/// A route's series for its connections' handshakes and ends, each resolved by the first
+/// connection that needs it: looked up per connection, the four lookups of an end (each a
+/// hash of its label values and a read lock) cost ~800 instructions (issue #17).
+#[derive(Debug, Default)]
+pub struct CloseCounters {
+    outcomes: [OnceLock<IntCounter>; Outcome::Admin as usize + 1],
+    protocols: [OnceLock<IntCounter>; 2],
+    closes: [[OnceLock<IntCounter>; CODE_LABELS.len()]; ClosedBy::Proxy as usize + 1],
+    duration: OnceLock<Histogram>,
+    handshake: OnceLock<Histogram>,
 }
 
 /// The metrics of one running wsgate.
@@ -472,20 +482,37 @@ impl Metrics {
         }
     }
 
-    /// Records the end of a relayed connection.
-    pub fn connection_closed(&self, r: &CloseReport) {
+    /// Records the end of a relayed connection, through its route's handles.
+    pub fn connection_closed(&self, handles: &CloseCounters, r: &CloseReport) {
         let route = r.route.as_str();
-        self.connections_total
-            .with_label_values(&[route, r.outcome.as_str()])
+        let outcome = r.outcome;
+        handles.outcomes[outcome as usize]
+            .get_or_init(|| {
+                self.connections_total
+                    .with_label_values(&[route, outcome.as_str()])
+            })
             .inc();
-        self.connections_protocol_total
-            .with_label_values(&[route, r.protocol.as_str()])
+        let protocol = r.protocol;
+        handles.protocols[protocol as usize]
+            .get_or_init(|| {
+                self.connections_protocol_total
+                    .with_label_values(&[route, protocol.as_str()])
+            })
             .inc();
-        self.closes_total
-            .with_label_values(&[route, r.closed_by.as_str(), code_label(r.close_code)])
+        let code = code_index(r.close_code);
+        let closed_by = r.closed_by;
+        handles.closes[closed_by as usize][code]
+            .get_or_init(|| {
+                self.closes_total.with_label_values(&[
+                    route,
+                    closed_by.as_str(),
+                    code_label(r.close_code),
+                ])
+            })
             .inc();
-        self.connection_duration_seconds
-            .with_label_values(&[route])
+        handles
+            .duration
+            .get_or_init(|| self.connection_duration_seconds.with_label_values(&[route]))
             .observe(r.duration.as_secs_f64());
     }
 
@@ -497,9 +524,10 @@ impl Metrics {
     }
 
     /// Records how long a successful upgrade took.
-    pub fn handshake_duration(&self, route: &str, took: Duration) {
-        self.handshake_duration_seconds
-            .with_label_values(&[route])
+    pub fn handshake_duration(&self, handles: &CloseCounters, route: &str, took: Duration) {
+        handles
+            .handshake
+            .get_or_init(|| self.handshake_duration_seconds.with_label_values(&[route]))
             .observe(took.as_secs_f64());
     }
 

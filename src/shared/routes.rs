@@ -7,7 +7,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::shared::forward_auth::ForwardAuth;
 use crate::shared::gate::Gate;
 use crate::shared::jwks::{JwtCheck, KeySet};
-use crate::shared::metrics::{HttpCounters, RouteCounters};
+use crate::shared::metrics::{CloseCounters, HttpCounters, RouteCounters};
 use crate::shared::occupancy::{Occupancy, Seat};
 use crate::shared::pool::{Backend, Pool};
 use crate::shared::retire::Retirement;
@@ -33,6 +33,8 @@ pub struct Route {
     pub metrics: OnceLock<Arc<RouteCounters>>,
     /// Its plain-HTTP metric handles, resolved by the first requests.
     pub http_metrics: HttpCounters,
+    /// Its connections' handshake and end series, resolved once.
+    pub close_metrics: CloseCounters,
     /// What its admission checks count (handed over when a reload rebuilds the route).
     pub gate: Gate,
     /// Its auth service's connections and answer cache, with `forward_auth`.
@@ -101,6 +103,7 @@ impl Route {
             active: Occupancy::default(),
             metrics: OnceLock::new(),
             http_metrics: HttpCounters::default(),
+            close_metrics: CloseCounters::default(),
             gate: Gate::new(
                 &config.admission,
                 same_name.map(|p| (&p.gate, &p.config.admission)),

@@ -288,3 +288,56 @@ async fn an_h2_connection_without_streams_gets_goaway_after_the_header_timeout()
     let _ = within("close reply", ws.next()).await;
     eventually("the connection ends once idle", || conn.task.is_finished()).await;
 }
+
+/// Two WebSockets on one HTTP/2 connection are two entries in the admin API, each with
+/// an id of its own: closing one leaves the other listed, and shutdown reaches both
+/// (it finds them there).
+#[tokio::test]
+async fn each_websocket_on_an_h2_connection_is_listed_apart() {
+    let ca = TestCa::new();
+    let (_dir, token) = crate::admin_api::token_file();
+    let top = format!(
+        "admin: {{ bind: \"127.0.0.1:0\", token_file: \"{}\" }}\n",
+        token.display()
+    );
+    let proxy = Proxy::start(&tls_yaml(&ca, "", &top, ECHO)).await;
+    let admin = proxy.admin_addr();
+    let mut conn = H2Conn::connect(proxy.addr(), &ca).await;
+    let mut first = conn.websocket("/echo").await;
+    let mut second = conn.websocket("/echo").await;
+    let listed = || async {
+        let (status, page) = crate::admin_api::call(admin, "GET", "/api/connections").await;
+        assert_eq!(status, 200, "{page}");
+        let ids: Vec<u64> = page["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_u64().unwrap())
+            .collect();
+        ids
+    };
+    let ids = within("both listed", async {
+        loop {
+            let ids = listed().await;
+            if ids.len() == 2 {
+                return ids;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_ne!(ids[0], ids[1]);
+    first.close(None).await.unwrap();
+    let _ = within("close reply", first.next()).await;
+    within("one left", async {
+        while listed().await.len() != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    second.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        within("echo", second.next()).await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+}
