@@ -136,7 +136,7 @@ pub mod fuzzing {
     use crate::proto::frame::FrameDecoder;
     use crate::proto::headers::forwardable;
     use crate::proto::room::Alternating;
-    use crate::relay::message::Message;
+    use crate::relay::message::{Limits, Message};
     use crate::relay::violation::Violation;
     use crate::shared::stream::Stream;
 
@@ -300,7 +300,8 @@ pub mod fuzzing {
             ..Tuning::default()
         };
         let mut decoder = FrameDecoder::new(BytesMut::new(), expect_masked, max_frame);
-        let mut message = Message::new(&tuning);
+        let mut message = Message::default();
+        let limits = Limits::of(&tuning);
         let mut io = bytes;
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Frames {
@@ -329,7 +330,7 @@ pub mod fuzzing {
                     break;
                 }
             };
-            if let Err(v) = message.check(&mut frame) {
+            if let Err(v) = message.check(&mut frame, limits) {
                 out.violation = Some((v.code(), v.to_string()));
                 break;
             }

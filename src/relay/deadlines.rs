@@ -83,7 +83,7 @@ impl Relay {
                         consider(hop.keepalive().deadline(Pings::of(tuning)));
                         consider(hop.frame_deadline(tuning.frame_timeout));
                     }
-                    Reading::RawDrain { quiet_until } => consider(Some(quiet_until)),
+                    Reading::RawDrain => consider(hop.quiet_until()),
                     _ => {}
                 }
             }
@@ -150,7 +150,7 @@ impl Relay {
                 }
                 let hop = self.hop(side);
                 match hop.reading() {
-                    Reading::RawDrain { quiet_until } if quiet_until <= now => {
+                    Reading::RawDrain if hop.quiet_until().is_some_and(|at| at <= now) => {
                         hop.set_reading(Reading::Done);
                     }
                     Reading::Open

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::proto::frame::{self, Frame, FrameDecoder, FrameError, MaskKeys, OpCode};
 use crate::relay::keepalive::Keepalive;
-use crate::relay::message::Message;
+use crate::relay::message::{Limits, Message};
 use crate::relay::violation::Violation;
 use crate::shared::budget::Lease;
 use crate::shared::stream::Stream;
@@ -36,11 +36,9 @@ pub enum Reading {
     Open,
     /// After a violation: frames are read and dropped until the peer's Close.
     Draining,
-    /// The stream cannot be parsed any more: bytes are dropped until the peer pauses.
-    RawDrain {
-        /// When the pause is long enough.
-        quiet_until: Instant,
-    },
+    /// The stream cannot be parsed any more: bytes are dropped until the peer pauses
+    /// (until [`Hop::quiet_until`]; kept apart so that this is one byte in every hop).
+    RawDrain,
     /// Nothing more will be read.
     Done,
 }
@@ -57,11 +55,16 @@ struct Rare {
     /// wsgate's own frames (a ping, a Close) that wait for the end of the streamed frame
     /// toward the peer.
     held: Option<BytesMut>,
+    /// While raw draining: when the peer's pause is long enough.
+    quiet_until: Option<Instant>,
 }
 
 impl Rare {
     fn is_empty(&self) -> bool {
-        self.more.is_empty() && self.pending_close.is_none() && self.held.is_none()
+        self.more.is_empty()
+            && self.pending_close.is_none()
+            && self.held.is_none()
+            && self.quiet_until.is_none()
     }
 }
 
@@ -134,7 +137,7 @@ impl Hop {
             reading: Reading::Open,
             close_sent: false,
             broken: false,
-            message: Message::new(tuning),
+            message: Message::default(),
             keepalive: Keepalive::new(),
             inside: None,
             message_out: false,
@@ -233,6 +236,9 @@ impl Hop {
         if self.reading != Reading::Done {
             self.reading = next;
         }
+        if self.reading != Reading::RawDrain {
+            self.take_rare(|r| r.quiet_until.take());
+        }
         if next == Reading::Done {
             // Nothing more is read: its room goes back now, not when the connection ends.
             self.decoder.give_back(&mut self.lease);
@@ -240,8 +246,8 @@ impl Hop {
     }
 
     /// Checks a frame from the peer against its message in progress.
-    pub fn check(&mut self, frame: &mut Frame) -> Result<(), Violation> {
-        self.message.check(frame)
+    pub fn check(&mut self, frame: &mut Frame, limits: Limits) -> Result<(), Violation> {
+        self.message.check(frame, limits)
     }
 
     /// The peer's keepalive state.
@@ -353,6 +359,19 @@ impl Hop {
         let taken = self.rare.as_deref_mut().and_then(take);
         self.tidy();
         taken
+    }
+
+    /// Drops raw bytes from the peer until it pauses until `until` (moved on by each read).
+    pub fn raw_drain_until(&mut self, until: Instant) {
+        self.set_reading(Reading::RawDrain);
+        if self.reading == Reading::RawDrain {
+            self.rare_mut().quiet_until = Some(until);
+        }
+    }
+
+    /// While raw draining: when the peer's pause is long enough.
+    pub fn quiet_until(&self) -> Option<Instant> {
+        self.rare.as_ref()?.quiet_until
     }
 
     /// The rare state, made when first needed.

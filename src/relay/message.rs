@@ -7,47 +7,52 @@ use crate::proto::frame::{Frame, OpCode};
 use crate::proto::utf8::Utf8Validator;
 use crate::relay::violation::Violation;
 
+/// The route's limits on a message, read from its tuning where a frame is checked: a
+/// copy in each hop cost every connection 32 bytes, and its relay's allocator bin.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    max_bytes: u64,
+    max_frames: u32,
+    validate_utf8: bool,
+}
+
+impl Limits {
+    /// The limits of a route with this tuning.
+    pub fn of(tuning: &Tuning) -> Limits {
+        Limits {
+            max_bytes: tuning.max_message_bytes,
+            max_frames: tuning.max_message_frames,
+            validate_utf8: tuning.validate_utf8,
+        }
+    }
+}
+
 /// The message in progress in one direction.
+#[derive(Default)]
 pub struct Message {
     open: Option<OpCode>,
     size: u64,
     /// Frames of the message in progress: zero-length continuations never grow `size`.
     frames: u32,
     utf8: Utf8Validator,
-    max_bytes: u64,
-    max_frames: u32,
-    validate_utf8: bool,
 }
 
 impl Message {
-    /// No message in progress yet; limits from the route's tuning.
-    pub fn new(tuning: &Tuning) -> Message {
-        Message {
-            open: None,
-            size: 0,
-            frames: 0,
-            utf8: Utf8Validator::default(),
-            max_bytes: tuning.max_message_bytes,
-            max_frames: tuning.max_message_frames,
-            validate_utf8: tuning.validate_utf8,
-        }
-    }
-
     /// Checks one frame, or one piece of a streamed frame, against the message in
     /// progress: the header's checks on the piece that carries it, UTF-8 on every piece
     /// (a character may be split across pieces as across fragments).
-    pub fn check(&mut self, frame: &mut Frame) -> Result<(), Violation> {
+    pub fn check(&mut self, frame: &mut Frame, limits: Limits) -> Result<(), Violation> {
         let len = frame.frame_len();
         let fin = frame.fin && frame.ends();
         if frame.opcode.is_control() {
             // Always whole (at most 125 bytes), and not part of the message in progress.
-            return self.check_start(frame, len);
+            return self.check_start(frame, len, limits);
         }
         if frame.starts() {
-            self.check_start(frame, len)?;
+            self.check_start(frame, len, limits)?;
         }
         if self.open == Some(OpCode::Text)
-            && self.validate_utf8
+            && limits.validate_utf8
             && self.utf8.feed(frame.payload(), fin).is_err()
         {
             return Err(Violation::InvalidUtf8);
@@ -60,7 +65,12 @@ impl Message {
     }
 
     /// The checks made once per frame, from its header (and a Close's payload).
-    fn check_start(&mut self, frame: &mut Frame, len: u64) -> Result<(), Violation> {
+    fn check_start(
+        &mut self,
+        frame: &mut Frame,
+        len: u64,
+        limits: Limits,
+    ) -> Result<(), Violation> {
         match frame.opcode {
             OpCode::Close => {
                 return close::parse_close(frame.payload())
@@ -84,10 +94,10 @@ impl Message {
                 self.frames = self.frames.saturating_add(1);
             }
         }
-        if self.size > self.max_bytes {
+        if self.size > limits.max_bytes {
             return Err(Violation::MessageTooBig);
         }
-        if self.max_frames != 0 && self.frames > self.max_frames {
+        if limits.max_frames != 0 && self.frames > limits.max_frames {
             return Err(Violation::TooManyFragments);
         }
         Ok(())

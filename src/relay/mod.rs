@@ -35,6 +35,7 @@ use crate::proto::close;
 use crate::proto::frame::{Frame, FrameError, OpCode};
 use crate::relay::hop::{DRAIN_QUIET, Hop, Reading};
 use crate::relay::keepalive::Pings;
+use crate::relay::message::Limits;
 use crate::shared::client::ClientProtocol;
 use crate::shared::metrics::ConnMetrics;
 use crate::shared::occupancy::Seat;
@@ -384,32 +385,28 @@ impl Relay {
                     return moved;
                 }
                 _ if self.parked[from as usize] => return moved,
-                Reading::RawDrain { .. } => {
+                Reading::RawDrain => {
                     let Poll::Ready(read) = self.hops[from as usize].poll_discard(cx) else {
                         self.parked[from as usize] = true;
                         return moved;
                     };
-                    let next = match read {
-                        Ok(n) if n > 0 => Reading::RawDrain {
-                            quiet_until: Instant::now() + DRAIN_QUIET,
-                        },
-                        _ => Reading::Done,
-                    };
-                    self.hop(from).set_reading(next);
+                    match read {
+                        Ok(n) if n > 0 => {
+                            self.hop(from).raw_drain_until(Instant::now() + DRAIN_QUIET)
+                        }
+                        _ => self.hop(from).set_reading(Reading::Done),
+                    }
                 }
                 Reading::Draining => {
                     let Poll::Ready(read) = self.hops[from as usize].poll_frame(cx) else {
                         self.parked[from as usize] = true;
                         return moved;
                     };
-                    let next = match read {
-                        Ok(Some(f)) if f.opcode != OpCode::Close => Reading::Draining,
-                        Ok(_) => Reading::Done,
-                        Err(_) => Reading::RawDrain {
-                            quiet_until: Instant::now() + DRAIN_QUIET,
-                        },
-                    };
-                    self.hop(from).set_reading(next);
+                    match read {
+                        Ok(Some(f)) if f.opcode != OpCode::Close => {}
+                        Ok(_) => self.hop(from).set_reading(Reading::Done),
+                        Err(_) => self.hop(from).raw_drain_until(Instant::now() + DRAIN_QUIET),
+                    }
                 }
                 Reading::Open => {
                     let Poll::Ready(read) = self.hops[from as usize].poll_frame(cx) else {
@@ -452,7 +449,8 @@ impl Relay {
         if over_rate {
             return self.violation(from, Violation::RateLimit);
         }
-        if let Err(violation) = self.hop(from).check(&mut frame) {
+        let limits = Limits::of(&self.conn.route.tuning);
+        if let Err(violation) = self.hop(from).check(&mut frame, limits) {
             self.violation(from, violation);
             // An invalid Close still ends the peer's side of the handshake (RFC 6455 §7.1.1):
             // nothing more will come, so close now instead of waiting for another Close.
@@ -580,12 +578,13 @@ mod tests {
     use super::*;
 
     /// Every idle connection holds one boxed `Relay`; mimalloc (the binary's allocator)
-    /// serves it from a bin of 1,024 bytes only while it fits there, the next bin being
-    /// 1,280. State that only an ending, a busy hop or a rare setting uses is boxed, and
-    /// the route's settings are read from the route, to keep it so.
+    /// serves it from a bin of 896 bytes only while it fits there, the next bin being
+    /// 1,024. State that only an ending, a busy hop or a rare setting uses is boxed (a
+    /// raw drain's deadline too), and the route's settings (message limits, timeouts) are
+    /// read from the route, to keep it so.
     #[test]
     fn the_relay_state_fits_its_allocator_bin() {
         let size = std::mem::size_of::<Relay>();
-        assert!(size <= 1024, "Relay is {size} bytes");
+        assert!(size <= 896, "Relay is {size} bytes");
     }
 }

@@ -176,11 +176,12 @@ impl AuthMetrics {
 
 /// One connection's live counters, resolved once when it starts.
 pub struct ConnMetrics {
-    active: IntGauge,
+    /// The route's handles; its active gauge is among them (one pointer for both).
+    counters: Arc<RouteCounters>,
+    /// Whether frames are counted (`metrics.per_frame`).
+    per_frame: bool,
     /// Set once the connection left the active gauge (by `finish` or by drop).
     finished: bool,
-    /// None when per-frame metrics are off (`metrics.per_frame: false`).
-    counters: Option<Arc<RouteCounters>>,
 }
 
 /// The `code` label of each status class.
@@ -222,7 +223,10 @@ impl ConnMetrics {
         data_len: Option<u64>,
         ends_message: bool,
     ) {
-        let Some(c) = &self.counters else { return };
+        if !self.per_frame {
+            return;
+        }
+        let c = &self.counters;
         let i = OPCODES.iter().position(|o| *o == opcode).unwrap_or(0);
         c.frames[direction][i].inc();
         if let Some(len) = data_len {
@@ -240,7 +244,7 @@ impl ConnMetrics {
     /// `finish`, as an aborted task does, still leaves the gauge right).
     pub fn finish(&mut self) {
         if !std::mem::replace(&mut self.finished, true) {
-            self.active.dec();
+            self.counters.active.dec();
         }
     }
 }
@@ -473,12 +477,11 @@ impl Metrics {
                 }),
             })
         });
-        let active = handles.active.clone();
-        active.inc();
+        handles.active.inc();
         ConnMetrics {
-            active,
+            counters: handles.clone(),
+            per_frame,
             finished: false,
-            counters: per_frame.then(|| handles.clone()),
         }
     }
 
