@@ -36,10 +36,13 @@ pub(crate) async fn answer(
         Prepared::Answer(res) => res,
         Prepared::Switch { pending, response } => {
             let on_client_upgrade = hyper::upgrade::on(&mut req);
-            state.tracker.spawn(
+            // Boxed: tokio's task cell is aligned to 128 bytes, so this future inline
+            // (176 bytes with its span and tracker) made a 384-byte cell for the
+            // connection's whole life; boxed, a 128-byte cell and a 160-byte box.
+            state.tracker.spawn(Box::pin(
                 crate::relay::after_upgrade(pending, on_client_upgrade, h1_guard::recover)
                     .in_current_span(),
-            );
+            ));
             response
         }
     }
