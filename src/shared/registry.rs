@@ -1,5 +1,6 @@
 //! The registry of live relayed connections, for the admin API: who is connected, what
-//! each one moved, and a mailbox through which a command reaches the connection's own task.
+//! each one moved, and a mailbox through which a command reaches the connection's own task
+//! (and through which shutdown and retirement reach it: [`Ending`]).
 //!
 //! The frame path takes no lock here: a connection's counters are atomics that only its
 //! own task writes (Relaxed loads and stores, plain moves on x86), and its task looks at
